@@ -1,0 +1,210 @@
+// Package wire holds every JSON type that crosses the wire between the
+// lpmos agent and the regional agent API, plus the task statuses both sides
+// name. It imports the standard library only: the agent links it.
+package wire
+
+import "time"
+
+// Status is the lifecycle state of a task. The store owns the transitions;
+// this package only names the states so the agent and the server agree.
+type Status string
+
+// The task states of DESIGN.md.
+const (
+	StatusPending         Status = "pending"
+	StatusReady           Status = "ready"
+	StatusPendingApproval Status = "pending_approval"
+	StatusApproved        Status = "approved"
+	StatusInstalling      Status = "installing"
+	StatusStalled         Status = "stalled"
+	StatusCompleted       Status = "completed"
+	StatusFailed          Status = "failed"
+	StatusCancelled       Status = "cancelled"
+)
+
+// AllStatuses lists every status in lifecycle order.
+var AllStatuses = []Status{
+	StatusPending, StatusReady, StatusPendingApproval, StatusApproved,
+	StatusInstalling, StatusStalled, StatusCompleted, StatusFailed, StatusCancelled,
+}
+
+// Active reports whether a task in this status still owns its MAC.
+func (s Status) Active() bool {
+	switch s {
+	case StatusPending, StatusReady, StatusPendingApproval, StatusApproved, StatusInstalling, StatusStalled:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool {
+	for _, v := range AllStatuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Install stages and the percentage range each one covers (the seed's).
+const (
+	StagePartitioning = "partitioning" // 0-20
+	StageDownloading  = "downloading"  // 20-60
+	StageInstalling   = "installing"   // 60-90
+	StageConfiguring  = "configuring"  // 90-100
+	StageCompleted    = "completed"    // 100: the install is done
+)
+
+// Hardware is the agent's hardware report.
+type Hardware struct {
+	CPU         CPU       `json:"cpu"`
+	Memory      Memory    `json:"memory"`
+	Disks       []Disk    `json:"disks"`
+	NICs        []NIC     `json:"nics"`
+	DMI         DMI       `json:"dmi"`
+	BootMode    string    `json:"boot_mode"` // "uefi" or "bios"
+	Hostname    string    `json:"hostname,omitempty"`
+	Kernel      string    `json:"kernel,omitempty"`
+	CollectedAt time.Time `json:"collected_at"`
+}
+
+// CPU describes the processors.
+type CPU struct {
+	Model   string `json:"model"`
+	Sockets int    `json:"sockets"`
+	Cores   int    `json:"cores"`   // physical cores, all sockets
+	Threads int    `json:"threads"` // logical CPUs
+}
+
+// Memory describes the installed memory.
+type Memory struct {
+	TotalBytes uint64 `json:"total_bytes"`
+	TotalGB    int    `json:"total_gb"`
+}
+
+// Disk is one block device (loop and ram devices are skipped).
+type Disk struct {
+	Name       string `json:"name"`
+	SizeBytes  uint64 `json:"size_bytes"`
+	Model      string `json:"model,omitempty"`
+	Serial     string `json:"serial,omitempty"`
+	Rotational bool   `json:"rotational"`
+	Removable  bool   `json:"removable"`
+}
+
+// NIC is one network interface.
+type NIC struct {
+	Name      string `json:"name"`
+	MAC       string `json:"mac"`
+	Driver    string `json:"driver,omitempty"`
+	SpeedMbps int    `json:"speed_mbps,omitempty"`
+	Link      bool   `json:"link"`
+}
+
+// DMI is the SMBIOS identity of the machine.
+type DMI struct {
+	Vendor      string `json:"vendor,omitempty"`
+	Product     string `json:"product,omitempty"`
+	Serial      string `json:"serial,omitempty"`
+	UUID        string `json:"uuid,omitempty"`
+	BIOSVendor  string `json:"bios_vendor,omitempty"`
+	BIOSVersion string `json:"bios_version,omitempty"`
+	BIOSDate    string `json:"bios_date,omitempty"`
+}
+
+// HardwareReport is the body of POST /api/v1/agent/hardware.
+// TaskID is empty when the machine booted without a task (discovery).
+type HardwareReport struct {
+	MACAddress string   `json:"mac_address"`
+	TaskID     string   `json:"task_id,omitempty"`
+	Hardware   Hardware `json:"hardware"`
+}
+
+// HardwareResponse answers a hardware report.
+type HardwareResponse struct {
+	TaskID     string `json:"task_id,omitempty"`
+	Status     Status `json:"status,omitempty"`
+	Discovered bool   `json:"discovered"` // recorded as a machine without a task
+}
+
+// Progress is the body of POST /api/v1/agent/progress and the record kept
+// under /tasks/{id}/progress. Seq increases with every report of one attempt;
+// a repeated Seq is a duplicate (ignored), a lower one a regression (refused).
+type Progress struct {
+	MACAddress string    `json:"mac_address,omitempty"`
+	TaskID     string    `json:"task_id"`
+	Seq        int64     `json:"seq"`
+	Stage      string    `json:"stage"`
+	Percentage int       `json:"percentage"`
+	Message    string    `json:"message,omitempty"`
+	BytesDone  int64     `json:"bytes_done,omitempty"`
+	BytesTotal int64     `json:"bytes_total,omitempty"`
+	Attempt    int       `json:"attempt,omitempty"`    // filled in by the server
+	UpdatedAt  time.Time `json:"updated_at,omitempty"` // filled in by the server
+}
+
+// ProgressResponse answers a progress report.
+type ProgressResponse struct {
+	Status    Status `json:"status"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+// FailureReport is the body of POST /api/v1/agent/failure: the agent gives up
+// on the install and says why, with the last lines of its log.
+type FailureReport struct {
+	MACAddress string   `json:"mac_address,omitempty"`
+	TaskID     string   `json:"task_id"`
+	Reason     string   `json:"reason"`
+	LogLines   []string `json:"log_lines,omitempty"`
+}
+
+// ApprovalResponse answers GET /api/v1/agent/approval/{mac}. Install is set
+// once the task is approved (or already installing).
+type ApprovalResponse struct {
+	TaskID   string       `json:"task_id"`
+	Status   Status       `json:"status"`
+	Approved bool         `json:"approved"`
+	Reason   string       `json:"reason,omitempty"`
+	Install  *InstallSpec `json:"install,omitempty"`
+}
+
+// InstallSpec is what the agent writes to disk and how it configures it.
+type InstallSpec struct {
+	OSType            string   `json:"os_type"`
+	OSVersion         string   `json:"os_version"`
+	ImageURL          string   `json:"image_url"`    // absolute URL, served by the region with Range
+	ImageSHA256       string   `json:"image_sha256"` // hex, of the bytes written to disk
+	ImageSize         int64    `json:"image_size"`   // bytes written to disk
+	ImageFormat       string   `json:"image_format"` // "raw" or "gzip" (of the served file)
+	Hostname          string   `json:"hostname,omitempty"`
+	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
+	UserData          string   `json:"user_data,omitempty"`
+}
+
+// Error is the JSON body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Kernel command line parameters the iPXE script passes to the agent.
+const (
+	ParamServer = "lpmos_client" // base URL of the regional agent API
+	ParamTaskID = "lpmos_task"
+	ParamToken  = "lpmos_token"
+	ParamMAC    = "lpmos_mac"
+	// Added for the agent: optional target disk (e.g. /dev/vda; the agent
+	// picks the smallest fixed disk that fits the image when absent) and
+	// power off instead of reboot at the end ("1"), which qemu tests use.
+	ParamDisk     = "lpmos_disk"
+	ParamPowerOff = "lpmos_poweroff"
+)
+
+// Agent API paths (on the regional --api-port).
+const (
+	PathHardware = "/api/v1/agent/hardware"
+	PathProgress = "/api/v1/agent/progress"
+	PathApproval = "/api/v1/agent/approval/" // + MAC
+	PathFailure  = "/api/v1/agent/failure"
+	PathImages   = "/images/" // + os/version
+)
