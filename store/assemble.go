@@ -1,0 +1,71 @@
+package store
+
+import (
+	"encoding/json"
+	"log/slog"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// kvPair is the part of an etcd key-value that assembling tasks needs.
+type kvPair struct {
+	Key, Value  []byte
+	ModRevision int64
+}
+
+func assembleTasks(kvs []*mvccpb.KeyValue, log *slog.Logger) []Task {
+	pairs := make([]*kvPair, len(kvs))
+	for i, kv := range kvs {
+		pairs[i] = &kvPair{Key: kv.Key, Value: kv.Value, ModRevision: kv.ModRevision}
+	}
+	return assemble(pairs, log)
+}
+
+// assemble groups /tasks/{id}/... keys (in key order) into tasks. A task
+// without both spec and status is incomplete and skipped.
+func assemble(kvs []*kvPair, log *slog.Logger) []Task {
+	var (
+		out      []Task
+		cur      Task
+		has      int
+		flushCur = func() {
+			if has&3 == 3 {
+				out = append(out, cur)
+			}
+		}
+	)
+	for _, kv := range kvs {
+		id, kind, ok := taskKeyKind(string(kv.Key))
+		if !ok {
+			continue
+		}
+		if id != cur.ID {
+			flushCur()
+			cur, has = Task{ID: id}, 0
+		}
+		var err error
+		switch kind {
+		case "spec":
+			err = json.Unmarshal(kv.Value, &cur.Spec)
+			has |= 1
+		case "status":
+			err = json.Unmarshal(kv.Value, &cur.Status)
+			cur.Revision = kv.ModRevision
+			has |= 2
+		case "hardware":
+			var hw wire.Hardware
+			err = json.Unmarshal(kv.Value, &hw)
+			cur.Hardware = &hw
+		case "progress":
+			var p wire.Progress
+			err = json.Unmarshal(kv.Value, &p)
+			cur.Progress = &p
+		}
+		if err != nil {
+			log.Warn("store: undecodable value", "key", string(kv.Key), "error", err)
+		}
+	}
+	flushCur()
+	return out
+}

@@ -1,0 +1,53 @@
+package store
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The key layout of DESIGN.md; every key lpmos writes is built here.
+const (
+	prefixTasks    = "/tasks/"
+	prefixMACIndex = "/index/mac/"
+	prefixMachines = "/machines/"
+	prefixRegions  = "/regions/"
+	prefixImages   = "/images/"
+	prefixLeases   = "/leases/"
+	keyAdminToken  = "/auth/admin-token-sha256"
+)
+
+func taskPrefix(id string) string    { return prefixTasks + id + "/" }
+func specKey(id string) string       { return prefixTasks + id + "/spec" }
+func statusKey(id string) string     { return prefixTasks + id + "/status" }
+func hardwareKey(id string) string   { return prefixTasks + id + "/hardware" }
+func progressKey(id string) string   { return prefixTasks + id + "/progress" }
+func tokenKey(id string) string      { return prefixTasks + id + "/agent-token" }
+func eventsPrefix(id string) string  { return prefixTasks + id + "/events/" }
+func macIndexKey(mac string) string  { return prefixMACIndex + mac }
+func machineKey(mac string) string   { return prefixMachines + mac }
+func regionKey(id string) string     { return prefixRegions + id }
+func leaseKey(mac string) string     { return prefixLeases + mac }
+func imageKey(os, ver string) string { return prefixImages + os + "/" + ver }
+
+// eventKey orders events by time; the nanosecond stamp is zero-padded so
+// etcd's byte order is time order.
+func eventKey(id string, at time.Time) string {
+	return fmt.Sprintf("%s%020d", eventsPrefix(id), at.UnixNano())
+}
+
+// taskKeyKind splits /tasks/{id}/{kind}[/...] into id and kind.
+func taskKeyKind(key string) (id, kind string, ok bool) {
+	rest, found := strings.CutPrefix(key, prefixTasks)
+	if !found {
+		return "", "", false
+	}
+	id, kind, found = strings.Cut(rest, "/")
+	if !found || id == "" {
+		return "", "", false
+	}
+	if strings.HasPrefix(kind, "events/") {
+		kind = "events"
+	}
+	return id, kind, true
+}

@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Change is one typed change seen by Watch.
+type Change struct {
+	Revision int64
+	Kind     ChangeKind
+	TaskID   string         // task changes
+	Spec     *Spec          // KindTaskCreated
+	Status   *StatusRecord  // KindStatus
+	Hardware *wire.Hardware // KindHardware
+	Progress *wire.Progress // KindProgress
+	Event    *Event         // KindEvent
+	Machine  *Machine       // KindMachine
+	Region   *Region        // KindRegion
+	Key      string         // the etcd key, for deletions
+}
+
+// ChangeKind names what changed.
+type ChangeKind string
+
+// The kinds of change Watch reports.
+const (
+	KindTaskCreated  ChangeKind = "task"
+	KindStatus       ChangeKind = "status"
+	KindHardware     ChangeKind = "hardware"
+	KindProgress     ChangeKind = "progress"
+	KindEvent        ChangeKind = "event"
+	KindTaskDeleted  ChangeKind = "task_deleted"
+	KindMachine      ChangeKind = "machine"
+	KindMachineGone  ChangeKind = "machine_deleted"
+	KindRegion       ChangeKind = "region"
+	KindRegionGone   ChangeKind = "region_deleted"
+	KindWatchRestart ChangeKind = "resync" // history was compacted: reload a snapshot
+)
+
+// Watch streams typed changes after revision fromRev (0: from now) until ctx
+// ends. If etcd compacted the history past fromRev, one KindWatchRestart
+// change is sent and the channel closes: the consumer reloads a snapshot and
+// watches again. The channel also closes when ctx ends.
+func (s *Store) Watch(ctx context.Context, fromRev int64) <-chan Change {
+	out := make(chan Change, 256)
+	go func() {
+		defer close(out)
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
+		if fromRev > 0 {
+			opts = append(opts, clientv3.WithRev(fromRev))
+		}
+		wctx := clientv3.WithRequireLeader(ctx)
+		for resp := range s.cli.Watch(wctx, "/", opts...) {
+			if resp.CompactRevision != 0 || resp.Err() != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("store: watch ended, consumer must resync", "error", resp.Err(), "compact_revision", resp.CompactRevision)
+					select {
+					case out <- Change{Kind: KindWatchRestart, Revision: resp.CompactRevision}:
+					case <-ctx.Done():
+					}
+				}
+				return
+			}
+			for _, ev := range resp.Events {
+				c, ok := s.decodeChange(ev)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- c:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		if ctx.Err() == nil { // the watch channel closed without our asking
+			select {
+			case out <- Change{Kind: KindWatchRestart}:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return out
+}
+
+func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
+	key := string(ev.Kv.Key)
+	c := Change{Revision: ev.Kv.ModRevision, Key: key}
+	del := ev.Type == clientv3.EventTypeDelete
+	if del {
+		c.Revision = ev.Kv.ModRevision
+	}
+	var err error
+	switch {
+	case strings.HasPrefix(key, prefixTasks):
+		id, kind, ok := taskKeyKind(key)
+		if !ok {
+			return c, false
+		}
+		c.TaskID = id
+		switch {
+		case kind == "spec" && del:
+			c.Kind = KindTaskDeleted
+		case kind == "spec":
+			if ev.IsModify() {
+				return c, false
+			}
+			c.Kind, c.Spec = KindTaskCreated, new(Spec)
+			err = json.Unmarshal(ev.Kv.Value, c.Spec)
+		case del:
+			return c, false
+		case kind == "status":
+			c.Kind, c.Status = KindStatus, new(StatusRecord)
+			err = json.Unmarshal(ev.Kv.Value, c.Status)
+		case kind == "hardware":
+			c.Kind, c.Hardware = KindHardware, new(wire.Hardware)
+			err = json.Unmarshal(ev.Kv.Value, c.Hardware)
+		case kind == "progress":
+			c.Kind, c.Progress = KindProgress, new(wire.Progress)
+			err = json.Unmarshal(ev.Kv.Value, c.Progress)
+		case kind == "events":
+			c.Kind, c.Event = KindEvent, new(Event)
+			err = json.Unmarshal(ev.Kv.Value, c.Event)
+		default:
+			return c, false
+		}
+	case strings.HasPrefix(key, prefixMachines):
+		if del {
+			c.Kind = KindMachineGone
+			break
+		}
+		c.Kind, c.Machine = KindMachine, new(Machine)
+		err = json.Unmarshal(ev.Kv.Value, c.Machine)
+	case strings.HasPrefix(key, prefixRegions):
+		if del {
+			c.Kind = KindRegionGone
+			break
+		}
+		c.Kind, c.Region = KindRegion, new(Region)
+		err = json.Unmarshal(ev.Kv.Value, c.Region)
+	default:
+		return c, false
+	}
+	if err != nil {
+		s.log.Warn("store: undecodable watched value", "key", key, "error", fmt.Errorf("decode: %w", err))
+		return c, false
+	}
+	return c, true
+}
