@@ -1,0 +1,368 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/store"
+)
+
+// maxBody caps every request body: a provisioning API has no business
+// receiving more than this, and a cap keeps one client from eating memory.
+const maxBody = 1 << 20
+
+// CreateTaskRequest is the body of POST /api/v1/tasks (the seed's fields
+// plus hostname, SSH keys and user data).
+type CreateTaskRequest struct {
+	RegionID          string   `json:"region_id"`
+	TargetMAC         string   `json:"target_mac"`
+	OSType            string   `json:"os_type"`
+	OSVersion         string   `json:"os_version"`
+	Hostname          string   `json:"hostname,omitempty"`
+	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
+	UserData          string   `json:"user_data,omitempty"`
+}
+
+// TaskList is the answer of GET /api/v1/tasks.
+type TaskList struct {
+	Tasks    []store.Task `json:"tasks"`
+	Count    int          `json:"count"`
+	Revision int64        `json:"revision"`
+}
+
+// TaskDetail is the answer of GET /api/v1/tasks/{id}.
+type TaskDetail struct {
+	store.Task
+	Events []store.Event `json:"events"`
+}
+
+// HealthReport is the answer of GET /api/v1/health.
+type HealthReport struct {
+	Status   string           `json:"status"` // "ok" or "degraded"
+	Version  string           `json:"version"`
+	Services []health.Service `json:"services"`
+}
+
+// AddImageRequest is the body of POST /api/v1/images.
+type AddImageRequest = store.Image
+
+func (s *Server) routesAPI(r chi.Router) {
+	r.Get("/health", s.health)
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireOperator)
+		r.Post("/tasks", s.createTask)
+		r.Get("/tasks", s.listTasks)
+		r.Get("/tasks/{id}", s.getTask)
+		r.Get("/tasks/{id}/events", s.taskEvents)
+		r.Get("/tasks/{id}/watch", s.watchTask)
+		r.Put("/tasks/{id}/approve", s.approveTask)
+		r.Delete("/tasks/{id}", s.cancelTask)
+		r.Post("/tasks/{id}/retry", s.retryTask)
+		r.Get("/machines", s.listMachines)
+		r.Delete("/machines/{mac}", s.deleteMachine)
+		r.Get("/regions", s.listRegions)
+		r.Get("/images", s.listImages)
+		r.Post("/images", s.addImage)
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path))
+	})
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	services := s.cfg.Health.Snapshot()
+	rep := HealthReport{Status: health.Overall(services), Version: s.cfg.Version, Services: services}
+	code := http.StatusOK
+	if rep.Status != "ok" {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, rep)
+}
+
+func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
+	var req CreateTaskRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	task, err := s.cfg.Store.CreateTask(r.Context(), store.Spec{
+		RegionID: req.RegionID, TargetMAC: req.TargetMAC, OSType: req.OSType, OSVersion: req.OSVersion,
+		Hostname: req.Hostname, SSHAuthorizedKeys: req.SSHAuthorizedKeys, UserData: req.UserData,
+	})
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	s.log.Info("task created", "task", task.ID, "mac", task.Spec.TargetMAC, "region", task.Spec.RegionID)
+	writeJSON(w, http.StatusCreated, task)
+}
+
+func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.Filter{Status: store.Status(q.Get("status")), Region: q.Get("region")}
+	if f.Status != "" && !f.Status.Valid() {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("unknown status %q (one of %v)", f.Status, wire.AllStatuses))
+		return
+	}
+	if m := q.Get("mac"); m != "" {
+		mac, err := store.ParseMAC(m)
+		if err != nil {
+			writeStoreError(w, err)
+			return
+		}
+		f.MAC = mac
+	}
+	tasks, rev, err := s.cfg.Store.ListTasks(r.Context(), f)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	if tasks == nil {
+		tasks = []store.Task{}
+	}
+	writeJSON(w, http.StatusOK, TaskList{Tasks: tasks, Count: len(tasks), Revision: rev})
+}
+
+func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	task, err := s.cfg.Store.GetTask(r.Context(), id)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	events, err := s.cfg.Store.Events(r.Context(), id)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, TaskDetail{Task: task, Events: events})
+}
+
+func (s *Server) taskEvents(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	if _, err := s.cfg.Store.GetTask(r.Context(), id); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	events, err := s.cfg.Store.Events(r.Context(), id)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, events)
+}
+
+// watchTask streams the task's changes as newline-delimited JSON until the
+// task ends or the client goes away; the CLI's `task watch` reads it.
+func (s *Server) watchTask(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	task, err := s.cfg.Store.GetTask(r.Context(), id)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, errors.New("streaming unsupported"))
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	changes := s.cfg.Store.Watch(ctx, task.Revision+1)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(WatchLine{Type: "snapshot", TaskID: id, Task: &task})
+	flusher.Flush()
+	for c := range changes {
+		if c.TaskID != id {
+			continue
+		}
+		line := WatchLine{Type: string(c.Kind), TaskID: id, Status: c.Status, Progress: c.Progress, Event: c.Event}
+		if c.Kind == store.KindHardware {
+			line.Hardware = c.Hardware
+		}
+		if err := enc.Encode(line); err != nil {
+			return
+		}
+		flusher.Flush()
+		if c.Kind == store.KindStatus && !c.Status.Status.Active() {
+			return
+		}
+	}
+}
+
+// WatchLine is one line of GET /api/v1/tasks/{id}/watch.
+type WatchLine struct {
+	Type     string              `json:"type"`
+	TaskID   string              `json:"task_id"`
+	Task     *store.Task         `json:"task,omitempty"`
+	Status   *store.StatusRecord `json:"status,omitempty"`
+	Progress *wire.Progress      `json:"progress,omitempty"`
+	Hardware *wire.Hardware      `json:"hardware,omitempty"`
+	Event    *store.Event        `json:"event,omitempty"`
+}
+
+func (s *Server) approveTask(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	ctx := r.Context()
+	task, err := s.cfg.Store.GetTask(ctx, id)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	// An approval the agent cannot act on is worse than none: fail the task
+	// now, with the fix in the reason, rather than let the machine hang.
+	if task.Status.Status == wire.StatusPendingApproval {
+		if _, err := s.cfg.Store.GetImage(ctx, task.Spec.OSType, task.Spec.OSVersion); errors.Is(err, store.ErrNotFound) {
+			reason := fmt.Sprintf("no image for %s %s: add one with `lpmos image add %s %s <file-or-url>`, then retry the task",
+				task.Spec.OSType, task.Spec.OSVersion, task.Spec.OSType, task.Spec.OSVersion)
+			if _, ferr := s.cfg.Store.Fail(ctx, id, reason, nil); ferr != nil {
+				writeStoreError(w, ferr)
+				return
+			}
+			writeError(w, http.StatusUnprocessableEntity, errors.New(reason))
+			return
+		} else if err != nil {
+			writeStoreError(w, err)
+			return
+		}
+	}
+	s.transition(w, r, id, wire.StatusApproved, "approved by operator")
+}
+
+func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
+	s.transition(w, r, chi.URLParam(r, "id"), wire.StatusCancelled, "cancelled by operator")
+}
+
+func (s *Server) retryTask(w http.ResponseWriter, r *http.Request) {
+	s.transition(w, r, chi.URLParam(r, "id"), wire.StatusPending, "retried by operator")
+}
+
+func (s *Server) transition(w http.ResponseWriter, r *http.Request, id string, to store.Status, reason string) {
+	task, err := s.cfg.Store.Transition(r.Context(), id, to, reason)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	s.log.Info("task status changed", "task", id, "status", to)
+	writeJSON(w, http.StatusOK, task)
+}
+
+func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) {
+	ms, err := s.cfg.Store.ListMachines(r.Context())
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ms)
+}
+
+func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Store.DeleteMachine(r.Context(), chi.URLParam(r, "mac")); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listRegions(w http.ResponseWriter, r *http.Request) {
+	regions, err := s.cfg.Store.ListRegions(r.Context())
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, regions)
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
+	imgs, err := s.cfg.Store.ListImages(r.Context())
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, imgs)
+}
+
+func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
+	var img AddImageRequest
+	if !decodeBody(w, r, &img) {
+		return
+	}
+	if img.Source == "" {
+		writeError(w, http.StatusBadRequest, errors.New("missing field: source"))
+		return
+	}
+	img.AddedAt = time.Time{}
+	if err := s.cfg.Store.PutImage(r.Context(), img); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	got, err := s.cfg.Store.GetImage(r.Context(), img.OSType, img.OSVersion)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, got)
+}
+
+// decodeBody reads one JSON object strictly: unknown fields, trailing data
+// and bodies over maxBody are refused with a JSON error.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q: send application/json", ct))
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("unexpected data after the JSON object")
+	}
+	if err == nil {
+		return true
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", mbe.Limit))
+		return false
+	}
+	writeError(w, http.StatusBadRequest, fmt.Errorf("invalid JSON body: %w", err))
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, wire.Error{Error: err.Error()})
+}
+
+// writeStoreError maps the store's errors to HTTP statuses.
+func writeStoreError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, store.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err)
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrRegression):
+		writeError(w, http.StatusConflict, err)
+	case errors.Is(err, context.Canceled):
+		writeError(w, 499, err)
+	default:
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}

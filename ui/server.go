@@ -1,0 +1,143 @@
+// Package ui is the control plane: the REST API under /api/v1, the live
+// dashboard and its WebSocket hub.
+package ui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/store"
+)
+
+// Config configures the control plane.
+type Config struct {
+	Store   *store.Store
+	Addr    string // listen address, e.g. ":8080"
+	TLSCert string // serve HTTPS when both are set
+	TLSKey  string
+	Health  *health.Registry
+	Version string
+	Logger  *slog.Logger
+}
+
+// Server serves the control plane.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	router chi.Router
+}
+
+// New builds the control plane; Start serves it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("ui: a store is required")
+	}
+	if cfg.Health == nil {
+		cfg.Health = &health.Registry{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("ui: give both --tls-cert and --tls-key, or neither")
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "control-plane")}
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Route("/api/v1", s.routesAPI)
+	s.router = r
+	return s, nil
+}
+
+// Handler returns the HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.router }
+
+// Start listens on cfg.Addr and serves until ctx ends, then shuts down
+// gracefully. A listen error is returned at once.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("control plane: listen on %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.router,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if s.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	s.cfg.Health.Set("control-plane", health.Running, nil)
+	s.cfg.Health.SetDetail("control-plane", scheme+"://"+ln.Addr().String())
+	s.log.Info("control plane listening", "addr", ln.Addr().String(), "scheme", scheme)
+	errc := make(chan error, 1)
+	go func() {
+		if s.cfg.TLSCert != "" {
+			errc <- srv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		s.cfg.Health.Set("control-plane", health.Failed, err)
+		return fmt.Errorf("control plane: serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	s.cfg.Health.Set("control-plane", health.Stopped, nil)
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("control plane: shutdown: %w", err)
+	}
+	return nil
+}
+
+// requireOperator lets through requests that carry the admin token as a
+// bearer token.
+func (s *Server) requireOperator(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lpmos"`)
+			writeError(w, http.StatusUnauthorized, errors.New("missing token: send Authorization: Bearer <token> (the token is in <data-dir>/admin.token)"))
+			return
+		}
+		valid, err := s.cfg.Store.CheckAdminToken(r.Context(), tok)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("check token: %w", err))
+			return
+		}
+		if !valid {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lpmos", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, errors.New("invalid token"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	tok = strings.TrimSpace(tok)
+	return tok, ok && tok != ""
+}
