@@ -162,8 +162,9 @@ func (in *installer) run(ctx context.Context) (err error) {
 	// From the first byte written on, a failure leaves a half-written disk
 	// that firmware might try to boot; wipe its start so the machine falls
 	// back to PXE instead.
+	var written int64
 	defer func() {
-		if err != nil {
+		if err != nil && written > 0 {
 			in.wipeStart(t)
 		}
 	}()
@@ -172,7 +173,8 @@ func (in *installer) run(ctx context.Context) (err error) {
 		Message: "streaming " + in.spec.ImageURL}); err != nil {
 		return err
 	}
-	written, sum, err := in.stream(ctx, t.f, t.size, func(done int64) error {
+	var sum []byte
+	written, sum, err = in.stream(ctx, t.f, t.size, func(done int64) error {
 		return in.tick(ctx, Progress{Stage: wire.StageDownloading, Percentage: 20 + int(40*done/size),
 			BytesDone: done, BytesTotal: size, Message: fmt.Sprintf("written %s of %s", human(done), human(size))})
 	})
