@@ -1,0 +1,378 @@
+// Package agentapi is the regional side of lpmos: it registers its region in
+// the store, claims the pending tasks of that region (and only those), mints
+// per-task agent tokens, turns silent installs into stalled ones, and serves
+// the agent-facing HTTP API plus the iPXE boot path.
+//
+// One Region serves one region ID; several regions share one cluster and
+// each touches only its own tasks.
+//
+// Authentication of the agent API: every call about a task carries
+// "Authorization: Bearer <token>", the per-task token the iPXE script put on
+// the agent's kernel line. No token is 401; a token that does not open the
+// task (another task's, or one whose attempt ended or was retried) is 403.
+// Discovery hardware reports (a MAC with no active task) need no token, nor
+// do image downloads (the agent's downloader sends none).
+package agentapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lpmos/lpmos/pxe"
+	"github.com/lpmos/lpmos/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultStallAfter   = 2 * time.Minute
+	DefaultKernelName   = "vmlinuz"
+	DefaultInitrdName   = "initramfs.img"
+	DefaultLeaseTTL     = 10 // seconds
+	DefaultPollInterval = 250 * time.Millisecond
+	DefaultMaxWait      = 60 * time.Second
+	// MaxBodyBytes caps every request body; larger ones get 413.
+	MaxBodyBytes = 1 << 20
+)
+
+// Config configures a Region.
+type Config struct {
+	// Store is the cluster state. Required.
+	Store *store.Store
+	// RegionID is the region this process serves. Required.
+	RegionID string
+	// Addr is the listen address of the agent API, e.g. ":8081". Empty:
+	// Start does not listen; the caller mounts Handler() itself.
+	Addr string
+	// PublicURL is the base URL agents and iPXE reach this API at, e.g.
+	// http://10.55.0.1:8081 (plain http: Debian's iPXE has no HTTPS).
+	// Required.
+	PublicURL string
+	// BootDir holds the agent's kernel and initramfs, served under
+	// /boot/files/ with Range. Empty: /boot/ answers 503.
+	BootDir string
+	// KernelName and InitrdName are file names inside BootDir; defaults
+	// "vmlinuz" and "initramfs.img".
+	KernelName string
+	InitrdName string
+	// ExtraKernelArgs are appended to the agent's kernel line (each must
+	// match [A-Za-z0-9_.,:/=+@-]+), e.g. "lpmos_poweroff=1".
+	ExtraKernelArgs []string
+	// DiscoverUnknown boots MACs without a task into discovery and records
+	// their hardware under /machines/{mac}.
+	DiscoverUnknown bool
+	// StallAfter: an installing task with no report this long becomes
+	// stalled. Default 2m.
+	StallAfter time.Duration
+	// SecretFile, when set, keeps the region secret the agent tokens are
+	// derived from (created with mode 0600 on first start), so tokens stay
+	// valid across restarts. Empty: a random secret in memory; after a
+	// restart a booting machine gets a freshly minted token.
+	SecretFile string
+	// LeaseTTL is the TTL in seconds of the /regions/{id} lease; default 10.
+	LeaseTTL int64
+	// Member names the etcd member this region runs beside (informational,
+	// written into /regions/{id}).
+	Member string
+	// PollInterval is how often a long-poll re-reads its task when no watch
+	// notification arrives; default 250ms.
+	PollInterval time.Duration
+	// MaxWait bounds ?wait= of the approval long-poll; default 60s.
+	MaxWait time.Duration
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Service names reported by State.
+const (
+	ServiceRegistration = "region-registration"
+	ServiceAgentAPI     = "agent-api"
+	ServiceTaskSync     = "task-sync"
+	ServiceBootHTTP     = "boot-http"
+)
+
+// Service states reported by State.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateFailed   = "failed"   // not working now; Error says why (retried)
+	StateStopped  = "stopped"  // Start returned
+	StateDisabled = "disabled" // not configured
+	StateExternal = "external" // Handler() is mounted by the caller
+)
+
+// ServiceState is one regional service's state for /api/v1/health.
+type ServiceState struct {
+	State string    `json:"state"`
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// Region is one region's services. Build it with New, run it with Start.
+type Region struct {
+	cfg     Config
+	st      *store.Store
+	log     *slog.Logger
+	secret  []byte
+	handler http.Handler
+
+	mu       sync.Mutex
+	services map[string]ServiceState
+	wake     chan struct{} // closed and replaced when an own task changes
+	started  bool
+	done     chan struct{} // closed when Start's ctx ends: releases long-polls
+}
+
+// New checks cfg and builds a Region. It does not touch the network.
+func New(cfg Config) (*Region, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("agentapi: Store is required")
+	}
+	if cfg.RegionID == "" {
+		return nil, errors.New("agentapi: RegionID is required")
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	u, err := url.Parse(cfg.PublicURL)
+	if cfg.PublicURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("agentapi: PublicURL %q: want the base URL agents reach this API at, like http://10.55.0.1:8081", cfg.PublicURL)
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = DefaultStallAfter
+	}
+	if cfg.KernelName == "" {
+		cfg.KernelName = DefaultKernelName
+	}
+	if cfg.InitrdName == "" {
+		cfg.InitrdName = DefaultInitrdName
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	secret, err := loadSecret(cfg.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("agentapi: %w", err)
+	}
+	r := &Region{
+		cfg:      cfg,
+		st:       cfg.Store,
+		log:      cfg.Logger.With("component", "agentapi", "region", cfg.RegionID),
+		secret:   secret,
+		services: make(map[string]ServiceState),
+		wake:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	now := time.Now().UTC()
+	for _, s := range []string{ServiceRegistration, ServiceTaskSync} {
+		r.services[s] = ServiceState{State: StateStopped, Since: now}
+	}
+	if cfg.Addr == "" {
+		r.services[ServiceAgentAPI] = ServiceState{State: StateExternal, Since: now}
+	} else {
+		r.services[ServiceAgentAPI] = ServiceState{State: StateStopped, Since: now}
+	}
+	var boot http.Handler
+	if cfg.BootDir == "" {
+		r.services[ServiceBootHTTP] = ServiceState{State: StateDisabled, Error: "no boot dir configured", Since: now}
+	} else {
+		boot, err = pxe.NewBootHandler(pxe.BootConfig{
+			Decider:   r,
+			AgentURL:  cfg.PublicURL,
+			BaseURL:   cfg.PublicURL,
+			BootDir:   cfg.BootDir,
+			Kernel:    cfg.KernelName,
+			Initrd:    cfg.InitrdName,
+			ExtraArgs: cfg.ExtraKernelArgs,
+			Logger:    cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("agentapi: %w", err)
+		}
+		r.services[ServiceBootHTTP] = ServiceState{State: StateRunning, Since: now}
+	}
+	r.handler = r.routes(boot)
+	return r, nil
+}
+
+// Handler returns the HTTP API (agent API, images, boot path, /healthz).
+func (r *Region) Handler() http.Handler { return r.handler }
+
+// RegionID returns the region this Region serves.
+func (r *Region) RegionID() string { return r.cfg.RegionID }
+
+// State returns each regional service's state and last error, for
+// /api/v1/health and the dashboard.
+func (r *Region) State() map[string]ServiceState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]ServiceState, len(r.services))
+	for k, v := range r.services {
+		out[k] = v
+	}
+	return out
+}
+
+func (r *Region) setState(service, state string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.services[service]
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if cur.State == state && cur.Error == msg {
+		return
+	}
+	r.services[service] = ServiceState{State: state, Error: msg, Since: time.Now().UTC()}
+}
+
+// notify wakes every long-poll waiting for a task change.
+func (r *Region) notify() {
+	r.mu.Lock()
+	close(r.wake)
+	r.wake = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *Region) wakeCh() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.wake
+}
+
+// Start runs the region until ctx is done: it registers /regions/{id} under
+// a lease, claims and follows the region's tasks, detects stalls and, when
+// Addr is set, serves Handler() on Addr. A service that cannot run (etcd
+// unreachable, address in use) is reported by State and retried; it does not
+// stop the others. Start returns nil on a clean shutdown and an error only
+// when called twice.
+func (r *Region) Start(ctx context.Context) error {
+	r.mu.Lock()
+	if r.started {
+		r.mu.Unlock()
+		return errors.New("agentapi: region already started")
+	}
+	r.started = true
+	r.mu.Unlock()
+	r.log.Info("region starting", "public_url", r.cfg.PublicURL, "addr", r.cfg.Addr,
+		"discover_unknown", r.cfg.DiscoverUnknown, "stall_after", r.cfg.StallAfter)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { r.register(ctx) })
+	wg.Go(func() { r.syncLoop(ctx) })
+	if r.cfg.Addr != "" {
+		wg.Go(func() { r.serve(ctx) })
+	}
+	<-ctx.Done()
+	close(r.done)
+	wg.Wait()
+	r.log.Info("region stopped")
+	return nil
+}
+
+// sleepCtx waits d or until ctx is done; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (r *Region) register(ctx context.Context) {
+	defer r.setState(ServiceRegistration, StateStopped, nil)
+	r.setState(ServiceRegistration, StateStarting, nil)
+	reg := store.Region{
+		ID:        r.cfg.RegionID,
+		APIURL:    r.cfg.PublicURL,
+		Member:    r.cfg.Member,
+		StartedAt: time.Now().UTC(),
+		Services:  map[string]string{},
+	}
+	for k, v := range r.State() {
+		if k != ServiceRegistration {
+			reg.Services[k] = v.State
+		}
+	}
+	for {
+		err := r.st.RegisterRegion(ctx, reg, r.cfg.LeaseTTL)
+		if err == nil {
+			r.setState(ServiceRegistration, StateRunning, nil)
+			r.log.Info("region registered", "ttl_s", r.cfg.LeaseTTL)
+			<-ctx.Done() // the store keeps the lease alive until ctx ends
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.setState(ServiceRegistration, StateFailed, err)
+		r.log.Error("region registration failed, retrying", "err", err)
+		if errors.Is(err, store.ErrInvalid) || !sleepCtx(ctx, 2*time.Second) {
+			return
+		}
+	}
+}
+
+func (r *Region) serve(ctx context.Context) {
+	defer r.setState(ServiceAgentAPI, StateStopped, nil)
+	r.setState(ServiceAgentAPI, StateStarting, nil)
+	var ln net.Listener
+	for {
+		var err error
+		var lc net.ListenConfig
+		ln, err = lc.Listen(ctx, "tcp", r.cfg.Addr)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.setState(ServiceAgentAPI, StateFailed, err)
+		r.log.Error("agent API cannot listen, retrying in 5s", "addr", r.cfg.Addr, "err", err)
+		if !sleepCtx(ctx, 5*time.Second) {
+			return
+		}
+	}
+	srv := &http.Server{
+		Handler:           r.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	r.setState(ServiceAgentAPI, StateRunning, nil)
+	r.log.Info("agent API listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		r.setState(ServiceAgentAPI, StateFailed, err)
+		r.log.Error("agent API stopped", "err", err)
+		return
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		r.log.Warn("agent API shutdown", "err", err)
+		_ = srv.Close()
+	}
+	<-errc
+}

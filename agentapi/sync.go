@@ -1,0 +1,236 @@
+package agentapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/store"
+)
+
+// tracked is what the sync loop remembers about one task of its region.
+type tracked struct {
+	status  wire.Status
+	attempt int
+	last    time.Time // last sign of life while installing
+}
+
+// syncer is the state of one run of the sync loop; only its goroutine
+// touches it.
+type syncer struct {
+	r       *Region
+	own     map[string]*tracked
+	foreign map[string]bool // tasks of other regions, so they are not looked up again
+}
+
+// syncLoop claims the region's pending tasks, follows its tasks through the
+// watch (claims retried tasks, checks the image at approval, wakes
+// long-polls) and marks silent installs stalled. It lists a snapshot, then
+// watches from the snapshot's revision; a compacted watch lists again.
+func (r *Region) syncLoop(ctx context.Context) {
+	defer r.setState(ServiceTaskSync, StateStopped, nil)
+	r.setState(ServiceTaskSync, StateStarting, nil)
+	for ctx.Err() == nil {
+		s := &syncer{r: r, own: map[string]*tracked{}, foreign: map[string]bool{}}
+		rev, err := s.snapshot(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.setState(ServiceTaskSync, StateFailed, err)
+			r.log.Error("task sync: list tasks failed, retrying", "err", err)
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		r.setState(ServiceTaskSync, StateRunning, nil)
+		r.notify()
+		s.follow(ctx, rev)
+	}
+}
+
+func (s *syncer) snapshot(ctx context.Context) (int64, error) {
+	tasks, rev, err := s.r.st.ListTasks(ctx, store.Filter{})
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tasks {
+		if t.Spec.RegionID != s.r.cfg.RegionID {
+			s.foreign[t.ID] = true
+			continue
+		}
+		tr := &tracked{status: t.Status.Status, attempt: t.Status.Attempt, last: lastActivity(t)}
+		s.own[t.ID] = tr
+		s.react(ctx, t.ID, tr)
+	}
+	return rev, nil
+}
+
+// lastActivity is the newer of the status change and the last progress
+// report of the current attempt.
+func lastActivity(t store.Task) time.Time {
+	last := t.Status.UpdatedAt
+	if p := t.Progress; p != nil && p.Attempt == t.Status.Attempt && p.UpdatedAt.After(last) {
+		last = p.UpdatedAt
+	}
+	return last
+}
+
+// stallTick is how often installing tasks are checked.
+func (r *Region) stallTick() time.Duration {
+	d := r.cfg.StallAfter / 4
+	return min(max(d, 20*time.Millisecond), 5*time.Second)
+}
+
+func (s *syncer) follow(ctx context.Context, rev int64) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := s.r.st.Watch(wctx, rev+1)
+	tick := time.NewTicker(s.r.stallTick())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-ch:
+			if !ok || c.Kind == store.KindWatchRestart {
+				if ctx.Err() == nil {
+					s.r.log.Warn("task sync: watch ended, listing again")
+				}
+				return
+			}
+			s.change(ctx, c)
+		case <-tick.C:
+			s.sweep(ctx)
+		}
+	}
+}
+
+// isOwn classifies a task, reading its spec once if it was not seen yet.
+func (s *syncer) isOwn(ctx context.Context, id string) (*tracked, bool) {
+	if tr, ok := s.own[id]; ok {
+		return tr, true
+	}
+	if s.foreign[id] {
+		return nil, false
+	}
+	t, err := s.r.st.GetTask(ctx, id)
+	if err != nil {
+		return nil, false // not complete yet, or gone; a later change asks again
+	}
+	if t.Spec.RegionID != s.r.cfg.RegionID {
+		s.foreign[id] = true
+		return nil, false
+	}
+	tr := &tracked{status: t.Status.Status, attempt: t.Status.Attempt, last: lastActivity(t)}
+	s.own[id] = tr
+	return tr, true
+}
+
+func (s *syncer) change(ctx context.Context, c store.Change) {
+	switch c.Kind {
+	case store.KindTaskCreated:
+		if c.Spec.RegionID != s.r.cfg.RegionID {
+			s.foreign[c.TaskID] = true
+			return
+		}
+		if _, ok := s.own[c.TaskID]; !ok {
+			s.own[c.TaskID] = &tracked{last: time.Now()} // its status follows in the same revision
+		}
+	case store.KindTaskDeleted:
+		delete(s.own, c.TaskID)
+		delete(s.foreign, c.TaskID)
+	case store.KindStatus:
+		tr, ok := s.isOwn(ctx, c.TaskID)
+		if !ok {
+			return
+		}
+		if c.Status.Status != tr.status || c.Status.Attempt != tr.attempt {
+			tr.last = time.Now()
+		}
+		tr.status, tr.attempt = c.Status.Status, c.Status.Attempt
+		s.react(ctx, c.TaskID, tr)
+		s.r.notify()
+	case store.KindProgress:
+		if tr, ok := s.own[c.TaskID]; ok {
+			tr.last = time.Now()
+		}
+	}
+}
+
+// react does what the region owes a task in its current status.
+func (s *syncer) react(ctx context.Context, id string, tr *tracked) {
+	switch tr.status {
+	case wire.StatusPending:
+		s.r.claim(ctx, id, tr.attempt)
+	case wire.StatusApproved:
+		if t, err := s.r.st.GetTask(ctx, id); err == nil && t.Status.Status == wire.StatusApproved {
+			if _, reason, err := s.r.installSpec(ctx, t); err == nil && reason != "" {
+				s.r.failTask(ctx, id, reason)
+			}
+		}
+	}
+}
+
+// sweep retries claims that failed and marks silent installs stalled.
+func (s *syncer) sweep(ctx context.Context) {
+	now := time.Now()
+	for id, tr := range s.own {
+		switch tr.status {
+		case wire.StatusPending:
+			if now.Sub(tr.last) > time.Second { // the watch already tried once
+				tr.last = now
+				s.r.claim(ctx, id, tr.attempt)
+			}
+		case wire.StatusInstalling:
+			if now.Sub(tr.last) <= s.r.cfg.StallAfter {
+				continue
+			}
+			t, err := s.r.st.GetTask(ctx, id)
+			if err != nil {
+				continue
+			}
+			if last := lastActivity(t); t.Status.Status != wire.StatusInstalling || now.Sub(last) <= s.r.cfg.StallAfter {
+				tr.status, tr.last = t.Status.Status, last
+				continue
+			}
+			silent := now.Sub(lastActivity(t)).Round(time.Second)
+			reason := fmt.Sprintf("no progress report from the agent for %s", silent)
+			if _, err := s.r.st.Transition(ctx, id, wire.StatusStalled, reason); err != nil {
+				if !errors.Is(err, store.ErrConflict) {
+					s.r.log.Warn("stall: transition failed", "task", id, "err", err)
+				}
+				continue
+			}
+			tr.status = wire.StatusStalled
+			s.r.log.Warn("task stalled", "task", id, "silent_for", silent)
+		}
+	}
+}
+
+// claim moves a pending task of this region to ready with the token of its
+// attempt. Losing the race (already claimed, cancelled) is not an error.
+func (r *Region) claim(ctx context.Context, id string, attempt int) {
+	_, err := r.st.ClaimTask(ctx, id, r.token(id, attempt))
+	switch {
+	case err == nil:
+		r.log.Info("task claimed", "task", id, "attempt", attempt)
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+		r.log.Debug("claim skipped", "task", id, "err", err)
+	default:
+		r.log.Warn("claim failed, will retry", "task", id, "err", err)
+	}
+}
+
+// failTask fails a task with a reason; a task that already left its active
+// states is left alone.
+func (r *Region) failTask(ctx context.Context, id, reason string) {
+	if _, err := r.st.Fail(ctx, id, reason, nil); err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			r.log.Warn("fail task", "task", id, "reason", reason, "err", err)
+		}
+		return
+	}
+	r.log.Warn("task failed by region", "task", id, "reason", reason)
+}
