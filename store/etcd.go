@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -195,7 +196,24 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 	return ce
 }
 
+// routineEtcdLogs are warnings etcd logs on every normal start and stop of
+// an embedded member; they say nothing an operator can act on.
+var routineEtcdLogs = []string{
+	"Running http and grpc server on single port",
+	"simple token is not cryptographically signed",
+	"setting up serving from embedded etcd failed",
+	"stopping insecure grpc server due to error",
+	"stopped insecure grpc server due to error",
+	"stopping secure grpc server due to error",
+	"stopped secure grpc server due to error",
+}
+
 func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	for _, m := range routineEtcdLogs {
+		if strings.HasPrefix(e.Message, m) {
+			return nil
+		}
+	}
 	enc := zapcore.NewMapObjectEncoder()
 	for _, f := range c.fields {
 		f.AddTo(enc)

@@ -1,0 +1,226 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/store"
+	"github.com/lpmos/lpmos/ui"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+)
+
+// serveOptions are the flags of `lpmos serve`.
+type serveOptions struct {
+	role          string
+	dataDir       string
+	name          string
+	listenAddr    string
+	apiPort       int
+	regionID      string
+	etcdEndpoints []string
+	etcdClientURL string
+	etcdPeerURL   string
+	tlsCert       string
+	tlsKey        string
+	logLevel      string
+	logFormat     string
+	regional      regionalOptions
+}
+
+// roles is the parsed --role list.
+type roles struct{ controlPlane, regional bool }
+
+func parseRoles(s string) (roles, error) {
+	var r roles
+	for _, part := range strings.Split(s, ",") {
+		switch strings.TrimSpace(part) {
+		case "all":
+			r.controlPlane, r.regional = true, true
+		case "control-plane":
+			r.controlPlane = true
+		case "regional":
+			r.regional = true
+		default:
+			return roles{}, fmt.Errorf("--role %q: use all, control-plane, regional, or a comma list of them", s)
+		}
+	}
+	return r, nil
+}
+
+func newServeCmd(version string) *cobra.Command {
+	o := serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run lpmos: embedded etcd, control plane and/or a region",
+		Long: `Run lpmos. With --role=all (the default) one process runs an embedded etcd
+member, the control plane (REST API and dashboard on --listen-addr) and one
+region (agent API on --api-port, proxyDHCP, TFTP, iPXE boot).
+
+On first start it creates an admin token and writes it to <data-dir>/admin.token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), o, version, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.role, "role", "all", "roles to run: all, control-plane, regional (comma list allowed)")
+	f.StringVar(&o.dataDir, "data-dir", "./lpmos-data", "directory for etcd data, the admin token and boot files")
+	f.StringVar(&o.name, "name", "", "name of this etcd member (default: the host name)")
+	f.StringVar(&o.listenAddr, "listen-addr", ":8080", "control plane listen address (REST API, dashboard)")
+	f.IntVar(&o.apiPort, "api-port", 8081, "regional agent API port (also serves iPXE scripts, kernel, initramfs, images)")
+	f.StringVar(&o.regionID, "region-id", "dc1", "region this process serves")
+	f.StringSliceVar(&o.etcdEndpoints, "etcd-endpoints", nil, "use an external etcd cluster at these endpoints instead of the embedded member")
+	f.StringVar(&o.etcdClientURL, "etcd-client-url", "http://127.0.0.1:2379", "embedded etcd client URL")
+	f.StringVar(&o.etcdPeerURL, "etcd-peer-url", "http://127.0.0.1:2380", "embedded etcd peer URL")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate for the control plane")
+	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key for the control plane")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	o.regional.addFlags(cmd)
+	return cmd
+}
+
+func runServe(ctx context.Context, o serveOptions, version string, logOut io.Writer) error {
+	log, err := newLogger(logOut, o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	r, err := parseRoles(o.role)
+	if err != nil {
+		return err
+	}
+	if o.name == "" {
+		o.name, _ = os.Hostname()
+		if o.name == "" {
+			o.name = "lpmos"
+		}
+	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", o.dataDir, err)
+	}
+	start := time.Now()
+	reg := &health.Registry{}
+	reg.Set("etcd", health.Starting, nil)
+	st, err := store.Open(ctx, store.Config{
+		DataDir:   o.dataDir,
+		Endpoints: o.etcdEndpoints,
+		Name:      o.name,
+		ClientURL: o.etcdClientURL,
+		PeerURL:   o.etcdPeerURL,
+		Logger:    log,
+	})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Warn("close store", "error", err)
+		}
+	}()
+	reg.Set("etcd", health.Running, nil)
+	if err := ensureAdminToken(ctx, st, o.dataDir, log); err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { watchStoreHealth(gctx, st, reg); return nil })
+	if r.controlPlane {
+		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return srv.Start(gctx) })
+	}
+	if r.regional {
+		if err := startRegional(gctx, g, st, reg, o, log); err != nil {
+			return err
+		}
+	}
+	log.Info("lpmos serving", "roles", o.role, "data_dir", o.dataDir, "region", o.regionID, "startup", time.Since(start).Round(time.Millisecond))
+	err = g.Wait()
+	log.Info("lpmos stopped")
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// ensureAdminToken creates the operator token on first start and writes it
+// to <data-dir>/admin.token (0600); only its hash is kept in etcd.
+func ensureAdminToken(ctx context.Context, st *store.Store, dataDir string, log *slog.Logger) error {
+	path := filepath.Join(dataDir, "admin.token")
+	tok, created, err := st.EnsureAdminToken(ctx)
+	if err != nil {
+		return err
+	}
+	if created {
+		if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write admin token: %w", err)
+		}
+		log.Info("created admin token: use it as 'Authorization: Bearer <token>' or let the CLI find it", "path", path)
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		log.Warn("an admin token exists in etcd but not in the data dir; the operator who has it can still log in", "path", path)
+		return nil
+	}
+	log.Info("admin token", "path", path)
+	return nil
+}
+
+// writeFileAtomic writes via a temp file and rename, so a crash never
+// leaves half a token behind.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return fmt.Errorf("create temp file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename to %s: %w", path, err)
+	}
+	return nil
+}
+
+// watchStoreHealth probes etcd every few seconds so /api/v1/health says
+// when writes would fail (for example when quorum is lost).
+func watchStoreHealth(ctx context.Context, st *store.Store, reg *health.Registry) {
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			reg.Set("etcd", health.Stopped, nil)
+			return
+		case <-t.C:
+		}
+		if err := st.Health(ctx); err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			reg.Set("etcd", health.Failed, err)
+		} else {
+			reg.Set("etcd", health.Running, nil)
+		}
+	}
+}

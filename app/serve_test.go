@@ -1,0 +1,257 @@
+package app_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lpmos/lpmos/app"
+	"github.com/lpmos/lpmos/store/storetest"
+)
+
+// TestMain lets the test binary act as the lpmos command, so tests can run
+// `lpmos serve` as a real process and stop it with a real signal.
+func TestMain(m *testing.M) {
+	if os.Getenv("LPMOS_TEST_BE_LPMOS") == "1" {
+		os.Exit(app.Main("test", os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// lpmosProc is a running `lpmos serve` child process.
+type lpmosProc struct {
+	cmd     *exec.Cmd
+	dataDir string
+	url     string
+	ports   []int
+	mu      sync.Mutex
+	log     bytes.Buffer
+}
+
+// serveArgs returns the flags that give a serve process its own ports.
+func serveArgs(t *testing.T, dataDir string) (args []string, url string, ports []int) {
+	cp, api, ec, ep := storetest.FreePort(t), storetest.FreePort(t), storetest.FreePort(t), storetest.FreePort(t)
+	return []string{
+		"serve", "--data-dir", dataDir,
+		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
+		"--api-port", fmt.Sprint(api),
+		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", ec),
+		"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", ep),
+	}, fmt.Sprintf("http://127.0.0.1:%d", cp), []int{cp, api, ec, ep}
+}
+
+func startServe(t *testing.T, dataDir string, extra ...string) *lpmosProc {
+	t.Helper()
+	args, url, ports := serveArgs(t, dataDir)
+	p := &lpmosProc{dataDir: dataDir, url: url, ports: ports}
+	p.cmd = exec.Command(os.Args[0], append(args, extra...)...)
+	p.cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("lpmos log:\n%s", p.logText())
+		}
+	})
+	return p
+}
+
+func (p *lpmosProc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// waitHealthy polls /api/v1/health until it answers 200.
+func (p *lpmosProc) waitHealthy(t *testing.T, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		resp, err := http.Get(p.url + "/api/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return time.Since(start)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("lpmos not healthy after %s", within)
+	return 0
+}
+
+func (p *lpmosProc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("lpmos exited with %v after SIGINT", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("lpmos did not stop within 15s of SIGINT")
+	}
+	for _, port := range p.ports {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
+			c.Close()
+			t.Errorf("port %d still listening after stop", port)
+		}
+	}
+}
+
+func (p *lpmosProc) token(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(p.dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// cli runs an lpmos CLI command in process against p.
+func (p *lpmosProc) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	root := app.NewRoot("test", &out, &errOut)
+	root.SetArgs(append(args, "--server", p.url, "--data-dir", p.dataDir))
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestServeStartsAnswersAndStopsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	took := p.waitHealthy(t, 30*time.Second)
+	t.Logf("healthy after %s", took)
+	info, err := os.Stat(filepath.Join(dir, "admin.token"))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("admin.token: %v mode %v", err, info.Mode())
+	}
+	if !strings.Contains(p.logText(), filepath.Join(dir, "admin.token")) {
+		t.Errorf("serve did not say where the admin token is")
+	}
+	var rep struct {
+		Status   string
+		Services []struct{ Name, State string }
+	}
+	resp, err := http.Get(p.url + "/api/v1/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&rep)
+	resp.Body.Close()
+	names := map[string]string{}
+	for _, s := range rep.Services {
+		names[s.Name] = s.State
+	}
+	if names["etcd"] != "running" || names["control-plane"] != "running" {
+		t.Fatalf("health services = %v", names)
+	}
+	p.stop(t)
+}
+
+func TestCLIAgainstServeAndRestartKeepsTasks(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	p.waitHealthy(t, 30*time.Second)
+
+	out, err := p.cli(t, "task", "create", "--mac", "00-1A-2B-3C-4D-5E", "--os", "ubuntu", "--os-version", "22.04", "--hostname", "web-1", "-o", "json")
+	if err != nil {
+		t.Fatalf("task create: %v", err)
+	}
+	var created struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ID == "" {
+		t.Fatalf("create output %q: %v", out, err)
+	}
+	if _, err := p.cli(t, "task", "create", "--mac", "00:1a:2b:3c:4d:5e", "--os", "ubuntu", "--os-version", "22.04"); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("duplicate MAC via CLI: %v", err)
+	}
+	out, err = p.cli(t, "task", "list", "--status", "pending")
+	if err != nil || !strings.Contains(out, created.ID) || !strings.Contains(out, "00:1a:2b:3c:4d:5e") {
+		t.Fatalf("task list: %v\n%s", err, out)
+	}
+	if _, err := p.cli(t, "task", "approve", created.ID); err == nil || !strings.Contains(err.Error(), "pending") {
+		t.Fatalf("approve a pending task: %v", err)
+	}
+	// A wrong token is refused with a message that says so.
+	var o, e bytes.Buffer
+	root := app.NewRoot("test", &o, &e)
+	root.SetArgs([]string{"task", "list", "--server", p.url, "--token", "nope"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong token: %v", err)
+	}
+	// The token can come from LPMOS_TOKEN instead of the data dir.
+	t.Setenv("LPMOS_TOKEN", p.token(t))
+	root = app.NewRoot("test", &o, &e)
+	root.SetArgs([]string{"task", "get", created.ID, "--server", p.url, "--data-dir", t.TempDir()})
+	if err := root.Execute(); err != nil || !strings.Contains(o.String(), "task created") {
+		t.Fatalf("task get with LPMOS_TOKEN: %v\n%s", err, o.String())
+	}
+	p.stop(t)
+
+	// Restart on the same data dir: everything is still there, the token too.
+	p2 := startServe(t, dir)
+	p2.waitHealthy(t, 30*time.Second)
+	out, err = p2.cli(t, "task", "get", created.ID, "-o", "json")
+	if err != nil || !strings.Contains(out, `"web-1"`) {
+		t.Fatalf("after restart: %v\n%s", err, out)
+	}
+	p2.stop(t)
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("LPMOS_ROLE", "bogus")
+	var o, e bytes.Buffer
+	root := app.NewRoot("test", &o, &e)
+	root.SetArgs([]string{"serve", "--data-dir", dir})
+	err := root.Execute()
+	if err == nil || !strings.Contains(err.Error(), `--role "bogus"`) {
+		t.Fatalf("LPMOS_ROLE=bogus: %v", err)
+	}
+	// A flag on the command line wins over the environment.
+	t.Setenv("LPMOS_OUTPUT", "yaml")
+	root = app.NewRoot("test", &o, &e)
+	root.SetArgs([]string{"task", "list", "--token", "x", "-o", "json", "--server", "http://127.0.0.1:1"})
+	if err := root.Execute(); err == nil || strings.Contains(err.Error(), "yaml") {
+		t.Fatalf("flag should beat env: %v", err)
+	}
+	root = app.NewRoot("test", &o, &e)
+	root.SetArgs([]string{"task", "list", "--token", "x", "--server", "http://127.0.0.1:1"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `--output "yaml"`) {
+		t.Fatalf("LPMOS_OUTPUT=yaml: %v", err)
+	}
+}
