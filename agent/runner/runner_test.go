@@ -1,0 +1,298 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lpmos/lpmos/agent/client"
+	"github.com/lpmos/lpmos/agent/install"
+	"github.com/lpmos/lpmos/agent/logring"
+	"github.com/lpmos/lpmos/agent/retry"
+	"github.com/lpmos/lpmos/agent/wire"
+)
+
+// fakeAPI is a small agent API: it checks the token, enforces increasing
+// seq like the real server, and records what the agent said.
+type fakeAPI struct {
+	t        *testing.T
+	token    string
+	image    []byte
+	spec     wire.InstallSpec
+	notFound int         // answer the approval poll 404 this many times first
+	status   wire.Status // approval status to answer with
+	hwStatus int         // HTTP status for the hardware report (0 = 200)
+
+	mu       sync.Mutex
+	hardware []wire.HardwareReport
+	progress []wire.Progress
+	failures []wire.FailureReport
+	polls    int
+}
+
+func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/images/test.img" {
+		http.ServeContent(w, r, "img", time.Time{}, bytes.NewReader(f.image))
+		return
+	}
+	if f.token != "" && r.Header.Get("Authorization") != "Bearer "+f.token {
+		writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "invalid agent token"})
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case r.URL.Path == wire.PathHardware:
+		var rep wire.HardwareReport
+		_ = json.NewDecoder(r.Body).Decode(&rep)
+		f.hardware = append(f.hardware, rep)
+		if f.hwStatus != 0 {
+			writeJSON(w, f.hwStatus, wire.Error{Error: "nope"})
+			return
+		}
+		writeJSON(w, 200, wire.HardwareResponse{TaskID: "task-1", Status: wire.StatusPendingApproval})
+	case strings.HasPrefix(r.URL.Path, wire.PathApproval):
+		f.polls++
+		if f.polls <= f.notFound {
+			writeJSON(w, 404, wire.Error{Error: "no task for this MAC"})
+			return
+		}
+		a := wire.ApprovalResponse{TaskID: "task-1", Status: f.status}
+		if f.status == wire.StatusApproved {
+			a.Approved, a.Install = true, &f.spec
+		}
+		writeJSON(w, 200, a)
+	case r.URL.Path == wire.PathProgress:
+		var p wire.Progress
+		_ = json.NewDecoder(r.Body).Decode(&p)
+		if n := len(f.progress); n > 0 && p.Seq <= f.progress[n-1].Seq {
+			writeJSON(w, 409, wire.Error{Error: "progress regression"})
+			return
+		}
+		f.progress = append(f.progress, p)
+		writeJSON(w, 200, wire.ProgressResponse{Status: wire.StatusInstalling})
+	case r.URL.Path == wire.PathFailure:
+		var fr wire.FailureReport
+		_ = json.NewDecoder(r.Body).Decode(&fr)
+		f.failures = append(f.failures, fr)
+		w.WriteHeader(204)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func newRunner(t *testing.T, f *fakeAPI, token, disk string) (*Runner, *httptest.Server) {
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	f.spec.ImageURL = srv.URL + "/images/test.img"
+	ring := logring.New(50)
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(ring, testWriter{t}), nil))
+	fast := retry.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}
+	return &Runner{
+		API:      client.New(client.Options{BaseURL: srv.URL, Token: token, Logger: log, Backoff: fast}),
+		Log:      log,
+		Ring:     ring,
+		Hardware: func() (wire.Hardware, error) { return fakeHardware(), nil },
+		Disk:     disk,
+		Backoff:  fast,
+		Install:  install.Options{ProgressInterval: time.Millisecond, Backoff: fast, MaxFailures: 2},
+	}, srv
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+func fakeHardware() wire.Hardware {
+	return wire.Hardware{
+		NICs:  []wire.NIC{{Name: "eno2", MAC: "ac:1f:6b:00:00:02", Link: true}, {Name: "eno1", MAC: "ac:1f:6b:00:00:01"}},
+		Disks: []wire.Disk{{Name: "sda", SizeBytes: 4 << 40}, {Name: "nvme0n1", SizeBytes: 1 << 40}, {Name: "sdc", SizeBytes: 32 << 30, Removable: true}},
+	}
+}
+
+func image(t *testing.T) ([]byte, string) {
+	b := make([]byte, 1<<20+333)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return b, hex.EncodeToString(s[:])
+}
+
+func TestRun(t *testing.T) {
+	img, sum := image(t)
+	tests := []struct {
+		name          string
+		api           fakeAPI
+		token         string // the agent's token
+		disk          bool
+		wantErr       string
+		wantStop      bool
+		wantCompleted bool
+		wantFailure   string // substring of the failure report's reason
+	}{
+		{
+			name: "install to a file disk", token: "tok", disk: true, wantCompleted: true,
+			api: fakeAPI{token: "tok", image: img, status: wire.StatusApproved,
+				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw", Hostname: "h1"}},
+		},
+		{
+			name: "demo: no disk, no token", wantCompleted: true,
+			api: fakeAPI{image: img, status: wire.StatusApproved,
+				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw"}},
+		},
+		{
+			name: "discovered machine waits for a task", disk: true, wantCompleted: true,
+			api: fakeAPI{image: img, status: wire.StatusApproved, notFound: 3,
+				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img))}},
+		},
+		{
+			name: "corrupted image is reported as failed", disk: true, wantErr: "checksum mismatch", wantFailure: "checksum mismatch",
+			api: fakeAPI{image: img, status: wire.StatusApproved,
+				spec: wire.InstallSpec{ImageSHA256: strings.Repeat("0", 64), ImageSize: int64(len(img))}},
+		},
+		{
+			name: "token refused", token: "stale", disk: true, wantErr: "invalid agent token",
+			api:  fakeAPI{token: "tok", image: img, status: wire.StatusApproved},
+		},
+		{
+			name: "cancelled while waiting", disk: true, wantErr: "task task-1 is cancelled", wantStop: true,
+			api: fakeAPI{image: img, status: wire.StatusCancelled},
+		},
+		{
+			name: "hardware report rejected", disk: true, wantErr: "HTTP 400",
+			api: fakeAPI{image: img, status: wire.StatusApproved, hwStatus: 400},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := tt.api
+			api.t = t
+			disk := ""
+			if tt.disk {
+				disk = filepath.Join(t.TempDir(), "disk.img")
+				if err := os.WriteFile(disk, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Truncate(disk, 4<<20); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, _ := newRunner(t, &api, tt.token, disk)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := r.Run(ctx)
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Run err = %v, want %q", err, tt.wantErr)
+			}
+			if tt.wantStop != errors.As(err, new(*StopError)) {
+				t.Errorf("StopError = %v, want %v", !tt.wantStop, tt.wantStop)
+			}
+
+			api.mu.Lock()
+			defer api.mu.Unlock()
+			if len(api.hardware) > 0 && api.hardware[0].MACAddress != "ac:1f:6b:00:00:02" {
+				t.Errorf("reported as %q, want the NIC with a link", api.hardware[0].MACAddress)
+			}
+			completed := false
+			for i, p := range api.progress {
+				if p.TaskID != "task-1" || p.Seq != int64(i+1) {
+					t.Errorf("progress %d: %+v", i, p)
+				}
+				if p.Stage == wire.StageCompleted {
+					completed = true
+					if i != len(api.progress)-1 || p.Percentage != 100 {
+						t.Errorf("completed is not the last report at 100%%: %+v", p)
+					}
+				}
+			}
+			if completed != tt.wantCompleted {
+				t.Errorf("completed reported = %v, want %v (%d reports)", completed, tt.wantCompleted, len(api.progress))
+			}
+			switch {
+			case tt.wantFailure == "" && len(api.failures) > 0:
+				t.Errorf("unexpected failure report %+v", api.failures)
+			case tt.wantFailure != "":
+				if len(api.failures) != 1 || !strings.Contains(api.failures[0].Reason, tt.wantFailure) || api.failures[0].TaskID != "task-1" {
+					t.Fatalf("failure reports %+v, want one mentioning %q", api.failures, tt.wantFailure)
+				}
+				if n := len(api.failures[0].LogLines); n < 3 || n > 50 || !strings.Contains(strings.Join(api.failures[0].LogLines, "\n"), "stage=downloading") {
+					t.Errorf("failure report carries %d log lines: %q", n, api.failures[0].LogLines)
+				}
+			}
+			if tt.disk && !tt.wantCompleted {
+				b, _ := os.ReadFile(disk)
+				if !bytes.Equal(b[:4096], make([]byte, 4096)) {
+					t.Error("a failed install left the image start on the disk")
+				}
+			}
+			if tt.disk && tt.wantCompleted {
+				b, _ := os.ReadFile(disk)
+				if !bytes.Equal(b[:len(img)], img) {
+					t.Error("disk does not hold the image")
+				}
+			}
+		})
+	}
+}
+
+func TestChooseDisk(t *testing.T) {
+	disks := fakeHardware().Disks
+	tests := []struct {
+		need    int64
+		want    string
+		wantErr bool
+	}{
+		{need: 2 << 30, want: "/dev/nvme0n1"},
+		{need: 2 << 40, want: "/dev/sda"},
+		{need: 8 << 40, wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := ChooseDisk(disks, tt.need)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ChooseDisk(%d) = %q, %v; want %q", tt.need, got, err, tt.want)
+		}
+	}
+}
+
+func TestBootMAC(t *testing.T) {
+	tests := []struct {
+		nics []wire.NIC
+		want string
+	}{
+		{nics: fakeHardware().NICs, want: "ac:1f:6b:00:00:02"},
+		{nics: []wire.NIC{{Name: "b", MAC: "00:00:00:00:00:0b"}, {Name: "a", MAC: "00:00:00:00:00:0a"}}, want: "00:00:00:00:00:0a"},
+		{nics: nil, want: ""},
+	}
+	for _, tt := range tests {
+		if got := BootMAC(tt.nics); got != tt.want {
+			t.Errorf("BootMAC = %q, want %q", got, tt.want)
+		}
+	}
+}
