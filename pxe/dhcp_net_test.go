@@ -132,7 +132,7 @@ func dhcpClient(t *testing.T, n *testNet) *net.UDPConn {
 var bcast67 = &net.UDPAddr{IP: net.IPv4bcast, Port: 67}
 
 // waitHandled waits until srv has received and finished want packets.
-func waitHandled(t *testing.T, srv *ProxyDHCP, want uint64) DHCPStats {
+func waitHandled(t testing.TB, srv *ProxyDHCP, want uint64) DHCPStats {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
