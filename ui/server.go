@@ -31,9 +31,11 @@ type Config struct {
 
 // Server serves the control plane.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	router chi.Router
+	cfg      Config
+	log      *slog.Logger
+	router   chi.Router
+	hub      *Hub
+	sessions sessions
 }
 
 // New builds the control plane; Start serves it.
@@ -51,15 +53,31 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("ui: give both --tls-cert and --tls-key, or neither")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "control-plane")}
+	s.hub = NewHub(cfg.Store, HubConfig{Health: cfg.Health, Logger: cfg.Logger})
+	index, assets := dashboard()
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
-	r.Route("/api/v1", s.routesAPI)
+	r.Use(securityHeaders)
+	r.Get("/", index)
+	r.Handle("/assets/*", assets)
+	r.Get("/ws", s.serveWS)
+	r.Route("/api/v1", func(r chi.Router) {
+		r.Post("/session", s.login)
+		r.Get("/session", s.currentSession)
+		r.Delete("/session", s.logout)
+		s.routesAPI(r)
+	})
 	s.router = r
 	return s, nil
 }
 
-// Handler returns the HTTP handler (for tests and embedding).
+// Handler returns the HTTP handler (for tests and embedding). The live
+// updates of /ws need the hub running: Start and Serve run it, a caller
+// serving Handler itself runs Hub().Run.
 func (s *Server) Handler() http.Handler { return s.router }
+
+// Hub returns the live-updates hub behind /ws.
+func (s *Server) Hub() *Hub { return s.hub }
 
 // Start listens on cfg.Addr and serves until ctx ends, then shuts down
 // gracefully. A listen error is returned at once.
@@ -71,8 +89,19 @@ func (s *Server) Start(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve serves on ln until ctx ends.
+// Serve serves on ln, and runs the live-updates hub (one etcd watch for
+// every dashboard), until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hubCtx, stopHub := context.WithCancel(ctx)
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		_ = s.hub.Run(hubCtx)
+	}()
+	defer func() {
+		stopHub()
+		<-hubDone
+	}()
 	srv := &http.Server{
 		Handler:           s.router,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -111,27 +140,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// requireOperator lets through requests that carry the admin token as a
-// bearer token.
+// requireOperator lets through requests from the operator: the admin token
+// as a bearer token, or a dashboard session cookie with, on mutating
+// requests, its CSRF token in X-CSRF-Token.
 func (s *Server) requireOperator(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := bearer(r)
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="lpmos"`)
-			writeError(w, http.StatusUnauthorized, errors.New("missing token: send Authorization: Bearer <token> (the token is in <data-dir>/admin.token)"))
-			return
+		if s.operatorAuth(w, r) {
+			next.ServeHTTP(w, r)
 		}
-		valid, err := s.cfg.Store.CheckAdminToken(r.Context(), tok)
-		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("check token: %w", err))
-			return
-		}
-		if !valid {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="lpmos", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, errors.New("invalid token"))
-			return
-		}
-		next.ServeHTTP(w, r)
 	})
 }
 

@@ -1,0 +1,76 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Keepalive and write limits of /ws.
+const (
+	wsPingInterval = 25 * time.Second
+	wsWriteTimeout = 10 * time.Second
+)
+
+// serveWS upgrades an authenticated request to a WebSocket and streams the
+// hub's messages: first a snapshot, then every change. The origin must be
+// this host (coder/websocket's default check); browsers authenticate with
+// the session cookie, CLI and benchmark clients with the bearer token.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.operatorAuth(w, r) {
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	if err != nil {
+		s.log.Warn("websocket refused", "remote", r.RemoteAddr, "error", err)
+		return // Accept wrote the answer
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(4096)
+	// The page sends nothing; CloseRead answers pings and notices closes.
+	ctx := conn.CloseRead(r.Context())
+
+	sub, err := s.hub.Subscribe(ctx)
+	if err != nil {
+		conn.Close(websocket.StatusTryAgainLater, "live updates are not ready")
+		return
+	}
+	defer s.hub.Unsubscribe(sub)
+
+	ping := time.NewTicker(wsPingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case msg := <-sub.C:
+			if err := writeWS(ctx, conn, msg); err != nil {
+				return
+			}
+		case <-sub.Done():
+			// Dropped for being slow (or the hub stopped). Flush nothing
+			// more: the client reconnects and resyncs from a snapshot.
+			conn.Close(websocket.StatusTryAgainLater, "too slow: reconnect to resync")
+			return
+		case <-ping.C:
+			pctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func writeWS(ctx context.Context, conn *websocket.Conn, msg []byte) error {
+	wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+	defer cancel()
+	if err := conn.Write(wctx, websocket.MessageText, msg); err != nil {
+		return fmt.Errorf("websocket write: %w", err)
+	}
+	return nil
+}
