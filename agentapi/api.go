@@ -235,6 +235,14 @@ func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	t, err := r.st.SetHardware(ctx, t.ID, rep.Hardware)
+	var te *store.TransitionError
+	if errors.As(err, &te) && (te.From == wire.StatusApproved || te.From == wire.StatusInstalling || te.From == wire.StatusStalled) {
+		// The machine rebooted after approval: the report the operator
+		// approved stays; the agent goes on to ask for its install.
+		r.log.Info("hardware re-reported after approval, kept the approved report", "task", t.ID, "status", te.From)
+		writeJSON(w, http.StatusOK, wire.HardwareResponse{TaskID: t.ID, Status: te.From})
+		return
+	}
 	if err != nil {
 		r.fail(w, req, storeError(err))
 		return
@@ -399,19 +407,27 @@ func waiting(s wire.Status) bool {
 
 // approval handles GET /api/v1/agent/approval/{mac}?wait=30s. While the task
 // waits for approval, the answer is held until its status changes or wait
-// (at most MaxWait) elapses.
+// (at most MaxWait) elapses. A token is required for a MAC with an active
+// task; without one, a MAC with no active task gets 404 (a discovered
+// machine waiting for an operator to create its task, which it then boots
+// again to get its token).
 func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
-	token, e := needToken(req)
-	var wait time.Duration
-	if e == nil {
-		wait, e = r.parseWait(req.URL.Query().Get("wait"))
-	}
+	token := bearer(req)
+	wait, e := r.parseWait(req.URL.Query().Get("wait"))
 	var t store.Task
 	if e == nil {
 		t, e = r.lookupTask(ctx, "", chi.URLParam(req, "mac"))
 	}
-	if e == nil {
+	switch {
+	case e != nil && e.code == http.StatusNotFound:
+		// A discovered machine asks without a token: nothing for it yet.
+		e.msg = "no task for this machine yet: " + e.msg
+	case e == nil && token == "" && !t.Status.Status.Active():
+		e = errf(http.StatusNotFound, "no active task for MAC %s (last task %s is %s)", t.Spec.TargetMAC, t.ID, t.Status.Status)
+	case e == nil && token == "":
+		_, e = needToken(req)
+	case e == nil:
 		e = r.checkToken(ctx, t, token)
 	}
 	if e != nil {

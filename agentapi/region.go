@@ -10,8 +10,10 @@
 // "Authorization: Bearer <token>", the per-task token the iPXE script put on
 // the agent's kernel line. No token is 401; a token that does not open the
 // task (another task's, or one whose attempt ended or was retried) is 403.
-// Discovery hardware reports (a MAC with no active task) need no token, nor
-// do image downloads (the agent's downloader sends none).
+// Discovery hardware reports and approval polls (a MAC with no active task)
+// need no token (the poll answers 404 until a task exists), nor do image
+// downloads (the agent's downloader sends none). Progress, failure, and
+// approval of an active task always do.
 package agentapi
 
 import (

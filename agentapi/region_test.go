@@ -86,6 +86,9 @@ func TestTokenOpensOnlyItsTask(t *testing.T) {
 		advance(t, r, task.ID, wire.StatusReady)
 	}
 	tok1, tok2 := r.token(t1.ID, 1), r.token(t2.ID, 1)
+	t4 := createTask(t, st, "dc1")
+	advance(t, r, t4.ID, wire.StatusInstalling)
+	tok4 := r.token(t4.ID, 1)
 
 	// t3 is retried: its attempt-1 token dies, attempt 2 gets a new one.
 	oldTok3 := r.token(t3.ID, 1)
@@ -115,6 +118,7 @@ func TestTokenOpensOnlyItsTask(t *testing.T) {
 		{"hardware right token", "POST", wire.PathHardware, tok1, hw(t1), http.StatusOK},
 		{"hardware retried task new token", "POST", wire.PathHardware, newTok3, hw(t3), http.StatusOK},
 		{"approval no token", "GET", wire.PathApproval + t1.Spec.TargetMAC, "", nil, http.StatusUnauthorized},
+		{"approval no token, MAC without a task (discovered machine)", "GET", wire.PathApproval + "52:54:00:ff:ff:fd", "", nil, http.StatusNotFound},
 		{"approval other task's token", "GET", wire.PathApproval + t1.Spec.TargetMAC, tok2, nil, http.StatusForbidden},
 		{"approval right token", "GET", wire.PathApproval + t1.Spec.TargetMAC, tok1, nil, http.StatusOK},
 		{"approval unknown MAC", "GET", wire.PathApproval + "52:54:00:ff:ff:fe", tok1, nil, http.StatusNotFound},
@@ -125,6 +129,7 @@ func TestTokenOpensOnlyItsTask(t *testing.T) {
 		{"failure no token", "POST", wire.PathFailure, "", wire.FailureReport{TaskID: t1.ID, Reason: "x"}, http.StatusUnauthorized},
 		{"failure other task's token", "POST", wire.PathFailure, tok1, wire.FailureReport{TaskID: t2.ID, Reason: "x"}, http.StatusForbidden},
 		{"failure retried attempt's token", "POST", wire.PathFailure, oldTok3, wire.FailureReport{TaskID: t3.ID, Reason: "x"}, http.StatusForbidden},
+		{"hardware again after approval (machine rebooted)", "POST", wire.PathHardware, tok4, hw(t4), http.StatusOK},
 		{"failure right token", "POST", wire.PathFailure, tok2, wire.FailureReport{TaskID: t2.ID, Reason: "disk on fire", LogLines: []string{"a", "b"}}, http.StatusOK},
 		{"failure again after the task ended (replay)", "POST", wire.PathFailure, tok2, wire.FailureReport{TaskID: t2.ID, Reason: "disk on fire"}, http.StatusOK},
 		{"progress after the task ended", "POST", wire.PathProgress, tok2, wire.Progress{TaskID: t2.ID, Seq: 1, Stage: "partitioning"}, http.StatusForbidden},
@@ -138,6 +143,9 @@ func TestTokenOpensOnlyItsTask(t *testing.T) {
 	}
 	if task, _ := st.GetTask(ctx, t1.ID); task.Status.Status != wire.StatusPendingApproval || task.Hardware == nil || task.Hardware.BootMode != "uefi" {
 		t.Errorf("t1 after hardware: %s %+v", task.Status.Status, task.Hardware)
+	}
+	if task, _ := st.GetTask(ctx, t4.ID); task.Status.Status != wire.StatusInstalling || task.Hardware == nil || task.Hardware.BootMode != "bios" {
+		t.Errorf("t4 after hardware again: %s %+v", task.Status.Status, task.Hardware)
 	}
 	task, _ := st.GetTask(ctx, t2.ID)
 	if task.Status.Status != wire.StatusFailed || task.Status.Reason != "agent: disk on fire" {
