@@ -8,23 +8,9 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
-// kvPair is the part of an etcd key-value that assembling tasks needs.
-type kvPair struct {
-	Key, Value  []byte
-	ModRevision int64
-}
-
+// assembleTasks groups /tasks/{id}/... keys (in key order) into tasks.
+// A task without both spec and status is incomplete and skipped.
 func assembleTasks(kvs []*mvccpb.KeyValue, log *slog.Logger) []Task {
-	pairs := make([]*kvPair, len(kvs))
-	for i, kv := range kvs {
-		pairs[i] = &kvPair{Key: kv.Key, Value: kv.Value, ModRevision: kv.ModRevision}
-	}
-	return assemble(pairs, log)
-}
-
-// assemble groups /tasks/{id}/... keys (in key order) into tasks. A task
-// without both spec and status is incomplete and skipped.
-func assemble(kvs []*kvPair, log *slog.Logger) []Task {
 	var (
 		out      []Task
 		cur      Task

@@ -155,43 +155,18 @@ func (f Filter) match(t Task) bool {
 		(f.MAC == "" || t.Spec.TargetMAC == f.MAC)
 }
 
-// listPage bounds each range read so a big cluster never builds one huge
-// gRPC response.
-const listPage = 5000
-
 // ListTasks returns the matching tasks, newest first, read at one revision
 // so the list is a consistent snapshot. It also returns that revision:
 // a watch from revision+1 misses nothing.
+//
+// It is one range read: etcd counts every key of a range even when a limit
+// pages it, so paging a big range costs O(n^2); one read is O(n).
 func (s *Store) ListTasks(ctx context.Context, f Filter) ([]Task, int64, error) {
-	var (
-		kvs []*kvPair
-		rev int64
-		key = prefixTasks
-		end = clientv3.GetPrefixRangeEnd(prefixTasks)
-	)
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := s.cli.Get(ctx, key, opts...)
-		if err != nil {
-			return nil, 0, fmt.Errorf("list tasks: %w", err)
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-		}
-		for _, kv := range resp.Kvs {
-			if !strings.Contains(string(kv.Key[len(prefixTasks):]), "/events/") {
-				kvs = append(kvs, &kvPair{Key: kv.Key, Value: kv.Value, ModRevision: kv.ModRevision})
-			}
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			break
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	resp, err := s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list tasks: %w", err)
 	}
-	all := assemble(kvs, s.log)
+	all := assembleTasks(resp.Kvs, s.log)
 	out := all[:0]
 	for _, t := range all {
 		if f.match(t) {
@@ -199,7 +174,7 @@ func (s *Store) ListTasks(ctx context.Context, f Filter) ([]Task, int64, error) 
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Spec.CreatedAt.After(out[j].Spec.CreatedAt) })
-	return out, rev, nil
+	return out, resp.Header.Revision, nil
 }
 
 // TaskByMAC returns the task the MAC index points at (the active task, or
