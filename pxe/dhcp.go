@@ -483,9 +483,12 @@ func (s *ProxyDHCP) respondProxy(ctx context.Context, log *slog.Logger, req *pac
 	case msgDiscover:
 		reply = s.newReply(req, msgOffer)
 	case msgRequest:
-		// A REQUEST names the server it is for; the real DHCP server's
-		// REQUEST is none of ours.
-		if sid := req.optIP(optServerID); sid == nil || !sid.Equal(s.cfg.ServerIP) {
+		// A REQUEST names the server it is for: the real DHCP server's is
+		// none of ours. One that asks for an address (option 50) is for the
+		// DHCP server even when it shares our IP (dnsmasq on the lpmos box):
+		// an ACK without an address from us makes firmware DECLINE its lease
+		// (seen with OVMF). PXE clients send their boot REQUEST to 4011.
+		if sid := req.optIP(optServerID); sid == nil || !sid.Equal(s.cfg.ServerIP) || req.optIP(optRequestedIP) != nil {
 			return ignored()
 		}
 		reply = s.newReply(req, msgAck)

@@ -70,35 +70,29 @@ func (m msgType) String() string {
 
 // Option codes used here.
 const (
-	optPad             = 0
-	optSubnetMask      = 1
-	optRouter          = 3
-	optDNS             = 6
-	optHostname        = 12
-	optRequestedIP     = 50
-	optLeaseTime       = 51
-	optOverload        = 52
-	optMessageType     = 53
-	optServerID        = 54
-	optParamRequest    = 55
-	optMessage         = 56
-	optRenewalTime     = 58
-	optRebindingTime   = 59
-	optVendorClass     = 60
-	optClientID        = 61
-	optBootfileName    = 67
-	optUserClass       = 77
-	optClientArch      = 93
-	optClientNDI       = 94
-	optClientUUID      = 97
-	optVendorSpecific  = 43
-	optEnd             = 255
-	pxeDiscoveryCtl    = 6 // option 43 sub-option PXE_DISCOVERY_CONTROL
-	pxeDiscoverySkip   = 8 // bit 3: use the boot file name, skip discovery
-	vendorPXEClient    = "PXEClient"
-	vendorHTTPClient   = "HTTPClient"
-	userClassIPXE      = "iPXE"
-	maxOptionsInPacket = 255
+	optPad            = 0
+	optSubnetMask     = 1
+	optRouter         = 3
+	optDNS            = 6
+	optRequestedIP    = 50
+	optLeaseTime      = 51
+	optMessageType    = 53
+	optServerID       = 54
+	optParamRequest   = 55
+	optMessage        = 56
+	optRenewalTime    = 58
+	optRebindingTime  = 59
+	optVendorClass    = 60
+	optUserClass      = 77
+	optClientArch     = 93
+	optClientUUID     = 97
+	optVendorSpecific = 43
+	optEnd            = 255
+	pxeDiscoveryCtl   = 6 // option 43 sub-option PXE_DISCOVERY_CONTROL
+	pxeDiscoverySkip  = 8 // bit 3: use the boot file name, skip discovery
+	vendorPXEClient   = "PXEClient"
+	vendorHTTPClient  = "HTTPClient"
+	userClassIPXE     = "iPXE"
 )
 
 var errMalformed = errors.New("malformed DHCP packet")
