@@ -112,7 +112,7 @@ type RegionMessage struct {
 
 // HubConfig tunes a Hub; zero values pick the defaults.
 type HubConfig struct {
-	QueueLen int           // messages buffered per client before it is dropped (default 256)
+	QueueLen int // messages buffered per client before it is dropped (default 256)
 	Health   *health.Registry
 	Logger   *slog.Logger
 	Retry    time.Duration // wait before reloading after a store error (default 1s)
@@ -123,9 +123,10 @@ type HubConfig struct {
 // whose queue is full is dropped (it reconnects and gets a fresh snapshot),
 // so a slow browser never slows the others.
 type Hub struct {
-	st  *store.Store
-	cfg HubConfig
-	log *slog.Logger
+	st    *store.Store
+	cfg   HubConfig
+	log   *slog.Logger
+	watch func(ctx context.Context, fromRev int64) <-chan store.Change // st.Watch; tests replace it
 
 	mu       sync.Mutex
 	ready    chan struct{} // closed once the first snapshot is loaded
@@ -168,7 +169,7 @@ func NewHub(st *store.Store, cfg HubConfig) *Hub {
 		cfg.Retry = time.Second
 	}
 	return &Hub{
-		st: st, cfg: cfg, log: cfg.Logger.With("service", "live-updates"),
+		st: st, cfg: cfg, log: cfg.Logger.With("service", "live-updates"), watch: st.Watch,
 		ready:   make(chan struct{}),
 		clients: map[*Subscription]struct{}{},
 	}
@@ -217,7 +218,7 @@ func (h *Hub) runOnce(ctx context.Context) error {
 	h.setHealth(health.Running, nil)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for c := range h.st.Watch(wctx, rev+1) {
+	for c := range h.watch(wctx, rev+1) {
 		if c.Kind == store.KindWatchRestart {
 			return errors.New("etcd watch restarted (history compacted or leader lost)")
 		}

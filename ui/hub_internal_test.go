@@ -1,0 +1,103 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/store"
+	"github.com/lpmos/lpmos/store/storetest"
+)
+
+// When the etcd watch must restart (history compacted under it), the hub
+// reloads a snapshot and sends it to every connected client, so changes
+// the broken watch never delivered are not lost.
+func TestHubResyncOnWatchRestart(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.New(t)
+	h := NewHub(st, HubConfig{Logger: slog.New(slog.DiscardHandler), Retry: time.Millisecond})
+	restart := make(chan struct{})
+	watches := make(chan int64, 4)
+	h.watch = func(ctx context.Context, from int64) <-chan store.Change {
+		watches <- from
+		if len(watches) > 1 { // second watch onwards: the real one
+			return st.Watch(ctx, from)
+		}
+		// First watch: delivers nothing, then reports a restart, like a
+		// watch whose history was compacted away.
+		out := make(chan store.Change, 1)
+		go func() {
+			defer close(out)
+			select {
+			case <-restart:
+				out <- store.Change{Kind: store.KindWatchRestart}
+			case <-ctx.Done():
+			}
+		}()
+		return out
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+
+	sub, err := h.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Unsubscribe(sub)
+	first := decodeSnap(t, sub)
+	if len(first.Tasks) != 0 {
+		t.Fatalf("first snapshot: %+v", first)
+	}
+	// Written while the watch is deaf: only a resync can bring it.
+	task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: "52:54:00:00:03:01", OSType: "ubuntu", OSVersion: "22.04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(restart)
+	second := decodeSnap(t, sub)
+	if len(second.Tasks) != 1 || second.Tasks[0].ID != task.ID || second.Revision <= first.Revision {
+		t.Fatalf("resync snapshot: %+v", second)
+	}
+	// And the new watch continues from the new snapshot's revision.
+	if _, err := st.ClaimTask(ctx, task.ID, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case b := <-sub.C:
+			var m StatusMessage
+			_ = json.Unmarshal(b, &m)
+			if m.Type == MsgStatus && m.TaskID == task.ID && m.Status == wire.StatusReady {
+				if from := <-watches; from != first.Revision+1 {
+					t.Fatalf("first watch from %d, want %d", from, first.Revision+1)
+				}
+				if from := <-watches; from != second.Revision+1 {
+					t.Fatalf("second watch from %d, want %d", from, second.Revision+1)
+				}
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no status after resync")
+		}
+	}
+}
+
+func decodeSnap(t *testing.T, sub *Subscription) Snapshot {
+	t.Helper()
+	select {
+	case b := <-sub.C:
+		var s Snapshot
+		if err := json.Unmarshal(b, &s); err != nil || s.Type != MsgSnapshot {
+			t.Fatalf("want a snapshot, got %s (%v)", b, err)
+		}
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("no snapshot")
+	}
+	return Snapshot{}
+}

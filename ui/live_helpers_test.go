@@ -1,0 +1,195 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/store"
+	"github.com/lpmos/lpmos/store/storetest"
+	"github.com/lpmos/lpmos/ui"
+)
+
+// liveEnv is a control plane served the way lpmos serves it (Serve, which
+// also runs the live-updates hub) on a loopback port.
+type liveEnv struct {
+	url   string
+	token string
+	store *store.Store
+	srv   *ui.Server
+}
+
+func newLive(t testing.TB) *liveEnv {
+	t.Helper()
+	return newLiveOn(t, storetest.New(t))
+}
+
+func newLiveOn(t testing.TB, st *store.Store) *liveEnv {
+	t.Helper()
+	tok, _, err := st.EnsureAdminToken(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &health.Registry{}
+	reg.Set("etcd", health.Running, nil)
+	srv, err := ui.New(ui.Config{Store: st, Health: reg, Version: "test", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return &liveEnv{url: "http://" + ln.Addr().String(), token: tok, store: st, srv: srv}
+}
+
+// dialWS opens /ws with the bearer token.
+func (e *liveEnv) dialWS(t testing.TB, ctx context.Context) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.url, "http")+"/ws", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.token}},
+	})
+	if err != nil {
+		t.Fatalf("dial /ws: %v (%v)", err, resp)
+	}
+	c.SetReadLimit(64 << 20)
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// wsMsg is any /ws message, decoded loosely.
+type wsMsg struct {
+	Type       string          `json:"type"`
+	TaskID     string          `json:"task_id"`
+	Revision   int64           `json:"revision"`
+	Status     wire.Status     `json:"status"`
+	Stage      string          `json:"stage"`
+	Percentage int             `json:"percentage"`
+	Message    string          `json:"message"`
+	Seq        int64           `json:"seq"`
+	BytesDone  int64           `json:"bytes_done"`
+	BytesTotal int64           `json:"bytes_total"`
+	Hardware   *wire.Hardware  `json:"hardware"`
+	Task       *store.Task     `json:"task"`
+	Tasks      []store.Task    `json:"tasks"`
+	Machines   []store.Machine `json:"machines"`
+	Regions    []store.Region  `json:"regions"`
+	MAC        string          `json:"mac"`
+	Machine    *store.Machine  `json:"machine"`
+	RegionID   string          `json:"region_id"`
+	Event      *store.Event    `json:"event"`
+}
+
+func readMsg(t testing.TB, ctx context.Context, c *websocket.Conn) wsMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	typ, data, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read /ws: %v", err)
+	}
+	if typ != websocket.MessageText {
+		t.Fatalf("message type %v", typ)
+	}
+	var m wsMsg
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("decode %s: %v", data, err)
+	}
+	return m
+}
+
+// readUntil reads messages until one matches, returning the ones skipped too.
+func readUntil(t testing.TB, ctx context.Context, c *websocket.Conn, match func(wsMsg) bool) (wsMsg, []wsMsg) {
+	t.Helper()
+	var skipped []wsMsg
+	for range 200 {
+		m := readMsg(t, ctx, c)
+		if match(m) {
+			return m, skipped
+		}
+		skipped = append(skipped, m)
+	}
+	t.Fatalf("no matching message in 200")
+	return wsMsg{}, nil
+}
+
+// request sends a request to the live server with optional headers and
+// cookies and returns the status and body.
+func (e *liveEnv) request(t testing.TB, method, path, body string, hdr http.Header, cookies ...*http.Cookie) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if body != "" && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, string(data)
+}
+
+// walkToApproved creates a task and moves it to approved through the store,
+// as a region and an agent would.
+func walkToApproved(t testing.TB, ctx context.Context, st *store.Store, mac string) store.Task {
+	t.Helper()
+	task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: mac, OSType: "ubuntu", OSVersion: "22.04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ClaimTask(ctx, task.ID, "agent-token"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetHardware(ctx, task.ID, sampleHardware("node")); err != nil {
+		t.Fatal(err)
+	}
+	if task, err = st.Transition(ctx, task.ID, wire.StatusApproved, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+func sampleHardware(hostname string) wire.Hardware {
+	return wire.Hardware{
+		CPU:      wire.CPU{Model: "AMD EPYC 7543P 32-Core Processor", Sockets: 1, Cores: 32, Threads: 64},
+		Memory:   wire.Memory{TotalBytes: 256 << 30, TotalGB: 256},
+		Disks:    []wire.Disk{{Name: "nvme0n1", SizeBytes: 1920 << 30, Model: "SAMSUNG MZQL21T9", Serial: "S64GNE0R"}},
+		NICs:     []wire.NIC{{Name: "eno1", MAC: "52:54:00:aa:00:01", Driver: "ixgbe", SpeedMbps: 10000, Link: true}},
+		DMI:      wire.DMI{Vendor: "Supermicro", Product: "AS-1114S-WN10RT", Serial: "A123", BIOSVendor: "American Megatrends", BIOSVersion: "2.4", BIOSDate: "03/02/2023"},
+		BootMode: "uefi", Hostname: hostname, CollectedAt: time.Now().UTC(),
+	}
+}
+
+func isCloseErr(err error) bool {
+	var ce websocket.CloseError
+	return errors.As(err, &ce)
+}
