@@ -292,7 +292,7 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 		e = errf(http.StatusBadRequest, "stage is required (at most %d bytes)", maxStageBytes)
 	}
 	if e == nil && len(p.Message) > maxReasonBytes {
-		p.Message = p.Message[:maxReasonBytes]
+		p.Message = strings.ToValidUTF8(p.Message[:maxReasonBytes], "")
 	}
 	var t store.Task
 	if e == nil {
@@ -369,7 +369,7 @@ func (r *Region) failure(w http.ResponseWriter, req *http.Request) {
 	}
 	reason := f.Reason
 	if len(reason) > maxReasonBytes {
-		reason = reason[:maxReasonBytes]
+		reason = strings.ToValidUTF8(reason[:maxReasonBytes], "")
 	}
 	t, err := r.st.Fail(ctx, t.ID, "agent: "+reason, f.LogLines)
 	if err != nil {

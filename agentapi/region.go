@@ -307,12 +307,8 @@ func (r *Region) register(ctx context.Context) {
 		APIURL:    r.cfg.PublicURL,
 		Member:    r.cfg.Member,
 		StartedAt: time.Now().UTC(),
-		Services:  map[string]string{},
-	}
-	for k, v := range r.State() {
-		if k != ServiceRegistration {
-			reg.Services[k] = v.State
-		}
+		// Services stays empty: the registration is written once, and
+		// live service states come from State() (/api/v1/health).
 	}
 	for {
 		err := r.st.RegisterRegion(ctx, reg, r.cfg.LeaseTTL)

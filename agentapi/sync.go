@@ -60,6 +60,9 @@ func (s *syncer) snapshot(ctx context.Context) (int64, error) {
 			s.foreign[t.ID] = true
 			continue
 		}
+		if !t.Status.Status.Active() {
+			continue // ended; a retry is seen through the watch
+		}
 		tr := &tracked{status: t.Status.Status, attempt: t.Status.Attempt, last: lastActivity(t)}
 		s.own[t.ID] = tr
 		s.react(ctx, t.ID, tr)
@@ -151,6 +154,9 @@ func (s *syncer) change(ctx context.Context, c store.Change) {
 		}
 		tr.status, tr.attempt = c.Status.Status, c.Status.Attempt
 		s.react(ctx, c.TaskID, tr)
+		if !tr.status.Active() {
+			delete(s.own, c.TaskID) // a retry brings it back through isOwn
+		}
 		s.r.notify()
 	case store.KindProgress:
 		if tr, ok := s.own[c.TaskID]; ok {
@@ -205,6 +211,14 @@ func (s *syncer) sweep(ctx context.Context) {
 			}
 			tr.status = wire.StatusStalled
 			s.r.log.Warn("task stalled", "task", id, "silent_for", silent)
+			// A report that raced the transition (stored after our read,
+			// before the stall) must not leave the task stalled.
+			if after, err := s.r.st.GetTask(ctx, id); err == nil && after.Status.Status == wire.StatusStalled &&
+				after.Progress != nil && t.Progress != nil && after.Progress.Seq != t.Progress.Seq {
+				if _, err := s.r.st.Transition(ctx, id, wire.StatusInstalling, "agent reported during the stall check"); err == nil {
+					tr.status, tr.last = wire.StatusInstalling, now
+				}
+			}
 		}
 	}
 }
