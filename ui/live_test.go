@@ -271,7 +271,9 @@ func TestWebSocketAcrossMembers(t *testing.T) {
 		t.Fatalf("first message on B: %+v", snap)
 	}
 	task := walkToApproved(t, ctx, stA, "52:54:00:30:00:01")
-	if m, _ := readUntil(t, ctx, conn, func(m wsMsg) bool { return m.Type == "status" && m.TaskID == task.ID && m.Status == wire.StatusApproved }); m.Revision == 0 {
+	if m, _ := readUntil(t, ctx, conn, func(m wsMsg) bool {
+		return m.Type == "status" && m.TaskID == task.ID && m.Status == wire.StatusApproved
+	}); m.Revision == 0 {
 		t.Fatalf("B saw %+v", m)
 	}
 	if resp, body := a.request(t, "DELETE", "/api/v1/tasks/"+task.ID, "", http.Header{"Authorization": {"Bearer " + a.token}}); resp.StatusCode != 200 {

@@ -80,7 +80,7 @@ function relayout() {
   list.sort(SORTS[state.sort]);
   state.view = list.map((t) => t.id);
   $("#task-spacer").style.height = `${state.view.length * ROW_H}px`;
-  setText($("#shown"), state.view.length === state.tasks.size ? `${state.tasks.size} tasks` : `${state.view.length} of ${state.tasks.size} tasks`);
+  setText($("#shown"), state.view.length === state.tasks.size ? `${state.tasks.size} task${state.tasks.size === 1 ? "" : "s"}` : `${state.view.length} of ${state.tasks.size} tasks`);
   $("#task-empty").hidden = state.view.length > 0;
   $("#task-table").setAttribute("aria-rowcount", String(state.view.length + 1));
   renderRows(true);
