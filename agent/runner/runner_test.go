@@ -146,7 +146,7 @@ func TestRun(t *testing.T) {
 	img, sum := image(t)
 	tests := []struct {
 		name          string
-		api           fakeAPI
+		api           *fakeAPI
 		token         string // the agent's token
 		disk          bool
 		wantErr       string
@@ -156,35 +156,35 @@ func TestRun(t *testing.T) {
 	}{
 		{
 			name: "install to a file disk", token: "tok", disk: true, wantCompleted: true,
-			api: fakeAPI{token: "tok", image: img, status: wire.StatusApproved,
+			api: &fakeAPI{token: "tok", image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw", Hostname: "h1"}},
 		},
 		{
 			name: "demo: no disk, no token", wantCompleted: true,
-			api: fakeAPI{image: img, status: wire.StatusApproved,
+			api: &fakeAPI{image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw"}},
 		},
 		{
 			name: "discovered machine waits for a task", disk: true, wantCompleted: true,
-			api: fakeAPI{image: img, status: wire.StatusApproved, notFound: 3,
+			api: &fakeAPI{image: img, status: wire.StatusApproved, notFound: 3,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img))}},
 		},
 		{
 			name: "corrupted image is reported as failed", disk: true, wantErr: "checksum mismatch", wantFailure: "checksum mismatch",
-			api: fakeAPI{image: img, status: wire.StatusApproved,
+			api: &fakeAPI{image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: strings.Repeat("0", 64), ImageSize: int64(len(img))}},
 		},
 		{
 			name: "token refused", token: "stale", disk: true, wantErr: "invalid agent token",
-			api:  fakeAPI{token: "tok", image: img, status: wire.StatusApproved},
+			api: &fakeAPI{token: "tok", image: img, status: wire.StatusApproved},
 		},
 		{
 			name: "cancelled while waiting", disk: true, wantErr: "task task-1 is cancelled", wantStop: true,
-			api: fakeAPI{image: img, status: wire.StatusCancelled},
+			api: &fakeAPI{image: img, status: wire.StatusCancelled},
 		},
 		{
 			name: "hardware report rejected", disk: true, wantErr: "HTTP 400",
-			api: fakeAPI{image: img, status: wire.StatusApproved, hwStatus: 400},
+			api: &fakeAPI{image: img, status: wire.StatusApproved, hwStatus: 400},
 		},
 	}
 	for _, tt := range tests {
@@ -201,7 +201,7 @@ func TestRun(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r, _ := newRunner(t, &api, tt.token, disk)
+			r, _ := newRunner(t, api, tt.token, disk)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			err := r.Run(ctx)

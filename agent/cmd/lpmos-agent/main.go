@@ -1,0 +1,152 @@
+// Command lpmos-agent is the lpmos provisioning agent. As /init of the lpmos
+// initramfs it reads its settings from the kernel command line, brings the
+// machine's network up, reports the hardware, waits for approval, writes
+// the OS image and reboots. Run by hand without --disk it is the seed's
+// demo: every stage is reported to a real lpmos and nothing is written.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/lpmos/lpmos/agent/client"
+	"github.com/lpmos/lpmos/agent/config"
+	"github.com/lpmos/lpmos/agent/hw"
+	"github.com/lpmos/lpmos/agent/logring"
+	"github.com/lpmos/lpmos/agent/pid1"
+	"github.com/lpmos/lpmos/agent/runner"
+	"github.com/lpmos/lpmos/agent/wire"
+)
+
+func main() {
+	if pid1.IsInit() {
+		runInit() // never returns
+	}
+	os.Exit(runByHand(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// runByHand is the agent started from a shell.
+func runByHand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := config.FromArgs(args, getenv, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "lpmos-agent:", err)
+		return 2
+	}
+	if cfg.HardwareJSON {
+		report, err := hw.Collect(cfg.SysRoot)
+		if err != nil {
+			fmt.Fprintln(stderr, "lpmos-agent: warning:", err)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(report); err != nil {
+			fmt.Fprintln(stderr, "lpmos-agent:", err)
+			return 1
+		}
+		return 0
+	}
+	if cfg.Disk == "" {
+		// The first line, before any log: an operator must know at once that
+		// this run cannot touch a disk.
+		fmt.Fprintln(stderr, "lpmos-agent: demo mode: no --disk given, nothing will be written to any disk")
+	}
+	ring := logring.New(50)
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(stderr, ring), nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.PowerOff {
+		log.Warn("--poweroff only applies when the agent runs as PID 1; ignored")
+	}
+	err = newRunner(cfg, log, ring, false).Run(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "lpmos-agent:", explain(err))
+		return 1
+	}
+	return 0
+}
+
+// runInit is the agent as PID 1 of the initramfs.
+func runInit() {
+	// The kernel gives init the console on fds 0-2.
+	ring := logring.New(50)
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, ring), nil))
+	fatal := func(cfg config.Config, err error) {
+		fmt.Fprintf(os.Stderr, "\nlpmos-agent: FATAL: %s\n", explain(err))
+		if cfg.PowerOff {
+			fmt.Fprintln(os.Stderr, "lpmos-agent: powering off")
+			if err := pid1.Restart(true); err != nil {
+				fmt.Fprintln(os.Stderr, "lpmos-agent:", err)
+			}
+		}
+		fmt.Fprintln(os.Stderr, "lpmos-agent: halted; power-cycle the machine to retry")
+		pid1.Halt()
+	}
+	if err := pid1.MountEarly(); err != nil {
+		log.Warn("mounting kernel file systems", "error", err)
+	}
+	ctx := context.Background()
+	go pid1.Reap(ctx)
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		fatal(config.Config{}, fmt.Errorf("reading the kernel command line: %w", err))
+	}
+	cfg, err := config.ParseCmdline(strings.TrimSpace(string(cmdline)))
+	if err != nil {
+		fatal(cfg, err)
+	}
+	log.Info("lpmos-agent starting as init", "server", cfg.ServerURL, "task", cfg.TaskID, "mac", cfg.MAC, "disk", cfg.Disk)
+	if err := pid1.LoadModules(log, pid1.ModuleOrderFile, pid1.KernelRelease()); err != nil {
+		log.Warn("some kernel modules did not load", "error", err)
+	}
+	nic, err := pid1.SetupNetwork(ctx, log, cfg.IP, cfg.MAC)
+	if err != nil {
+		fatal(cfg, fmt.Errorf("network: %w", err))
+	}
+	if cfg.MAC == "" {
+		cfg.MAC = nic.MAC
+	}
+	// Failures after this point are reported to the server by the runner.
+	if err := newRunner(cfg, log, ring, true).Run(ctx); err != nil {
+		fatal(cfg, err)
+	}
+	action := "rebooting"
+	if cfg.PowerOff {
+		action = "powering off"
+	}
+	fmt.Fprintf(os.Stderr, "lpmos-agent: install complete, %s\n", action)
+	if err := pid1.Restart(cfg.PowerOff); err != nil {
+		fatal(cfg, err)
+	}
+	pid1.Halt()
+}
+
+func newRunner(cfg config.Config, log *slog.Logger, ring *logring.Ring, autoDisk bool) *runner.Runner {
+	return &runner.Runner{
+		API:         client.New(client.Options{BaseURL: cfg.ServerURL, Token: cfg.Token, Logger: log}),
+		Log:         log,
+		Ring:        ring,
+		Hardware:    func() (wire.Hardware, error) { return hw.Collect(cfg.SysRoot) },
+		MAC:         cfg.MAC,
+		TaskID:      cfg.TaskID,
+		Disk:        cfg.Disk,
+		AutoDisk:    autoDisk,
+		ImageClient: &http.Client{},
+	}
+}
+
+// explain adds what the operator can do about well-known failures.
+func explain(err error) string {
+	switch {
+	case client.IsAuth(err):
+		return err.Error() + " (the server refused this agent's token: was the task retried or deleted? boot the machine again to get a fresh one)"
+	}
+	return err.Error()
+}
