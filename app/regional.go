@@ -2,19 +2,229 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
+	"github.com/lpmos/lpmos/agentapi"
 	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/pxe"
 	"github.com/lpmos/lpmos/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 )
 
 // regionalOptions are the flags of the regional role.
-type regionalOptions struct{}
+type regionalOptions struct {
+	advertiseIP     string
+	publicURL       string
+	bootDir         string
+	kernel          string
+	initrd          string
+	discoverUnknown bool
+	stallAfter      time.Duration
+	dhcpMode        string
+	dhcpIface       string
+	dhcpAddr        string
+	pxeAddr         string
+	tftpAddr        string
+	uefiBootFile    string
+	rangeStart      string
+	rangeEnd        string
+	netmask         string
+	router          string
+	dns             []string
+	leaseTime       time.Duration
+}
 
-func (o *regionalOptions) addFlags(cmd *cobra.Command) {}
+func (o *regionalOptions) addFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.advertiseIP, "advertise-ip", "", "IPv4 address machines reach this region at (default: the address of the interface with the default route)")
+	f.StringVar(&o.publicURL, "public-url", "", "base URL of the agent API as machines see it (default http://<advertise-ip>:<api-port>)")
+	f.StringVar(&o.bootDir, "boot-dir", "", "directory with the agent kernel and initramfs (default <data-dir>/boot)")
+	f.StringVar(&o.kernel, "kernel", "vmlinuz", "kernel file name in --boot-dir")
+	f.StringVar(&o.initrd, "initrd", "initramfs.img", "initramfs file name in --boot-dir")
+	f.BoolVar(&o.discoverUnknown, "discover-unknown", true, "boot machines without a task into discovery (they appear under machines)")
+	f.DurationVar(&o.stallAfter, "stall-after", 2*time.Minute, "an installing task with no report this long becomes stalled")
+	f.StringVar(&o.dhcpMode, "dhcp-mode", "proxy", "DHCP: proxy (beside your DHCP server), full (hand out --dhcp-range-* addresses), off")
+	f.StringVar(&o.dhcpIface, "dhcp-iface", "", "bind DHCP and TFTP to this interface")
+	f.StringVar(&o.dhcpAddr, "dhcp-addr", ":67", "DHCP listen address")
+	f.StringVar(&o.pxeAddr, "pxe-addr", ":4011", "PXE boot server (proxyDHCP) listen address")
+	f.StringVar(&o.tftpAddr, "tftp-addr", ":69", `TFTP listen address ("off" to disable)`)
+	f.StringVar(&o.uefiBootFile, "uefi-boot-file", pxe.FileUEFI, "iPXE build for x86-64 UEFI clients: ipxe.efi or snponly.efi")
+	f.StringVar(&o.rangeStart, "dhcp-range-start", "", "full DHCP mode: first address to hand out")
+	f.StringVar(&o.rangeEnd, "dhcp-range-end", "", "full DHCP mode: last address to hand out")
+	f.StringVar(&o.netmask, "dhcp-netmask", "255.255.255.0", "full DHCP mode: netmask")
+	f.StringVar(&o.router, "dhcp-router", "", "full DHCP mode: default gateway (option 3)")
+	f.StringSliceVar(&o.dns, "dhcp-dns", nil, "full DHCP mode: DNS servers (option 6)")
+	f.DurationVar(&o.leaseTime, "dhcp-lease-time", time.Hour, "full DHCP mode: lease time")
+}
 
+// startRegional starts the agent API and, unless turned off, DHCP and TFTP.
+// A PXE service that cannot start (no root for port 67, say) is reported
+// in /api/v1/health and the log; the rest of the region keeps running.
 func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, o serveOptions, log *slog.Logger) error {
+	ro := o.regional
+	ip, err := advertiseIP(ro.advertiseIP)
+	if err != nil {
+		return err
+	}
+	publicURL := ro.publicURL
+	if publicURL == "" {
+		publicURL = fmt.Sprintf("http://%s", net.JoinHostPort(ip.String(), fmt.Sprint(o.apiPort)))
+	}
+	bootDir := ro.bootDir
+	if bootDir == "" {
+		bootDir = filepath.Join(o.dataDir, "boot")
+	}
+	if err := os.MkdirAll(bootDir, 0o755); err != nil {
+		return fmt.Errorf("create boot dir %s: %w", bootDir, err)
+	}
+	region, err := agentapi.New(agentapi.Config{
+		Store:           st,
+		RegionID:        o.regionID,
+		Addr:            fmt.Sprintf(":%d", o.apiPort),
+		PublicURL:       publicURL,
+		BootDir:         bootDir,
+		KernelName:      ro.kernel,
+		InitrdName:      ro.initrd,
+		DiscoverUnknown: ro.discoverUnknown,
+		StallAfter:      ro.stallAfter,
+		SecretFile:      filepath.Join(o.dataDir, "region-"+o.regionID+".secret"),
+		Member:          o.name,
+		Logger:          log,
+	})
+	if err != nil {
+		return fmt.Errorf("region %s: %w", o.regionID, err)
+	}
+	reg.AddSource(func() []health.Service {
+		var out []health.Service
+		for name, s := range region.State() {
+			out = append(out, health.Service{Name: "region/" + o.regionID + "/" + name, State: s.State, Error: s.Error, Since: s.Since})
+		}
+		return out
+	})
+	g.Go(func() error { return region.Start(ctx) })
+
+	if ro.dhcpMode != string(pxe.ModeOff) {
+		dcfg := pxe.DHCPConfig{
+			Mode:         pxe.Mode(ro.dhcpMode),
+			ServerIP:     ip,
+			Interface:    ro.dhcpIface,
+			HTTPPort:     o.apiPort,
+			UEFIBootFile: ro.uefiBootFile,
+			Machines:     region,
+			Logger:       log,
+			DHCPAddr:     ro.dhcpAddr,
+			PXEAddr:      ro.pxeAddr,
+		}
+		if dcfg.Mode == pxe.ModeFull {
+			if dcfg.Full, err = ro.fullDHCP(region.Leases()); err != nil {
+				return err
+			}
+		}
+		dhcp, err := pxe.NewProxyDHCP(dcfg)
+		if err != nil {
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		runOptional(ctx, g, reg, "region/"+o.regionID+"/dhcp-"+ro.dhcpMode, log, dhcp.Start)
+	} else {
+		reg.Set("region/"+o.regionID+"/dhcp", health.Disabled, nil)
+	}
+	if ro.tftpAddr != "off" && ro.tftpAddr != "" {
+		tftp, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: ro.tftpAddr, Interface: ro.dhcpIface, Logger: log})
+		if err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+		runOptional(ctx, g, reg, "region/"+o.regionID+"/tftp", log, tftp.Start)
+	} else {
+		reg.Set("region/"+o.regionID+"/tftp", health.Disabled, nil)
+	}
+	log.Info("region configured", "region", o.regionID, "public_url", publicURL, "advertise_ip", ip.String(),
+		"boot_dir", bootDir, "dhcp_mode", ro.dhcpMode, "discover_unknown", ro.discoverUnknown)
 	return nil
+}
+
+// runOptional runs a service whose failure must not take the process down:
+// it is reported in health and the log instead.
+func runOptional(ctx context.Context, g *errgroup.Group, reg *health.Registry, name string, log *slog.Logger, start func(context.Context) error) {
+	reg.Set(name, health.Running, nil)
+	g.Go(func() error {
+		err := start(ctx)
+		switch {
+		case err == nil || errors.Is(err, context.Canceled) || ctx.Err() != nil:
+			reg.Set(name, health.Stopped, nil)
+		default:
+			hint := ""
+			if errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "permission denied") {
+				hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+			}
+			err = fmt.Errorf("%w%s", err, hint)
+			reg.Set(name, health.Failed, err)
+			log.Error("service failed; the rest of lpmos keeps running", "service", name, "error", err)
+		}
+		return nil
+	})
+}
+
+func (o *regionalOptions) fullDHCP(leases pxe.Leases) (pxe.FullDHCP, error) {
+	parse := func(flag, v string) (net.IP, error) {
+		ip := net.ParseIP(v).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("--%s %q: want an IPv4 address (needed with --dhcp-mode=full)", flag, v)
+		}
+		return ip, nil
+	}
+	var f pxe.FullDHCP
+	var err error
+	if f.RangeStart, err = parse("dhcp-range-start", o.rangeStart); err != nil {
+		return f, err
+	}
+	if f.RangeEnd, err = parse("dhcp-range-end", o.rangeEnd); err != nil {
+		return f, err
+	}
+	mask, err := parse("dhcp-netmask", o.netmask)
+	if err != nil {
+		return f, err
+	}
+	f.Netmask = net.IPMask(mask)
+	if o.router != "" {
+		if f.Router, err = parse("dhcp-router", o.router); err != nil {
+			return f, err
+		}
+	}
+	for _, d := range o.dns {
+		ip, err := parse("dhcp-dns", d)
+		if err != nil {
+			return f, err
+		}
+		f.DNS = append(f.DNS, ip)
+	}
+	f.LeaseTime = o.leaseTime
+	f.Leases = leases
+	return f, nil
+}
+
+// advertiseIP returns the given address, or the IPv4 address the host
+// would use to reach the outside (the interface with the default route);
+// no packet is sent to find it. Without any route it falls back to loopback.
+func advertiseIP(flag string) (net.IP, error) {
+	if flag != "" {
+		ip := net.ParseIP(flag).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("--advertise-ip %q: want an IPv4 address", flag)
+		}
+		return ip, nil
+	}
+	// A UDP "connect" only picks a route and a source address.
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).IP.To4(), nil
+	}
+	return net.IPv4(127, 0, 0, 1).To4(), nil
 }

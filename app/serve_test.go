@@ -43,12 +43,19 @@ type lpmosProc struct {
 // serveArgs returns the flags that give a serve process its own ports.
 func serveArgs(t *testing.T, dataDir string) (args []string, url string, ports []int) {
 	cp, api, ec, ep := storetest.FreePort(t), storetest.FreePort(t), storetest.FreePort(t), storetest.FreePort(t)
+	// DHCP and TFTP listen on loopback only: a test never answers the
+	// host's network.
+	dhcp, pxe, tftp := storetest.FreePort(t), storetest.FreePort(t), storetest.FreePort(t)
 	return []string{
 		"serve", "--data-dir", dataDir,
 		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
 		"--api-port", fmt.Sprint(api),
 		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", ec),
 		"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", ep),
+		"--advertise-ip", "127.0.0.1",
+		"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", dhcp),
+		"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", pxe),
+		"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", tftp),
 	}, fmt.Sprintf("http://127.0.0.1:%d", cp), []int{cp, api, ec, ep}
 }
 
@@ -177,8 +184,10 @@ func TestServeStartsAnswersAndStopsCleanly(t *testing.T) {
 	for _, s := range rep.Services {
 		names[s.Name] = s.State
 	}
-	if names["etcd"] != "running" || names["control-plane"] != "running" {
-		t.Fatalf("health services = %v", names)
+	for _, want := range []string{"etcd", "control-plane", "region/dc1/agent-api", "region/dc1/dhcp-proxy", "region/dc1/tftp"} {
+		if names[want] != "running" {
+			t.Errorf("health: %s is %q, want running (all: %v)", want, names[want], names)
+		}
 	}
 	p.stop(t)
 }

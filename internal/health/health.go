@@ -16,6 +16,7 @@ const (
 	Failed   = "failed"
 	Stopped  = "stopped"
 	Disabled = "disabled"
+	External = "external" // provided by something outside this process
 )
 
 // Service is one service's reported state.
@@ -31,6 +32,15 @@ type Service struct {
 type Registry struct {
 	mu       sync.Mutex
 	services map[string]Service
+	sources  []func() []Service
+}
+
+// AddSource adds services whose state another package keeps; Snapshot
+// asks it each time.
+func (r *Registry) AddSource(f func() []Service) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sources = append(r.sources, f)
 }
 
 // Set records a service's state; err may be nil.
@@ -64,19 +74,24 @@ func (r *Registry) SetDetail(name, detail string) {
 // Snapshot returns every service, sorted by name.
 func (r *Registry) Snapshot() []Service {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := make([]Service, 0, len(r.services))
 	for _, s := range r.services {
 		out = append(out, s)
+	}
+	sources := append([]func() []Service(nil), r.sources...)
+	r.mu.Unlock()
+	for _, src := range sources {
+		out = append(out, src()...)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-// Overall is "ok" when every service runs (or is disabled), else "degraded".
+// Overall is "ok" when every service runs (or is disabled or external),
+// else "degraded".
 func Overall(services []Service) string {
 	for _, s := range services {
-		if s.State != Running && s.State != Disabled {
+		if s.State != Running && s.State != Disabled && s.State != External {
 			return "degraded"
 		}
 	}
