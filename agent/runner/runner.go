@@ -27,6 +27,11 @@ type Runner struct {
 	Ring     *logring.Ring                 // last log lines for failure reports; may be nil
 	Hardware func() (wire.Hardware, error) // hardware collection (hw.Collect bound to a root)
 
+	// HasToken says the agent holds a per-task token. Without one (a machine
+	// booted for discovery), a 401 on the approval poll means an operator
+	// has created its task: the token comes with the next PXE boot.
+	HasToken bool
+
 	MAC    string // boot NIC; empty = the first NIC with a link
 	TaskID string // from the kernel line; the approval answer names it otherwise
 	Disk   string // target; empty = demo, unless AutoDisk
@@ -56,6 +61,15 @@ func (e *StopError) Error() string {
 	return s
 }
 
+// NeedTokenError means a task now exists for this discovered machine and
+// the server wants its token: boot again (iPXE puts it on the kernel line).
+type NeedTokenError struct{ Err error }
+
+func (e *NeedTokenError) Error() string {
+	return "a task now exists for this machine; it needs its agent token (boot again): " + e.Err.Error()
+}
+func (e *NeedTokenError) Unwrap() error { return e.Err }
+
 // Run executes the flow and returns nil only when the install (or the demo)
 // completed and the completion was reported.
 func (r *Runner) Run(ctx context.Context) error {
@@ -72,6 +86,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.Log.Info("identifying as the first NIC with a link", "mac", mac)
 	}
 	hwResp, err := r.API.ReportHardware(ctx, wire.HardwareReport{MACAddress: mac, TaskID: r.TaskID, Hardware: hw})
+	if err != nil && !r.HasToken && client.IsAuth(err) {
+		return &NeedTokenError{Err: err}
+	}
 	if err != nil {
 		return fmt.Errorf("reporting hardware: %w", err)
 	}
@@ -133,6 +150,8 @@ func (r *Runner) waitApproval(ctx context.Context, mac string) (wire.ApprovalRes
 				r.Log.Info("no task for this machine yet; waiting for an operator to create one", "mac", mac)
 				lastStatus = ""
 			}
+		case err != nil && !r.HasToken && client.IsAuth(err):
+			return a, &NeedTokenError{Err: err}
 		case err != nil:
 			return a, fmt.Errorf("waiting for approval: %w", err)
 		case a.Status == wire.StatusCancelled, a.Status == wire.StatusFailed, a.Status == wire.StatusCompleted:

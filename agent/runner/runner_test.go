@@ -42,6 +42,7 @@ type fakeAPI struct {
 	progress []wire.Progress
 	failures []wire.FailureReport
 	polls    int
+	taskAt   int // from this poll on a task exists and a token is required
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -67,6 +68,10 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, wire.HardwareResponse{TaskID: "task-1", Status: wire.StatusPendingApproval})
 	case strings.HasPrefix(r.URL.Path, wire.PathApproval):
 		f.polls++
+		if f.taskAt > 0 && f.polls >= f.taskAt && r.Header.Get("Authorization") == "" {
+			writeJSON(w, 401, wire.Error{Error: "missing agent token"})
+			return
+		}
 		if f.polls <= f.notFound {
 			writeJSON(w, 404, wire.Error{Error: "no task for this MAC"})
 			return
@@ -151,6 +156,7 @@ func TestRun(t *testing.T) {
 		disk          bool
 		wantErr       string
 		wantStop      bool
+		wantNeedToken bool
 		wantCompleted bool
 		wantFailure   string // substring of the failure report's reason
 	}{
@@ -168,6 +174,10 @@ func TestRun(t *testing.T) {
 			name: "discovered machine waits for a task", disk: true, wantCompleted: true,
 			api: &fakeAPI{image: img, status: wire.StatusApproved, notFound: 3,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img))}},
+		},
+		{
+			name: "discovered machine: task created, boot again for the token", disk: true, wantErr: "boot again", wantNeedToken: true,
+			api: &fakeAPI{image: img, status: wire.StatusApproved, notFound: 100, taskAt: 3},
 		},
 		{
 			name: "corrupted image is reported as failed", disk: true, wantErr: "checksum mismatch", wantFailure: "checksum mismatch",
@@ -202,6 +212,7 @@ func TestRun(t *testing.T) {
 				}
 			}
 			r, _ := newRunner(t, api, tt.token, disk)
+			r.HasToken = tt.token != ""
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			err := r.Run(ctx)
@@ -210,6 +221,9 @@ func TestRun(t *testing.T) {
 			}
 			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("Run err = %v, want %q", err, tt.wantErr)
+			}
+			if tt.wantNeedToken != errors.As(err, new(*NeedTokenError)) {
+				t.Errorf("NeedTokenError = %v, want %v", !tt.wantNeedToken, tt.wantNeedToken)
 			}
 			if tt.wantStop != errors.As(err, new(*StopError)) {
 				t.Errorf("StopError = %v, want %v", !tt.wantStop, tt.wantStop)

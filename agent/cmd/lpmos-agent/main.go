@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -115,6 +116,13 @@ func runInit() {
 	}
 	// Failures after this point are reported to the server by the runner.
 	if err := newRunner(cfg, log, ring, true).Run(ctx); err != nil {
+		if errors.As(err, new(*runner.NeedTokenError)) {
+			// Discovery ends here: the next PXE boot brings the token.
+			fmt.Fprintln(os.Stderr, "lpmos-agent:", err)
+			if err := pid1.Restart(false); err != nil {
+				fatal(cfg, err)
+			}
+		}
 		fatal(cfg, err)
 	}
 	action := "rebooting"
@@ -138,6 +146,7 @@ func newRunner(cfg config.Config, log *slog.Logger, ring *logring.Ring, autoDisk
 		TaskID:      cfg.TaskID,
 		Disk:        cfg.Disk,
 		AutoDisk:    autoDisk,
+		HasToken:    cfg.Token != "",
 		ImageClient: &http.Client{},
 	}
 }
@@ -145,6 +154,8 @@ func newRunner(cfg config.Config, log *slog.Logger, ring *logring.Ring, autoDisk
 // explain adds what the operator can do about well-known failures.
 func explain(err error) string {
 	switch {
+	case errors.As(err, new(*runner.NeedTokenError)):
+		return err.Error() + " (run again with --token <the task's agent token>)"
 	case client.IsAuth(err):
 		return err.Error() + " (the server refused this agent's token: was the task retried or deleted? boot the machine again to get a fresh one)"
 	}
