@@ -201,7 +201,9 @@ func (r *Runner) fail(ctx context.Context, mac, taskID string, cause error) erro
 }
 
 // reporter turns install progress into wire.Progress with an increasing
-// Seq.
+// Seq. Seq follows the clock (microseconds), not a counter from 1: a machine
+// that reboots mid-install starts a new agent, whose reports must still
+// sort after the ones the server already holds for this attempt.
 type reporter struct {
 	api    *client.Client
 	mac    string
@@ -213,7 +215,7 @@ type reporter struct {
 func (p *reporter) report(ctx context.Context, pr install.Progress) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.seq++
+	p.seq = max(p.seq+1, time.Now().UnixMicro())
 	_, err := p.api.ReportProgress(ctx, wire.Progress{
 		MACAddress: p.mac, TaskID: p.taskID, Seq: p.seq, Stage: pr.Stage, Percentage: pr.Percentage,
 		Message: pr.Message, BytesDone: pr.BytesDone, BytesTotal: pr.BytesTotal,

@@ -199,6 +199,7 @@ func TestRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
 			api := tt.api
 			api.t = t
 			disk := ""
@@ -236,8 +237,13 @@ func TestRun(t *testing.T) {
 			}
 			completed := false
 			for i, p := range api.progress {
-				if p.TaskID != "task-1" || p.Seq != int64(i+1) {
-					t.Errorf("progress %d: %+v", i, p)
+				if p.TaskID != "task-1" || i > 0 && p.Seq <= api.progress[i-1].Seq {
+					t.Errorf("progress %d: %+v (seq must increase)", i, p)
+				}
+				// A rebooted agent must sort after an earlier one: seq
+				// follows the clock.
+				if p.Seq < start.UnixMicro() {
+					t.Errorf("progress %d: seq %d is before the run started", i, p.Seq)
 				}
 				if p.Stage == wire.StageCompleted {
 					completed = true
