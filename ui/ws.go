@@ -40,12 +40,30 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.hub.Unsubscribe(sub)
 
+	// One timer per connection bounds every write (no per-message context
+	// and timer): if a write blocks for wsWriteTimeout, the connection's
+	// context is cancelled, which closes the connection and ends the write.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stuck := time.AfterFunc(time.Hour, cancel)
+	stuck.Stop()
+	defer stuck.Stop()
+	write := func(msg []byte) error {
+		stuck.Reset(wsWriteTimeout)
+		err := conn.Write(wctx, websocket.MessageText, msg)
+		stuck.Stop()
+		if err != nil {
+			return fmt.Errorf("websocket write: %w", err)
+		}
+		return nil
+	}
+
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
 	for {
 		select {
 		case msg := <-sub.C:
-			if err := writeWS(ctx, conn, msg); err != nil {
+			if err := write(msg); err != nil {
 				return
 			}
 		case <-sub.Done():
@@ -54,7 +72,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			conn.Close(websocket.StatusTryAgainLater, "too slow: reconnect to resync")
 			return
 		case <-ping.C:
-			pctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+			pctx, cancel := context.WithTimeout(wctx, wsWriteTimeout)
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
@@ -64,13 +82,4 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-}
-
-func writeWS(ctx context.Context, conn *websocket.Conn, msg []byte) error {
-	wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
-	defer cancel()
-	if err := conn.Write(wctx, websocket.MessageText, msg); err != nil {
-		return fmt.Errorf("websocket write: %w", err)
-	}
-	return nil
 }

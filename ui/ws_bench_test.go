@@ -1,0 +1,325 @@
+package ui_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/store/storetest"
+)
+
+// The WebSocket latency benchmark runs its N clients in a child process (this
+// test binary, re-executed), so the RSS it reports for lpmos — the parent:
+// embedded etcd, control plane, hub and the server side of every connection —
+// is not inflated by the clients. The child reports its own RSS separately.
+//
+//	go test -run '^$' -bench BenchmarkWSLatency -benchtime 200x ./ui/
+const benchChildEnv = "LPMOS_WSBENCH_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(benchChildEnv) != "" {
+		if err := benchClients(context.Background(), os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench clients:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func BenchmarkWSLatency(b *testing.B) {
+	sizes := []int{1000, 10000}
+	if env := os.Getenv("LPMOS_WSBENCH_CLIENTS"); env != "" { // e.g. "1,100,1000"
+		sizes = nil
+		for _, f := range strings.Split(env, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("LPMOS_WSBENCH_CLIENTS: bad count %q", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) { benchWSLatency(b, n) })
+	}
+}
+
+func benchWSLatency(b *testing.B, n int) {
+	if err := raiseNoFile(); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	e := newLiveOn(b, storetest.New(b))
+	task := walkToApproved(b, ctx, e.store, "52:54:00:be:00:01")
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchChildEnv+"=1", "LPMOS_WSBENCH_URL="+e.url, "LPMOS_WSBENCH_TOKEN="+e.token,
+		"LPMOS_WSBENCH_N="+strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	expect := func(prefix string) string {
+		b.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					b.Fatalf("bench child ended while waiting for %q", prefix)
+				}
+				if rest, ok := strings.CutPrefix(l, prefix); ok {
+					return rest
+				}
+			case <-time.After(120 * time.Second):
+				b.Fatalf("bench child: no %q within 120s", prefix)
+			}
+		}
+	}
+	expect("ready")
+	serverRSS := rssKiB()
+	clients := e.srv.Hub().Stats().Clients
+	if clients != n {
+		b.Fatalf("hub has %d clients, want %d", clients, n)
+	}
+
+	seq := int64(0)
+	for b.Loop() {
+		seq++
+		msg := "t0=" + strconv.FormatInt(time.Now().UnixNano(), 10)
+		if _, err := e.store.ReportProgress(ctx, task.ID, wire.Progress{Seq: seq, Stage: wire.StageDownloading,
+			Percentage: int(seq % 100), Message: msg, BytesDone: seq << 20, BytesTotal: 1 << 40}); err != nil {
+			b.Fatal(err)
+		}
+		if got := expect("ack "); got != strconv.FormatInt(seq, 10) {
+			b.Fatalf("ack %s, want %d", got, seq)
+		}
+	}
+	b.StopTimer()
+	if _, err := io.WriteString(stdin, "done\n"); err != nil {
+		b.Fatal(err)
+	}
+	var res benchResult
+	if err := json.Unmarshal([]byte(expect("result ")), &res); err != nil {
+		b.Fatal(err)
+	}
+	if want := int(seq) * n; res.Count != want {
+		b.Fatalf("child measured %d deliveries, want %d", res.Count, want)
+	}
+	if d := e.srv.Hub().Stats().Dropped; d != 0 {
+		b.Fatalf("%d clients dropped", d)
+	}
+	b.ReportMetric(res.P50Ms, "p50-ms")
+	b.ReportMetric(res.P99Ms, "p99-ms")
+	b.ReportMetric(res.MaxMs, "max-ms")
+	b.ReportMetric(float64(serverRSS)/1024, "lpmos-RSS-MiB")
+	b.ReportMetric(float64(res.RSSKiB)/1024, "clients-RSS-MiB")
+}
+
+type benchResult struct {
+	P50Ms, P99Ms, MaxMs float64
+	Count               int
+	RSSKiB              int64
+}
+
+// benchClients is the child: it opens N authenticated /ws connections,
+// says "ready", then for every progress message records the latency from
+// the t0 in its text (wall clock, same host) and prints "ack <seq>" once
+// all N clients have it. On "done" it prints the percentiles.
+func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
+	if err := raiseNoFile(); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(os.Getenv("LPMOS_WSBENCH_N"))
+	if err != nil {
+		return fmt.Errorf("LPMOS_WSBENCH_N: %w", err)
+	}
+	url := "ws" + strings.TrimPrefix(os.Getenv("LPMOS_WSBENCH_URL"), "http") + "/ws"
+	hdr := http.Header{"Authorization": {"Bearer " + os.Getenv("LPMOS_WSBENCH_TOKEN")}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var (
+		outMu sync.Mutex
+		acks  sync.Map // seq -> *atomic.Int64
+		lats  = make([][]int64, n)
+		wg    sync.WaitGroup
+		errc  = make(chan error, n)
+	)
+	conns := make([]*websocket.Conn, n)
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr})
+			if err != nil {
+				errc <- fmt.Errorf("dial %d: %w", i, err)
+				return
+			}
+			c.SetReadLimit(16 << 20)
+			if _, _, err := c.Read(ctx); err != nil { // the snapshot
+				errc <- fmt.Errorf("snapshot %d: %w", i, err)
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	var readers sync.WaitGroup
+	for i, c := range conns {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				_, data, err := c.Read(ctx)
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				// Cheap field extraction keeps the clients' CPU (which
+				// shares the box with lpmos) low: {"type":"progress",...
+				// "message":"t0=<ns>","seq":<n>,...}.
+				if !bytes.HasPrefix(data, []byte(`{"type":"progress"`)) {
+					continue
+				}
+				t0 := jsonInt(data, `"message":"t0=`)
+				seq := jsonInt(data, `"seq":`)
+				if t0 <= 0 || seq <= 0 {
+					continue
+				}
+				lats[i] = append(lats[i], now-t0)
+				v, _ := acks.LoadOrStore(seq, new(atomic.Int64))
+				if v.(*atomic.Int64).Add(1) == int64(n) {
+					outMu.Lock()
+					fmt.Fprintf(out, "ack %d\n", seq)
+					outMu.Unlock()
+				}
+			}
+		}()
+	}
+	outMu.Lock()
+	fmt.Fprintln(out, "ready")
+	outMu.Unlock()
+
+	sc := bufio.NewScanner(in)
+	for sc.Scan() && sc.Text() != "done" {
+	}
+	rss := rssKiB()
+	cancel()
+	for _, c := range conns {
+		c.CloseNow()
+	}
+	readers.Wait()
+	var all []int64
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	res := benchResult{Count: len(all), RSSKiB: rss}
+	if len(all) > 0 {
+		ms := func(q float64) float64 { return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / 1e6 }
+		res.P50Ms, res.P99Ms, res.MaxMs = ms(0.50), ms(0.99), float64(all[len(all)-1])/1e6
+	}
+	data, _ := json.Marshal(res)
+	outMu.Lock()
+	defer outMu.Unlock()
+	_, err = fmt.Fprintf(out, "result %s\n", data)
+	return err
+}
+
+// jsonInt returns the decimal integer that follows key in data, or -1.
+func jsonInt(data []byte, key string) int64 {
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return -1
+	}
+	var v int64 = -1
+	for _, c := range data[i+len(key):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		v = max(v, 0)*10 + int64(c-'0')
+	}
+	return v
+}
+
+// rssKiB reads this process's resident set size from /proc/self/status.
+func rssKiB() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return -1
+}
+
+// raiseNoFile lifts the open-file soft limit to the hard limit: 10,000
+// connections need 10,000 descriptors on each side.
+func raiseNoFile() error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("get RLIMIT_NOFILE: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
+		}
+	}
+	return nil
+}
