@@ -386,7 +386,7 @@ func (in *installer) demo(ctx context.Context) error {
 		{Stage: wire.StageDownloading, Percentage: 20, BytesTotal: size, Message: "demo: streaming the image to nowhere"},
 	}
 	for _, p := range steps {
-		if err := in.stage(ctx, p); err != nil {
+		if err := in.demoStage(ctx, p); err != nil {
 			return err
 		}
 	}
@@ -418,12 +418,22 @@ func (in *installer) demo(ctx context.Context) error {
 		{Stage: wire.StageConfiguring, Percentage: 90, Message: "demo: cloud-init seed rendered, not written"},
 		{Stage: wire.StageConfiguring, Percentage: 100, Message: "demo: configuring done"},
 	} {
-		if err := in.stage(ctx, p); err != nil {
+		if err := in.demoStage(ctx, p); err != nil {
 			return err
 		}
 	}
 	in.log.Info("demo: meta-data that would be written", "meta-data", string(NoCloudMetaData(in.o.TaskID, in.spec)))
 	return nil
+}
+
+// demoStage paces the demo's reports one ProgressInterval apart: nothing
+// real takes time in a demo, and an operator watching the dashboard should
+// see the bar move, as the seed's demo shows it.
+func (in *installer) demoStage(ctx context.Context, p Progress) error {
+	if err := retry.Sleep(ctx, in.o.ProgressInterval); err != nil {
+		return err
+	}
+	return in.stage(ctx, p)
 }
 
 type discardAt struct{}
