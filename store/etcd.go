@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/lpmos/lpmos/internal/pki"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -29,9 +34,21 @@ type Config struct {
 	// Name of the embedded member (default "lpmos").
 	Name string
 	// ClientURL and PeerURL are the embedded member's listeners
-	// (defaults http://127.0.0.1:2379 and http://127.0.0.1:2380).
+	// (defaults https://127.0.0.1:2379 and https://127.0.0.1:2380). Both
+	// are always https with mutual TLS: certificates come from the cluster
+	// CA in DataDir/pki, created by the first member.
 	ClientURL string
 	PeerURL   string
+	// ClusterState is "new" (default: a first start creates a one-member
+	// cluster and its CA) or "existing" (a member that joins: its PKI
+	// files are already in DataDir/pki and InitialCluster lists every
+	// member, learners included). Ignored on restart (DataDir/etcd/member
+	// exists).
+	ClusterState   string
+	InitialCluster string
+	// CAFile, CertFile and KeyFile are the client TLS files for external
+	// Endpoints (optional).
+	CAFile, CertFile, KeyFile string
 	// ReadyTimeout bounds how long Open waits for the member to be ready.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
@@ -42,6 +59,18 @@ type Store struct {
 	cli  *clientv3.Client
 	etcd *embed.Etcd // nil when using external endpoints
 	log  *slog.Logger
+
+	// Embedded member only.
+	cfg      Config
+	pkiDir   pki.Dir
+	ca       *pki.CA
+	tls      transport.TLSInfo
+	removed  atomic.Bool // etcd said this member was removed
+	closing  atomic.Bool
+	lost     chan struct{} // closed when the member stops on its own
+	lostErr  error
+	remoteMu sync.Mutex
+	remote   *clientv3.Client // TLS client to the member's client URL
 }
 
 // Open starts the embedded etcd member (or connects to external endpoints)
@@ -51,12 +80,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Logger = slog.Default()
 	}
 	if len(cfg.Endpoints) > 0 {
-		cli, err := clientv3.New(clientv3.Config{
+		ccfg := clientv3.Config{
 			Endpoints:   cfg.Endpoints,
 			DialTimeout: 5 * time.Second,
-			Logger:      zap.New(newSlogCore(cfg.Logger.With("component", "etcd-client"))),
+			Logger:      zap.New(newSlogCore(cfg.Logger.With("component", "etcd-client"), nil)),
 			Context:     ctx,
-		})
+		}
+		if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
+			tc, err := transport.TLSInfo{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, TrustedCAFile: cfg.CAFile}.ClientConfig()
+			if err != nil {
+				return nil, fmt.Errorf("etcd client TLS (--etcd-ca, --etcd-cert, --etcd-key): %w", err)
+			}
+			ccfg.TLS = tc
+		}
+		cli, err := clientv3.New(ccfg)
 		if err != nil {
 			return nil, fmt.Errorf("connect to etcd %v: %w", cfg.Endpoints, err)
 		}
@@ -80,48 +117,85 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Name = "lpmos"
 	}
 	if cfg.ClientURL == "" {
-		cfg.ClientURL = "http://127.0.0.1:2379"
+		cfg.ClientURL = "https://127.0.0.1:2379"
 	}
 	if cfg.PeerURL == "" {
-		cfg.PeerURL = "http://127.0.0.1:2380"
+		cfg.PeerURL = "https://127.0.0.1:2380"
 	}
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 60 * time.Second
 	}
-	curl, err := url.Parse(cfg.ClientURL)
+	curl, err := parseMemberURL("client", cfg.ClientURL)
 	if err != nil {
-		return nil, fmt.Errorf("store: client url %q: %w", cfg.ClientURL, err)
+		return nil, err
 	}
-	purl, err := url.Parse(cfg.PeerURL)
+	purl, err := parseMemberURL("peer", cfg.PeerURL)
 	if err != nil {
-		return nil, fmt.Errorf("store: peer url %q: %w", cfg.PeerURL, err)
+		return nil, err
 	}
 	dir := filepath.Join(cfg.DataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", dir, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "removed")); err == nil {
-		return nil, fmt.Errorf("store: %s belongs to a member that was removed from its cluster; delete the data dir or join again with a new one", cfg.DataDir)
+		return nil, fmt.Errorf("store: %s belongs to a member that was removed from its cluster; delete the data dir or join again with a new one: %w", cfg.DataDir, ErrRemoved)
 	}
+	restart := false
+	if _, err := os.Stat(filepath.Join(dir, "member", "wal")); err == nil {
+		restart = true
+	}
+	joining := cfg.ClusterState == embed.ClusterStateFlagExisting
+	if joining && !restart && cfg.InitialCluster == "" {
+		return nil, errors.New("store: joining an existing cluster needs its initial cluster")
+	}
+
+	// Mutual TLS for peers and clients, from the cluster CA.
+	pdir := pki.Dir(filepath.Join(cfg.DataDir, "pki"))
+	ca, err := pdir.Ensure(cfg.Name, []string{curl.Hostname(), purl.Hostname()}, !joining && !restart)
+	if err != nil {
+		return nil, fmt.Errorf("store: member certificates: %w", err)
+	}
+	tlsInfo := transport.TLSInfo{
+		CertFile:       pdir.Path(pki.MemberCertFile),
+		KeyFile:        pdir.Path(pki.MemberKeyFile),
+		TrustedCAFile:  pdir.Path(pki.CACertFile),
+		ClientCertAuth: true,
+	}
+	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, ca: ca, tls: tlsInfo, lost: make(chan struct{})}
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = dir
 	ec.ListenClientUrls = []url.URL{*curl}
+	if h := curl.Hostname(); h != "127.0.0.1" && h != "localhost" && h != "0.0.0.0" && h != "::" {
+		// Local tools reach the member on loopback too.
+		ec.ListenClientUrls = append(ec.ListenClientUrls, url.URL{Scheme: "https", Host: net.JoinHostPort("127.0.0.1", curl.Port())})
+	}
 	ec.AdvertiseClientUrls = []url.URL{*curl}
 	ec.ListenPeerUrls = []url.URL{*purl}
 	ec.AdvertisePeerUrls = []url.URL{*purl}
-	ec.InitialCluster = cfg.Name + "=" + purl.String()
+	ec.ClientTLSInfo = tlsInfo
+	ec.PeerTLSInfo = tlsInfo
 	ec.InitialClusterToken = "lpmos"
-	ec.ClusterState = embed.ClusterStateFlagNew
+	if joining {
+		ec.ClusterState = embed.ClusterStateFlagExisting
+		ec.InitialCluster = cfg.InitialCluster
+	} else {
+		ec.ClusterState = embed.ClusterStateFlagNew
+		ec.InitialCluster = cfg.Name + "=" + purl.String()
+	}
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"
 	ec.ListenMetricsUrls = nil
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"))))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), func() { s.removed.Store(true) })))
 
 	start := time.Now()
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
+		if strings.Contains(err.Error(), "permanently removed") || strings.Contains(err.Error(), "has already been removed") {
+			s.tombstone()
+			return nil, fmt.Errorf("store: this member was removed from its cluster (data dir %s is now tombstoned); join again with a new data dir: %w", cfg.DataDir, ErrRemoved)
+		}
 		return nil, fmt.Errorf("store: start embedded etcd in %s: %w", dir, err)
 	}
 	select {
@@ -129,16 +203,113 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("store: embedded etcd failed: %w", err)
+	case <-e.Server.StopNotify():
+		e.Close()
+		if s.removed.Load() {
+			s.tombstone()
+			return nil, fmt.Errorf("store: this member was removed from its cluster (data dir %s is now tombstoned); join again with a new data dir: %w", cfg.DataDir, ErrRemoved)
+		}
+		return nil, errors.New("store: embedded etcd stopped while starting (see the etcd warnings above)")
 	case <-time.After(cfg.ReadyTimeout):
 		e.Close()
-		return nil, fmt.Errorf("store: embedded etcd not ready after %s", cfg.ReadyTimeout)
+		return nil, fmt.Errorf("store: embedded etcd not ready after %s (a joining or restarting member needs a quorum of the cluster's members up)", cfg.ReadyTimeout)
 	case <-ctx.Done():
 		e.Close()
 		return nil, fmt.Errorf("store: start embedded etcd: %w", ctx.Err())
 	}
-	cfg.Logger.Info("store: embedded etcd ready", "dir", dir, "client_url", cfg.ClientURL,
-		"peer_url", cfg.PeerURL, "took", time.Since(start).Round(time.Millisecond))
-	return &Store{cli: v3client.New(e.Server), etcd: e, log: cfg.Logger}, nil
+	s.etcd = e
+	s.cli = v3client.New(e.Server)
+	cfg.Logger.Info("store: embedded etcd ready", "dir", dir, "name", cfg.Name, "client_url", cfg.ClientURL,
+		"peer_url", cfg.PeerURL, "restart", restart, "joining", joining, "took", time.Since(start).Round(time.Millisecond))
+	if e.Server.IsLearner() {
+		pctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+		err := s.promoteSelf(pctx)
+		cancel()
+		if err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+	}
+	if ca.Key != nil {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := s.publishCA(pctx); err != nil {
+			cfg.Logger.Warn("store: could not share the cluster CA in etcd; joins through other members fail until it is", "error", err)
+		}
+		cancel()
+	}
+	go s.watchMember()
+	return s, nil
+}
+
+// parseMemberURL checks an embedded member URL: https only (mutual TLS).
+func parseMemberURL(kind, raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s url %q: %w", kind, raw, err)
+	}
+	if u.Scheme != "https" || u.Port() == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("store: %s url %q: want https://HOST:PORT (members always talk mutual TLS)", kind, raw)
+	}
+	return u, nil
+}
+
+// watchMember notices the embedded member stopping on its own (removed
+// from the cluster, or a fatal error), tombstones a removed member's data
+// dir, and closes Lost.
+func (s *Store) watchMember() {
+	<-s.etcd.Server.StopNotify()
+	if s.closing.Load() {
+		return
+	}
+	if s.removed.Load() || s.etcd.Server.IsIDRemoved(uint64(s.etcd.Server.MemberID())) {
+		s.tombstone()
+		s.lostErr = fmt.Errorf("this member was removed from the cluster; its data dir %s is tombstoned (join again with a new data dir): %w", s.cfg.DataDir, ErrRemoved)
+	} else {
+		s.lostErr = errors.New("the embedded etcd member stopped unexpectedly (see the etcd warnings above)")
+	}
+	s.log.Error("store: " + s.lostErr.Error())
+	close(s.lost)
+}
+
+// Lost is closed when the embedded member stops on its own; LostErr then
+// says why. It is never closed for an external store or after Close.
+func (s *Store) Lost() <-chan struct{} {
+	if s.lost == nil {
+		return nil
+	}
+	return s.lost
+}
+
+// LostErr is the reason Lost was closed (nil before).
+func (s *Store) LostErr() error {
+	select {
+	case <-s.Lost():
+		return s.lostErr
+	default:
+		return nil
+	}
+}
+
+// tombstone marks the data dir as a removed member's (Open refuses it).
+func (s *Store) tombstone() {
+	path := filepath.Join(s.cfg.DataDir, "etcd", "removed")
+	if err := Tombstone(s.cfg.DataDir); err != nil {
+		s.log.Error("store: could not tombstone the data dir of a removed member", "path", path, "error", err)
+	}
+}
+
+// Tombstone marks dataDir as belonging to a member removed from its
+// cluster, so Open refuses to start it again.
+func Tombstone(dataDir string) error {
+	dir := filepath.Join(dataDir, "etcd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("tombstone %s: %w", dataDir, err)
+	}
+	msg := fmt.Sprintf("removed from its cluster at %s\n", time.Now().UTC().Format(time.RFC3339))
+	if err := os.WriteFile(filepath.Join(dir, "removed"), []byte(msg), 0o600); err != nil {
+		return fmt.Errorf("tombstone %s: %w", dataDir, err)
+	}
+	return nil
 }
 
 // Client exposes the etcd client for packages that need raw access
@@ -153,6 +324,9 @@ func (s *Store) Health(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := s.cli.Get(ctx, "/health-probe"); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "deadline exceeded") {
+			return fmt.Errorf("etcd writes are failing: no quorum or no leader (a linearizable read timed out); machines this region already knows keep booting: %w", err)
+		}
 		return fmt.Errorf("etcd read: %w", err)
 	}
 	return nil
@@ -160,6 +334,13 @@ func (s *Store) Health(ctx context.Context) error {
 
 // Close stops the client and, when embedded, the etcd member.
 func (s *Store) Close() error {
+	s.closing.Store(true)
+	s.remoteMu.Lock()
+	if s.remote != nil {
+		_ = s.remote.Close()
+		s.remote = nil
+	}
+	s.remoteMu.Unlock()
 	err := s.cli.Close()
 	if s.etcd != nil {
 		s.etcd.Close()
@@ -175,18 +356,19 @@ func (s *Store) Close() error {
 // etcd logs ~60 info lines per start/stop, which drown lpmos's own logs.
 // It is wrapped in a sampler so a misbehaving member cannot flood the log.
 type slogCore struct {
-	log    *slog.Logger
-	fields []zapcore.Field
+	log       *slog.Logger
+	fields    []zapcore.Field
+	onRemoved func() // called when etcd says this member was removed
 }
 
-func newSlogCore(log *slog.Logger) zapcore.Core {
-	return zapcore.NewSamplerWithOptions(&slogCore{log: log}, time.Second, 10, 1000)
+func newSlogCore(log *slog.Logger, onRemoved func()) zapcore.Core {
+	return zapcore.NewSamplerWithOptions(&slogCore{log: log, onRemoved: onRemoved}, time.Second, 10, 1000)
 }
 
 func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= zapcore.WarnLevel }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, fields: append(append([]zapcore.Field(nil), c.fields...), fields...)}
+	return &slogCore{log: c.log, fields: append(append([]zapcore.Field(nil), c.fields...), fields...), onRemoved: c.onRemoved}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -224,6 +406,9 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	attrs := make([]any, 0, 2*len(enc.Fields))
 	for k, v := range enc.Fields {
 		attrs = append(attrs, k, v)
+		if c.onRemoved != nil && k == "error" && strings.Contains(fmt.Sprint(v), "permanently removed") {
+			c.onRemoved()
+		}
 	}
 	level := slog.LevelWarn
 	if e.Level >= zapcore.ErrorLevel {
@@ -234,3 +419,6 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 }
 
 func (c *slogCore) Sync() error { return nil }
+
+// newZap is a zap logger that writes to log through the quiet slog core.
+func newZap(log *slog.Logger) *zap.Logger { return zap.New(newSlogCore(log, nil)) }

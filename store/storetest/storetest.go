@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"testing"
 
 	"github.com/lpmos/lpmos/store"
@@ -27,9 +28,22 @@ func FreePort(t testing.TB) int {
 func Config(t testing.TB, dir string) store.Config {
 	return store.Config{
 		DataDir:   dir,
-		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		ClientURL: fmt.Sprintf("https://127.0.0.1:%d", FreePort(t)),
+		PeerURL:   fmt.Sprintf("https://127.0.0.1:%d", FreePort(t)),
 		Logger:    slog.New(slog.DiscardHandler),
+	}
+}
+
+// ClientOf returns a config that connects to the member cfg starts as an
+// external client, with the member's certificate (mutual TLS).
+func ClientOf(cfg store.Config) store.Config {
+	pki := filepath.Join(cfg.DataDir, "pki")
+	return store.Config{
+		Endpoints: []string{cfg.ClientURL},
+		CAFile:    filepath.Join(pki, "ca.crt"),
+		CertFile:  filepath.Join(pki, "member.crt"),
+		KeyFile:   filepath.Join(pki, "member.key"),
+		Logger:    cfg.Logger,
 	}
 }
 
