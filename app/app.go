@@ -67,6 +67,7 @@ LPMOS_DATA_DIR, --listen-addr is LPMOS_LISTEN_ADDR, and so on.`,
 		newServeCmd(version),
 		newTaskCmd(),
 		newImageCmd(),
+		newInitramfsCmd(),
 		newVersionCmd(version),
 	)
 	return root
