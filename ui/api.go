@@ -56,6 +56,7 @@ type AddImageRequest = store.Image
 
 func (s *Server) routesAPI(r chi.Router) {
 	r.Get("/health", s.health)
+	s.routesCluster(r) // ui/cluster.go: join and CA open, the rest behind the operator
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireOperator)
 		r.Post("/tasks", s.createTask)
