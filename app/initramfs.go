@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -140,4 +141,29 @@ func (o *initramfsOptions) resolve() (initramfs.Options, error) {
 	}
 	opts.CAFile = o.caFile
 	return opts, nil
+}
+
+// ensureInitramfs builds <boot-dir>/<initrd> for the region when it is
+// missing and the kernel and its modules are given (--kernel-modules-dir).
+func ensureInitramfs(bootDir string, ro regionalOptions, log *slog.Logger) error {
+	initrd := filepath.Join(bootDir, ro.initrd)
+	if _, err := os.Stat(initrd); err == nil {
+		return nil
+	}
+	kernel := filepath.Join(bootDir, ro.kernel)
+	if _, err := os.Stat(kernel); err != nil {
+		log.Warn("no agent kernel in the boot dir: machines cannot boot the agent until it is there", "kernel", kernel)
+		return nil
+	}
+	if ro.kernelModules == "" {
+		log.Warn("no initramfs in the boot dir: build it with `lpmos initramfs build`, or give --kernel-modules-dir to build it at start", "initrd", initrd)
+		return nil
+	}
+	o := initramfsOptions{kernel: kernel, release: ro.kernelRelease, modulesDir: ro.kernelModules, arch: "amd64", output: initrd}
+	res, err := o.build(func(msg string) { log.Warn("initramfs: " + msg) })
+	if err != nil {
+		return fmt.Errorf("%w (or build it by hand: lpmos initramfs build)", err)
+	}
+	log.Info("built the agent initramfs", "path", initrd, "kernel_release", res.Release, "modules", len(res.Modules), "bytes", res.Size)
+	return nil
 }

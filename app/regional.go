@@ -26,6 +26,8 @@ type regionalOptions struct {
 	bootDir         string
 	kernel          string
 	initrd          string
+	kernelModules   string
+	kernelRelease   string
 	discoverUnknown bool
 	stallAfter      time.Duration
 	dhcpMode        string
@@ -49,6 +51,8 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.bootDir, "boot-dir", "", "directory with the agent kernel and initramfs (default <data-dir>/boot)")
 	f.StringVar(&o.kernel, "kernel", "vmlinuz", "kernel file name in --boot-dir")
 	f.StringVar(&o.initrd, "initrd", "initramfs.img", "initramfs file name in --boot-dir")
+	f.StringVar(&o.kernelModules, "kernel-modules-dir", "", "module tree of --kernel (like /lib/modules): when --initrd is missing, build it there from these modules and the embedded agent")
+	f.StringVar(&o.kernelRelease, "kernel-release", "", "release of --kernel for --kernel-modules-dir (default: read from the kernel)")
 	f.BoolVar(&o.discoverUnknown, "discover-unknown", true, "boot machines without a task into discovery (they appear under machines)")
 	f.DurationVar(&o.stallAfter, "stall-after", 2*time.Minute, "an installing task with no report this long becomes stalled")
 	f.StringVar(&o.dhcpMode, "dhcp-mode", "proxy", "DHCP: proxy (beside your DHCP server), full (hand out --dhcp-range-* addresses), off")
@@ -84,6 +88,9 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	}
 	if err := os.MkdirAll(bootDir, 0o755); err != nil {
 		return fmt.Errorf("create boot dir %s: %w", bootDir, err)
+	}
+	if err := ensureInitramfs(bootDir, ro, log); err != nil {
+		return err
 	}
 	region, err := agentapi.New(agentapi.Config{
 		Store:           st,
