@@ -50,8 +50,8 @@ func serveArgs(t *testing.T, dataDir string) (args []string, url string, ports [
 		"serve", "--data-dir", dataDir,
 		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
 		"--api-port", fmt.Sprint(api),
-		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", ec),
-		"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", ep),
+		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", ec),
+		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", ep),
 		"--advertise-ip", "127.0.0.1",
 		"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", dhcp),
 		"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", pxe),
@@ -208,12 +208,20 @@ func TestCLIAgainstServeAndRestartKeepsTasks(t *testing.T) {
 	if _, err := p.cli(t, "task", "create", "--mac", "00:1a:2b:3c:4d:5e", "--os", "ubuntu", "--os-version", "22.04"); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Fatalf("duplicate MAC via CLI: %v", err)
 	}
-	out, err = p.cli(t, "task", "list", "--status", "pending")
+	out, err = p.cli(t, "task", "list", "--region", "dc1")
 	if err != nil || !strings.Contains(out, created.ID) || !strings.Contains(out, "00:1a:2b:3c:4d:5e") {
 		t.Fatalf("task list: %v\n%s", err, out)
 	}
-	if _, err := p.cli(t, "task", "approve", created.ID); err == nil || !strings.Contains(err.Error(), "pending") {
-		t.Fatalf("approve a pending task: %v", err)
+	out, err = p.cli(t, "task", "list", "--mac", "00:1a:2b:3c:4d:5e", "-o", "json")
+	var listed []struct{ ID string }
+	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 1 || listed[0].ID != created.ID {
+		t.Fatalf("task list -o json must be a list: %v\n%s", err, out)
+	}
+	// Approval before the agent reported: 409 naming the current status
+	// (pending, or ready once the region claimed it).
+	if _, err := p.cli(t, "task", "approve", created.ID); err == nil || !strings.Contains(err.Error(), "409") ||
+		!strings.Contains(err.Error(), "is pending") && !strings.Contains(err.Error(), "is ready") {
+		t.Fatalf("approve before hardware: %v", err)
 	}
 	// A wrong token is refused with a message that says so.
 	var o, e bytes.Buffer

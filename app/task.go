@@ -87,6 +87,9 @@ func newTaskListCmd(o *clientOptions) *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/tasks?"+q.Encode(), nil, &list); err != nil {
 				return fmt.Errorf("list tasks: %w", err)
 			}
+			if o.output == "json" { // always a list, even of one task
+				return printJSON(cmd.OutOrStdout(), list.Tasks)
+			}
 			return printTasks(cmd.OutOrStdout(), o.output, list.Tasks...)
 		},
 	}
