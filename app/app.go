@@ -69,6 +69,7 @@ LPMOS_DATA_DIR, --listen-addr is LPMOS_LISTEN_ADDR, and so on.`,
 		newImageCmd(),
 		newInitramfsCmd(),
 		newVersionCmd(version),
+		newJoinCmd(version), newTokenCmd(), newMemberCmd(), newLeaveCmd(),
 	)
 	return root
 }

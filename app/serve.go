@@ -29,6 +29,13 @@ type serveOptions struct {
 	etcdEndpoints []string
 	etcdClientURL string
 	etcdPeerURL   string
+	etcdCA        string
+	etcdCert      string
+	etcdKey       string
+	// Set by `lpmos join` (not flags): start the member into an existing
+	// cluster with this initial cluster.
+	clusterState   string
+	initialCluster string
 	tlsCert       string
 	tlsKey        string
 	logLevel      string
@@ -68,9 +75,18 @@ region (agent API on --api-port, proxyDHCP, TFTP, iPXE boot).
 On first start it creates an admin token and writes it to <data-dir>/admin.token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := loadMemberFile(cmd.Flags(), &o); err != nil {
+				return err
+			}
 			return runServe(cmd.Context(), o, version, cmd.ErrOrStderr())
 		},
 	}
+	addServeFlags(cmd, &o)
+	return cmd
+}
+
+// addServeFlags adds the flags `serve` and `join` share.
+func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f := cmd.Flags()
 	f.StringVar(&o.role, "role", "all", "roles to run: all, control-plane, regional (comma list allowed)")
 	f.StringVar(&o.dataDir, "data-dir", "./lpmos-data", "directory for etcd data, the admin token and boot files")
@@ -79,14 +95,16 @@ On first start it creates an admin token and writes it to <data-dir>/admin.token
 	f.IntVar(&o.apiPort, "api-port", 8081, "regional agent API port (also serves iPXE scripts, kernel, initramfs, images)")
 	f.StringVar(&o.regionID, "region-id", "dc1", "region this process serves")
 	f.StringSliceVar(&o.etcdEndpoints, "etcd-endpoints", nil, "use an external etcd cluster at these endpoints instead of the embedded member")
-	f.StringVar(&o.etcdClientURL, "etcd-client-url", "http://127.0.0.1:2379", "embedded etcd client URL")
-	f.StringVar(&o.etcdPeerURL, "etcd-peer-url", "http://127.0.0.1:2380", "embedded etcd peer URL")
+	f.StringVar(&o.etcdClientURL, "etcd-client-url", "https://127.0.0.1:2379", "embedded etcd client URL (https: mutual TLS with the cluster CA)")
+	f.StringVar(&o.etcdPeerURL, "etcd-peer-url", "https://127.0.0.1:2380", "embedded etcd peer URL, reachable by the other members (https: mutual TLS with the cluster CA)")
+	f.StringVar(&o.etcdCA, "etcd-ca", "", "with --etcd-endpoints: CA certificate of the external etcd")
+	f.StringVar(&o.etcdCert, "etcd-cert", "", "with --etcd-endpoints: client certificate for the external etcd")
+	f.StringVar(&o.etcdKey, "etcd-key", "", "with --etcd-endpoints: client key for the external etcd")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate for the control plane")
 	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key for the control plane")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	o.regional.addFlags(cmd)
-	return cmd
 }
 
 func runServe(ctx context.Context, o serveOptions, version string, logOut io.Writer) error {
@@ -116,10 +134,21 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		Name:      o.name,
 		ClientURL: o.etcdClientURL,
 		PeerURL:   o.etcdPeerURL,
-		Logger:    log,
+		CAFile:    o.etcdCA,
+		CertFile:  o.etcdCert,
+		KeyFile:   o.etcdKey,
+
+		ClusterState:   o.clusterState,
+		InitialCluster: o.initialCluster,
+		Logger:         log,
 	})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
+	}
+	if st.Embedded() {
+		if err := saveMemberFile(o); err != nil {
+			log.Warn("could not record this member's settings; restart with the same --name and --etcd-*-url flags", "error", err)
+		}
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
@@ -133,6 +162,9 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { watchStoreHealth(gctx, st, reg); return nil })
+	if st.Embedded() {
+		startClusterWatch(gctx, g, st, reg)
+	}
 	if r.controlPlane {
 		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log})
 		if err != nil {

@@ -239,7 +239,9 @@ func (s *Store) promoteSelf(ctx context.Context) error {
 // member is asked for its status, in parallel, within a second or two) and
 // the regions each one serves.
 func (s *Store) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
-	resp, err := s.cli.MemberList(ctx)
+	// Serializable: this member's own view, so health still lists the
+	// members when quorum is lost.
+	resp, err := s.cli.MemberList(ctx, clientv3.WithSerializable())
 	if err != nil {
 		return ClusterStatus{}, fmt.Errorf("list members: %w", err)
 	}
@@ -249,9 +251,12 @@ func (s *Store) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 		self = uint64(s.etcd.Server.MemberID())
 	}
 	regions := map[string][]string{}
-	if rs, err := s.ListRegions(ctx); err == nil {
-		for _, r := range rs {
-			regions[r.Member] = append(regions[r.Member], r.ID)
+	if rr, err := s.cli.Get(ctx, prefixRegions, clientv3.WithPrefix(), clientv3.WithSerializable()); err == nil {
+		for _, kv := range rr.Kvs {
+			var r Region
+			if json.Unmarshal(kv.Value, &r) == nil {
+				regions[r.Member] = append(regions[r.Member], r.ID)
+			}
 		}
 	}
 	rc, rcErr := s.remoteClient()
