@@ -15,6 +15,7 @@ import (
 	"github.com/lpmos/lpmos/internal/health"
 	"github.com/lpmos/lpmos/pxe"
 	"github.com/lpmos/lpmos/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 )
@@ -72,7 +73,7 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 // startRegional starts the agent API and, unless turned off, DHCP and TFTP.
 // A PXE service that cannot start (no root for port 67, say) is reported
 // in /api/v1/health and the log; the rest of the region keeps running.
-func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, o serveOptions, log *slog.Logger) error {
+func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, o serveOptions, log *slog.Logger) error {
 	ro := o.regional
 	ip, err := advertiseIP(ro.advertiseIP)
 	if err != nil {
@@ -139,6 +140,9 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		if err != nil {
 			return fmt.Errorf("dhcp: %w", err)
 		}
+		if err := registerDHCPMetrics(metrics, o.regionID, dhcp); err != nil {
+			return err
+		}
 		runOptional(ctx, g, reg, "region/"+o.regionID+"/dhcp-"+ro.dhcpMode, log, dhcp.Start)
 	} else {
 		reg.Set("region/"+o.regionID+"/dhcp", health.Disabled, nil)
@@ -154,6 +158,30 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	}
 	log.Info("region configured", "region", o.regionID, "public_url", publicURL, "advertise_ip", ip.String(),
 		"boot_dir", bootDir, "dhcp_mode", ro.dhcpMode, "discover_unknown", ro.discoverUnknown)
+	return nil
+}
+
+// registerDHCPMetrics exports the DHCP server's packet counters.
+func registerDHCPMetrics(reg prometheus.Registerer, region string, dhcp *pxe.ProxyDHCP) error {
+	for _, c := range []struct {
+		name, help string
+		get        func(pxe.DHCPStats) uint64
+	}{
+		{"received", "DHCP packets received.", func(s pxe.DHCPStats) uint64 { return s.Received }},
+		{"answered", "DHCP packets answered.", func(s pxe.DHCPStats) uint64 { return s.Answered }},
+		{"ignored", "DHCP packets ignored (not PXE, unknown MAC, not for us).", func(s pxe.DHCPStats) uint64 { return s.Ignored }},
+		{"malformed", "DHCP packets dropped as malformed.", func(s pxe.DHCPStats) uint64 { return s.Malformed }},
+		{"errors", "DHCP packets that failed to be answered.", func(s pxe.DHCPStats) uint64 { return s.Errors }},
+	} {
+		get := c.get
+		err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "lpmos_dhcp_packets_" + c.name + "_total", Help: c.help,
+			ConstLabels: prometheus.Labels{"region": region},
+		}, func() float64 { return float64(get(dhcp.Stats())) }))
+		if err != nil {
+			return fmt.Errorf("register DHCP metrics: %w", err)
+		}
+	}
 	return nil
 }
 

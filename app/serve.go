@@ -14,6 +14,7 @@ import (
 	"github.com/lpmos/lpmos/internal/health"
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/ui"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 )
@@ -36,11 +37,11 @@ type serveOptions struct {
 	// cluster with this initial cluster.
 	clusterState   string
 	initialCluster string
-	tlsCert       string
-	tlsKey        string
-	logLevel      string
-	logFormat     string
-	regional      regionalOptions
+	tlsCert        string
+	tlsKey         string
+	logLevel       string
+	logFormat      string
+	regional       regionalOptions
 }
 
 // roles is the parsed --role list.
@@ -160,20 +161,21 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		return err
 	}
 
+	metrics := prometheus.NewRegistry() // served at /metrics by the control plane
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { watchStoreHealth(gctx, st, reg); return nil })
 	if st.Embedded() {
 		startClusterWatch(gctx, g, st, reg)
 	}
 	if r.controlPlane {
-		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log})
+		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics})
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return srv.Start(gctx) })
 	}
 	if r.regional {
-		if err := startRegional(gctx, g, st, reg, o, log); err != nil {
+		if err := startRegional(gctx, g, st, reg, metrics, o, log); err != nil {
 			return err
 		}
 	}

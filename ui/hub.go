@@ -466,6 +466,19 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 	h.dropLocked(s)
 }
 
+// StatusCounts counts the tasks of the live view by status.
+func (h *Hub) StatusCounts() map[store.Status]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[store.Status]int)
+	for _, t := range h.tasks {
+		if t.complete {
+			out[t.Status.Status]++
+		}
+	}
+	return out
+}
+
 // HubStats counts the hub's clients.
 type HubStats struct {
 	Clients  int   `json:"clients"`

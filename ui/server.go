@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/lpmos/lpmos/internal/health"
 	"github.com/lpmos/lpmos/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures the control plane.
@@ -27,6 +28,9 @@ type Config struct {
 	Health  *health.Registry
 	Version string
 	Logger  *slog.Logger
+	// Metrics, when set, is the registry /metrics serves, so other services
+	// of the process can add theirs; the control plane adds its own to it.
+	Metrics *prometheus.Registry
 }
 
 // Server serves the control plane.
@@ -61,6 +65,7 @@ func New(cfg Config) (*Server, error) {
 	r.Get("/", index)
 	r.Handle("/assets/*", assets)
 	r.Get("/ws", s.serveWS)
+	r.Handle("/metrics", s.metricsHandler())
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Post("/session", s.login)
 		r.Get("/session", s.currentSession)
