@@ -276,7 +276,7 @@ func twoStores(t testing.TB) (*store.Store, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := store.Open(context.Background(), store.Config{Endpoints: []string{cfg.ClientURL}, Logger: slog.New(slog.DiscardHandler)})
+	other, err := store.Open(context.Background(), storetest.ClientOf(cfg)) // mutual TLS with the member's certificate
 	if err != nil {
 		_ = st.Close()
 		t.Fatal(err)
