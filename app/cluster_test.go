@@ -1,0 +1,561 @@
+package app_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/app"
+	"github.com/lpmos/lpmos/store"
+)
+
+// clusterNode is one lpmos process of a test cluster: its flags are kept
+// so the same member can be restarted on the same ports.
+type clusterNode struct {
+	*lpmosProc
+	name      string
+	flags     []string // serve flags without the command (ports, data dir)
+	clientURL string
+}
+
+func newClusterNode(t *testing.T, name string) *clusterNode {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	args, url, ports := serveArgs(t, dir)
+	n := &clusterNode{name: name, flags: args[1:], lpmosProc: &lpmosProc{dataDir: dir, url: url, ports: ports}}
+	for i, a := range n.flags {
+		if a == "--etcd-client-url" {
+			n.clientURL = n.flags[i+1]
+		}
+	}
+	return n
+}
+
+// run starts `lpmos <args> <flags>` as a child process.
+func (n *clusterNode) run(t *testing.T, args ...string) {
+	t.Helper()
+	p := &lpmosProc{dataDir: n.dataDir, url: n.url, ports: n.ports}
+	p.cmd = exec.Command(os.Args[0], append(args, n.flags...)...)
+	p.cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+		<-done
+		if t.Failed() {
+			t.Logf("%s log (%v):\n%s", n.name, args[:1], p.logText())
+		}
+	})
+	n.lpmosProc = p
+}
+
+// kill9 kills the process (SIGKILL) and reaps it.
+func (n *clusterNode) kill9(t *testing.T) {
+	t.Helper()
+	if err := n.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = n.cmd.Wait()
+}
+
+// waitExit waits for the process to end by itself.
+func (n *clusterNode) waitExit(t *testing.T, within time.Duration) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- n.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(within):
+		t.Fatalf("%s still running after %s", n.name, within)
+		return nil
+	}
+}
+
+// cliIn runs an lpmos command in this test process.
+func cliIn(args ...string) (string, string, error) {
+	var out, errOut bytes.Buffer
+	root := app.NewRoot("test", &out, &errOut)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+func apiDo(t *testing.T, method, url, token string, body, out any) (int, error) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode %s: %w", data, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func members(t *testing.T, n *clusterNode, token string) store.ClusterStatus {
+	t.Helper()
+	var st store.ClusterStatus
+	if _, err := apiDo(t, "GET", n.url+"/api/v1/cluster/members", token, nil, &st); err != nil {
+		t.Fatalf("members via %s: %v", n.name, err)
+	}
+	return st
+}
+
+// waitMembers polls until ok(status) holds.
+func waitMembers(t *testing.T, n *clusterNode, token string, within time.Duration, what string, ok func(store.ClusterStatus) bool) store.ClusterStatus {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var st store.ClusterStatus
+	for time.Now().Before(deadline) {
+		if _, err := apiDo(t, "GET", n.url+"/api/v1/cluster/members", token, nil, &st); err == nil && ok(st) {
+			return st
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not reached within %s; last members: %+v", what, within, st)
+	return st
+}
+
+func createTask(t *testing.T, n *clusterNode, token, mac, region string) (store.Task, error) {
+	t.Helper()
+	var task store.Task
+	_, err := apiDo(t, "POST", n.url+"/api/v1/tasks", token, map[string]any{
+		"region_id": region, "target_mac": mac, "os_type": "ubuntu", "os_version": "22.04",
+	}, &task)
+	return task, err
+}
+
+func joinToken(t *testing.T, n *clusterNode, extra ...string) string {
+	t.Helper()
+	out, errOut, err := cliIn(append([]string{"token", "create", "--server", n.url, "--data-dir", n.dataDir}, extra...)...)
+	if err != nil {
+		t.Fatalf("token create: %v\n%s", err, errOut)
+	}
+	tok := strings.TrimSpace(out)
+	if !strings.HasPrefix(tok, store.JoinTokenPrefix) || !strings.Contains(errOut, "lpmos join") {
+		t.Fatalf("token create printed %q / %q", out, errOut)
+	}
+	return tok
+}
+
+// tlsStore connects to members as an external client with a member's
+// certificate (what --etcd-endpoints with --etcd-ca/cert/key does).
+func tlsStore(t *testing.T, certsOf *clusterNode, endpoints ...string) *store.Store {
+	t.Helper()
+	pki := filepath.Join(certsOf.dataDir, "pki")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{
+		Endpoints: endpoints, CAFile: filepath.Join(pki, "ca.crt"),
+		CertFile: filepath.Join(pki, "member.crt"), KeyFile: filepath.Join(pki, "member.key"),
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("connect to %v: %v", endpoints, err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// putLatency measures n sequential 128-byte Puts through endpoint.
+func putLatency(t *testing.T, st *store.Store, n int) (p50, p99 time.Duration) {
+	t.Helper()
+	val := strings.Repeat("x", 128)
+	ds := make([]time.Duration, 0, n)
+	for i := range n {
+		start := time.Now()
+		if _, err := st.Client().Put(context.Background(), fmt.Sprintf("/bench/put/%d", i), val); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+		ds = append(ds, time.Since(start))
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[n/2], ds[n*99/100]
+}
+
+func findNode(nodes []*clusterNode, name string) *clusterNode {
+	for _, n := range nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// TestClusterJoinFailoverRemove: three processes on loopback. Two join the
+// first; tasks written through member 1 are read through member 3's API
+// and seen live on its WebSocket; the leader is killed with SIGKILL and the
+// survivors keep creating and approving; the killed member restarts from
+// its data dir and catches up; a removed member stops, and its restart is
+// refused.
+func TestClusterJoinFailoverRemove(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three lpmos processes")
+	}
+	m1, m2, m3 := newClusterNode(t, "m1"), newClusterNode(t, "m2"), newClusterNode(t, "m3")
+	nodes := []*clusterNode{m1, m2, m3}
+	m1.run(t, "serve", "--name", "m1")
+	m1.waitHealthy(t, 30*time.Second)
+	admin := m1.token(t)
+	for _, f := range []string{"pki/ca.key", "pki/member.key"} {
+		if info, err := os.Stat(filepath.Join(m1.dataDir, f)); err != nil || info.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, err, info)
+		}
+	}
+	st1 := tlsStore(t, m1, m1.clientURL)
+	p50, p99 := putLatency(t, st1, 300)
+	t.Logf("BENCH put latency, 1 member: p50 %s p99 %s", p50, p99)
+
+	tok := joinToken(t, m1, "--ttl", "10m")
+
+	// Bad input is refused with what to do, and the cluster is untouched.
+	pin, rest, _ := strings.Cut(strings.TrimPrefix(tok, store.JoinTokenPrefix), "::")
+	bad := newClusterNode(t, "bad")
+	for _, c := range []struct{ name, token, nodeName, want string }{
+		{"wrong secret", store.JoinTokenPrefix + pin + "::" + rest + "x", "bad", "wrong join token secret"},
+		{"unknown id", store.JoinTokenPrefix + pin + "::ffffffffffff." + strings.SplitN(rest, ".", 2)[1], "bad", "unknown or expired join token"},
+		{"CA not matching the pin", store.JoinTokenPrefix + strings.Repeat("0", 64) + "::" + rest, "bad", "does not match the token's pin"},
+		{"name taken", tok, "m1", "is taken by the member"},
+		{"garbage", "hello", "bad", "malformed join token"},
+	} {
+		_, _, err := cliIn(append([]string{"join", m1.url, "--token", c.token, "--name", c.nodeName, "--region-id", "dcx"}, bad.flags...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: got %v, want %q", c.name, err, c.want)
+		}
+	}
+	if st := members(t, m1, admin); len(st.Members) != 1 {
+		t.Fatalf("refused joins changed the cluster: %+v", st.Members)
+	}
+
+	joinStart := time.Now()
+	m2.run(t, "join", m1.url, "--token", tok, "--name", "m2", "--region-id", "dc2")
+	m2.waitHealthy(t, 40*time.Second)
+	t.Logf("BENCH join m2 (process start -> healthy voter): %s", time.Since(joinStart).Round(time.Millisecond))
+	if !strings.Contains(m2.logText(), "tolerates no failure") {
+		t.Errorf("joining a one-member cluster did not warn about zero fault tolerance")
+	}
+	joinStart = time.Now()
+	m3.run(t, "join", m2.url, "--token", tok, "--name", "m3", "--region-id", "dc3") // through a joined member
+	m3.waitHealthy(t, 40*time.Second)
+	t.Logf("BENCH join m3 via m2 (process start -> healthy voter): %s", time.Since(joinStart).Round(time.Millisecond))
+
+	st := waitMembers(t, m3, admin, 20*time.Second, "3 healthy voters with their regions", func(st store.ClusterStatus) bool {
+		if len(st.Members) != 3 || st.Voters != 3 || st.Leader == "" {
+			return false
+		}
+		for _, m := range st.Members {
+			if !m.Healthy || m.Learner || len(m.Regions) != 1 || m.Regions[0] != map[string]string{"m1": "dc1", "m2": "dc2", "m3": "dc3"}[m.Name] {
+				return false
+			}
+		}
+		return true
+	})
+	if st.FaultTolerance != 1 {
+		t.Fatalf("fault tolerance %d", st.FaultTolerance)
+	}
+	out, _, err := cliIn("member", "list", "--server", m3.url, "--token", admin)
+	if err != nil || !strings.Contains(out, "voter") || !strings.Contains(out, "dc3") || !strings.Contains(out, "tolerates 1 failure") {
+		t.Fatalf("member list: %v\n%s", err, out)
+	}
+	t.Logf("member list:\n%s", out)
+	var hrep struct {
+		Services []struct{ Name, State, Detail string }
+	}
+	if _, err := apiDo(t, "GET", m3.url+"/api/v1/health", "", nil, &hrep); err != nil {
+		t.Fatal(err)
+	}
+	var memberSvcs []string
+	for _, s := range hrep.Services {
+		if strings.HasPrefix(s.Name, "etcd/member/") && s.State == "running" {
+			memberSvcs = append(memberSvcs, s.Name)
+		}
+	}
+	if len(memberSvcs) != 3 {
+		t.Fatalf("health members: %+v", hrep.Services)
+	}
+
+	leaderNode := findNode(nodes, st.Leader)
+	var follower *clusterNode
+	for _, n := range nodes {
+		if n != leaderNode {
+			follower = n
+			break
+		}
+	}
+	stL := tlsStore(t, m1, leaderNode.clientURL)
+	p50, p99 = putLatency(t, stL, 300)
+	t.Logf("BENCH put latency, 3 members via leader: p50 %s p99 %s", p50, p99)
+	stF := tlsStore(t, m1, follower.clientURL)
+	p50, p99 = putLatency(t, stF, 300)
+	t.Logf("BENCH put latency, 3 members via follower: p50 %s p99 %s", p50, p99)
+
+	// Member 3's WebSocket sees tasks created through member 1.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(m3.url, "http")+"/ws", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + admin}},
+	})
+	if err != nil {
+		t.Fatalf("dial m3 /ws: %v", err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(64 << 20)
+	var created []string
+	for i := range 5 {
+		task, err := createTask(t, m1, admin, fmt.Sprintf("02:00:00:00:01:%02x", i), "dc3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		created = append(created, task.ID)
+	}
+	seen := map[string]bool{}
+	for len(seen) < len(created) {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("m3 /ws after %d of %d tasks: %v", len(seen), len(created), err)
+		}
+		var m struct {
+			Type   string      `json:"type"`
+			TaskID string      `json:"task_id"`
+			Task   *store.Task `json:"task"`
+		}
+		_ = json.Unmarshal(data, &m)
+		id := m.TaskID
+		if m.Task != nil {
+			id = m.Task.ID
+		}
+		if slices.Contains(created, id) {
+			seen[id] = true
+		}
+	}
+	var list struct{ Tasks []store.Task }
+	if _, err := apiDo(t, "GET", m3.url+"/api/v1/tasks", admin, nil, &list); err != nil || len(list.Tasks) != 5 {
+		t.Fatalf("tasks via m3: %v %d", err, len(list.Tasks))
+	}
+
+	// Kill the leader; the survivors keep taking writes.
+	survivors := []*clusterNode{}
+	for _, n := range nodes {
+		if n != leaderNode {
+			survivors = append(survivors, n)
+		}
+	}
+	killedAt := time.Now()
+	leaderNode.kill9(t)
+	var resumed time.Duration
+	for i := 0; ; i++ {
+		if _, err := createTask(t, survivors[i%2], admin, fmt.Sprintf("02:00:00:00:02:%02x", i%250), "dc3"); err == nil {
+			resumed = time.Since(killedAt)
+			break
+		}
+		if time.Since(killedAt) > 30*time.Second {
+			t.Fatalf("no write accepted within 30s of killing leader %s", leaderNode.name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("BENCH leader %s killed (SIGKILL): writes through the API resumed after %s", leaderNode.name, resumed.Round(time.Millisecond))
+	stS := tlsStore(t, survivors[0], survivors[0].clientURL, survivors[1].clientURL)
+	if err := stS.PutImage(context.Background(), store.Image{OSType: "ubuntu", OSVersion: "22.04", Source: "http://127.0.0.1:1/u.img", Format: "raw", SHA256: strings.Repeat("a", 64), Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var afterKill []string
+	for i := range 4 {
+		via := survivors[i%2]
+		// Tasks of region dc_none stay pending: the test plays the region
+		// and the agent through the store, then approves via the API.
+		task, err := createTask(t, via, admin, fmt.Sprintf("02:00:00:00:03:%02x", i), "dcnone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		afterKill = append(afterKill, task.ID)
+		if _, err := stS.ClaimTask(context.Background(), task.ID, "agent-token"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stS.SetHardware(context.Background(), task.ID, wire.Hardware{BootMode: "uefi"}); err != nil {
+			t.Fatal(err)
+		}
+		var approved store.Task
+		if _, err := apiDo(t, "PUT", survivors[(i+1)%2].url+"/api/v1/tasks/"+task.ID+"/approve", admin, nil, &approved); err != nil {
+			t.Fatalf("approve via %s: %v", survivors[(i+1)%2].name, err)
+		}
+		if approved.Status.Status != wire.StatusApproved {
+			t.Fatalf("approve: %+v", approved.Status)
+		}
+	}
+
+	// The killed member restarts from its data dir (name, URLs and region
+	// come from its member.json) and catches up.
+	restartAt := time.Now()
+	leaderNode.run(t, "serve")
+	waitMembers(t, leaderNode, admin, 40*time.Second, "restarted member sees 3 healthy voters", func(st store.ClusterStatus) bool {
+		h := 0
+		for _, m := range st.Members {
+			if m.Healthy && !m.Learner {
+				h++
+			}
+		}
+		return h == 3
+	})
+	t.Logf("BENCH restart of killed member %s -> all 3 healthy: %s", leaderNode.name, time.Since(restartAt).Round(time.Millisecond))
+	var back store.Task
+	if _, err := apiDo(t, "GET", leaderNode.url+"/api/v1/tasks/"+afterKill[3], admin, nil, &back); err != nil || back.Status.Status != wire.StatusApproved {
+		t.Fatalf("restarted member did not catch up: %v %+v", err, back.Status)
+	}
+
+	// Remove a member: it stops by itself, its data dir is tombstoned, and
+	// a restart of it is refused.
+	victim := survivors[1]
+	via := survivors[0]
+	out, _, err = cliIn("member", "remove", victim.name, "--server", via.url, "--token", admin)
+	if err != nil || !strings.Contains(out, "removed member "+victim.name) {
+		t.Fatalf("member remove: %v %s", err, out)
+	}
+	if err := victim.waitExit(t, 20*time.Second); err == nil {
+		t.Fatalf("removed member exited cleanly; want an error exit")
+	}
+	if !strings.Contains(victim.logText(), "removed from the cluster") {
+		t.Errorf("removed member did not say so in its log")
+	}
+	if _, err := os.Stat(filepath.Join(victim.dataDir, "etcd", "removed")); err != nil {
+		t.Fatalf("no tombstone: %v", err)
+	}
+	_, _, err = cliIn(append([]string{"serve"}, victim.flags...)...)
+	if err == nil || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("restart of a removed member: %v", err)
+	}
+	waitMembers(t, via, admin, 10*time.Second, "2 members after the removal", func(st store.ClusterStatus) bool {
+		return len(st.Members) == 2 && st.Voters == 2
+	})
+	if _, err := createTask(t, leaderNode, admin, "02:00:00:00:04:01", "dc3"); err != nil {
+		t.Fatalf("write after removal: %v", err)
+	}
+}
+
+// TestInterruptedJoinRecovers: a join that stops right after the learner
+// add (before the member starts) is finished by running the same join
+// again, even with a single-use token; then the member leaves.
+func TestInterruptedJoinRecovers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts lpmos processes")
+	}
+	m1, m2 := newClusterNode(t, "m1"), newClusterNode(t, "m2")
+	m1.run(t, "serve", "--name", "m1")
+	m1.waitHealthy(t, 30*time.Second)
+	admin := m1.token(t)
+	tok := joinToken(t, m1, "--ttl", "5m", "--single-use")
+
+	_, errOut, err := cliIn(append([]string{"join", m1.url, "--token", tok, "--name", "m2", "--region-id", "dc2", "--exit-after-add"}, m2.flags...)...)
+	if err != nil {
+		t.Fatalf("interrupted join: %v\n%s", err, errOut)
+	}
+	st := members(t, m1, admin)
+	if len(st.Members) != 2 || st.Voters != 1 {
+		t.Fatalf("after the interrupted join: %+v", st)
+	}
+	var pending store.Member
+	for _, m := range st.Members {
+		if m.Name == "" {
+			pending = m
+		}
+	}
+	if !pending.Learner || pending.Healthy {
+		t.Fatalf("interrupted add should be an unstarted learner: %+v", pending)
+	}
+
+	// Another box cannot use the single-use token meanwhile.
+	other := newClusterNode(t, "m3")
+	if _, _, err := cliIn(append([]string{"join", m1.url, "--token", tok, "--name", "m3", "--region-id", "dc3"}, other.flags...)...); err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("second use of a single-use token: %v", err)
+	}
+
+	m2.run(t, "join", m1.url, "--token", tok, "--name", "m2", "--region-id", "dc2")
+	m2.waitHealthy(t, 40*time.Second)
+	if !strings.Contains(m2.logText(), "reused_interrupted_add=true") {
+		t.Errorf("second join did not reuse the interrupted add")
+	}
+	st = waitMembers(t, m1, admin, 20*time.Second, "2 voters", func(st store.ClusterStatus) bool {
+		return len(st.Members) == 2 && st.Voters == 2
+	})
+	for _, m := range st.Members {
+		if m.Name == "m2" && m.ID != pending.ID {
+			t.Fatalf("m2 got id %s, the interrupted add was %s", m.ID, pending.ID)
+		}
+	}
+
+	// A joined member cannot join again, and leaves with `lpmos leave`.
+	if _, _, err := cliIn(append([]string{"join", m1.url, "--token", tok, "--name", "m2"}, m2.flags...)...); err == nil || !strings.Contains(err.Error(), "already holds a cluster member") {
+		t.Fatalf("join on a member's data dir: %v", err)
+	}
+	out, _, err := cliIn("leave", "--server", m2.url, "--data-dir", m2.dataDir, "--token", admin)
+	if err != nil || !strings.Contains(out, "left the cluster") {
+		t.Fatalf("leave: %v %s", err, out)
+	}
+	if err := m2.waitExit(t, 20*time.Second); err == nil {
+		t.Fatal("left member exited cleanly; want an error exit")
+	}
+	waitMembers(t, m1, admin, 10*time.Second, "1 member after leave", func(st store.ClusterStatus) bool {
+		return len(st.Members) == 1
+	})
+	if _, _, err := cliIn(append([]string{"serve"}, m2.flags...)...); err == nil || !errors.Is(err, store.ErrRemoved) && !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("restart after leave: %v", err)
+	}
+	m1.waitHealthy(t, 10*time.Second)
+}
