@@ -81,6 +81,19 @@ func (t *target) dropCache() error {
 	return nil
 }
 
+// releaseExclusive reopens the disk without O_EXCL. The kernel refuses
+// to mount a partition (EBUSY) while another opener holds its whole disk
+// exclusively, so the claim must go before the root is mounted.
+func (t *target) releaseExclusive() error {
+	f, err := os.OpenFile(t.path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("reopening %s: %w", t.path, err)
+	}
+	old := t.f
+	t.f = f
+	return old.Close()
+}
+
 // rereadPartitions asks the kernel to pick up the new partition table so
 // the partition device nodes (vda1, nvme0n1p1) appear.
 func (t *target) rereadPartitions() error {

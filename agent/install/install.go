@@ -149,7 +149,7 @@ func (in *installer) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer t.f.Close()
+	defer func() { t.f.Close() }() // configure may reopen it
 	if t.size < size {
 		return fmt.Errorf("disk %s is too small: %d bytes (%s), the image needs %d bytes (%s)",
 			t.path, t.size, human(t.size), size, human(size))
@@ -317,6 +317,9 @@ func (in *installer) configure(t *target) (string, error) {
 	var dev string
 	if t.block {
 		if err := t.rereadPartitions(); err != nil {
+			return "", err
+		}
+		if err := t.releaseExclusive(); err != nil {
 			return "", err
 		}
 		disk, err := filepath.EvalSymlinks(t.path)
