@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# e2e/pxe.sh: boot virtual servers from lpmos like real hardware and check
+# that the whole product works: qemu VMs with an empty virtio disk PXE-boot
+# (BIOS, UEFI with the NIC's iPXE ROM, UEFI fetching iPXE over lpmos's TFTP),
+# the agent reports their hardware, the task is approved through the REST
+# API, the image lands on the disk with the NoCloud seed, and the next boot
+# goes to local disk. A VM without a task shows up as a discovered machine.
+#
+# Run as root on Debian 12 (it apt-installs what it needs and downloads a
+# Debian cloud kernel with apt-get download):   bash e2e/pxe.sh
+#
+# Everything runs in network namespaces this script creates; no packet
+# leaves them. Environment:
+#   LPMOS_E2E_MODES   scenarios to run (default: all of them, see SCENARIOS)
+#   LPMOS_E2E_DIR     work directory (default /tmp/lpmos-e2e, wiped first)
+#   LPMOS_E2E_CACHE   kernel download cache (default /var/cache/lpmos-e2e)
+#   LPMOS_E2E_KEEP=1  keep the work directory after a successful run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+export PATH="/usr/local/go/bin:$HOME/go/bin:/usr/sbin:/sbin:$PATH"
+export DEBIAN_FRONTEND=noninteractive
+
+# name firmware dhcp-mode mac task|discover
+SCENARIOS=(
+  "bios-full        bios      full  52:54:00:e2:00:01 task"
+  "discover-full    bios      full  52:54:00:e2:00:02 discover"
+  "uefi-proxy       uefi      proxy 52:54:00:e2:00:03 task"
+  "uefi-tftp-proxy  uefi-tftp proxy 52:54:00:e2:00:04 task"
+)
+MODES=${LPMOS_E2E_MODES:-"bios-full discover-full uefi-proxy uefi-tftp-proxy"}
+W=${LPMOS_E2E_DIR:-/tmp/lpmos-e2e}
+CACHE=${LPMOS_E2E_CACHE:-/var/cache/lpmos-e2e}
+NSP="lpe2e$$"          # namespace prefix
+T0=$(date +%s.%N)
+PIDFILE=$W/pids        # every background process, for the trap
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", b-a}'; }
+log() { printf '[%6ss] %s\n' "$(secs "$T0" "$(now)")" "$*"; }
+die() { log "FAIL: $*"; exit 1; }
+# timing NAME START: one line per phase, grep-able as "TIMING".
+timing() { log "TIMING $1 $(secs "$2" "$(now)")s"; }
+track() { echo "$1" >>"$PIDFILE"; }
+
+[ "$(id -u)" = 0 ] || { echo "e2e/pxe.sh: run as root (network namespaces, qemu taps, DHCP ports)" >&2; exit 1; }
+for m in $MODES; do
+  printf '%s\n' "${SCENARIOS[@]}" | awk '{print $1}' | grep -qx "$m" ||
+    { echo "e2e/pxe.sh: unknown mode $m (have: $(printf '%s\n' "${SCENARIOS[@]}" | awk '{printf "%s ", $1}'))" >&2; exit 2; }
+done
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -f "$PIDFILE" ]; then
+    # newest first: VMs and scenario shells before the servers they talk to
+    tac "$PIDFILE" | while read -r pid; do kill "$pid" 2>/dev/null; done
+    sleep 0.5
+    tac "$PIDFILE" | while read -r pid; do kill -9 "$pid" 2>/dev/null; done
+  fi
+  for ns in full proxy dhcp; do ip netns del "$NSP-$ns" 2>/dev/null; done
+  if [ $rc -ne 0 ]; then
+    log "e2e/pxe.sh FAILED (exit $rc); logs are in $W"
+  elif [ "${LPMOS_E2E_KEEP:-}" != 1 ]; then
+    rm -rf "$W"
+  fi
+  log "whole run: $(secs "$T0" "$(now)")s"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rm -rf "$W"; mkdir -p "$W" "$CACHE"; : >"$PIDFILE"
+
+# --- packages -----------------------------------------------------------
+t=$(now)
+need=(qemu-system-x86 ipxe-qemu ovmf iproute2 cpio e2fsprogs dnsmasq-base curl jq fdisk)
+missing=()
+for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+timing packages "$t"
+
+# --- kernel ---------------------------------------------------------------
+t=$(now)
+kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+[ -n "$kpkg" ] || { apt-get update -qq; kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}'); }
+[ -n "$kpkg" ] || die "cannot find the Debian cloud kernel package (apt-cache depends linux-image-cloud-amd64)"
+deb=$(ls "$CACHE/${kpkg}_"*.deb 2>/dev/null | head -1 || true)
+if [ -z "$deb" ]; then
+  (cd "$CACHE" && apt-get download "$kpkg" 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
+  deb=$(ls "$CACHE/${kpkg}_"*.deb 2>/dev/null | head -1 || true)
+  [ -n "$deb" ] || die "apt-get download $kpkg failed"
+fi
+K=$W/kernel
+dpkg-deb -x "$deb" "$K"
+KREL=${kpkg#linux-image-}
+VMLINUZ=$K/boot/vmlinuz-$KREL
+[ -f "$VMLINUZ" ] || die "no $VMLINUZ in $deb"
+log "kernel $KREL"
+timing kernel "$t"
+
+# --- lpmos and the initramfs ---------------------------------------------
+t=$(now)
+go build -o "$W/lpmos" . || die "go build failed"
+LPMOS=$W/lpmos
+timing build "$t"
+t=$(now)
+mkdir -p "$W/boot"
+cp "$VMLINUZ" "$W/boot/vmlinuz"
+"$LPMOS" initramfs build --kernel "$VMLINUZ" --modules-dir "$K/lib/modules" -o "$W/boot/initramfs.img" >"$W/initramfs.txt" 2>&1 ||
+  { cat "$W/initramfs.txt"; die "lpmos initramfs build failed"; }
+head -1 "$W/initramfs.txt"
+timing initramfs "$t"
+
+# --- test image: GPT, one ext4 root partition ------------------------------
+t=$(now)
+IMG=$W/image.raw
+root=$W/imgroot
+mkdir -p "$root/etc" "$root/var/lib/cloud" "$root/root"
+echo "lpmos-e2e-image" >"$root/etc/hostname"
+printf 'ID=debian\nVERSION_ID=12\n' >"$root/etc/os-release"
+echo "written by e2e/pxe.sh $$" >"$root/root/e2e-marker"
+PART_START=2048                          # sectors
+PART_SECTORS=$(( (64 << 20) / 512 - PART_START - 2048 ))
+truncate -s 64M "$IMG"
+printf 'label: gpt\nstart=%d, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n' \
+  "$PART_START" "$PART_SECTORS" | sfdisk -q "$IMG" >/dev/null || die "sfdisk failed"
+truncate -s $((PART_SECTORS * 512)) "$W/root.ext4"
+mkfs.ext4 -q -F -L root -d "$root" "$W/root.ext4" >/dev/null || die "mkfs.ext4 failed"
+dd if="$W/root.ext4" of="$IMG" bs=512 seek=$PART_START conv=notrunc status=none
+rm -f "$W/root.ext4"
+gzip -1 -k "$IMG"
+timing image "$t"
+
+# --- network namespaces ------------------------------------------------------
+# NS-full: lpmos alone, full DHCP. NS-proxy: lpmos in proxyDHCP mode beside
+# dnsmasq (plain DHCP) in NS-dhcp, joined to the bridge by a veth.
+needns() { for m in $MODES; do printf '%s\n' "${SCENARIOS[@]}" | awk -v m="$m" '$1==m{print $3}'; done | sort -u; }
+NSES=$(needns)
+mkns() {
+  local ns=$NSP-$1
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link add br0 type bridge forward_delay 0
+  ip -n "$ns" addr add 10.55.0.1/24 dev br0
+  ip -n "$ns" addr add fd55::1/64 dev br0 nodad
+  ip -n "$ns" link set br0 up
+  mkdir -p "$W/$1"
+  # IPv6 router advertisements: without them iPXE waits ~13 s for SLAAC.
+  ip netns exec "$ns" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --user=root --pid-file= \
+    --interface=br0 --bind-interfaces --enable-ra --dhcp-range=fd55::,ra-only,64 \
+    --log-facility="$W/$1/ra.log" &
+  track $!
+}
+t=$(now)
+for n in $NSES; do mkns "$n"; done
+if grep -qx proxy <<<"$NSES"; then
+  ip netns add "$NSP-dhcp"
+  ip -n "$NSP-dhcp" link set lo up
+  ip -n "$NSP-proxy" link add dh1 type veth peer name dh0 netns "$NSP-dhcp"
+  ip -n "$NSP-proxy" link set dh1 master br0 up
+  ip -n "$NSP-dhcp" addr add 10.55.0.2/24 dev dh0
+  ip -n "$NSP-dhcp" link set dh0 up
+  mkdir -p "$W/dhcp"; chmod 755 "$W/dhcp"
+  ip netns exec "$NSP-dhcp" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --user=root --pid-file= \
+    --interface=dh0 --bind-interfaces --dhcp-range=10.55.0.100,10.55.0.150,255.255.255.0,1h \
+    --dhcp-leasefile="$W/dhcp/leases" --log-dhcp --log-facility="$W/dhcp/dnsmasq.log" &
+  track $!
+fi
+timing network "$t"
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds.
+wait_for() {
+  local limit=$1 what=$2; shift 2
+  local end=$(( $(date +%s) + limit ))
+  until "$@"; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "timed out after ${limit}s waiting for $what"; return 1; }
+    sleep 1
+  done
+}
+
+# --- lpmos serve, one per namespace ---------------------------------------
+# full: the region builds its own initramfs from the kernel and its modules
+# (--kernel-modules-dir); proxy: it serves the one built above.
+t=$(now)
+for n in $NSES; do
+  args=(serve --role=all --data-dir "$W/$n/data" --advertise-ip 10.55.0.1 --dhcp-iface br0 --dhcp-mode "$n")
+  if [ "$n" = full ]; then
+    mkdir -p "$W/full/boot"; cp "$VMLINUZ" "$W/full/boot/vmlinuz"
+    args+=(--boot-dir "$W/full/boot" --kernel-modules-dir "$K/lib/modules"
+      --dhcp-range-start 10.55.0.100 --dhcp-range-end 10.55.0.150 --dhcp-router 10.55.0.1)
+  else
+    args+=(--boot-dir "$W/boot")
+  fi
+  ip netns exec "$NSP-$n" "$LPMOS" "${args[@]}" >"$W/$n/lpmos.log" 2>&1 &
+  track $!
+done
+api() { # api NS METHOD PATH [BODY]: the control plane's REST API
+  local ns=$1 method=$2 path=$3 body=${4:-}
+  ip netns exec "$NSP-$ns" curl -sS --fail-with-body -m 10 -X "$method" \
+    -H "Authorization: Bearer $(cat "$W/$ns/data/admin.token")" -H "Content-Type: application/json" \
+    ${body:+-d "$body"} "http://127.0.0.1:8080$path"
+}
+for n in $NSES; do
+  up() { [ -s "$W/$n/data/admin.token" ] && ip netns exec "$NSP-$n" curl -sf -m 2 -o /dev/null http://127.0.0.1:8080/api/v1/health; }
+  wait_for 60 "lpmos ($n) to answer /api/v1/health" up || { tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n) did not start"; }
+  health=$(ip netns exec "$NSP-$n" curl -sS -m 5 http://127.0.0.1:8080/api/v1/health) || { tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n): no health answer"; }
+  if jq -e '[.. | objects | select(has("state")) | select(.state=="failed")] | length > 0' <<<"$health" >/dev/null; then
+    echo "$health" | jq .; tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n): a service failed"
+  fi
+  ip netns exec "$NSP-$n" "$LPMOS" image add debian 12 "$IMG.gz" --data-dir "$W/$n/data" >"$W/$n/image-add.txt" 2>&1 ||
+    { cat "$W/$n/image-add.txt"; die "lpmos image add ($n) failed"; }
+done
+[ -s "$W/full/boot/initramfs.img" ] || ! grep -qx full <<<"$NSES" || die "the full-mode region did not build its initramfs"
+timing serve "$t"
+
+# --- VMs ---------------------------------------------------------------------
+# vm NAME FW NS MAC TAP DISK SERIAL [-no-reboot]: start one qemu in the
+# background (PID in $VMPID).
+vm() {
+  local name=$1 fw=$2 ns=$3 mac=$4 tap=$5 disk=$6 serial=$7; shift 7
+  local fwargs nic
+  case $fw in
+    bios) fwargs=(-machine pc); nic="virtio-net-pci,netdev=n0,mac=$mac" ;;
+    uefi) fwargs=(-machine q35 -bios /usr/share/ovmf/OVMF.fd); nic="virtio-net-pci,netdev=n0,mac=$mac,bootindex=1" ;;
+    # OVMF's own PXE client fetches iPXE from lpmos's TFTP, like a real server's UEFI.
+    uefi-tftp) fwargs=(-machine q35 -bios /usr/share/ovmf/OVMF.fd); nic="virtio-net-pci,netdev=n0,mac=$mac,bootindex=1,romfile=" ;;
+  esac
+  ip netns exec "$NSP-$ns" timeout 420 qemu-system-x86_64 -accel tcg "${fwargs[@]}" -m 512 -smp 1 \
+    -nographic -boot n "$@" \
+    -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "$nic" \
+    -drive "file=$disk,if=virtio,format=raw,cache=unsafe" </dev/null >"$serial" 2>&1 &
+  VMPID=$!
+  track $VMPID
+}
+
+mktap() { # mktap NS TAP
+  ip -n "$NSP-$1" tuntap add dev "$2" mode tap
+  ip -n "$NSP-$1" link set "$2" master br0 up
+}
+
+# scenario NAME FW MODE MAC KIND: one VM through the whole flow. Runs in
+# the background; everything it prints goes to $W/NAME/run.log.
+scenario() {
+  local name=$1 fw=$2 ns=$3 mac=$4 kind=$5
+  local d=$W/$name tap=t${mac//:/}; tap=${tap:0:15}
+  mkdir -p "$d"
+  local serial=$d/serial.log disk=$d/disk.img
+  fail() {
+    echo "FAIL [$name]: $*"
+    echo "--- last lines of the VM serial console ($serial)"; tail -n 40 "$serial" 2>/dev/null | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g'
+    echo "--- last lines of lpmos ($W/$ns/lpmos.log)"; tail -n 25 "$W/$ns/lpmos.log"
+    return 1
+  }
+  mktap "$ns" "$tap"
+  truncate -s 128M "$disk"
+  local id=""
+  if [ "$kind" = task ]; then
+    local body
+    body=$(jq -nc --arg mac "$mac" --arg host "e2e-$name" \
+      '{region_id:"dc1", target_mac:$mac, os_type:"debian", os_version:"12", hostname:$host,
+        ssh_authorized_keys:["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eTestKey e2e@lpmos"]}')
+    id=$(api "$ns" POST /api/v1/tasks "$body" | jq -r .id) || { fail "create task"; return 1; }
+    [ -n "$id" ] && [ "$id" != null ] || { fail "create task: no id"; return 1; }
+    echo "task $id for $mac"
+  fi
+
+  local tq th ta; tq=$(now)
+  vm "$name" "$fw" "$ns" "$mac" "$tap" "$disk" "$serial" -no-reboot
+  local qpid=$VMPID
+  if [ "$kind" = discover ]; then
+    has_hw() { api "$ns" GET "/api/v1/machines/$mac" 2>/dev/null | jq -e '.hardware.nics | length > 0' >/dev/null; }
+    wait_for 240 "the discovered machine's hardware in /api/v1/machines" has_hw || { fail "discovery"; return 1; }
+    TIMING "$name" "qemu start -> hardware in API" "$tq"
+    check_hw "$(api "$ns" GET "/api/v1/machines/$mac" | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
+    kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null || true
+    echo "PASS [$name]"
+    return 0
+  fi
+
+  has_hw() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -e '.status.status == "pending_approval" and (.hardware.nics | length > 0)' >/dev/null; }
+  wait_for 240 "status pending_approval with the hardware report" has_hw || { fail "hardware report"; return 1; }
+  TIMING "$name" "qemu start -> hardware in API" "$tq"
+  check_hw "$(api "$ns" GET "/api/v1/tasks/$id" | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
+
+  ta=$(now)
+  api "$ns" PUT "/api/v1/tasks/$id/approve" >/dev/null || { fail "approve"; return 1; }
+  ended() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -e '.status.status | IN("completed","failed","cancelled")' >/dev/null; }
+  wait_for 300 "the task to end" ended || { fail "install"; return 1; }
+  local detail; detail=$(api "$ns" GET "/api/v1/tasks/$id")
+  [ "$(jq -r .status.status <<<"$detail")" = completed ] || { fail "task ended $(jq -c .status <<<"$detail")"; return 1; }
+  TIMING "$name" "approve -> completed" "$ta"
+  local statuses stages
+  statuses=$(jq -r '[.events[] | select(.kind=="status") | .to] | join(" ")' <<<"$detail")
+  stages=$(jq -r '[.events[] | select(.kind=="stage") | .stage] | unique | join(" ")' <<<"$detail")
+  echo "statuses: $statuses"; echo "stages: $stages"
+  [[ " $statuses " == *" approved installing "*" completed "* ]] || { fail "status history lacks approved -> installing -> completed: $statuses"; return 1; }
+  for s in partitioning downloading installing configuring; do
+    [[ " $stages " == *" $s "* ]] || { fail "stage $s never reported (got: $stages)"; return 1; }
+  done
+  [ "$(jq -r .progress.percentage <<<"$detail")" = 100 ] || { fail "final progress $(jq -c .progress <<<"$detail")"; return 1; }
+
+  # The agent reboots when done; with -no-reboot qemu exits.
+  wait_for 60 "the VM to reboot after the install" bash -c "! kill -0 $qpid 2>/dev/null" || { fail "VM still running after completion"; return 1; }
+  grep -q "install complete" "$serial" || { fail "no 'install complete' on the console"; return 1; }
+
+  # The next boot goes to local disk: the script says exit, and iPXE does.
+  local script; script=$(ip netns exec "$NSP-$ns" curl -sS -m 5 "http://127.0.0.1:8081/boot/$mac.ipxe")
+  grep -qx exit <<<"$script" || { fail "iPXE script after completion is not 'exit':"$'\n'"$script"; return 1; }
+  local tr; tr=$(now)
+  vm "$name" "$fw" "$ns" "$mac" "$tap" "$disk" "$d/serial2.log"
+  local q2=$VMPID
+  wait_for 120 "iPXE to leave for local disk on the second boot" grep -q "nothing to install, booting from local disk" "$d/serial2.log" ||
+    { serial=$d/serial2.log fail "second boot"; return 1; }
+  TIMING "$name" "second boot -> iPXE exit to local disk" "$tr"
+  kill "$q2" 2>/dev/null; wait "$q2" 2>/dev/null || true
+
+  check_disk "$disk" "e2e-$name" "$id" || { fail "disk contents"; return 1; }
+  echo "PASS [$name]"
+}
+
+TIMING() { echo "TIMING $1: $2 $(secs "$3" "$(now)")s"; }
+
+# check_hw JSON MAC: QEMU's DMI, one virtio disk (vda), the NIC with MAC.
+check_hw() {
+  local hw=$1 mac=$2
+  jq -c '{vendor: .dmi.vendor, product: .dmi.product, boot: .boot_mode, disks: [.disks[] | {name, size_bytes}], nics: [.nics[] | {name, mac, driver}]}' <<<"$hw"
+  jq -e '.dmi.vendor | test("QEMU")' <<<"$hw" >/dev/null || { echo "DMI vendor is not QEMU"; return 1; }
+  jq -e '[.disks[]] | length == 1 and .[0].name == "vda" and .[0].size_bytes == 134217728' <<<"$hw" >/dev/null ||
+    { echo "want exactly one disk, vda, 128 MiB"; return 1; }
+  jq -e --arg mac "$mac" '[.nics[] | select(.mac == $mac)] | length == 1' <<<"$hw" >/dev/null || { echo "no NIC with MAC $mac"; return 1; }
+}
+
+# check_disk DISK HOSTNAME TASK: the image is on the disk (the bytes before
+# the partition, the ext4 content) and the NoCloud seed is in its root.
+check_disk() {
+  local disk=$1 host=$2 task=$3
+  cmp -n 446 "$IMG" "$disk" || { echo "MBR boot code differs from the image"; return 1; }
+  # LBA 2 up to the partition: the GPT partition array and the gap (the
+  # headers themselves change: the backup GPT moves to the disk's end).
+  cmp -i $((2 * 512)) -n $(((PART_START - 2) * 512)) "$IMG" "$disk" || { echo "GPT partition array differs from the image"; return 1; }
+  [ "$(dd if="$disk" bs=512 skip=1 count=1 status=none | head -c 8)" = "EFI PART" ] || { echo "no primary GPT header"; return 1; }
+  local part; part=$(mktemp -p "$W" part.XXXX)
+  dd if="$disk" of="$part" bs=512 skip=$PART_START count=$PART_SECTORS status=none
+  local marker meta
+  marker=$(debugfs -R "cat /root/e2e-marker" "$part" 2>/dev/null)
+  [ "$marker" = "written by e2e/pxe.sh $$" ] || { echo "image content missing on the disk (/root/e2e-marker = '$marker')"; rm -f "$part"; return 1; }
+  meta=$(debugfs -R "cat /var/lib/cloud/seed/nocloud/meta-data" "$part" 2>/dev/null)
+  rm -f "$part"
+  echo "meta-data: $(tr '\n' ' ' <<<"$meta")"
+  grep -q "local-hostname: \"$host\"" <<<"$meta" || { echo "NoCloud meta-data lacks local-hostname $host"; return 1; }
+  grep -q "instance-id: \"$task\"" <<<"$meta" || { echo "NoCloud meta-data lacks instance-id $task"; return 1; }
+}
+
+t=$(now)
+log "running: $MODES"
+declare -A SPID
+for m in $MODES; do
+  read -r name fw ns mac kind < <(printf '%s\n' "${SCENARIOS[@]}" | awk -v m="$m" '$1==m')
+  mkdir -p "$W/$name"
+  scenario "$name" "$fw" "$ns" "$mac" "$kind" >"$W/$name/run.log" 2>&1 &
+  SPID[$name]=$!
+  track $!
+done
+failed=()
+for name in "${!SPID[@]}"; do
+  if wait "${SPID[$name]}"; then :; else failed+=("$name"); fi
+done
+for m in $MODES; do
+  echo "=== $m"
+  cat "$W/$m/run.log"
+done
+timing scenarios "$t"
+((${#failed[@]} == 0)) || die "failed: ${failed[*]}"
+log "all modes passed: $MODES"
