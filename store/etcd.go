@@ -151,7 +151,9 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 
 	// Mutual TLS for peers and clients, from the cluster CA.
 	pdir := pki.Dir(filepath.Join(cfg.DataDir, "pki"))
-	ca, err := pdir.Ensure(cfg.Name, []string{curl.Hostname(), purl.Hostname()}, !joining && !restart)
+	// A first start creates the CA; so does the restart of a member from
+	// before mutual TLS (a single member: joining did not exist then).
+	ca, err := pdir.Ensure(cfg.Name, []string{curl.Hostname(), purl.Hostname()}, !joining)
 	if err != nil {
 		return nil, fmt.Errorf("store: member certificates: %w", err)
 	}
@@ -230,6 +232,9 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
+	if restart {
+		s.fixPeerURL(ctx, purl.String())
+	}
 	if ca.Key != nil {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := s.publishCA(pctx); err != nil {
@@ -239,6 +244,23 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	go s.watchMember()
 	return s, nil
+}
+
+// fixPeerURL updates this member's peer URL in the membership when it
+// changed (a member from before mutual TLS was advertised as http://).
+func (s *Store) fixPeerURL(ctx context.Context, peerURL string) {
+	id := s.etcd.Server.MemberID()
+	m := s.etcd.Server.Cluster().Member(id)
+	if m == nil || (len(m.PeerURLs) == 1 && m.PeerURLs[0] == peerURL) {
+		return
+	}
+	uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.cli.MemberUpdate(uctx, uint64(id), []string{peerURL}); err != nil {
+		s.log.Warn("store: could not update this member's peer URL", "from", m.PeerURLs, "to", peerURL, "error", err)
+		return
+	}
+	s.log.Info("store: updated this member's peer URL", "from", m.PeerURLs, "to", peerURL)
 }
 
 // parseMemberURL checks an embedded member URL: https only (mutual TLS).
