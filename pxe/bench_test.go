@@ -66,6 +66,6 @@ func BenchmarkRespond(b *testing.B) {
 		if res.reply == nil {
 			b.Fatal("no reply")
 		}
-		_ = res.reply.marshal()
+		_ = res.reply.ToBytes()
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
@@ -373,7 +375,7 @@ func (s *ProxyDHCP) handle(ctx context.Context, pc *ipv4.PacketConn, data []byte
 	if ifIndex > 0 && res.dst.IP.Equal(net.IPv4bcast) {
 		cm = &ipv4.ControlMessage{IfIndex: ifIndex}
 	}
-	if _, err := pc.WriteTo(res.reply.marshal(), cm, res.dst); err != nil {
+	if _, err := pc.WriteTo(res.reply.ToBytes(), cm, res.dst); err != nil {
 		s.errs.Add(1)
 		s.log.ErrorContext(ctx, "dhcp: send reply", "dst", res.dst.String(), "err", err)
 		return
@@ -393,7 +395,7 @@ const (
 // result is what respond decided about one packet.
 type result struct {
 	outcome outcome
-	reply   *packet
+	reply   *dhcpv4.DHCPv4
 	dst     *net.UDPAddr
 	err     error
 }
@@ -407,25 +409,26 @@ func (s *ProxyDHCP) respond(ctx context.Context, data []byte, peer *net.UDPAddr,
 	if err != nil {
 		return result{outcome: outMalformed, err: err}
 	}
-	if req.op != opBootRequest {
-		if req.op == opBootReply {
+	if req.OpCode != dhcpv4.OpcodeBootRequest {
+		if req.OpCode == dhcpv4.OpcodeBootReply {
 			return ignored() // another server's answer
 		}
-		return result{outcome: outMalformed, err: fmt.Errorf("%w: op %d", errMalformed, req.op)}
+		return result{outcome: outMalformed, err: fmt.Errorf("%w: op %d", errMalformed, req.OpCode)}
 	}
-	mt := req.msgType()
-	if mt == 0 {
+	mt := req.MessageType()
+	if mt == dhcpv4.MessageTypeNone {
 		return result{outcome: outMalformed, err: fmt.Errorf("%w: no message type", errMalformed)}
 	}
-	if req.htype != htypeEthernet || req.hlen != 6 {
-		s.log.DebugContext(ctx, "dhcp: not Ethernet, ignored", "htype", req.htype, "hlen", req.hlen)
+	if req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
+		s.log.DebugContext(ctx, "dhcp: not Ethernet, ignored", "htype", uint16(req.HWType), "hlen", len(req.ClientHWAddr))
 		return ignored()
 	}
-	mac := req.mac()
-	vendor := req.optString(optVendorClass)
-	arch, _ := req.clientArch()
-	log := s.log.With("mac", mac.String(), "xid", fmt.Sprintf("%#08x", req.xid), "msg", mt.String(),
-		"port", svc.String(), "arch", arch, "ipxe", req.isIPXE())
+	mac := req.ClientHWAddr
+	vendor := req.ClassIdentifier()
+	arch, _ := clientArch(req)
+	ipxe := isIPXE(req)
+	log := s.log.With("mac", mac.String(), "xid", fmt.Sprintf("%#08x", binary.BigEndian.Uint32(req.TransactionID[:])),
+		"msg", mt.String(), "port", svc.String(), "arch", uint16(arch), "ipxe", ipxe)
 
 	pxeClient := hasPrefixFold(vendor, vendorPXEClient) || hasPrefixFold(vendor, vendorHTTPClient)
 	full := s.cfg.Mode == ModeFull
@@ -447,7 +450,7 @@ func (s *ProxyDHCP) respond(ctx context.Context, data []byte, peer *net.UDPAddr,
 		case !ok:
 			log.InfoContext(ctx, "dhcp: machine not allowed to boot lpmos, ignored")
 		default:
-			b, err := s.bootFor(req, arch)
+			b, err := s.bootFor(mac, vendor, arch, ipxe)
 			if err != nil {
 				log.WarnContext(ctx, "dhcp: no boot file for this client, ignored", "reason", err.Error())
 			} else {
@@ -462,11 +465,11 @@ func (s *ProxyDHCP) respond(ctx context.Context, data []byte, peer *net.UDPAddr,
 	switch {
 	case svc == svcPXE:
 		// iPXE's ProxyDHCPREQUEST and PXE boot server requests: ACK unicast.
-		if (mt != msgRequest && mt != msgInform) || boot == nil {
+		if (mt != dhcpv4.MessageTypeRequest && mt != dhcpv4.MessageTypeInform) || boot == nil {
 			return ignored()
 		}
-		reply := s.newReply(req, msgAck)
-		reply.ciaddr = ip4(req.ciaddr)
+		reply := s.newReply(req, dhcpv4.MessageTypeAck)
+		reply.ClientIPAddr = ip4(req.ClientIPAddr)
 		s.addBoot(reply, req, boot)
 		log.InfoContext(ctx, "dhcp: ACK on PXE port", "file", boot.file)
 		return result{reply: reply, dst: peer}
@@ -477,53 +480,53 @@ func (s *ProxyDHCP) respond(ctx context.Context, data []byte, peer *net.UDPAddr,
 	}
 }
 
-func (s *ProxyDHCP) respondProxy(ctx context.Context, log *slog.Logger, req *packet, mt msgType, boot *bootChoice) result {
-	var reply *packet
+func (s *ProxyDHCP) respondProxy(ctx context.Context, log *slog.Logger, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, boot *bootChoice) result {
+	var reply *dhcpv4.DHCPv4
 	switch mt {
-	case msgDiscover:
-		reply = s.newReply(req, msgOffer)
-	case msgRequest:
+	case dhcpv4.MessageTypeDiscover:
+		reply = s.newReply(req, dhcpv4.MessageTypeOffer)
+	case dhcpv4.MessageTypeRequest:
 		// A REQUEST names the server it is for: the real DHCP server's is
 		// none of ours. One that asks for an address (option 50) is for the
 		// DHCP server even when it shares our IP (dnsmasq on the lpmos box):
 		// an ACK without an address from us makes firmware DECLINE its lease
 		// (seen with OVMF). PXE clients send their boot REQUEST to 4011.
-		if sid := req.optIP(optServerID); sid == nil || !sid.Equal(s.cfg.ServerIP) || req.optIP(optRequestedIP) != nil {
+		if sid := req.ServerIdentifier(); sid == nil || !sid.Equal(s.cfg.ServerIP) || req.RequestedIPAddress() != nil {
 			return ignored()
 		}
-		reply = s.newReply(req, msgAck)
-		reply.ciaddr = ip4(req.ciaddr)
+		reply = s.newReply(req, dhcpv4.MessageTypeAck)
+		reply.ClientIPAddr = ip4(req.ClientIPAddr)
 	default:
 		return ignored()
 	}
 	s.addBoot(reply, req, boot)
-	log.InfoContext(ctx, "dhcp: proxy answer", "reply", msgType(reply.options.vals[optMessageType][0]).String(), "file", boot.file)
+	log.InfoContext(ctx, "dhcp: proxy answer", "reply", reply.MessageType().String(), "file", boot.file)
 	return result{reply: reply, dst: s.replyDest(req, false)}
 }
 
-func (s *ProxyDHCP) respondFull(ctx context.Context, log *slog.Logger, req *packet, mt msgType, boot *bootChoice) result {
-	mac := req.mac()
+func (s *ProxyDHCP) respondFull(ctx context.Context, log *slog.Logger, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, boot *bootChoice) result {
+	mac := req.ClientHWAddr
 	f := &s.cfg.Full
 	switch mt {
-	case msgDiscover:
-		ip, err := s.offerAddr(ctx, mac, req.optIP(optRequestedIP))
+	case dhcpv4.MessageTypeDiscover:
+		ip, err := s.offerAddr(ctx, mac, req.RequestedIPAddress())
 		if err != nil {
 			log.WarnContext(ctx, "dhcp: no address to offer", "err", err)
 			return result{outcome: outError, err: err}
 		}
-		reply := s.newReply(req, msgOffer)
-		reply.yiaddr = ip
+		reply := s.newReply(req, dhcpv4.MessageTypeOffer)
+		reply.YourIPAddr = ip
 		s.addLease(reply, f)
 		s.addBoot(reply, req, boot)
 		log.InfoContext(ctx, "dhcp: offer", "ip", ip.String(), "file", bootFile(boot))
 		return result{reply: reply, dst: s.replyDest(req, false)}
-	case msgRequest:
-		if sid := req.optIP(optServerID); sid != nil && !sid.Equal(s.cfg.ServerIP) {
+	case dhcpv4.MessageTypeRequest:
+		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(s.cfg.ServerIP) {
 			return ignored() // the client took another server's offer
 		}
-		want := req.optIP(optRequestedIP)
-		if want == nil && !req.ciaddr.IsUnspecified() {
-			want = ip4(req.ciaddr)
+		want := req.RequestedIPAddress()
+		if want == nil && !req.ClientIPAddr.IsUnspecified() {
+			want = ip4(req.ClientIPAddr)
 		}
 		ok, err := s.ackAddr(ctx, mac, want)
 		if err != nil {
@@ -532,21 +535,21 @@ func (s *ProxyDHCP) respondFull(ctx context.Context, log *slog.Logger, req *pack
 		}
 		if !ok {
 			log.InfoContext(ctx, "dhcp: NAK", "requested", fmt.Sprint(want))
-			nak := s.newReply(req, msgNak)
-			nak.siaddr = nil
-			nak.flags |= flagBroadcast
-			nak.options.set(optMessage, []byte("requested address not available"))
+			nak := s.newReply(req, dhcpv4.MessageTypeNak)
+			nak.ServerIPAddr = net.IPv4zero
+			nak.SetBroadcast()
+			nak.UpdateOption(dhcpv4.OptMessage("requested address not available"))
 			return result{reply: nak, dst: s.replyDest(req, true)}
 		}
-		reply := s.newReply(req, msgAck)
-		reply.ciaddr = ip4(req.ciaddr)
-		reply.yiaddr = want
+		reply := s.newReply(req, dhcpv4.MessageTypeAck)
+		reply.ClientIPAddr = ip4(req.ClientIPAddr)
+		reply.YourIPAddr = want
 		s.addLease(reply, f)
 		s.addBoot(reply, req, boot)
 		log.InfoContext(ctx, "dhcp: ack", "ip", want.String(), "file", bootFile(boot))
 		return result{reply: reply, dst: s.replyDest(req, false)}
-	case msgRelease:
-		if err := s.release(ctx, mac, ip4(req.ciaddr)); err != nil {
+	case dhcpv4.MessageTypeRelease:
+		if err := s.release(ctx, mac, ip4(req.ClientIPAddr)); err != nil {
 			log.ErrorContext(ctx, "dhcp: release", "err", err)
 			return result{outcome: outError, err: err}
 		}
@@ -556,29 +559,35 @@ func (s *ProxyDHCP) respondFull(ctx context.Context, log *slog.Logger, req *pack
 }
 
 // newReply starts a BOOTREPLY for req with the message type and server id.
-func (s *ProxyDHCP) newReply(req *packet, mt msgType) *packet {
-	r := &packet{
-		op:     opBootReply,
-		htype:  req.htype,
-		hlen:   req.hlen,
-		xid:    req.xid,
-		flags:  req.flags,
-		giaddr: ip4(req.giaddr),
-		chaddr: req.chaddr,
-		siaddr: s.cfg.ServerIP,
+//
+// It is not dhcpv4.NewReplyFromRequest: that also echoes options 61 and 82,
+// which this server has never sent, and draws a random transaction ID only to
+// overwrite it. The reply is built the same way from the library's parts.
+func (s *ProxyDHCP) newReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	r := &dhcpv4.DHCPv4{
+		ClientIPAddr: net.IPv4zero,
+		YourIPAddr:   net.IPv4zero,
+		Options:      make(dhcpv4.Options, 8),
 	}
-	r.options.set(optMessageType, []byte{byte(mt)})
-	r.options.set(optServerID, s.cfg.ServerIP.To4())
+	for _, m := range []dhcpv4.Modifier{
+		dhcpv4.WithReply(req), // op, htype, xid, flags, chaddr
+		dhcpv4.WithGatewayIP(ip4(req.GatewayIPAddr)),
+		dhcpv4.WithServerIP(s.cfg.ServerIP),
+		dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
+	} {
+		m(r)
+	}
 	return r
 }
 
 // replyDest is where a port-67 answer goes (RFC 2131 4.1).
-func (s *ProxyDHCP) replyDest(req *packet, nak bool) *net.UDPAddr {
+func (s *ProxyDHCP) replyDest(req *dhcpv4.DHCPv4, nak bool) *net.UDPAddr {
 	switch {
-	case !ip4(req.giaddr).IsUnspecified():
-		return &net.UDPAddr{IP: ip4(req.giaddr), Port: serverPort}
-	case !nak && !ip4(req.ciaddr).IsUnspecified():
-		return &net.UDPAddr{IP: ip4(req.ciaddr), Port: clientPort}
+	case !ip4(req.GatewayIPAddr).IsUnspecified():
+		return &net.UDPAddr{IP: ip4(req.GatewayIPAddr), Port: serverPort}
+	case !nak && !ip4(req.ClientIPAddr).IsUnspecified():
+		return &net.UDPAddr{IP: ip4(req.ClientIPAddr), Port: clientPort}
 	default:
 		// The client has no address yet: broadcast (a UDP socket cannot
 		// unicast to an address that does not answer ARP).
@@ -586,26 +595,18 @@ func (s *ProxyDHCP) replyDest(req *packet, nak bool) *net.UDPAddr {
 	}
 }
 
-func (s *ProxyDHCP) addLease(r *packet, f *FullDHCP) {
-	secs := uint32(f.LeaseTime / time.Second)
-	r.options.set(optLeaseTime, be32(secs))
-	r.options.set(optRenewalTime, be32(secs/2))
-	r.options.set(optRebindingTime, be32(secs/8*7))
-	r.options.set(optSubnetMask, []byte(f.Netmask))
+func (s *ProxyDHCP) addLease(r *dhcpv4.DHCPv4, f *FullDHCP) {
+	secs := time.Duration(uint32(f.LeaseTime/time.Second)) * time.Second
+	r.UpdateOption(dhcpv4.OptIPAddressLeaseTime(secs))
+	r.UpdateOption(dhcpv4.OptRenewTimeValue(secs / time.Second / 2 * time.Second))
+	r.UpdateOption(dhcpv4.OptRebindingTimeValue(secs / time.Second / 8 * 7 * time.Second))
+	r.UpdateOption(dhcpv4.OptSubnetMask(f.Netmask))
 	if f.Router != nil {
-		r.options.set(optRouter, f.Router.To4())
+		r.UpdateOption(dhcpv4.OptRouter(f.Router))
 	}
 	if len(f.DNS) > 0 {
-		var v []byte
-		for _, d := range f.DNS {
-			v = append(v, d.To4()...)
-		}
-		r.options.set(optDNS, v)
+		r.UpdateOption(dhcpv4.OptDNS(f.DNS...))
 	}
-}
-
-func be32(v uint32) []byte {
-	return binary.BigEndian.AppendUint32(nil, v)
 }
 
 // bootChoice is what a PXE client is told to load.
@@ -621,47 +622,37 @@ func bootFile(b *bootChoice) string {
 	return b.file
 }
 
-// Client architectures (RFC 4578 and the IANA registry).
-const (
-	archBIOS         = 0
-	archEFIIA32      = 6
-	archEFIX8664     = 7
-	archEFIBC        = 9
-	archEFIARM64     = 11
-	archEFIX8664HTTP = 16
-	archEFIARM64HTTP = 19
-)
-
-// bootFor picks the boot file for a PXE/HTTP client.
-func (s *ProxyDHCP) bootFor(req *packet, arch uint16) (bootChoice, error) {
-	httpClient := hasPrefixFold(req.optString(optVendorClass), vendorHTTPClient)
-	if req.isIPXE() {
+// bootFor picks the boot file for a PXE/HTTP client: vendor is its option
+// 60, arch the first of option 93, ipxe whether option 77 says iPXE.
+func (s *ProxyDHCP) bootFor(mac net.HardwareAddr, vendor string, arch iana.Arch, ipxe bool) (bootChoice, error) {
+	httpClient := hasPrefixFold(vendor, vendorHTTPClient)
+	if ipxe {
 		// iPXE is already running: hand it the script, or it loops.
 		v := vendorPXEClient
 		if httpClient {
 			v = vendorHTTPClient
 		}
-		return bootChoice{file: s.ScriptURL(req.mac()), vendor: v}, nil
+		return bootChoice{file: s.ScriptURL(mac), vendor: v}, nil
 	}
 	switch arch {
-	case archBIOS:
+	case iana.INTEL_X86PC:
 		return bootChoice{file: FileBIOS, vendor: vendorPXEClient}, nil
-	case archEFIIA32, archEFIX8664, archEFIBC:
+	case iana.EFI_IA32, iana.EFI_X86_64, iana.EFI_BC:
 		return bootChoice{file: s.cfg.UEFIBootFile, vendor: vendorPXEClient}, nil
-	case archEFIARM64:
+	case iana.EFI_ARM64:
 		if !hasFile(s.cfg.BootFiles, FileUEFIARM64) {
 			return bootChoice{}, fmt.Errorf("arm64 UEFI client, but no arm64 iPXE build (%s) is embedded", FileUEFIARM64)
 		}
 		return bootChoice{file: FileUEFIARM64, vendor: vendorPXEClient}, nil
-	case archEFIX8664HTTP:
+	case iana.EFI_X86_64_HTTP:
 		return bootChoice{file: s.binaryURL(FileUEFI), vendor: vendorHTTPClient}, nil
-	case archEFIARM64HTTP:
+	case iana.EFI_ARM64_HTTP:
 		if !hasFile(s.cfg.BootFiles, FileUEFIARM64) {
 			return bootChoice{}, fmt.Errorf("arm64 UEFI HTTP client, but no arm64 iPXE build (%s) is embedded", FileUEFIARM64)
 		}
 		return bootChoice{file: s.binaryURL(FileUEFIARM64), vendor: vendorHTTPClient}, nil
 	}
-	return bootChoice{}, fmt.Errorf("client architecture %d is not supported", arch)
+	return bootChoice{}, fmt.Errorf("client architecture %d is not supported", uint16(arch))
 }
 
 // ScriptURL is the URL of mac's iPXE script on the boot HTTP handler.
@@ -679,19 +670,22 @@ func (s *ProxyDHCP) httpBase() string {
 
 // addBoot sets the PXE boot fields: next server, boot file, option 60, the
 // client's UUID (97) and, for PXE clients, option 43 with discovery control.
-func (s *ProxyDHCP) addBoot(r *packet, req *packet, boot *bootChoice) {
+//
+// The boot file goes in the BOOTP file field, which PXE ROMs read; option 67
+// (dhcpv4.OptBootFileName) is not sent.
+func (s *ProxyDHCP) addBoot(r *dhcpv4.DHCPv4, req *dhcpv4.DHCPv4, boot *bootChoice) {
 	if boot == nil {
 		return
 	}
-	r.siaddr = s.cfg.ServerIP
-	r.file = boot.file
-	r.options.set(optVendorClass, []byte(boot.vendor))
-	if uuid, ok := req.options.get(optClientUUID); ok {
-		r.options.set(optClientUUID, uuid)
+	r.ServerIPAddr = s.cfg.ServerIP
+	r.BootFileName = boot.file
+	r.UpdateOption(dhcpv4.OptClassIdentifier(boot.vendor))
+	if req.Options.Has(dhcpv4.OptionClientMachineIdentifier) {
+		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, req.Options.Get(dhcpv4.OptionClientMachineIdentifier)))
 	}
 	if boot.vendor == vendorPXEClient {
 		// PXE_DISCOVERY_CONTROL = 8: no boot server discovery, use the file.
-		r.options.set(optVendorSpecific, []byte{pxeDiscoveryCtl, 1, pxeDiscoverySkip, optEnd})
+		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{pxeDiscoveryCtl, 1, pxeDiscoverySkip, pxeVendorEnd}))
 	}
 }
 

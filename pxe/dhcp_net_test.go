@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,9 +148,9 @@ func waitHandled(t testing.TB, srv *ProxyDHCP, want uint64) DHCPStats {
 	}
 }
 
-// readReply returns the first reply for xid, or nil when none arrives
+// readReply returns the first reply for transaction want, or nil when none arrives
 // within wait.
-func readReply(t *testing.T, c *net.UDPConn, xid uint32, wait time.Duration) (*packet, *net.UDPAddr) {
+func readReply(t *testing.T, c *net.UDPConn, want uint32, wait time.Duration) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	t.Helper()
 	buf := make([]byte, 1500)
 	c.SetReadDeadline(time.Now().Add(wait))
@@ -166,7 +167,7 @@ func readReply(t *testing.T, c *net.UDPConn, xid uint32, wait time.Duration) (*p
 		if err != nil {
 			t.Fatalf("reply from %v does not parse: %v", from, err)
 		}
-		if p.xid == xid {
+		if xid(p) == want {
 			return p, from
 		}
 	}
@@ -252,7 +253,7 @@ func TestProxyDHCPBroadcastNetns(t *testing.T) {
 			rp, from := readReply(t, c, tt.rq.xid, wait)
 			if tt.wantType == 0 {
 				if rp != nil {
-					t.Fatalf("got a %v, want no answer", rp.msgType())
+					t.Fatalf("got a %v, want no answer", rp.MessageType())
 				}
 				return
 			}
@@ -263,8 +264,8 @@ func TestProxyDHCPBroadcastNetns(t *testing.T) {
 				t.Errorf("reply from %v, want 10.213.0.1:67", from)
 			}
 			checkPXEReply(t, rp, tt.rq, tt.wantType, tt.wantFile, vendorPXEClient)
-			if !rp.yiaddr.Equal(net.IPv4zero) {
-				t.Errorf("proxy yiaddr %v", rp.yiaddr)
+			if !rp.YourIPAddr.Equal(net.IPv4zero) {
+				t.Errorf("proxy yiaddr %v", rp.YourIPAddr)
 			}
 		})
 	}
@@ -285,7 +286,7 @@ func TestFullDHCPBroadcastNetns(t *testing.T) {
 	c := dhcpClient(t, n)
 
 	d := pxeReq(msgDiscover, macUEFI, 7)
-	var offer *packet
+	var offer *dhcpv4.DHCPv4
 	for i := 0; offer == nil; i++ { // the first DISCOVER may beat the server's bind
 		if i == 50 {
 			t.Fatal("no offer")
@@ -296,11 +297,11 @@ func TestFullDHCPBroadcastNetns(t *testing.T) {
 		offer, _ = readReply(t, c, d.xid, 100*time.Millisecond)
 	}
 	checkPXEReply(t, offer, d, msgOffer, "ipxe.efi", vendorPXEClient)
-	if !offer.yiaddr.Equal(net.IPv4(10, 213, 0, 100)) {
-		t.Fatalf("offered %v, want 10.213.0.100", offer.yiaddr)
+	if !offer.YourIPAddr.Equal(net.IPv4(10, 213, 0, 100)) {
+		t.Fatalf("offered %v, want 10.213.0.100", offer.YourIPAddr)
 	}
 	r := pxeReq(msgRequest, macUEFI, 7)
-	r.xid, r.serverID, r.requested = 0x2222, testServerIP, offer.yiaddr
+	r.xid, r.serverID, r.requested = 0x2222, testServerIP, offer.YourIPAddr
 	if _, err := c.WriteTo(r.bytes(), bcast67); err != nil {
 		t.Fatal(err)
 	}
@@ -309,11 +310,11 @@ func TestFullDHCPBroadcastNetns(t *testing.T) {
 		t.Fatal("no ack")
 	}
 	checkPXEReply(t, ack, r, msgAck, "ipxe.efi", vendorPXEClient)
-	if !ack.yiaddr.Equal(offer.yiaddr) {
-		t.Fatalf("ack yiaddr %v", ack.yiaddr)
+	if !ack.YourIPAddr.Equal(offer.YourIPAddr) {
+		t.Fatalf("ack yiaddr %v", ack.YourIPAddr)
 	}
 	l, ok, _ := leases.Get(context.Background(), macUEFI)
-	if !ok || !l.IP.Equal(offer.yiaddr) || time.Until(l.Expires) < 59*time.Minute {
+	if !ok || !l.IP.Equal(offer.YourIPAddr) || time.Until(l.Expires) < 59*time.Minute {
 		t.Fatalf("lease %+v ok=%v", l, ok)
 	}
 }
@@ -372,7 +373,7 @@ func TestProxyDHCPPort4011Loopback(t *testing.T) {
 			rp, from := readReply(t, c, tt.rq.xid, wait)
 			if tt.wantFile == "" {
 				if rp != nil {
-					t.Fatalf("answered an unknown MAC: %v", rp.msgType())
+					t.Fatalf("answered an unknown MAC: %v", rp.MessageType())
 				}
 				return
 			}
@@ -383,8 +384,8 @@ func TestProxyDHCPPort4011Loopback(t *testing.T) {
 				t.Errorf("ACK from port %d, want %d", from.Port, addr.Port)
 			}
 			checkPXEReply(t, rp, tt.rq, msgAck, tt.wantFile, vendorPXEClient)
-			if !rp.ciaddr.Equal(tt.rq.ciaddr) {
-				t.Errorf("ACK ciaddr %v, want %v", rp.ciaddr, tt.rq.ciaddr)
+			if !rp.ClientIPAddr.Equal(tt.rq.ciaddr) {
+				t.Errorf("ACK ciaddr %v, want %v", rp.ClientIPAddr, tt.rq.ciaddr)
 			}
 		})
 	}

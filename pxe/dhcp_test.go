@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
 func TestNewProxyDHCPValidates(t *testing.T) {
@@ -152,7 +154,7 @@ func TestProxyRespond(t *testing.T) {
 				t.Errorf("destination %v, want %s", res.dst, tt.wantDst)
 			}
 			// Decode what would go on the wire.
-			wire := res.reply.marshal()
+			wire := res.reply.ToBytes()
 			if len(wire) < bootpMinLen {
 				t.Errorf("reply is %d bytes, want >= %d", len(wire), bootpMinLen)
 			}
@@ -161,8 +163,8 @@ func TestProxyRespond(t *testing.T) {
 				t.Fatalf("reply does not parse: %v", err)
 			}
 			checkPXEReply(t, rp, rq, tt.wantType, tt.wantFile, tt.wantVend)
-			if !rp.yiaddr.Equal(net.IPv4zero) {
-				t.Errorf("proxy reply yiaddr %v, want 0.0.0.0", rp.yiaddr)
+			if !rp.YourIPAddr.Equal(net.IPv4zero) {
+				t.Errorf("proxy reply yiaddr %v, want 0.0.0.0", rp.YourIPAddr)
 			}
 		})
 	}
@@ -202,15 +204,15 @@ func TestProxyMalformed(t *testing.T) {
 }
 
 func TestRFC3396LongOptionRoundTrip(t *testing.T) {
-	p := &packet{op: opBootReply, htype: 1, hlen: 6, xid: 7}
+	p := &dhcpv4.DHCPv4{OpCode: opBootReply, HWType: 1, ClientHWAddr: macBIOS, TransactionID: dhcpv4.TransactionID{0, 0, 0, 7}, Options: dhcpv4.Options{}}
 	long := []byte(strings.Repeat("x", 600))
-	p.options.set(optMessageType, []byte{byte(msgOffer)})
-	p.options.set(optVendorSpecific, long)
-	got, err := parsePacket(p.marshal())
+	p.UpdateOption(dhcpv4.OptMessageType(msgOffer))
+	p.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, long))
+	got, err := parsePacket(p.ToBytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := got.options.get(optVendorSpecific); string(v) != string(long) {
+	if v := got.Options[optVendorSpecific]; string(v) != string(long) {
 		t.Fatalf("long option came back as %d bytes, want %d", len(v), len(long))
 	}
 }
@@ -236,13 +238,13 @@ func fullServer(t *testing.T, mut func(*FullDHCP)) (*ProxyDHCP, *MemLeases, *tim
 func TestFullMode(t *testing.T) {
 	ctx := context.Background()
 	peer := &net.UDPAddr{IP: net.IPv4zero, Port: 68}
-	exchange := func(t *testing.T, s *ProxyDHCP, r req) (result, *packet) {
+	exchange := func(t *testing.T, s *ProxyDHCP, r req) (result, *dhcpv4.DHCPv4) {
 		t.Helper()
 		res := s.respond(ctx, r.bytes(), peer, svcDHCP)
 		if res.reply == nil {
 			return res, nil
 		}
-		p, err := parsePacket(res.reply.marshal())
+		p, err := parsePacket(res.reply.ToBytes())
 		if err != nil {
 			t.Fatalf("reply does not parse: %v", err)
 		}
@@ -257,8 +259,8 @@ func TestFullMode(t *testing.T) {
 			t.Fatal("no offer")
 		}
 		checkPXEReply(t, offer, d, msgOffer, "undionly.kpxe", "PXEClient")
-		if !offer.yiaddr.Equal(net.IPv4(10, 213, 0, 100)) {
-			t.Fatalf("offered %v, want 10.213.0.100", offer.yiaddr)
+		if !offer.YourIPAddr.Equal(net.IPv4(10, 213, 0, 100)) {
+			t.Fatalf("offered %v, want 10.213.0.100", offer.YourIPAddr)
 		}
 		if m := wantOpt(t, offer, optSubnetMask); net.IP(m).String() != "255.255.255.0" {
 			t.Errorf("option 1 %v", net.IP(m))
@@ -273,23 +275,23 @@ func TestFullMode(t *testing.T) {
 			t.Errorf("lease time %d, want 600", lt)
 		}
 		rq := pxeReq(msgRequest, macBIOS, 0)
-		rq.serverID, rq.requested = testServerIP, offer.yiaddr
+		rq.serverID, rq.requested = testServerIP, offer.YourIPAddr
 		_, ack := exchange(t, s, rq)
 		if ack == nil {
 			t.Fatal("no ack")
 		}
 		checkPXEReply(t, ack, rq, msgAck, "undionly.kpxe", "PXEClient")
-		if !ack.yiaddr.Equal(offer.yiaddr) {
-			t.Fatalf("ack yiaddr %v, want %v", ack.yiaddr, offer.yiaddr)
+		if !ack.YourIPAddr.Equal(offer.YourIPAddr) {
+			t.Fatalf("ack yiaddr %v, want %v", ack.YourIPAddr, offer.YourIPAddr)
 		}
 		l, ok, _ := leases.Get(ctx, macBIOS)
-		if !ok || !l.IP.Equal(offer.yiaddr) {
+		if !ok || !l.IP.Equal(offer.YourIPAddr) {
 			t.Fatalf("lease %+v ok=%v", l, ok)
 		}
 		// The same MAC gets the same address again.
 		_, again := exchange(t, s, d)
-		if again == nil || !again.yiaddr.Equal(offer.yiaddr) {
-			t.Fatalf("second offer %v, want %v", again, offer.yiaddr)
+		if again == nil || !again.YourIPAddr.Equal(offer.YourIPAddr) {
+			t.Fatalf("second offer %v, want %v", again, offer.YourIPAddr)
 		}
 	})
 
@@ -298,7 +300,7 @@ func TestFullMode(t *testing.T) {
 		d := pxeReq(msgDiscover, macBIOS, 0)
 		d.requested = net.IPv4(10, 213, 0, 102)
 		_, offer := exchange(t, s, d)
-		if offer == nil || !offer.yiaddr.Equal(d.requested) {
+		if offer == nil || !offer.YourIPAddr.Equal(d.requested) {
 			t.Fatalf("offer %v, want %v", offer, d.requested)
 		}
 	})
@@ -310,11 +312,11 @@ func TestFullMode(t *testing.T) {
 			rq := pxeReq(msgRequest, macBIOS, 0)
 			rq.serverID, rq.requested = testServerIP, ip
 			res, nak := exchange(t, s, rq)
-			if nak == nil || nak.msgType() != msgNak {
+			if nak == nil || nak.MessageType() != msgNak {
 				t.Fatalf("request %v: reply %+v, want NAK", ip, nak)
 			}
-			if !nak.yiaddr.Equal(net.IPv4zero) || res.dst.String() != "255.255.255.255:68" {
-				t.Errorf("NAK yiaddr %v dst %v", nak.yiaddr, res.dst)
+			if !nak.YourIPAddr.Equal(net.IPv4zero) || res.dst.String() != "255.255.255.255:68" {
+				t.Errorf("NAK yiaddr %v dst %v", nak.YourIPAddr, res.dst)
 			}
 		}
 	})
@@ -335,7 +337,7 @@ func TestFullMode(t *testing.T) {
 			t.Fatalf("outcome %d, want error (pool exhausted)", res.outcome)
 		}
 		*now = now.Add(2 * time.Minute) // the other lease ran out
-		if _, offer := exchange(t, s, pxeReq(msgDiscover, macBIOS, 0)); offer == nil || !offer.yiaddr.Equal(net.IPv4(10, 213, 0, 100)) {
+		if _, offer := exchange(t, s, pxeReq(msgDiscover, macBIOS, 0)); offer == nil || !offer.YourIPAddr.Equal(net.IPv4(10, 213, 0, 100)) {
 			t.Fatalf("offer after expiry %v", offer)
 		}
 	})
@@ -361,15 +363,15 @@ func TestFullMode(t *testing.T) {
 		}
 		s, _, _ = fullServer(t, func(f *FullDHCP) { f.AnswerAll = true })
 		_, offer := exchange(t, s, plain)
-		if offer == nil || offer.yiaddr.IsUnspecified() {
+		if offer == nil || offer.YourIPAddr.IsUnspecified() {
 			t.Fatalf("AnswerAll: offer %v", offer)
 		}
-		if offer.file != "" || offer.options.vals[optVendorSpecific] != nil {
-			t.Errorf("plain client got boot options: file %q", offer.file)
+		if offer.BootFileName != "" || offer.Options[optVendorSpecific] != nil {
+			t.Errorf("plain client got boot options: file %q", offer.BootFileName)
 		}
 		// A PXE client lpmos does not boot gets an address, no boot file.
 		_, offer = exchange(t, s, pxeReq(msgDiscover, macUnknown, 0))
-		if offer == nil || offer.file != "" {
+		if offer == nil || offer.BootFileName != "" {
 			t.Fatalf("AnswerAll, unknown PXE client: offer %+v", offer)
 		}
 	})
@@ -379,7 +381,7 @@ func TestFullMode(t *testing.T) {
 			f.RangeStart, f.RangeEnd = net.IPv4(10, 213, 0, 0), net.IPv4(10, 213, 0, 2)
 		})
 		_, offer := exchange(t, s, pxeReq(msgDiscover, macBIOS, 0))
-		if offer == nil || !offer.yiaddr.Equal(net.IPv4(10, 213, 0, 2)) {
+		if offer == nil || !offer.YourIPAddr.Equal(net.IPv4(10, 213, 0, 2)) {
 			t.Fatalf("offer %v, want 10.213.0.2 (.0 is the network, .1 the server)", offer)
 		}
 	})

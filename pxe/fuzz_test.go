@@ -1,6 +1,7 @@
 package pxe
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"net"
@@ -71,8 +72,8 @@ func TestDHCPFixtures(t *testing.T) {
 			if res.outcome != fx.want {
 				t.Fatalf("outcome %d (err %v), want %d", res.outcome, res.err, fx.want)
 			}
-			if fx.want == outAnswer && res.reply.file != fx.boot {
-				t.Fatalf("boot file %q, want %q", res.reply.file, fx.boot)
+			if fx.want == outAnswer && res.reply.BootFileName != fx.boot {
+				t.Fatalf("boot file %q, want %q", res.reply.BootFileName, fx.boot)
 			}
 		})
 	}
@@ -130,14 +131,14 @@ func FuzzHandle(f *testing.F) {
 		if err != nil {
 			t.Fatalf("answered a packet that does not parse: %v", err)
 		}
-		out, err := parsePacket(res.reply.marshal())
+		out, err := parsePacket(res.reply.ToBytes())
 		if err != nil {
 			t.Fatalf("reply does not parse: %v", err)
 		}
-		if out.op != opBootReply || out.xid != in.xid || out.chaddr != in.chaddr {
-			t.Fatalf("reply op %d xid %#x, want BOOTREPLY to %#x", out.op, out.xid, in.xid)
+		if out.OpCode != opBootReply || out.TransactionID != in.TransactionID || !bytes.Equal(out.ClientHWAddr, in.ClientHWAddr) {
+			t.Fatalf("reply op %d xid %v, want BOOTREPLY to %v", out.OpCode, out.TransactionID, in.TransactionID)
 		}
-		if mt := out.msgType(); mt != msgOffer && mt != msgAck && mt != msgNak {
+		if mt := out.MessageType(); mt != msgOffer && mt != msgAck && mt != msgNak {
 			t.Fatalf("reply message type %v", mt)
 		}
 	})

@@ -10,6 +10,44 @@ import (
 	"os"
 	"sync"
 	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Wire constants for the hand-built client packets below, kept apart from
+// the library so the decoder is checked against bytes it did not produce.
+const (
+	opBootRequest     = 1
+	opBootReply       = 2
+	htypeEthernet     = 1
+	flagBroadcast     = 0x8000
+	bootpMinLen       = 300 // RFC 951
+	optRequestedIP    = 50
+	optLeaseTime      = 51
+	optMessageType    = 53
+	optServerID       = 54
+	optParamRequest   = 55
+	optVendorClass    = 60
+	optUserClass      = 77
+	optClientArch     = 93
+	optClientUUID     = 97
+	optSubnetMask     = 1
+	optRouter         = 3
+	optDNS            = 6
+	optVendorSpecific = 43
+	optEnd            = 255
+)
+
+// DHCP message types (option 53), short names for the tables.
+type msgType = dhcpv4.MessageType
+
+const (
+	msgDiscover = dhcpv4.MessageTypeDiscover
+	msgOffer    = dhcpv4.MessageTypeOffer
+	msgRequest  = dhcpv4.MessageTypeRequest
+	msgAck      = dhcpv4.MessageTypeAck
+	msgNak      = dhcpv4.MessageTypeNak
+	msgRelease  = dhcpv4.MessageTypeRelease
 )
 
 // Addresses used inside tests: they only ever appear in packets handed to
@@ -78,7 +116,7 @@ func pxeReq(mt msgType, mac net.HardwareAddr, arch int) req {
 }
 
 // bytes encodes r the way a client would, field by field (independent of
-// packet.marshal, so the decoder is checked against hand-built bytes).
+// dhcpv4.ToBytes, so the decoder is checked against hand-built bytes).
 func (r req) bytes() []byte {
 	b := make([]byte, 240)
 	b[0] = opBootRequest
@@ -146,9 +184,9 @@ func newTestDHCP(t testing.TB, cfg DHCPConfig) *ProxyDHCP {
 }
 
 // wantOpt returns option code of p or fails.
-func wantOpt(t *testing.T, p *packet, code byte) []byte {
+func wantOpt(t *testing.T, p *dhcpv4.DHCPv4, code byte) []byte {
 	t.Helper()
-	v, ok := p.options.get(code)
+	v, ok := p.Options[code]
 	if !ok {
 		t.Fatalf("reply has no option %d", code)
 	}
@@ -156,19 +194,19 @@ func wantOpt(t *testing.T, p *packet, code byte) []byte {
 }
 
 // checkPXEReply asserts the fields every PXE boot answer carries.
-func checkPXEReply(t *testing.T, rp *packet, rq req, wantType msgType, wantFile, wantVendor string) {
+func checkPXEReply(t *testing.T, rp *dhcpv4.DHCPv4, rq req, wantType msgType, wantFile, wantVendor string) {
 	t.Helper()
-	if rp.op != opBootReply || rp.xid != rq.xid || !bytes.Equal(rp.mac(), rq.mac) {
-		t.Fatalf("reply op=%d xid=%#x mac=%s, want reply to xid %#x mac %s", rp.op, rp.xid, rp.mac(), rq.xid, rq.mac)
+	if rp.OpCode != opBootReply || xid(rp) != rq.xid || !bytes.Equal(rp.ClientHWAddr, rq.mac) {
+		t.Fatalf("reply op=%d xid=%#x mac=%s, want reply to xid %#x mac %s", rp.OpCode, xid(rp), rp.ClientHWAddr, rq.xid, rq.mac)
 	}
-	if got := rp.msgType(); got != wantType {
+	if got := rp.MessageType(); got != wantType {
 		t.Errorf("message type %v, want %v", got, wantType)
 	}
-	if !rp.siaddr.Equal(testServerIP) {
-		t.Errorf("siaddr %v, want %v", rp.siaddr, testServerIP)
+	if !rp.ServerIPAddr.Equal(testServerIP) {
+		t.Errorf("siaddr %v, want %v", rp.ServerIPAddr, testServerIP)
 	}
-	if rp.file != wantFile {
-		t.Errorf("file %q, want %q", rp.file, wantFile)
+	if rp.BootFileName != wantFile {
+		t.Errorf("file %q, want %q", rp.BootFileName, wantFile)
 	}
 	if sid := wantOpt(t, rp, optServerID); !net.IP(sid).Equal(testServerIP) {
 		t.Errorf("option 54 %v, want %v", net.IP(sid), testServerIP)
@@ -186,4 +224,9 @@ func checkPXEReply(t *testing.T, rp *packet, rq req, wantType msgType, wantFile,
 			t.Errorf("option 43 %x, want 06 01 08 ff (discovery control = 8)", v)
 		}
 	}
+}
+
+// xid is p's transaction ID as a number.
+func xid(p *dhcpv4.DHCPv4) uint32 {
+	return binary.BigEndian.Uint32(p.TransactionID[:])
 }
