@@ -77,6 +77,9 @@ func (n *clusterNode) run(t *testing.T, args ...string) {
 			_ = p.cmd.Wait()
 		}
 		<-done
+		if strings.Contains(p.logText(), "WARNING: DATA RACE") {
+			t.Errorf("%s: data race in the lpmos process", n.name)
+		}
 		if t.Failed() {
 			t.Logf("%s log (%v):\n%s", n.name, args[:1], p.logText())
 		}
@@ -487,6 +490,52 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	if _, err := createTask(t, leaderNode, admin, "02:00:00:00:04:01", "dc3"); err != nil {
 		t.Fatalf("write after removal: %v", err)
 	}
+
+	// Two members left: killing one loses quorum. The other says in its
+	// health that etcd writes fail while its region services keep running,
+	// and recovers by itself when the member is back.
+	via.kill9(t)
+	lostAt := time.Now()
+	region := "region/" + map[string]string{"m1": "dc1", "m2": "dc2", "m3": "dc3"}[leaderNode.name] + "/dhcp-proxy"
+	waitHealth(t, leaderNode, 20*time.Second, "etcd writes failing", func(svcs map[string]healthSvc) bool {
+		return svcs["etcd"].State == "failed" && strings.Contains(svcs["etcd"].Error, "writes are failing") && svcs[region].State == "running"
+	})
+	t.Logf("BENCH quorum lost -> health says writes fail: %s", time.Since(lostAt).Round(time.Millisecond))
+	via.run(t, "serve")
+	backAt := time.Now()
+	waitHealth(t, leaderNode, 30*time.Second, "etcd recovered", func(svcs map[string]healthSvc) bool {
+		return svcs["etcd"].State == "running"
+	})
+	t.Logf("BENCH quorum back -> health recovered: %s", time.Since(backAt).Round(time.Millisecond))
+	if _, err := createTask(t, leaderNode, admin, "02:00:00:00:04:02", "dc3"); err != nil {
+		t.Fatalf("write after quorum returned: %v", err)
+	}
+}
+
+type healthSvc struct{ Name, State, Error, Detail string }
+
+// waitHealth polls /api/v1/health (any status code) until ok holds.
+func waitHealth(t *testing.T, n *clusterNode, within time.Duration, what string, ok func(map[string]healthSvc) bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	svcs := map[string]healthSvc{}
+	for time.Now().Before(deadline) {
+		var rep struct{ Services []healthSvc }
+		resp, err := http.Get(n.url + "/api/v1/health")
+		if err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&rep)
+			resp.Body.Close()
+			svcs = map[string]healthSvc{}
+			for _, s := range rep.Services {
+				svcs[s.Name] = s
+			}
+			if ok(svcs) {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: %s: not within %s; health: %+v", n.name, what, within, svcs)
 }
 
 // TestInterruptedJoinRecovers: a join that stops right after the learner
