@@ -67,10 +67,10 @@ func (s *Server) routesAPI(r chi.Router) {
 		r.Put("/tasks/{id}/approve", s.approveTask)
 		r.Delete("/tasks/{id}", s.cancelTask)
 		r.Post("/tasks/{id}/retry", s.retryTask)
-		r.Get("/machines", s.listMachines)
+		r.Get("/machines", serveList(s.cfg.Store.ListMachines))
 		r.Delete("/machines/{mac}", s.deleteMachine)
-		r.Get("/regions", s.listRegions)
-		r.Get("/images", s.listImages)
+		r.Get("/regions", serveList(s.cfg.Store.ListRegions))
+		r.Get("/images", serveList(s.cfg.Store.ListImages))
 		r.Post("/images", s.addImage)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -260,13 +260,20 @@ func (s *Server) transition(w http.ResponseWriter, r *http.Request, id string, t
 	writeJSON(w, http.StatusOK, task)
 }
 
-func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) {
-	ms, err := s.cfg.Store.ListMachines(r.Context())
-	if err != nil {
-		writeStoreError(w, err)
-		return
+// serveList answers a GET with the list get returns: [] rather than null
+// when it is empty.
+func serveList[T any](get func(context.Context) ([]T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		list, err := get(r.Context())
+		if err != nil {
+			writeStoreError(w, err)
+			return
+		}
+		if list == nil {
+			list = []T{}
+		}
+		writeJSON(w, http.StatusOK, list)
 	}
-	writeJSON(w, http.StatusOK, ms)
 }
 
 func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) {
@@ -275,24 +282,6 @@ func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) listRegions(w http.ResponseWriter, r *http.Request) {
-	regions, err := s.cfg.Store.ListRegions(r.Context())
-	if err != nil {
-		writeStoreError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, regions)
-}
-
-func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := s.cfg.Store.ListImages(r.Context())
-	if err != nil {
-		writeStoreError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, imgs)
 }
 
 func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
