@@ -292,6 +292,11 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	m2.run(t, "join", m1.url, "--token", tok, "--name", "m2", "--region-id", "dc2")
 	m2.waitHealthy(t, 40*time.Second)
 	t.Logf("BENCH join m2 (process start -> healthy voter): %s", time.Since(joinStart).Round(time.Millisecond))
+	for _, l := range strings.Split(m2.logText(), "\n") {
+		if strings.Contains(l, "took=") {
+			t.Logf("m2: %s", l)
+		}
+	}
 	if !strings.Contains(m2.logText(), "tolerates no failure") {
 		t.Errorf("joining a one-member cluster did not warn about zero fault tolerance")
 	}

@@ -268,7 +268,7 @@ func (s *Store) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	var wg sync.WaitGroup
 	for i, m := range resp.Members {
 		if len(m.ClientURLs) == 0 {
-			results[i].err = errors.New("not started yet (a learner added by a join that has not finished)")
+			results[i].err = fmt.Errorf("not started: a join that has not finished added it; run that `lpmos join` again, or `lpmos member remove %x`", m.ID)
 			continue
 		}
 		if rcErr != nil {
