@@ -80,7 +80,7 @@ func (n *clusterNode) run(t *testing.T, args ...string) {
 		if strings.Contains(p.logText(), "WARNING: DATA RACE") {
 			t.Errorf("%s: data race in the lpmos process", n.name)
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("LPMOS_TEST_LOGS") == "1" {
 			t.Logf("%s log (%v):\n%s", n.name, args[:1], p.logText())
 		}
 	})
