@@ -90,6 +90,9 @@ func runJoin(ctx context.Context, server string, o serveOptions, j joinOptions, 
 	}
 	pin, tokenID, secret, err := store.ParseJoinToken(j.token)
 	if err != nil {
+		if os.Getenv("LPMOS_TOKEN") != "" {
+			return fmt.Errorf("%w (LPMOS_TOKEN is set: it fills --token, but join wants the join token, not the admin token)", err)
+		}
 		return err
 	}
 	server = strings.TrimRight(server, "/")
