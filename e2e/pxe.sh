@@ -277,7 +277,7 @@ scenario() {
   local qpid=$VMPID
   if [ "$kind" = discover ]; then
     machine() { api "$ns" GET /api/v1/machines | jq --arg mac "$mac" '.[] | select(.mac == $mac)'; }
-    has_hw() { machine 2>/dev/null | jq -e '.hardware.nics | length > 0' >/dev/null 2>&1; }
+    has_hw() { machine 2>/dev/null | jqok '.hardware.nics | length > 0'; }
     wait_for 240 "the discovered machine's hardware in /api/v1/machines" has_hw || { fail "discovery"; return 1; }
     TIMING "$name" "qemu start -> hardware in API" "$tq"
     check_hw "$(machine | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
@@ -286,14 +286,14 @@ scenario() {
     return 0
   fi
 
-  has_hw() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -e '.status.status == "pending_approval" and (.hardware.nics | length > 0)' >/dev/null; }
+  has_hw() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status == "pending_approval" and (.hardware.nics | length > 0)'; }
   wait_for 240 "status pending_approval with the hardware report" has_hw || { fail "hardware report"; return 1; }
   TIMING "$name" "qemu start -> hardware in API" "$tq"
   check_hw "$(api "$ns" GET "/api/v1/tasks/$id" | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
 
   ta=$(now)
   api "$ns" PUT "/api/v1/tasks/$id/approve" >/dev/null || { fail "approve"; return 1; }
-  ended() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -e '.status.status | IN("completed","failed","cancelled")' >/dev/null; }
+  ended() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status | IN("completed","failed","cancelled")'; }
   wait_for 300 "the task to end" ended || { fail "install"; return 1; }
   local detail; detail=$(api "$ns" GET "/api/v1/tasks/$id")
   [ "$(jq -r .status.status <<<"$detail")" = completed ] || { fail "task ended $(jq -c .status <<<"$detail")"; return 1; }
@@ -329,9 +329,14 @@ scenario() {
 
 TIMING() { echo "TIMING $1: $2 $(secs "$3" "$(now)")s"; }
 
+# jqok FILTER [ARGS]: jq -e on stdin that also fails on empty input
+# (jq 1.6 -e exits 0 when it reads nothing).
+jqok() { local in; in=$(cat); [ -n "$in" ] && jq -e "$@" <<<"$in" >/dev/null; }
+
 # check_hw JSON MAC: QEMU's DMI, one virtio disk (vda), the NIC with MAC.
 check_hw() {
   local hw=$1 mac=$2
+  [ -n "$hw" ] && [ "$hw" != null ] || { echo "no hardware report"; return 1; }
   jq -c '{vendor: .dmi.vendor, product: .dmi.product, boot: .boot_mode, disks: [.disks[] | {name, size_bytes}], nics: [.nics[] | {name, mac, driver}]}' <<<"$hw"
   jq -e '.dmi.vendor | test("QEMU")' <<<"$hw" >/dev/null || { echo "DMI vendor is not QEMU"; return 1; }
   jq -e '[.disks[]] | length == 1 and .[0].name == "vda" and .[0].size_bytes == 134217728' <<<"$hw" >/dev/null ||
