@@ -204,7 +204,9 @@ func ensureAdminToken(ctx context.Context, st *store.Store, dataDir string, log 
 		return nil
 	}
 	if _, err := os.Stat(path); err != nil {
-		log.Warn("an admin token exists in etcd but not in the data dir; the operator who has it can still log in", "path", path)
+		// A member that joined a cluster shares the token the first member
+		// created; only that member's data dir has it in plain text.
+		log.Info("the cluster's admin token is not in this data dir: use the admin.token of the member that created it, or LPMOS_TOKEN", "path", path)
 		return nil
 	}
 	log.Info("admin token", "path", path)
