@@ -259,6 +259,8 @@ scenario() {
     echo "--- last lines of lpmos ($W/$ns/lpmos.log)"; tail -n 25 "$W/$ns/lpmos.log"
     return 1
   }
+  # a command that fails outside an explicit check still says where
+  trap 'echo "FAIL [$name]: line $LINENO: $BASH_COMMAND failed"' ERR
   mktap "$ns" "$tap"
   truncate -s 128M "$disk"
   local id=""
