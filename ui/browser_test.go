@@ -247,6 +247,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	poll(t, tab1, "search by MAC", `document.querySelectorAll("#task-scroll .tr").length === 1`)
 
+	// The infrastructure tab lists the services and the etcd member (this
+	// process's embedded one: a voter, the leader, healthy).
+	if err := chromedp.Do(tab1, chromedp.Click(chromedp.CSS(`button.tab[data-tab="infra"]`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, tab1, "cluster member listed", `(() => { const li = document.querySelector("#members li");
+		return !!li && li.innerText.includes("leader") && li.querySelector(".state").innerText === "healthy"; })()`)
+	poll(t, tab1, "services listed", `document.querySelector("#services").innerText.includes("live-updates")`)
+
 	if p := problems.list(); len(p) > 0 {
 		t.Fatalf("page problems:\n%s", strings.Join(p, "\n"))
 	}

@@ -409,6 +409,34 @@ async function pollHealth() {
   }
 }
 
+// The etcd members of the cluster (GET /api/v1/cluster/members): role,
+// leader, health and the regions each serves.
+async function pollMembers() {
+  let rep;
+  try {
+    rep = await api("GET", "/api/v1/cluster/members");
+  } catch {
+    $("#members-empty").hidden = false;
+    clear($("#members"));
+    setText($("#members-summary"), "");
+    return;
+  }
+  const ul = $("#members");
+  clear(ul);
+  const members = rep.members || [];
+  $("#members-empty").hidden = members.length > 0;
+  setText($("#members-summary"), `${rep.voters} voter(s), tolerates ${rep.fault_tolerance} failure(s)`);
+  for (const m of members) {
+    const role = [m.learner ? "learner" : "voter", m.leader ? "leader" : "", m.self ? "this process" : ""].filter(Boolean).join(" · ");
+    const regions = (m.regions || []).length ? `regions ${m.regions.join(", ")}` : "no region";
+    ul.append(h("li", { dataset: { member: m.name || m.id } },
+      h("div", null, h("b", null, m.name || `(joining) ${m.id}`), " ", h("span", { class: "muted small" }, role),
+        h("div", { class: "muted small" }, `${regions} · ${(m.peer_urls || []).join(", ")}`),
+        m.error ? h("div", { class: "error small" }, m.error) : null),
+      h("span", { class: "state", dataset: { state: m.healthy ? "running" : "failed" } }, m.healthy ? "healthy" : "unhealthy")));
+  }
+}
+
 // ---------- live updates ----------
 
 function setConn(s, label) {
@@ -629,7 +657,7 @@ function showTab(name) {
   }
   for (const p of document.querySelectorAll(".tabpanel")) p.hidden = p.id !== `tab-${name}`;
   if (name === "tasks") renderRows(true);
-  if (name === "infra") pollHealth();
+  if (name === "infra") { pollHealth(); pollMembers(); }
 }
 
 function initTheme() {
@@ -704,7 +732,7 @@ function wire() {
     const now = Date.now();
     for (const [id, row] of state.rows) { const t = state.tasks.get(id); if (t) setText(row.querySelector(".upd"), ago(t._updated, now)); }
   }, 10000);
-  setInterval(() => { if (!$("#app-view").hidden) pollHealth(); }, 10000);
+  setInterval(() => { if (!$("#app-view").hidden) { pollHealth(); pollMembers(); } }, 10000);
 }
 
 wire();
