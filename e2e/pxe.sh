@@ -251,6 +251,7 @@ mktap() { # mktap NS TAP
 scenario() {
   local name=$1 fw=$2 ns=$3 mac=$4 kind=$5
   local d=$W/$name tap=t${mac//:/}; tap=${tap:0:15}
+  local t_scenario; t_scenario=$(now)
   mkdir -p "$d"
   local serial=$d/serial.log disk=$d/disk.img
   fail() {
@@ -284,6 +285,7 @@ scenario() {
     TIMING "$name" "qemu start -> hardware in API" "$tq"
     check_hw "$(machine | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
     kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null || true
+    TIMING "$name" "whole scenario" "$t_scenario"
     echo "PASS [$name]"
     return 0
   fi
@@ -326,6 +328,7 @@ scenario() {
   kill "$q2" 2>/dev/null; wait "$q2" 2>/dev/null || true
 
   check_disk "$disk" "e2e-$name" "$id" || { fail "disk contents"; return 1; }
+  TIMING "$name" "whole scenario" "$t_scenario"
   echo "PASS [$name]"
 }
 
