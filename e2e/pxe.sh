@@ -261,7 +261,7 @@ scenario() {
     return 1
   }
   # a command that fails outside an explicit check still says where
-  trap 'echo "FAIL [$name]: line $LINENO: $BASH_COMMAND failed"' ERR
+  trap '[[ $BASH_COMMAND == return* ]] || echo "FAIL [$name]: line $LINENO: $BASH_COMMAND failed"' ERR
   mktap "$ns" "$tap"
   truncate -s 128M "$disk"
   local id=""
