@@ -135,32 +135,34 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
-	task, err := s.cfg.Store.GetTask(r.Context(), id)
+	d, err := s.taskDetail(r.Context(), chi.URLParam(r, "id"))
 	if err != nil {
 		writeStoreError(w, err)
 		return
 	}
-	events, err := s.cfg.Store.Events(r.Context(), id)
-	if err != nil {
-		writeStoreError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, TaskDetail{Task: task, Events: events})
+	writeJSON(w, http.StatusOK, d)
 }
 
 func (s *Server) taskEvents(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "id")
-	if _, err := s.cfg.Store.GetTask(r.Context(), id); err != nil {
-		writeStoreError(w, err)
-		return
-	}
-	events, err := s.cfg.Store.Events(r.Context(), id)
+	d, err := s.taskDetail(r.Context(), chi.URLParam(r, "id"))
 	if err != nil {
 		writeStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, events)
+	writeJSON(w, http.StatusOK, d.Events)
+}
+
+// taskDetail reads a task with its history (ErrNotFound for an unknown id).
+func (s *Server) taskDetail(ctx context.Context, id string) (TaskDetail, error) {
+	task, err := s.cfg.Store.GetTask(ctx, id)
+	if err != nil {
+		return TaskDetail{}, err
+	}
+	events, err := s.cfg.Store.Events(ctx, id)
+	if err != nil {
+		return TaskDetail{}, err
+	}
+	return TaskDetail{Task: task, Events: events}, nil
 }
 
 // watchTask streams the task's changes as newline-delimited JSON until the

@@ -95,6 +95,10 @@ func TestCreateGetListApprove(t *testing.T) {
 	if code := e.do(t, "GET", "/api/v1/tasks/"+task.ID, "", &detail); code != 200 || detail.ID != task.ID || len(detail.Events) != 1 {
 		t.Fatalf("get: %d %+v", code, detail)
 	}
+	var events []store.Event
+	if code := e.do(t, "GET", "/api/v1/tasks/"+task.ID+"/events", "", &events); code != 200 || len(events) != 1 || events[0].To != wire.StatusPending {
+		t.Fatalf("events: %d %+v", code, events)
+	}
 	var list ui.TaskList
 	if code := e.do(t, "GET", "/api/v1/tasks?status=pending&region=dc1", "", &list); code != 200 || list.Count != 1 {
 		t.Fatalf("list: %d %+v", code, list)
