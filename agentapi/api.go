@@ -2,10 +2,8 @@ package agentapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/internal/httpapi"
 	"github.com/lpmos/lpmos/store"
 )
 
@@ -26,10 +25,10 @@ func (r *Region) routes(boot http.Handler) http.Handler {
 	m := chi.NewRouter()
 	m.Use(r.recoverer)
 	m.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not found")
+		httpapi.WriteError(w, http.StatusNotFound, "not found")
 	})
 	m.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+		httpapi.WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	m.Get("/healthz", r.healthz)
 	m.Post(wire.PathHardware, r.hardware)
@@ -42,7 +41,7 @@ func (r *Region) routes(boot http.Handler) http.Handler {
 		m.Handle("/boot/*", boot)
 	} else {
 		m.Handle("/boot/*", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeError(w, http.StatusServiceUnavailable, "network boot is off: this region has no boot dir (kernel and initramfs)")
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "network boot is off: this region has no boot dir (kernel and initramfs)")
 		}))
 	}
 	return m
@@ -56,112 +55,33 @@ func (r *Region) recoverer(next http.Handler) http.Handler {
 					panic(v)
 				}
 				r.log.Error("agent API: panic", "method", req.Method, "path", req.URL.Path, "panic", fmt.Sprint(v))
-				writeError(w, http.StatusInternalServerError, "internal error")
+				httpapi.WriteError(w, http.StatusInternalServerError, "internal error")
 			}
 		}()
 		next.ServeHTTP(w, req)
 	})
 }
 
-// apiError is an HTTP error answer.
-type apiError struct {
-	code int
-	msg  string
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-func errf(code int, format string, args ...any) *apiError {
-	return &apiError{code: code, msg: fmt.Sprintf(format, args...)}
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, wire.Error{Error: msg})
-}
-
-func (r *Region) fail(w http.ResponseWriter, req *http.Request, e *apiError) {
-	if e.code >= 500 {
-		r.log.Error("agent API error", "method", req.Method, "path", req.URL.Path, "code", e.code, "err", e.msg)
+func (r *Region) fail(w http.ResponseWriter, req *http.Request, e *httpapi.Error) {
+	if e.Code >= 500 {
+		r.log.Error("agent API error", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e.Msg)
 	} else {
-		r.log.Info("agent API refused", "method", req.Method, "path", req.URL.Path, "code", e.code, "err", e.msg, "remote", req.RemoteAddr)
+		r.log.Info("agent API refused", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e.Msg, "remote", req.RemoteAddr)
 	}
-	writeError(w, e.code, e.msg)
+	httpapi.WriteError(w, e.Code, e.Msg)
 }
 
-// storeError maps a store error to an answer.
-func storeError(err error) *apiError {
-	var te *store.TransitionError
-	switch {
-	case errors.As(err, &te):
-		return errf(http.StatusConflict, "%v", err)
-	case errors.Is(err, store.ErrNotFound):
-		return errf(http.StatusNotFound, "%v", err)
-	case errors.Is(err, store.ErrRegression), errors.Is(err, store.ErrConflict):
-		return errf(http.StatusConflict, "%v", err)
-	case errors.Is(err, store.ErrInvalid):
-		return errf(http.StatusBadRequest, "%v", err)
-	}
-	return errf(http.StatusServiceUnavailable, "store unavailable: %v", err)
-}
-
-// decodeBody reads one JSON value of at most MaxBodyBytes into v, refusing
-// unknown fields and trailing data.
-func decodeBody(w http.ResponseWriter, req *http.Request, v any) *apiError {
-	if req.ContentLength > MaxBodyBytes {
-		return errf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
-	}
-	body := http.MaxBytesReader(w, req.Body, MaxBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("trailing data after the JSON value")
-			var mbe *http.MaxBytesError
-			if errors.As(terr, &mbe) {
-				err = terr
-			}
-		}
-	}
-	var mbe *http.MaxBytesError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &mbe):
-		return errf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
-	case errors.Is(err, io.EOF):
-		return errf(http.StatusBadRequest, "empty request body: want JSON")
-	}
-	return errf(http.StatusBadRequest, "malformed JSON body: %v", err)
-}
-
-// bearer returns the token of "Authorization: Bearer <token>".
-func bearer(req *http.Request) string {
-	h := req.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
-}
-
-func needToken(req *http.Request) (string, *apiError) {
-	tok := bearer(req)
+func needToken(req *http.Request) (string, *httpapi.Error) {
+	tok := httpapi.Bearer(req)
 	if tok == "" {
-		return "", errf(http.StatusUnauthorized, "missing agent token: send Authorization: Bearer <lpmos_token from the kernel command line>")
+		return "", httpapi.Errorf(http.StatusUnauthorized, "missing agent token: send Authorization: Bearer <lpmos_token from the kernel command line>")
 	}
 	return tok, nil
 }
 
 // lookupTask finds the task a report is about, by id or else by MAC, and
 // checks that it belongs to this region.
-func (r *Region) lookupTask(ctx context.Context, id, mac string) (store.Task, *apiError) {
+func (r *Region) lookupTask(ctx context.Context, id, mac string) (store.Task, *httpapi.Error) {
 	var (
 		t   store.Task
 		err error
@@ -172,29 +92,29 @@ func (r *Region) lookupTask(ctx context.Context, id, mac string) (store.Task, *a
 	case mac != "":
 		m, perr := store.ParseMAC(mac)
 		if perr != nil {
-			return store.Task{}, errf(http.StatusBadRequest, "%v", perr)
+			return store.Task{}, httpapi.Errorf(http.StatusBadRequest, "%v", perr)
 		}
 		t, err = r.st.TaskByMAC(ctx, m)
 	default:
-		return store.Task{}, errf(http.StatusBadRequest, "task_id or mac_address is required")
+		return store.Task{}, httpapi.Errorf(http.StatusBadRequest, "task_id or mac_address is required")
 	}
 	if err != nil {
-		return store.Task{}, storeError(err)
+		return store.Task{}, httpapi.StoreError(err)
 	}
 	if t.Spec.RegionID != r.cfg.RegionID {
-		return store.Task{}, errf(http.StatusNotFound, "task %s belongs to region %s, this is region %s", t.ID, t.Spec.RegionID, r.cfg.RegionID)
+		return store.Task{}, httpapi.Errorf(http.StatusNotFound, "task %s belongs to region %s, this is region %s", t.ID, t.Spec.RegionID, r.cfg.RegionID)
 	}
 	return t, nil
 }
 
 // checkToken refuses (403) a token that does not open task t now.
-func (r *Region) checkToken(ctx context.Context, t store.Task, token string) *apiError {
+func (r *Region) checkToken(ctx context.Context, t store.Task, token string) *httpapi.Error {
 	ok, err := r.st.CheckAgentToken(ctx, t.ID, token)
 	if err != nil {
-		return errf(http.StatusServiceUnavailable, "cannot check the agent token: %v", err)
+		return httpapi.Errorf(http.StatusServiceUnavailable, "cannot check the agent token: %v", err)
 	}
 	if !ok {
-		return errf(http.StatusForbidden, "token does not open task %s (another task's token, or its attempt ended or was retried; the task is %s)", t.ID, t.Status.Status)
+		return httpapi.Errorf(http.StatusForbidden, "token does not open task %s (another task's token, or its attempt ended or was retried; the task is %s)", t.ID, t.Status.Status)
 	}
 	return nil
 }
@@ -204,11 +124,11 @@ func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 	if err := r.st.Health(req.Context()); err != nil {
 		body["status"] = "unhealthy"
 		body["error"] = err.Error()
-		writeJSON(w, http.StatusServiceUnavailable, body)
+		httpapi.WriteJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
 	body["status"] = "ok"
-	writeJSON(w, http.StatusOK, body)
+	httpapi.WriteJSON(w, http.StatusOK, body)
 }
 
 // hardware handles POST /api/v1/agent/hardware. With a token it records the
@@ -217,11 +137,11 @@ func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
 	var rep wire.HardwareReport
-	if e := decodeBody(w, req, &rep); e != nil {
+	if e := httpapi.Decode(w, req, &rep); e != nil {
 		r.fail(w, req, e)
 		return
 	}
-	token := bearer(req)
+	token := httpapi.Bearer(req)
 	if token == "" {
 		r.discover(w, req, rep)
 		return
@@ -240,44 +160,44 @@ func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 		// The machine rebooted after approval: the report the operator
 		// approved stays; the agent goes on to ask for its install.
 		r.log.Info("hardware re-reported after approval, kept the approved report", "task", t.ID, "status", te.From)
-		writeJSON(w, http.StatusOK, wire.HardwareResponse{TaskID: t.ID, Status: te.From})
+		httpapi.WriteJSON(w, http.StatusOK, wire.HardwareResponse{TaskID: t.ID, Status: te.From})
 		return
 	}
 	if err != nil {
-		r.fail(w, req, storeError(err))
+		r.fail(w, req, httpapi.StoreError(err))
 		return
 	}
 	r.log.Info("hardware reported", "task", t.ID, "mac", t.Spec.TargetMAC, "status", t.Status.Status)
-	writeJSON(w, http.StatusOK, wire.HardwareResponse{TaskID: t.ID, Status: t.Status.Status})
+	httpapi.WriteJSON(w, http.StatusOK, wire.HardwareResponse{TaskID: t.ID, Status: t.Status.Status})
 }
 
 func (r *Region) discover(w http.ResponseWriter, req *http.Request, rep wire.HardwareReport) {
 	ctx := req.Context()
 	mac, err := store.ParseMAC(rep.MACAddress)
 	if err != nil {
-		r.fail(w, req, errf(http.StatusBadRequest, "mac_address: %v", err))
+		r.fail(w, req, httpapi.Errorf(http.StatusBadRequest, "mac_address: %v", err))
 		return
 	}
 	t, err := r.st.TaskByMAC(ctx, mac)
 	switch {
 	case err == nil && t.Status.Status.Active():
-		r.fail(w, req, errf(http.StatusUnauthorized, "MAC %s has active task %s: send its agent token (Authorization: Bearer <token>)", mac, t.ID))
+		r.fail(w, req, httpapi.Errorf(http.StatusUnauthorized, "MAC %s has active task %s: send its agent token (Authorization: Bearer <token>)", mac, t.ID))
 		return
 	case err != nil && !errors.Is(err, store.ErrNotFound):
-		r.fail(w, req, storeError(err))
+		r.fail(w, req, httpapi.StoreError(err))
 		return
 	}
 	if !r.cfg.DiscoverUnknown {
-		r.fail(w, req, errf(http.StatusNotFound, "no active task for MAC %s and discovery of unknown machines is off in region %s", mac, r.cfg.RegionID))
+		r.fail(w, req, httpapi.Errorf(http.StatusNotFound, "no active task for MAC %s and discovery of unknown machines is off in region %s", mac, r.cfg.RegionID))
 		return
 	}
 	hw := rep.Hardware
 	if _, err := r.st.RecordMachine(ctx, r.cfg.RegionID, mac, &hw); err != nil {
-		r.fail(w, req, storeError(err))
+		r.fail(w, req, httpapi.StoreError(err))
 		return
 	}
 	r.log.Info("machine discovered", "mac", mac)
-	writeJSON(w, http.StatusOK, wire.HardwareResponse{Discovered: true})
+	httpapi.WriteJSON(w, http.StatusOK, wire.HardwareResponse{Discovered: true})
 }
 
 // progress handles POST /api/v1/agent/progress.
@@ -286,10 +206,10 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 	token, e := needToken(req)
 	var p wire.Progress
 	if e == nil {
-		e = decodeBody(w, req, &p)
+		e = httpapi.Decode(w, req, &p)
 	}
 	if e == nil && (p.Stage == "" || len(p.Stage) > maxStageBytes) {
-		e = errf(http.StatusBadRequest, "stage is required (at most %d bytes)", maxStageBytes)
+		e = httpapi.Errorf(http.StatusBadRequest, "stage is required (at most %d bytes)", maxStageBytes)
 	}
 	if e == nil && len(p.Message) > maxReasonBytes {
 		p.Message = strings.ToValidUTF8(p.Message[:maxReasonBytes], "")
@@ -299,12 +219,12 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 		t, e = r.lookupTask(ctx, p.TaskID, p.MACAddress)
 	}
 	if e == nil {
-		if e = r.checkToken(ctx, t, token); e != nil && e.code == http.StatusForbidden &&
+		if e = r.checkToken(ctx, t, token); e != nil && e.Code == http.StatusForbidden &&
 			t.Status.Status == wire.StatusCompleted && p.Stage == wire.StageCompleted &&
 			r.derivedMatches(t.ID, t.Status.Attempt, token) {
 			// The agent repeats its final report (the answer was lost):
 			// the token died with the task, but it is this attempt's.
-			writeJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusCompleted, Duplicate: true})
+			httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusCompleted, Duplicate: true})
 			return
 		}
 	}
@@ -315,10 +235,10 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 	p.TaskID = t.ID
 	res, err := r.st.ReportProgress(ctx, t.ID, p)
 	if err != nil {
-		e := storeError(err)
+		e := httpapi.StoreError(err)
 		var te *store.TransitionError
 		if errors.As(err, &te) {
-			e.msg = fmt.Sprintf("task %s is %s: progress is accepted only once it is approved", t.ID, te.From)
+			e.Msg = fmt.Sprintf("task %s is %s: progress is accepted only once it is approved", t.ID, te.From)
 		}
 		r.fail(w, req, e)
 		return
@@ -334,11 +254,11 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 		case errors.As(err, &te) && te.From == wire.StatusCompleted:
 			status = wire.StatusCompleted
 		default:
-			r.fail(w, req, storeError(err))
+			r.fail(w, req, httpapi.StoreError(err))
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, wire.ProgressResponse{Status: status, Duplicate: res.Duplicate})
+	httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: status, Duplicate: res.Duplicate})
 }
 
 // failure handles POST /api/v1/agent/failure.
@@ -347,19 +267,19 @@ func (r *Region) failure(w http.ResponseWriter, req *http.Request) {
 	token, e := needToken(req)
 	var f wire.FailureReport
 	if e == nil {
-		e = decodeBody(w, req, &f)
+		e = httpapi.Decode(w, req, &f)
 	}
 	if e == nil && strings.TrimSpace(f.Reason) == "" {
-		e = errf(http.StatusBadRequest, "reason is required")
+		e = httpapi.Errorf(http.StatusBadRequest, "reason is required")
 	}
 	var t store.Task
 	if e == nil {
 		t, e = r.lookupTask(ctx, f.TaskID, f.MACAddress)
 	}
 	if e == nil {
-		if e = r.checkToken(ctx, t, token); e != nil && e.code == http.StatusForbidden &&
+		if e = r.checkToken(ctx, t, token); e != nil && e.Code == http.StatusForbidden &&
 			t.Status.Status == wire.StatusFailed && r.derivedMatches(t.ID, t.Status.Attempt, token) {
-			writeJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusFailed, Duplicate: true})
+			httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusFailed, Duplicate: true})
 			return
 		}
 	}
@@ -373,15 +293,15 @@ func (r *Region) failure(w http.ResponseWriter, req *http.Request) {
 	}
 	t, err := r.st.Fail(ctx, t.ID, "agent: "+reason, f.LogLines)
 	if err != nil {
-		r.fail(w, req, storeError(err))
+		r.fail(w, req, httpapi.StoreError(err))
 		return
 	}
 	r.log.Warn("agent reported failure", "task", t.ID, "reason", reason)
-	writeJSON(w, http.StatusOK, wire.ProgressResponse{Status: t.Status.Status})
+	httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: t.Status.Status})
 }
 
 // parseWait reads ?wait= as a Go duration ("30s") or whole seconds ("30").
-func (r *Region) parseWait(s string) (time.Duration, *apiError) {
+func (r *Region) parseWait(s string) (time.Duration, *httpapi.Error) {
 	if s == "" {
 		return 0, nil
 	}
@@ -389,12 +309,12 @@ func (r *Region) parseWait(s string) (time.Duration, *apiError) {
 	if err != nil {
 		n, nerr := strconv.Atoi(s)
 		if nerr != nil {
-			return 0, errf(http.StatusBadRequest, "wait=%q: want a duration like 30s", s)
+			return 0, httpapi.Errorf(http.StatusBadRequest, "wait=%q: want a duration like 30s", s)
 		}
 		d = time.Duration(n) * time.Second
 	}
 	if d < 0 {
-		return 0, errf(http.StatusBadRequest, "wait=%q is negative", s)
+		return 0, httpapi.Errorf(http.StatusBadRequest, "wait=%q is negative", s)
 	}
 	return min(d, r.cfg.MaxWait), nil
 }
@@ -413,18 +333,18 @@ func waiting(s wire.Status) bool {
 // again to get its token).
 func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
-	token := bearer(req)
+	token := httpapi.Bearer(req)
 	wait, e := r.parseWait(req.URL.Query().Get("wait"))
 	var t store.Task
 	if e == nil {
 		t, e = r.lookupTask(ctx, "", chi.URLParam(req, "mac"))
 	}
 	switch {
-	case e != nil && e.code == http.StatusNotFound:
+	case e != nil && e.Code == http.StatusNotFound:
 		// A discovered machine asks without a token: nothing for it yet.
-		e.msg = "no task for this machine yet: " + e.msg
+		e.Msg = "no task for this machine yet: " + e.Msg
 	case e == nil && token == "" && !t.Status.Status.Active():
-		e = errf(http.StatusNotFound, "no active task for MAC %s (last task %s is %s)", t.Spec.TargetMAC, t.ID, t.Status.Status)
+		e = httpapi.Errorf(http.StatusNotFound, "no active task for MAC %s (last task %s is %s)", t.Spec.TargetMAC, t.ID, t.Status.Status)
 	case e == nil && token == "":
 		_, e = needToken(req)
 	case e == nil:
@@ -454,7 +374,7 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 			}
 			nt, err := r.st.GetTask(ctx, t.ID)
 			if err != nil {
-				r.fail(w, req, storeError(err))
+				r.fail(w, req, httpapi.StoreError(err))
 				return
 			}
 			t = nt
@@ -465,10 +385,10 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 	}
 	resp, err := r.approvalAnswer(ctx, t)
 	if err != nil {
-		r.fail(w, req, storeError(err))
+		r.fail(w, req, httpapi.StoreError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
 // approvalAnswer describes task t to its agent. An approved task whose

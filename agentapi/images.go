@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/internal/httpapi"
 	"github.com/lpmos/lpmos/store"
 )
 
@@ -65,12 +66,12 @@ func (r *Region) serveImage(w http.ResponseWriter, req *http.Request) {
 	osType, version := chi.URLParam(req, "os"), chi.URLParam(req, "version")
 	img, err := r.st.GetImage(req.Context(), osType, version)
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, err.Error())
+		httpapi.WriteError(w, http.StatusNotFound, err.Error())
 		return
 	}
 	if err != nil {
 		r.log.Error("image: read catalog", "os", osType, "version", version, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "cannot read the image catalog")
+		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot read the image catalog")
 		return
 	}
 	if isURL(img.Source) {
@@ -80,13 +81,13 @@ func (r *Region) serveImage(w http.ResponseWriter, req *http.Request) {
 	f, err := os.Open(img.Source)
 	if err != nil {
 		r.log.Error("image: open", "source", img.Source, "err", err)
-		writeError(w, http.StatusNotFound, fmt.Sprintf("image file of %s %s is not readable on region %s", osType, version, r.cfg.RegionID))
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("image file of %s %s is not readable on region %s", osType, version, r.cfg.RegionID))
 		return
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("image file of %s %s is not a regular file", osType, version))
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("image file of %s %s is not a regular file", osType, version))
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -97,7 +98,7 @@ func (r *Region) serveImage(w http.ResponseWriter, req *http.Request) {
 func (r *Region) proxyImage(w http.ResponseWriter, req *http.Request, img store.Image) {
 	src, err := url.Parse(img.Source)
 	if err != nil {
-		writeError(w, http.StatusBadGateway, fmt.Sprintf("image source of %s %s is not a valid URL", img.OSType, img.OSVersion))
+		httpapi.WriteError(w, http.StatusBadGateway, fmt.Sprintf("image source of %s %s is not a valid URL", img.OSType, img.OSVersion))
 		return
 	}
 	rp := &httputil.ReverseProxy{
@@ -109,7 +110,7 @@ func (r *Region) proxyImage(w http.ResponseWriter, req *http.Request, img store.
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			r.log.Error("image: proxy", "source", img.Source, "err", err)
-			writeError(w, http.StatusBadGateway, fmt.Sprintf("cannot fetch the image of %s %s from its source", img.OSType, img.OSVersion))
+			httpapi.WriteError(w, http.StatusBadGateway, fmt.Sprintf("cannot fetch the image of %s %s from its source", img.OSType, img.OSVersion))
 		},
 	}
 	rp.ServeHTTP(w, req)

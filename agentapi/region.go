@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lpmos/lpmos/internal/httpapi"
 	"github.com/lpmos/lpmos/pxe"
 	"github.com/lpmos/lpmos/store"
 )
@@ -41,7 +42,7 @@ const (
 	DefaultPollInterval = 250 * time.Millisecond
 	DefaultMaxWait      = 60 * time.Second
 	// MaxBodyBytes caps every request body; larger ones get 413.
-	MaxBodyBytes = 1 << 20
+	MaxBodyBytes = httpapi.MaxBody
 )
 
 // Config configures a Region.

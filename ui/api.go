@@ -6,18 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/internal/httpapi"
 	"github.com/lpmos/lpmos/store"
 )
-
-// maxBody caps every request body: a provisioning API has no business
-// receiving more than this, and a cap keeps one client from eating memory.
-const maxBody = 1 << 20
 
 // CreateTaskRequest is the body of POST /api/v1/tasks (the seed's fields
 // plus hostname, SSH keys and user data).
@@ -308,53 +304,19 @@ func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, got)
 }
 
-// decodeBody reads one JSON object strictly: unknown fields, trailing data
-// and bodies over maxBody are refused with a JSON error.
+// decodeBody reads a strict JSON body (httpapi.Decode) or answers the
+// error itself.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q: send application/json", ct))
+	if e := httpapi.Decode(w, r, v); e != nil {
+		httpapi.Fail(w, e)
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("unexpected data after the JSON object")
-	}
-	if err == nil {
-		return true
-	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than %d bytes", mbe.Limit))
-		return false
-	}
-	writeError(w, http.StatusBadRequest, fmt.Errorf("invalid JSON body: %w", err))
-	return false
+	return true
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { httpapi.WriteJSON(w, code, v) }
 
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, wire.Error{Error: err.Error()})
-}
+func writeError(w http.ResponseWriter, code int, err error) { httpapi.WriteError(w, code, err.Error()) }
 
-// writeStoreError maps the store's errors to HTTP statuses.
-func writeStoreError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, err)
-	case errors.Is(err, store.ErrInvalid):
-		writeError(w, http.StatusBadRequest, err)
-	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrRegression):
-		writeError(w, http.StatusConflict, err)
-	case errors.Is(err, context.Canceled):
-		writeError(w, 499, err)
-	default:
-		writeError(w, http.StatusInternalServerError, err)
-	}
-}
+// writeStoreError answers a store error with its status (httpapi.StoreError).
+func writeStoreError(w http.ResponseWriter, err error) { httpapi.Fail(w, httpapi.StoreError(err)) }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lpmos/lpmos/internal/httpapi"
 )
 
 // Browser sessions: POST /api/v1/session trades the admin token for a
@@ -175,7 +177,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 // a bearer token, or a session cookie (plus a valid CSRF token unless the
 // method is safe). It writes the error answer itself when it says no.
 func (s *Server) operatorAuth(w http.ResponseWriter, r *http.Request) bool {
-	if tok, ok := bearer(r); ok {
+	if tok := httpapi.Bearer(r); tok != "" {
 		valid, err := s.cfg.Store.CheckAdminToken(r.Context(), tok)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("check token: %w", err))
