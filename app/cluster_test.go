@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -51,39 +49,7 @@ func newClusterNode(t *testing.T, name string) *clusterNode {
 func (n *clusterNode) run(t *testing.T, args ...string) {
 	t.Helper()
 	p := &lpmosProc{dataDir: n.dataDir, url: n.url, ports: n.ports}
-	p.cmd = exec.Command(os.Args[0], append(args, n.flags...)...)
-	p.cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
-		}
-		<-done
-		if strings.Contains(p.logText(), "WARNING: DATA RACE") {
-			t.Errorf("%s: data race in the lpmos process", n.name)
-		}
-		if t.Failed() || os.Getenv("LPMOS_TEST_LOGS") == "1" {
-			t.Logf("%s log (%v):\n%s", n.name, args[:1], p.logText())
-		}
-	})
+	spawn(t, n.name, p, append(args, n.flags...))
 	n.lpmosProc = p
 }
 

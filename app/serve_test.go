@@ -63,7 +63,17 @@ func startServe(t *testing.T, dataDir string, extra ...string) *lpmosProc {
 	t.Helper()
 	args, url, ports := serveArgs(t, dataDir)
 	p := &lpmosProc{dataDir: dataDir, url: url, ports: ports}
-	p.cmd = exec.Command(os.Args[0], append(args, extra...)...)
+	spawn(t, "lpmos", p, append(args, extra...))
+	return p
+}
+
+// spawn starts `lpmos args...` (this test binary acting as lpmos) as p's
+// child process, collects its log, and when the test ends kills it if it
+// still runs, fails the test on a data race in it, and prints its log if
+// the test failed (or LPMOS_TEST_LOGS=1).
+func spawn(t *testing.T, name string, p *lpmosProc, args []string) {
+	t.Helper()
+	p.cmd = exec.Command(os.Args[0], args...)
 	p.cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -72,8 +82,11 @@ func startServe(t *testing.T, dataDir string, extra ...string) *lpmosProc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			p.mu.Lock()
 			p.log.WriteString(sc.Text() + "\n")
@@ -85,11 +98,14 @@ func startServe(t *testing.T, dataDir string, extra ...string) *lpmosProc {
 			_ = p.cmd.Process.Kill()
 			_ = p.cmd.Wait()
 		}
-		if t.Failed() {
-			t.Logf("lpmos log:\n%s", p.logText())
+		<-done
+		if strings.Contains(p.logText(), "WARNING: DATA RACE") {
+			t.Errorf("%s: data race in the lpmos process", name)
+		}
+		if t.Failed() || os.Getenv("LPMOS_TEST_LOGS") == "1" {
+			t.Logf("%s log (%v):\n%s", name, args[:1], p.logText())
 		}
 	})
-	return p
 }
 
 func (p *lpmosProc) logText() string {
