@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"testing"
@@ -12,15 +13,31 @@ import (
 	"github.com/lpmos/lpmos/store"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback port, free for both TCP and UDP a moment ago,
+// for a server the test starts later under that number (etcd and lpmos
+// need the number before they listen). It is drawn at random below the
+// kernel's ephemeral range (32768-60999 by default): a port from inside it
+// can be taken by any outgoing connection before the server binds it,
+// which happened when a member's port was handed to another member's
+// client connection.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find free port: %v", err)
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("find free port: no free loopback port in 20000-31999 after 100 tries")
+	return 0
 }
 
 // Config returns a store config for an embedded member in dir on free
