@@ -31,12 +31,13 @@ func (r *Region) routes(boot http.Handler) http.Handler {
 		httpapi.WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	m.Get("/healthz", r.healthz)
+	m.Post(wire.PathSession, r.session)
 	m.Post(wire.PathHardware, r.hardware)
 	m.Post(wire.PathProgress, r.progress)
 	m.Post(wire.PathFailure, r.failure)
 	m.Get(wire.PathApproval+"{mac}", r.approval)
-	m.Get(wire.PathImages+"{os}/{version}", r.serveImage)
-	m.Head(wire.PathImages+"{os}/{version}", r.serveImage)
+	m.Get(wire.PathImages+"{os}/{version}", r.imageAuth(r.serveImage))
+	m.Head(wire.PathImages+"{os}/{version}", r.imageAuth(r.serveImage))
 	if boot != nil {
 		m.Handle("/boot/*", boot)
 	} else {
@@ -71,54 +72,6 @@ func (r *Region) fail(w http.ResponseWriter, req *http.Request, e *httpapi.Error
 	httpapi.WriteError(w, e.Code, e.Msg)
 }
 
-func needToken(req *http.Request) (string, *httpapi.Error) {
-	tok := httpapi.Bearer(req)
-	if tok == "" {
-		return "", httpapi.Errorf(http.StatusUnauthorized, "missing agent token: send Authorization: Bearer <lpmos_token from the kernel command line>")
-	}
-	return tok, nil
-}
-
-// lookupTask finds the task a report is about, by id or else by MAC, and
-// checks that it belongs to this region.
-func (r *Region) lookupTask(ctx context.Context, id, mac string) (store.Task, *httpapi.Error) {
-	var (
-		t   store.Task
-		err error
-	)
-	switch {
-	case id != "":
-		t, err = r.st.GetTask(ctx, id)
-	case mac != "":
-		m, perr := store.ParseMAC(mac)
-		if perr != nil {
-			return store.Task{}, httpapi.Errorf(http.StatusBadRequest, "%v", perr)
-		}
-		t, err = r.st.TaskByMAC(ctx, m)
-	default:
-		return store.Task{}, httpapi.Errorf(http.StatusBadRequest, "task_id or mac_address is required")
-	}
-	if err != nil {
-		return store.Task{}, httpapi.StoreError(err)
-	}
-	if t.Spec.RegionID != r.cfg.RegionID {
-		return store.Task{}, httpapi.Errorf(http.StatusNotFound, "task %s belongs to region %s, this is region %s", t.ID, t.Spec.RegionID, r.cfg.RegionID)
-	}
-	return t, nil
-}
-
-// checkToken refuses (403) a token that does not open task t now.
-func (r *Region) checkToken(ctx context.Context, t store.Task, token string) *httpapi.Error {
-	ok, err := r.st.CheckAgentToken(ctx, t.ID, token)
-	if err != nil {
-		return httpapi.Errorf(http.StatusServiceUnavailable, "cannot check the agent token: %v", err)
-	}
-	if !ok {
-		return httpapi.Errorf(http.StatusForbidden, "token does not open task %s (another task's token, or its attempt ended or was retried; the task is %s)", t.ID, t.Status.Status)
-	}
-	return nil
-}
-
 func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 	body := map[string]any{"region": r.cfg.RegionID, "services": r.State()}
 	if err := r.st.Health(req.Context()); err != nil {
@@ -131,9 +84,11 @@ func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, body)
 }
 
-// hardware handles POST /api/v1/agent/hardware. With a token it records the
-// report of the task (ready -> pending_approval). Without one, a MAC with
-// no active task is recorded as a discovered machine when discovery is on.
+// hardware handles POST /api/v1/agent/hardware. With a task session it
+// records the report of the task (ready -> pending_approval). Without one
+// (or with a discovery session), a MAC with no active task is recorded as
+// a discovered machine when discovery is on, and its agent gets a new
+// discovery session.
 func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
 	var rep wire.HardwareReport
@@ -141,14 +96,13 @@ func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, e)
 		return
 	}
-	token := httpapi.Bearer(req)
-	if token == "" {
+	if kind, _, _ := store.ParseAgentToken(httpapi.Bearer(req)); httpapi.Bearer(req) == "" || kind == store.TokenDiscovery {
 		r.discover(w, req, rep)
 		return
 	}
-	t, e := r.lookupTask(ctx, rep.TaskID, rep.MACAddress)
+	t, sess, e := r.taskSession(ctx, req, rep.TaskID, rep.MACAddress)
 	if e == nil {
-		e = r.checkToken(ctx, t, token)
+		e = current(t, sess)
 	}
 	if e != nil {
 		r.fail(w, req, e)
@@ -181,7 +135,7 @@ func (r *Region) discover(w http.ResponseWriter, req *http.Request, rep wire.Har
 	t, err := r.st.TaskByMAC(ctx, mac)
 	switch {
 	case err == nil && t.Status.Status.Active():
-		r.fail(w, req, httpapi.Errorf(http.StatusUnauthorized, "MAC %s has active task %s: send its agent token (Authorization: Bearer <token>)", mac, t.ID))
+		r.fail(w, req, httpapi.Errorf(http.StatusUnauthorized, "MAC %s has active task %s: send its session token (boot the machine to get its boot token)", mac, t.ID))
 		return
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		r.fail(w, req, httpapi.StoreError(err))
@@ -196,44 +150,50 @@ func (r *Region) discover(w http.ResponseWriter, req *http.Request, rep wire.Har
 		r.fail(w, req, httpapi.StoreError(err))
 		return
 	}
+	tok, err := r.st.OpenDiscoverySession(ctx, r.cfg.RegionID, mac, req.RemoteAddr)
+	if err != nil {
+		r.fail(w, req, httpapi.StoreError(err))
+		return
+	}
 	r.log.Info("machine discovered", "mac", mac)
-	httpapi.WriteJSON(w, http.StatusOK, wire.HardwareResponse{Discovered: true})
+	httpapi.WriteJSON(w, http.StatusOK, wire.HardwareResponse{Discovered: true, SessionToken: tok})
 }
 
 // progress handles POST /api/v1/agent/progress.
 func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
-	token, e := needToken(req)
 	var p wire.Progress
-	if e == nil {
-		e = httpapi.Decode(w, req, &p)
-	}
+	e := httpapi.Decode(w, req, &p)
 	if e == nil && (p.Stage == "" || len(p.Stage) > maxStageBytes) {
 		e = httpapi.Errorf(http.StatusBadRequest, "stage is required (at most %d bytes)", maxStageBytes)
 	}
 	if e == nil && len(p.Message) > maxReasonBytes {
 		p.Message = strings.ToValidUTF8(p.Message[:maxReasonBytes], "")
 	}
-	var t store.Task
+	if now := time.Now(); e == nil && (p.Seq <= 0 || p.Seq > now.Add(MaxSeqSkew).UnixMicro()) {
+		e = httpapi.Errorf(http.StatusBadRequest, "seq %d: want 1 up to the server clock in unix microseconds (%d) plus %s", p.Seq, now.UnixMicro(), MaxSeqSkew)
+	}
+	var (
+		t    store.Task
+		sess store.Session
+	)
 	if e == nil {
-		t, e = r.lookupTask(ctx, p.TaskID, p.MACAddress)
+		t, sess, e = r.taskSession(ctx, req, p.TaskID, p.MACAddress)
 	}
 	if e == nil {
-		if e = r.checkToken(ctx, t, token); e != nil && e.Code == http.StatusForbidden &&
-			t.Status.Status == wire.StatusCompleted && p.Stage == wire.StageCompleted &&
-			r.derivedMatches(t.ID, t.Status.Attempt, token) {
-			// The agent repeats its final report (the answer was lost):
-			// the token died with the task, but it is this attempt's.
-			httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusCompleted, Duplicate: true})
-			return
-		}
+		e = current(t, sess)
+	}
+	if e == nil && t.Status.Status == wire.StatusCompleted && p.Stage == wire.StageCompleted {
+		// The agent repeats its final report (the answer was lost).
+		httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusCompleted, Duplicate: true})
+		return
 	}
 	if e != nil {
 		r.fail(w, req, e)
 		return
 	}
-	p.TaskID = t.ID
-	res, err := r.st.ReportProgress(ctx, t.ID, p)
+	p.TaskID, p.Run = t.ID, sess.Run
+	res, err := r.st.ReportAgentProgress(ctx, t.ID, p)
 	if err != nil {
 		e := httpapi.StoreError(err)
 		var te *store.TransitionError
@@ -264,24 +224,25 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 // failure handles POST /api/v1/agent/failure.
 func (r *Region) failure(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
-	token, e := needToken(req)
 	var f wire.FailureReport
-	if e == nil {
-		e = httpapi.Decode(w, req, &f)
-	}
+	e := httpapi.Decode(w, req, &f)
 	if e == nil && strings.TrimSpace(f.Reason) == "" {
 		e = httpapi.Errorf(http.StatusBadRequest, "reason is required")
 	}
-	var t store.Task
+	var (
+		t    store.Task
+		sess store.Session
+	)
 	if e == nil {
-		t, e = r.lookupTask(ctx, f.TaskID, f.MACAddress)
+		t, sess, e = r.taskSession(ctx, req, f.TaskID, f.MACAddress)
 	}
 	if e == nil {
-		if e = r.checkToken(ctx, t, token); e != nil && e.Code == http.StatusForbidden &&
-			t.Status.Status == wire.StatusFailed && r.derivedMatches(t.ID, t.Status.Attempt, token) {
-			httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusFailed, Duplicate: true})
-			return
-		}
+		e = current(t, sess)
+	}
+	if e == nil && t.Status.Status == wire.StatusFailed {
+		// A repeated failure report (the answer was lost).
+		httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: wire.StatusFailed, Duplicate: true})
+		return
 	}
 	if e != nil {
 		r.fail(w, req, e)
@@ -323,72 +284,6 @@ func (r *Region) parseWait(s string) (time.Duration, *httpapi.Error) {
 // operator (the long-poll holds the answer until it changes).
 func waiting(s wire.Status) bool {
 	return s == wire.StatusPending || s == wire.StatusReady || s == wire.StatusPendingApproval
-}
-
-// approval handles GET /api/v1/agent/approval/{mac}?wait=30s. While the task
-// waits for approval, the answer is held until its status changes or wait
-// (at most MaxWait) elapses. A token is required for a MAC with an active
-// task; without one, a MAC with no active task gets 404 (a discovered
-// machine waiting for an operator to create its task, which it then boots
-// again to get its token).
-func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
-	ctx := req.Context()
-	token := httpapi.Bearer(req)
-	wait, e := r.parseWait(req.URL.Query().Get("wait"))
-	var t store.Task
-	if e == nil {
-		t, e = r.lookupTask(ctx, "", chi.URLParam(req, "mac"))
-	}
-	switch {
-	case e != nil && e.Code == http.StatusNotFound:
-		// A discovered machine asks without a token: nothing for it yet.
-		e.Msg = "no task for this machine yet: " + e.Msg
-	case e == nil && token == "" && !t.Status.Status.Active():
-		e = httpapi.Errorf(http.StatusNotFound, "no active task for MAC %s (last task %s is %s)", t.Spec.TargetMAC, t.ID, t.Status.Status)
-	case e == nil && token == "":
-		_, e = needToken(req)
-	case e == nil:
-		e = r.checkToken(ctx, t, token)
-	}
-	if e != nil {
-		r.fail(w, req, e)
-		return
-	}
-	if from, attempt := t.Status.Status, t.Status.Attempt; waiting(from) && wait > 0 {
-		deadline := time.NewTimer(wait)
-		defer deadline.Stop()
-		poll := time.NewTicker(r.cfg.PollInterval)
-		defer poll.Stop()
-	wait:
-		for {
-			wake := r.wakeCh()
-			select {
-			case <-ctx.Done():
-				return
-			case <-r.done:
-				break wait
-			case <-deadline.C:
-				break wait
-			case <-wake:
-			case <-poll.C:
-			}
-			nt, err := r.st.GetTask(ctx, t.ID)
-			if err != nil {
-				r.fail(w, req, httpapi.StoreError(err))
-				return
-			}
-			t = nt
-			if t.Status.Status != from || t.Status.Attempt != attempt {
-				break wait
-			}
-		}
-	}
-	resp, err := r.approvalAnswer(ctx, t)
-	if err != nil {
-		r.fail(w, req, httpapi.StoreError(err))
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
 // approvalAnswer describes task t to its agent. An approved task whose

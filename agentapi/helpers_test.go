@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,7 +162,7 @@ func advance(t *testing.T, r *testRegion, id string, want wire.Status) {
 		}
 		switch s {
 		case wire.StatusReady:
-			_, err = st.ClaimTask(ctx, id, r.token(id, cur.Status.Attempt))
+			_, err = st.ClaimTask(ctx, id, "")
 		case wire.StatusPendingApproval:
 			_, err = st.SetHardware(ctx, id, wire.Hardware{BootMode: "bios"})
 		case wire.StatusInstalling:
@@ -279,3 +280,63 @@ func readAll(t *testing.T, resp *http.Response) []byte {
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+// sessionFor opens an agent session of task id the way an agent does
+// (a boot token redeemed), straight through the store.
+func sessionFor(t *testing.T, st *store.Store, id string) string {
+	t.Helper()
+	ctx := context.Background()
+	boot, err := st.IssueBootToken(ctx, id, time.Minute)
+	if err != nil {
+		t.Fatalf("boot token of %s: %v", id, err)
+	}
+	sess, _, err := st.RedeemBootToken(ctx, id, boot, "192.0.2.1:1")
+	if err != nil {
+		t.Fatalf("redeem boot token of %s: %v", id, err)
+	}
+	return sess
+}
+
+var bootTokenRE = regexp.MustCompile(`lpmos_token=([A-Za-z0-9_-]+)`)
+
+// bootToken fetches the task's iPXE script from r and returns its boot token.
+func bootToken(t *testing.T, r *testRegion, mac string) string {
+	t.Helper()
+	code, script := getText(t, r.srv.URL+"/boot/"+mac+".ipxe")
+	m := bootTokenRE.FindStringSubmatch(script)
+	if code != 200 || m == nil {
+		t.Fatalf("no boot token in the script (%d):\n%s", code, script)
+	}
+	return m[1]
+}
+
+// exchange redeems a boot token at the session endpoint, as the agent's
+// first call does, and returns the status and answer.
+func exchange(t *testing.T, r *testRegion, boot string, task store.Task) (int, wire.SessionResponse) {
+	t.Helper()
+	var sr wire.SessionResponse
+	code := call(t, "POST", r.srv.URL+wire.PathSession, boot, wire.SessionRequest{MACAddress: task.Spec.TargetMAC, TaskID: task.ID}, &sr)
+	return code, sr
+}
+
+// getAuth is GET with a bearer token; it returns the status and body.
+func getAuth(t *testing.T, url, token string, hdr ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
+}

@@ -23,13 +23,13 @@ var (
 // Decide implements pxe.Decider: what the machine with this MAC boots.
 //
 //	task of this region ready/pending_approval/approved/installing/stalled
-//	                      -> the agent, with the task id and its token
+//	                      -> the agent, with the task id and a fresh boot token
 //	pending (not claimed yet) -> claimed now, then the agent
 //	completed, failed, cancelled, or a task of another region -> local disk
 //	no task               -> discovery when DiscoverUnknown, else local disk
 //
-// The token is derived from the region secret; when the stored hash does
-// not match (the region restarted with a new secret) a fresh one is stored.
+// Every script carries a new random boot token (single use, BootTokenTTL)
+// that replaces the previous one: the agent exchanges it for its session.
 func (r *Region) Decide(ctx context.Context, mac net.HardwareAddr) (pxe.Decision, error) {
 	local := pxe.Decision{Action: pxe.ActionLocal}
 	t, err := r.st.TaskByMAC(ctx, mac.String())
@@ -47,7 +47,7 @@ func (r *Region) Decide(ctx context.Context, mac net.HardwareAddr) (pxe.Decision
 		return local, nil
 	}
 	if t.Status.Status == wire.StatusPending {
-		claimed, err := r.st.ClaimTask(ctx, t.ID, r.token(t.ID, t.Status.Attempt))
+		claimed, err := r.st.ClaimTask(ctx, t.ID, "")
 		if err != nil && !errors.Is(err, store.ErrConflict) {
 			return pxe.Decision{}, err
 		}
@@ -62,17 +62,11 @@ func (r *Region) Decide(ctx context.Context, mac net.HardwareAddr) (pxe.Decision
 	default:
 		return local, nil
 	}
-	token := r.token(t.ID, t.Status.Attempt)
-	ok, err := r.st.CheckAgentToken(ctx, t.ID, token)
+	token, err := r.st.IssueBootToken(ctx, t.ID, r.cfg.BootTokenTTL)
 	if err != nil {
-		return pxe.Decision{}, err
+		return pxe.Decision{}, fmt.Errorf("mint boot token for task %s: %w", t.ID, err)
 	}
-	if !ok {
-		if err := r.st.SetAgentToken(ctx, t.ID, token); err != nil {
-			return pxe.Decision{}, fmt.Errorf("mint agent token for task %s: %w", t.ID, err)
-		}
-		r.log.Info("boot: minted a fresh agent token", "task", t.ID, "attempt", t.Status.Attempt)
-	}
+	r.log.Info("boot: boot token issued", "task", t.ID, "attempt", t.Status.Attempt, "mac", mac.String())
 	return pxe.Decision{Action: pxe.ActionInstall, TaskID: t.ID, Token: token}, nil
 }
 

@@ -6,14 +6,31 @@
 // One Region serves one region ID; several regions share one cluster and
 // each touches only its own tasks.
 //
-// Authentication of the agent API: every call about a task carries
-// "Authorization: Bearer <token>", the per-task token the iPXE script put on
-// the agent's kernel line. No token is 401; a token that does not open the
-// task (another task's, or one whose attempt ended or was retried) is 403.
-// Discovery hardware reports and approval polls (a MAC with no active task)
-// need no token (the poll answers 404 until a task exists), nor do image
-// downloads (the agent's downloader sends none). Progress, failure, and
-// approval of an active task always do.
+// Authentication of the agent API (the tokens are described in
+// store/sessions.go; only their hashes are stored):
+//
+//   - Every rendering of a task's iPXE script mints a fresh boot token
+//     (lpmos_token, single use, BootTokenTTL), replacing the previous one.
+//     The agent's first call, POST /api/v1/agent/session, exchanges it for
+//     the task's session token; a new exchange revokes the previous
+//     session, and the task's events name the address that redeemed it. A
+//     second exchange of the same boot token is 401 with an event naming
+//     the address that tried.
+//   - Hardware, approval, progress, failure and image calls about a task
+//     carry "Authorization: Bearer <session token>". A missing, revoked or
+//     unknown token is 401 with a JSON error saying what happened; a
+//     session of another task (or MAC) is 403.
+//   - A machine without a task reports its hardware without a token and is
+//     given a discovery session bound to its MAC (a newer report replaces
+//     it); it long-polls approval with it. When a task is created for the
+//     MAC, the poll answer hands the agent the task and a session for it.
+//     A live agent whose task ended keeps polling with its session; a retry
+//     is handed over the same way, with a fresh session.
+//   - user_data and the rest of the install spec go out only in the
+//     approval answer of an approved/installing/stalled task. Images need
+//     the session of such a task whose os/version is the one requested.
+//   - Progress follows the stage order and ranges (store.ReportAgentProgress);
+//     seq may not exceed the server clock (unix microseconds) plus MaxSeqSkew.
 package agentapi
 
 import (
@@ -74,11 +91,13 @@ type Config struct {
 	// StallAfter: an installing task with no report this long becomes
 	// stalled. Default 2m.
 	StallAfter time.Duration
-	// SecretFile, when set, keeps the region secret the agent tokens are
-	// derived from (created with mode 0600 on first start), so tokens stay
-	// valid across restarts. Empty: a random secret in memory; after a
-	// restart a booting machine gets a freshly minted token.
+	// SecretFile is no longer used: agent tokens are random, single-purpose
+	// and stored hashed in etcd (see the package comment). Kept so
+	// existing callers compile.
 	SecretFile string
+	// BootTokenTTL is how long the boot token of an iPXE script stays
+	// redeemable; default store.DefaultBootTokenTTL (15m).
+	BootTokenTTL time.Duration
 	// LeaseTTL is the TTL in seconds of the /regions/{id} lease; default 10.
 	LeaseTTL int64
 	// Member names the etcd member this region runs beside (informational,
@@ -123,7 +142,6 @@ type Region struct {
 	cfg     Config
 	st      *store.Store
 	log     *slog.Logger
-	secret  []byte
 	handler http.Handler
 
 	mu       sync.Mutex
@@ -167,15 +185,13 @@ func New(cfg Config) (*Region, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	secret, err := loadSecret(cfg.SecretFile)
-	if err != nil {
-		return nil, fmt.Errorf("agentapi: %w", err)
+	if cfg.BootTokenTTL <= 0 {
+		cfg.BootTokenTTL = store.DefaultBootTokenTTL
 	}
 	r := &Region{
 		cfg:      cfg,
 		st:       cfg.Store,
 		log:      cfg.Logger.With("component", "agentapi", "region", cfg.RegionID),
-		secret:   secret,
 		services: make(map[string]ServiceState),
 		wake:     make(chan struct{}),
 		done:     make(chan struct{}),

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -39,11 +38,13 @@ func TestRegionsClaimOnlyTheirOwnTasks(t *testing.T) {
 		if r == dc1 {
 			other = dc2
 		}
-		if ok, err := st.CheckAgentToken(ctx, id, r.token(id, task.Status.Attempt)); err != nil || !ok {
-			t.Errorf("task %s: owner's token refused (%v, %v)", id, ok, err)
+		// Only the owner boots it, and only the owner redeems its boot token.
+		boot := bootToken(t, r, task.Spec.TargetMAC)
+		if code, _ := exchange(t, other, boot, task); code != http.StatusNotFound {
+			t.Errorf("task %s: the other region redeems its boot token (%d)", id, code)
 		}
-		if ok, _ := st.CheckAgentToken(ctx, id, other.token(id, task.Status.Attempt)); ok {
-			t.Errorf("task %s: the other region's token opens it", id)
+		if code, sr := exchange(t, r, boot, task); code != 200 || sr.TaskID != id || sr.Status != wire.StatusReady {
+			t.Errorf("task %s: owner refused its boot token: %d %+v", id, code, sr)
 		}
 	}
 
@@ -56,8 +57,8 @@ func TestRegionsClaimOnlyTheirOwnTasks(t *testing.T) {
 	if retried.Status.Attempt != 2 {
 		t.Fatalf("retried attempt = %d, want 2", retried.Status.Attempt)
 	}
-	if ok, _ := st.CheckAgentToken(ctx, after1.ID, dc1.token(after1.ID, 2)); !ok {
-		t.Error("retried task: attempt 2 token refused")
+	if code, _ := exchange(t, dc1, bootToken(t, dc1, retried.Spec.TargetMAC), retried); code != 200 {
+		t.Errorf("retried task: attempt 2 boot token refused (%d)", code)
 	}
 
 	time.Sleep(300 * time.Millisecond)
@@ -85,19 +86,21 @@ func TestTokenOpensOnlyItsTask(t *testing.T) {
 	for _, task := range []store.Task{t1, t2, t3} {
 		advance(t, r, task.ID, wire.StatusReady)
 	}
-	tok1, tok2 := r.token(t1.ID, 1), r.token(t2.ID, 1)
+	tok1, tok2 := sessionFor(t, st, t1.ID), sessionFor(t, st, t2.ID)
 	t4 := createTask(t, st, "dc1")
 	advance(t, r, t4.ID, wire.StatusInstalling)
-	tok4 := r.token(t4.ID, 1)
+	tok4 := sessionFor(t, st, t4.ID)
 
-	// t3 is retried: its attempt-1 token dies, attempt 2 gets a new one.
-	oldTok3 := r.token(t3.ID, 1)
+	// t3 is retried and booted again: its attempt-1 session is revoked by
+	// the new one.
+	oldTok3 := sessionFor(t, st, t3.ID)
 	advance(t, r, t3.ID, wire.StatusFailed)
 	if _, err := st.Transition(ctx, t3.ID, wire.StatusPending, "retry"); err != nil {
 		t.Fatal(err)
 	}
 	advance(t, r, t3.ID, wire.StatusReady)
-	newTok3 := r.token(t3.ID, 2)
+	newTok3 := sessionFor(t, st, t3.ID)
+	boot1 := bootToken(t, r, t1.Spec.TargetMAC) // a boot token is no session
 
 	hw := func(task store.Task) wire.HardwareReport {
 		return wire.HardwareReport{MACAddress: task.Spec.TargetMAC, TaskID: task.ID, Hardware: wire.Hardware{BootMode: "uefi"}}
@@ -113,26 +116,29 @@ func TestTokenOpensOnlyItsTask(t *testing.T) {
 	}{
 		{"hardware no token (active task)", "POST", wire.PathHardware, "", hw(t1), http.StatusUnauthorized},
 		{"hardware other task's token", "POST", wire.PathHardware, tok2, hw(t1), http.StatusForbidden},
-		{"hardware made-up token", "POST", wire.PathHardware, "bm90LWEtdG9rZW4", hw(t1), http.StatusForbidden},
-		{"hardware retried attempt's token", "POST", wire.PathHardware, oldTok3, hw(t3), http.StatusForbidden},
+		{"hardware made-up token", "POST", wire.PathHardware, "bm90LWEtdG9rZW4", hw(t1), http.StatusUnauthorized},
+		{"hardware made-up session of the task", "POST", wire.PathHardware, "s_" + t1.ID + "_bm90LWEtdG9rZW4bm90LWEtdG9rZW4bm90LWEtdG9rZW4", hw(t1), http.StatusUnauthorized},
+		{"hardware with the boot token", "POST", wire.PathHardware, boot1, hw(t1), http.StatusUnauthorized},
+		{"hardware retried attempt's token", "POST", wire.PathHardware, oldTok3, hw(t3), http.StatusUnauthorized},
 		{"hardware right token", "POST", wire.PathHardware, tok1, hw(t1), http.StatusOK},
 		{"hardware retried task new token", "POST", wire.PathHardware, newTok3, hw(t3), http.StatusOK},
 		{"approval no token", "GET", wire.PathApproval + t1.Spec.TargetMAC, "", nil, http.StatusUnauthorized},
-		{"approval no token, MAC without a task (discovered machine)", "GET", wire.PathApproval + "52:54:00:ff:ff:fd", "", nil, http.StatusNotFound},
+		{"approval no token, MAC without a task", "GET", wire.PathApproval + "52:54:00:ff:ff:fd", "", nil, http.StatusUnauthorized},
 		{"approval other task's token", "GET", wire.PathApproval + t1.Spec.TargetMAC, tok2, nil, http.StatusForbidden},
 		{"approval right token", "GET", wire.PathApproval + t1.Spec.TargetMAC, tok1, nil, http.StatusOK},
-		{"approval unknown MAC", "GET", wire.PathApproval + "52:54:00:ff:ff:fe", tok1, nil, http.StatusNotFound},
+		{"approval other MAC", "GET", wire.PathApproval + "52:54:00:ff:ff:fe", tok1, nil, http.StatusForbidden},
 		{"approval bad MAC", "GET", wire.PathApproval + "zz", tok1, nil, http.StatusBadRequest},
 		{"progress no token", "POST", wire.PathProgress, "", wire.Progress{TaskID: t1.ID, Seq: 1, Stage: "partitioning"}, http.StatusUnauthorized},
 		{"progress other task's token", "POST", wire.PathProgress, tok2, wire.Progress{TaskID: t1.ID, Seq: 1, Stage: "partitioning"}, http.StatusForbidden},
-		{"progress unknown task", "POST", wire.PathProgress, tok1, wire.Progress{TaskID: "00000000-0000-4000-8000-000000000000", Seq: 1, Stage: "partitioning"}, http.StatusNotFound},
+		{"progress unknown task", "POST", wire.PathProgress, tok1, wire.Progress{TaskID: "00000000-0000-4000-8000-000000000000", Seq: 1, Stage: "partitioning"}, http.StatusForbidden},
+		{"progress with the boot token", "POST", wire.PathProgress, boot1, wire.Progress{TaskID: t1.ID, Seq: 1, Stage: "partitioning"}, http.StatusUnauthorized},
 		{"failure no token", "POST", wire.PathFailure, "", wire.FailureReport{TaskID: t1.ID, Reason: "x"}, http.StatusUnauthorized},
 		{"failure other task's token", "POST", wire.PathFailure, tok1, wire.FailureReport{TaskID: t2.ID, Reason: "x"}, http.StatusForbidden},
-		{"failure retried attempt's token", "POST", wire.PathFailure, oldTok3, wire.FailureReport{TaskID: t3.ID, Reason: "x"}, http.StatusForbidden},
+		{"failure retried attempt's token", "POST", wire.PathFailure, oldTok3, wire.FailureReport{TaskID: t3.ID, Reason: "x"}, http.StatusUnauthorized},
 		{"hardware again after approval (machine rebooted)", "POST", wire.PathHardware, tok4, hw(t4), http.StatusOK},
 		{"failure right token", "POST", wire.PathFailure, tok2, wire.FailureReport{TaskID: t2.ID, Reason: "disk on fire", LogLines: []string{"a", "b"}}, http.StatusOK},
 		{"failure again after the task ended (replay)", "POST", wire.PathFailure, tok2, wire.FailureReport{TaskID: t2.ID, Reason: "disk on fire"}, http.StatusOK},
-		{"progress after the task ended", "POST", wire.PathProgress, tok2, wire.Progress{TaskID: t2.ID, Seq: 1, Stage: "partitioning"}, http.StatusForbidden},
+		{"progress after the task ended", "POST", wire.PathProgress, tok2, wire.Progress{TaskID: t2.ID, Seq: 1, Stage: "partitioning"}, http.StatusConflict},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,11 +173,20 @@ func TestHappyPathThroughAPI(t *testing.T) {
 	mac := task.Spec.TargetMAC
 	waitStatus(t, st, task.ID, wire.StatusReady)
 
-	// The iPXE script hands out the task and the token.
+	// The iPXE script hands out the task and a boot token, which the
+	// agent's first call exchanges for its session.
 	code, script := getText(t, r.srv.URL+"/boot/"+mac+".ipxe")
-	token := r.token(task.ID, 1)
-	if code != 200 || !strings.Contains(script, "lpmos_task="+task.ID) || !strings.Contains(script, "lpmos_token="+token) {
+	if code != 200 || !strings.Contains(script, "lpmos_task="+task.ID) {
 		t.Fatalf("script %d:\n%s", code, script)
+	}
+	code, sr := exchange(t, r, bootTokenRE.FindStringSubmatch(script)[1], task)
+	token := sr.SessionToken
+	if code != 200 || sr.TaskID != task.ID || sr.Status != wire.StatusReady || !strings.HasPrefix(token, "s_"+task.ID+"_") {
+		t.Fatalf("session exchange: %d %+v", code, sr)
+	}
+	// No image before approval.
+	if code, _ := getAuth(t, r.srv.URL+"/images/ubuntu/22.04", token); code != http.StatusForbidden {
+		t.Fatalf("image before approval: %d", code)
 	}
 
 	var hr wire.HardwareResponse
@@ -217,14 +232,17 @@ func TestHappyPathThroughAPI(t *testing.T) {
 		got.Hostname != want.Hostname || !slices.Equal(got.SSHAuthorizedKeys, want.SSHAuthorizedKeys) || got.UserData != want.UserData || got.ImageFormat != "raw" {
 		t.Fatalf("install spec %+v, want %+v", got, *want)
 	}
-	if code, body := getText(t, ar.Install.ImageURL); code != 200 || body != "a tiny disk image" {
+	if code, body := getAuth(t, ar.Install.ImageURL, token); code != 200 || body != "a tiny disk image" {
 		t.Fatalf("image download: %d %q", code, body)
+	}
+	if code, _ := getAuth(t, ar.Install.ImageURL, ""); code != http.StatusUnauthorized {
+		t.Fatalf("image download without a session: %d", code)
 	}
 
 	stages := []struct {
 		stage string
 		pct   int
-	}{{"partitioning", 20}, {"downloading", 45}, {"installing", 75}, {"configuring", 95}, {"completed", 100}}
+	}{{"partitioning", 20}, {"downloading", 45}, {"installing", 75}, {"configuring", 100}, {"completed", 100}}
 	for i, s := range stages {
 		var pr wire.ProgressResponse
 		if code := call(t, "POST", r.srv.URL+wire.PathProgress, token, wire.Progress{MACAddress: mac, TaskID: task.ID, Seq: int64(i + 1), Stage: s.stage, Percentage: s.pct, Message: s.stage + "..."}, &pr); code != 200 {
@@ -247,9 +265,14 @@ func TestHappyPathThroughAPI(t *testing.T) {
 	if code := call(t, "POST", r.srv.URL+wire.PathProgress, token, wire.Progress{TaskID: task.ID, Seq: 5, Stage: "completed", Percentage: 100}, &pr); code != 200 || !pr.Duplicate || pr.Status != wire.StatusCompleted {
 		t.Fatalf("repeated completion: %d %+v", code, pr)
 	}
-	// The token died with the task; the next PXE boot goes to local disk.
-	if code := call(t, "GET", r.srv.URL+wire.PathApproval+mac, token, nil, nil); code != http.StatusForbidden {
-		t.Errorf("approval after completion: %d, want 403", code)
+	// The session only learns the task ended; no image any more; the next
+	// PXE boot goes to local disk.
+	ar = wire.ApprovalResponse{}
+	if code := call(t, "GET", r.srv.URL+wire.PathApproval+mac, token, nil, &ar); code != 200 || ar.Status != wire.StatusCompleted || ar.Install != nil {
+		t.Errorf("approval after completion: %d %+v", code, ar)
+	}
+	if code, _ := getAuth(t, r.srv.URL+"/images/ubuntu/22.04", token); code != http.StatusForbidden {
+		t.Errorf("image after completion: %d", code)
 	}
 	if _, script := getText(t, r.srv.URL+"/boot/"+mac+".ipxe"); !strings.Contains(script, "\nexit\n") || strings.Contains(script, "kernel") {
 		t.Errorf("script after completion:\n%s", script)
@@ -265,7 +288,8 @@ func TestProgressRules(t *testing.T) {
 	advance(t, r, approved.ID, wire.StatusApproved)
 	ready := createTask(t, st, "dc1")
 	advance(t, r, ready.ID, wire.StatusPendingApproval)
-	tokA, tokR := r.token(approved.ID, 1), r.token(ready.ID, 1)
+	tokA, tokR := sessionFor(t, st, approved.ID), sessionFor(t, st, ready.ID)
+	future := time.Now().Add(MaxSeqSkew + time.Minute).UnixMicro()
 
 	tests := []struct {
 		name    string
@@ -276,14 +300,23 @@ func TestProgressRules(t *testing.T) {
 		wantErr string
 	}{
 		{"before approval", tokR, wire.Progress{TaskID: ready.ID, Seq: 1, Stage: "partitioning", Percentage: 1}, http.StatusConflict, false, "pending_approval"},
+		{"jump to completed", tokA, wire.Progress{TaskID: approved.ID, Seq: 1, Stage: "completed", Percentage: 100}, http.StatusConflict, false, "expected stage partitioning"},
+		{"seq beyond the server clock", tokA, wire.Progress{TaskID: approved.ID, Seq: 9223372036854775807, Stage: "partitioning"}, http.StatusBadRequest, false, "server clock"},
+		{"seq just beyond the skew", tokA, wire.Progress{TaskID: approved.ID, Seq: future, Stage: "partitioning"}, http.StatusBadRequest, false, "server clock"},
+		{"seq zero", tokA, wire.Progress{TaskID: approved.ID, Stage: "partitioning"}, http.StatusBadRequest, false, "seq"},
 		{"first", tokA, wire.Progress{TaskID: approved.ID, Seq: 1, Stage: "partitioning", Percentage: 10}, 200, false, ""},
 		{"by MAC only", tokA, wire.Progress{MACAddress: approved.Spec.TargetMAC, Seq: 2, Stage: "partitioning", Percentage: 15}, 200, false, ""},
-		{"duplicate", tokA, wire.Progress{TaskID: approved.ID, Seq: 2, Stage: "partitioning", Percentage: 15}, 200, true, ""},
+		{"by the token only", tokA, wire.Progress{Seq: 3, Stage: "partitioning", Percentage: 16}, 200, false, ""},
+		{"duplicate", tokA, wire.Progress{TaskID: approved.ID, Seq: 3, Stage: "partitioning", Percentage: 16}, 200, true, ""},
 		{"regression", tokA, wire.Progress{TaskID: approved.ID, Seq: 1, Stage: "partitioning", Percentage: 10}, http.StatusConflict, false, "regression"},
-		{"percentage out of range", tokA, wire.Progress{TaskID: approved.ID, Seq: 3, Stage: "downloading", Percentage: 101}, http.StatusBadRequest, false, "percentage"},
-		{"no stage", tokA, wire.Progress{TaskID: approved.ID, Seq: 3, Percentage: 30}, http.StatusBadRequest, false, "stage"},
-		{"no task id or MAC", tokA, wire.Progress{Seq: 3, Stage: "downloading"}, http.StatusBadRequest, false, "task_id"},
-		{"next", tokA, wire.Progress{TaskID: approved.ID, Seq: 3, Stage: "downloading", Percentage: 30}, 200, false, ""},
+		{"percentage back", tokA, wire.Progress{TaskID: approved.ID, Seq: 4, Stage: "partitioning", Percentage: 12}, http.StatusConflict, false, "expected stage partitioning"},
+		{"stage skipped", tokA, wire.Progress{TaskID: approved.ID, Seq: 4, Stage: "configuring", Percentage: 95}, http.StatusConflict, false, "expected stage downloading"},
+		{"percentage out of range", tokA, wire.Progress{TaskID: approved.ID, Seq: 4, Stage: "downloading", Percentage: 101}, http.StatusBadRequest, false, "percentage"},
+		{"percentage outside the stage", tokA, wire.Progress{TaskID: approved.ID, Seq: 4, Stage: "downloading", Percentage: 70}, http.StatusBadRequest, false, "20-60"},
+		{"unknown stage", tokA, wire.Progress{TaskID: approved.ID, Seq: 4, Stage: "dancing", Percentage: 30}, http.StatusBadRequest, false, "stage"},
+		{"no stage", tokA, wire.Progress{TaskID: approved.ID, Seq: 4, Percentage: 30}, http.StatusBadRequest, false, "stage"},
+		{"other task's id", tokA, wire.Progress{TaskID: ready.ID, Seq: 4, Stage: "downloading", Percentage: 30}, http.StatusForbidden, false, "belongs to task"},
+		{"next", tokA, wire.Progress{TaskID: approved.ID, Seq: 4, Stage: "downloading", Percentage: 30}, 200, false, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,7 +338,7 @@ func TestProgressRules(t *testing.T) {
 		})
 	}
 	task, _ := st.GetTask(ctx, approved.ID)
-	if task.Progress == nil || task.Progress.Seq != 3 || task.Progress.Stage != "downloading" {
+	if task.Progress == nil || task.Progress.Seq != 4 || task.Progress.Stage != "downloading" || task.Progress.Run != 1 {
 		t.Errorf("stored progress %+v", task.Progress)
 	}
 }
@@ -315,7 +348,7 @@ func TestBadBodies(t *testing.T) {
 	r := newRegion(t, st, "dc1", nil)
 	task := createTask(t, st, "dc1")
 	advance(t, r, task.ID, wire.StatusReady)
-	tok := r.token(task.ID, 1)
+	tok := sessionFor(t, st, task.ID)
 	big := []byte(`{"task_id":"` + task.ID + `","stage":"x","message":"` + strings.Repeat("a", MaxBodyBytes) + `"}`)
 	tests := []struct {
 		name string
@@ -386,8 +419,8 @@ func TestDiscovery(t *testing.T) {
 			if got := call(t, "POST", tc.r.srv.URL+wire.PathHardware, "", report(tc.mac), &hr); got != tc.want {
 				t.Fatalf("status = %d, want %d", got, tc.want)
 			}
-			if hr.Discovered != tc.discovered {
-				t.Errorf("discovered = %v", hr.Discovered)
+			if hr.Discovered != tc.discovered || tc.discovered != strings.HasPrefix(hr.SessionToken, "d_") {
+				t.Errorf("answer %+v", hr)
 			}
 			if tc.discovered {
 				mac, _ := store.ParseMAC(tc.mac)
@@ -432,7 +465,7 @@ func TestBootScriptPerState(t *testing.T) {
 			switch tc.want {
 			case pxe.ActionInstall:
 				for _, s := range []string{
-					"lpmos_task=" + task.ID, "lpmos_token=" + r.token(task.ID, 1), "lpmos_client=" + r.srv.URL + " ",
+					"lpmos_task=" + task.ID, "lpmos_token=b_" + task.ID + "_", "lpmos_client=" + r.srv.URL + " ",
 					"ip=${ip}::${gateway}:${netmask}:::off", r.srv.URL + "/boot/files/vmlinuz", r.srv.URL + "/boot/files/initramfs.img",
 					"lpmos_poweroff=1",
 				} {
@@ -440,8 +473,8 @@ func TestBootScriptPerState(t *testing.T) {
 						t.Errorf("script lacks %q:\n%s", s, script)
 					}
 				}
-				if ok, _ := st.CheckAgentToken(ctx, task.ID, r.token(task.ID, 1)); !ok {
-					t.Error("the token in the script does not open the task")
+				if code, sr := exchange(t, r, bootTokenRE.FindStringSubmatch(script)[1], task); code != 200 || sr.SessionToken == "" {
+					t.Errorf("the boot token in the script is not redeemable: %d %+v", code, sr)
 				}
 				if got, _ := st.GetTask(ctx, task.ID); got.Status.Status == wire.StatusPending {
 					t.Error("pending task was not claimed by the boot")
@@ -470,20 +503,19 @@ func TestBootScriptPerState(t *testing.T) {
 		}
 	})
 
-	t.Run("region restarted with a new secret mints a fresh token", func(t *testing.T) {
+	t.Run("each script mints a new boot token, superseding the previous one", func(t *testing.T) {
 		task := createTask(t, st, "dc1")
 		advance(t, r, task.ID, wire.StatusPendingApproval)
-		old := r.token(task.ID, 1)
-		_, script := getText(t, noDiscovery.srv.URL+"/boot/"+task.Spec.TargetMAC+".ipxe") // same region id, other secret
-		fresh := noDiscovery.token(task.ID, 1)
-		if fresh == old || !strings.Contains(script, "lpmos_token="+fresh) {
-			t.Fatalf("script:\n%s", script)
+		first := bootToken(t, r, task.Spec.TargetMAC)
+		second := bootToken(t, noDiscovery, task.Spec.TargetMAC) // another process of the region
+		if first == second {
+			t.Fatal("two scripts carry the same boot token")
 		}
-		if ok, _ := st.CheckAgentToken(ctx, task.ID, fresh); !ok {
-			t.Error("fresh token refused")
+		if code, _ := exchange(t, r, first, task); code != http.StatusUnauthorized {
+			t.Errorf("superseded boot token: %d, want 401", code)
 		}
-		if ok, _ := st.CheckAgentToken(ctx, task.ID, old); ok {
-			t.Error("old token still opens the task")
+		if code, _ := exchange(t, r, second, task); code != 200 {
+			t.Errorf("newest boot token: %d", code)
 		}
 	})
 
@@ -566,6 +598,16 @@ func TestImageServedWithRange(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Images go only to the session of an approved task for that image.
+	sessions := map[string]string{}
+	for _, ver := range []string{"12", "13"} {
+		task, err := st.CreateTask(context.Background(), store.Spec{RegionID: "dc1", TargetMAC: nextMAC(), OSType: "debian", OSVersion: ver})
+		if err != nil {
+			t.Fatal(err)
+		}
+		advance(t, r, task.ID, wire.StatusApproved)
+		sessions[ver] = sessionFor(t, st, task.ID)
+	}
 	for _, ver := range []string{"12", "13"} {
 		u := r.srv.URL + "/images/debian/" + ver
 		tests := []struct {
@@ -581,7 +623,7 @@ func TestImageServedWithRange(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(ver+" "+tc.rng, func(t *testing.T) {
 				req, _ := http.NewRequest("GET", u, nil)
-				req.Header.Set("Authorization", "Bearer secret")
+				req.Header.Set("Authorization", "Bearer "+sessions[ver])
 				if tc.rng != "" {
 					req.Header.Set("Range", tc.rng)
 				}
@@ -600,11 +642,37 @@ func TestImageServedWithRange(t *testing.T) {
 			})
 		}
 	}
-	if code := call(t, "GET", r.srv.URL+"/images/debian/99", "", nil, nil); code != 404 {
-		t.Errorf("missing image: %d", code)
+	for _, tc := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"no token", "/images/debian/12", "", http.StatusUnauthorized},
+		{"made-up token", "/images/debian/12", "Zm9v", http.StatusUnauthorized},
+		{"HEAD without token", "/images/debian/12", "", http.StatusUnauthorized},
+		{"another task's image", "/images/debian/13", sessions["12"], http.StatusForbidden},
+		{"image of no task", "/images/debian/99", sessions["12"], http.StatusForbidden},
+	} {
+		method := "GET"
+		if strings.HasPrefix(tc.name, "HEAD") {
+			method = "HEAD"
+		}
+		req, _ := http.NewRequest(method, r.srv.URL+tc.path, nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
 	}
 	// If-Range with the ETag resumes; with a stale validator the whole file comes.
-	resp, err := http.Get(r.srv.URL + "/images/debian/12")
+	req, _ := http.NewRequest("GET", r.srv.URL+"/images/debian/12", nil)
+	req.Header.Set("Authorization", "Bearer "+sessions["12"])
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,6 +685,7 @@ func TestImageServedWithRange(t *testing.T) {
 		req, _ := http.NewRequest("GET", r.srv.URL+"/images/debian/12", nil)
 		req.Header.Set("Range", "bytes=10-")
 		req.Header.Set("If-Range", tc.ifRange)
+		req.Header.Set("Authorization", "Bearer "+sessions["12"])
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -638,7 +707,7 @@ func TestMissingImageFailsAtApproval(t *testing.T) {
 		task := createTask(t, st, "dc1")
 		advance(t, r, task.ID, wire.StatusApproved)
 		var ar wire.ApprovalResponse
-		if code := call(t, "GET", r.srv.URL+wire.PathApproval+task.Spec.TargetMAC, r.token(task.ID, 1), nil, &ar); code != 200 {
+		if code := call(t, "GET", r.srv.URL+wire.PathApproval+task.Spec.TargetMAC, sessionFor(t, st, task.ID), nil, &ar); code != 200 {
 			t.Fatalf("approval: %d", code)
 		}
 		if ar.Approved || ar.Install != nil || ar.Status != wire.StatusFailed || ar.Reason != reason {
@@ -672,7 +741,7 @@ func TestMissingImageFailsAtApproval(t *testing.T) {
 		}
 		advance(t, r, task.ID, wire.StatusApproved)
 		var ar wire.ApprovalResponse
-		call(t, "GET", r.srv.URL+wire.PathApproval+task.Spec.TargetMAC, r.token(task.ID, 1), nil, &ar)
+		call(t, "GET", r.srv.URL+wire.PathApproval+task.Spec.TargetMAC, sessionFor(t, st, task.ID), nil, &ar)
 		if ar.Status != wire.StatusFailed || !strings.Contains(ar.Reason, "not readable on region dc3") {
 			t.Errorf("answer %+v", ar)
 		}
@@ -688,7 +757,7 @@ func TestStallAndRecover(t *testing.T) {
 	task := createTask(t, st, "dc1")
 	waitStatus(t, st, task.ID, wire.StatusReady)
 	advance(t, r, task.ID, wire.StatusApproved)
-	tok := r.token(task.ID, 1)
+	tok := sessionFor(t, st, task.ID)
 	if code := call(t, "POST", r.srv.URL+wire.PathProgress, tok, wire.Progress{TaskID: task.ID, Seq: 1, Stage: "partitioning", Percentage: 5}, nil); code != 200 {
 		t.Fatalf("progress: %d", code)
 	}
@@ -759,8 +828,9 @@ func TestStartServesAndReportsState(t *testing.T) {
 	task := createTask(t, st, "dc1")
 	waitStatus(t, st, task.ID, wire.StatusReady)
 	pollDone := make(chan int, 1)
+	sess := sessionFor(t, st, task.ID)
 	go func() {
-		pollDone <- call(t, "GET", "http://"+addr+wire.PathApproval+task.Spec.TargetMAC+"?wait=60s", r.token(task.ID, 1), nil, nil)
+		pollDone <- call(t, "GET", "http://"+addr+wire.PathApproval+task.Spec.TargetMAC+"?wait=60s", sess, nil, nil)
 	}()
 	time.Sleep(200 * time.Millisecond)
 	if err := r.Start(ctx); err == nil {
@@ -787,32 +857,8 @@ func TestStartServesAndReportsState(t *testing.T) {
 	}
 }
 
-func TestSecretFile(t *testing.T) {
+func TestNewRefusesBadConfig(t *testing.T) {
 	st := newStore(t)
-	path := filepath.Join(t.TempDir(), "sub", "region.secret")
-	cfg := Config{Store: st, RegionID: "dc1", PublicURL: "http://10.55.0.1:8081", SecretFile: path}
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("secret file: %v %v", fi, err)
-	}
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := "0e4a0c52-9d31-4c3e-8f0e-5f7a5e3b1c2d"
-	if a.token(id, 1) != b.token(id, 1) || a.token(id, 1) == a.token(id, 2) {
-		t.Error("tokens are not stable across restarts or not per attempt")
-	}
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Errorf("world-readable secret accepted: %v", err)
-	}
 	for _, bad := range []Config{
 		{RegionID: "dc1", PublicURL: "http://x"},
 		{Store: st, PublicURL: "http://x"},

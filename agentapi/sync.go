@@ -223,10 +223,9 @@ func (s *syncer) sweep(ctx context.Context) {
 	}
 }
 
-// claim moves a pending task of this region to ready with the token of its
-// attempt. Losing the race (already claimed, cancelled) is not an error.
+// claim moves a pending task of this region to ready. Losing the race (already claimed, cancelled) is not an error.
 func (r *Region) claim(ctx context.Context, id string, attempt int) {
-	_, err := r.st.ClaimTask(ctx, id, r.token(id, attempt))
+	_, err := r.st.ClaimTask(ctx, id, "")
 	switch {
 	case err == nil:
 		r.log.Info("task claimed", "task", id, "attempt", attempt)

@@ -7,9 +7,9 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
-
 	"fmt"
+	"time"
+
 	"github.com/lpmos/lpmos/agent/wire"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -74,61 +74,17 @@ func (s *Store) CheckAdminToken(ctx context.Context, token string) (bool, error)
 	return secretMatches(token, string(resp.Kvs[0].Value)), nil
 }
 
-// agentToken is /tasks/{id}/agent-token: the hash of the token handed to the
-// agent for one attempt.
-type agentToken struct {
-	SHA256  string `json:"sha256"`
-	Attempt int    `json:"attempt"`
-}
-
-// CheckAgentToken reports whether token opens task id in its current
-// attempt. The token key is deleted when the task ends or is retried, so
-// old tokens die with their attempt.
-func (s *Store) CheckAgentToken(ctx context.Context, id, token string) (bool, error) {
-	if token == "" || !validTaskID(id) {
-		return false, nil
-	}
-	resp, err := s.cli.Get(ctx, tokenKey(id))
-	if err != nil {
-		return false, fmt.Errorf("read agent token of %s: %w", id, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return false, nil
-	}
-	var at agentToken
-	if err := json.Unmarshal(resp.Kvs[0].Value, &at); err != nil {
-		return false, fmt.Errorf("decode agent token of %s: %w", id, err)
-	}
-	return secretMatches(token, at.SHA256), nil
-}
-
-// ClaimTask moves a pending task to ready for its region and stores the
-// hash of the agent token for this attempt, in one transaction.
-func (s *Store) ClaimTask(ctx context.Context, id, token string) (Task, error) {
+// ClaimTask moves a pending task to ready for its region. When boot is not
+// empty it is stored, in the same transaction, as the task's boot token
+// (valid DefaultBootTokenTTL); the region itself mints boot tokens per iPXE
+// script (IssueBootToken) and passes "".
+func (s *Store) ClaimTask(ctx context.Context, id, boot string) (Task, error) {
 	return s.transition(ctx, id, wire.StatusReady, "claimed by region", func(t Task) ([]clientv3.Op, []clientv3.Cmp, error) {
-		return []clientv3.Op{clientv3.OpPut(tokenKey(id), mustJSON(agentToken{SHA256: hashSecret(token), Attempt: t.Status.Attempt}))}, nil, nil
+		if boot == "" {
+			return nil, nil, nil
+		}
+		now := time.Now().UTC()
+		bt := bootToken{SHA256: hashSecret(boot), Attempt: t.Status.Attempt, IssuedAt: now, Expires: now.Add(DefaultBootTokenTTL)}
+		return []clientv3.Op{clientv3.OpPut(bootstrapKey(id), mustJSON(bt))}, nil, nil
 	})
-}
-
-// SetAgentToken replaces the agent token hash of an active task (a region
-// that lost the secret the token was derived from mints a new one).
-func (s *Store) SetAgentToken(ctx context.Context, id, token string) error {
-	for range maxTxnRetries {
-		st, rev, err := s.status(ctx, id)
-		if err != nil {
-			return err
-		}
-		if !st.Status.Active() {
-			return &TransitionError{ID: id, From: st.Status, To: st.Status}
-		}
-		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(statusKey(id)), "=", rev)).
-			Then(clientv3.OpPut(tokenKey(id), mustJSON(agentToken{SHA256: hashSecret(token), Attempt: st.Attempt}))).Commit()
-		if err != nil {
-			return fmt.Errorf("store agent token of %s: %w", id, err)
-		}
-		if resp.Succeeded {
-			return nil
-		}
-	}
-	return fmt.Errorf("store agent token of %s: %w: too much contention", id, ErrConflict)
 }

@@ -15,6 +15,7 @@ const (
 	prefixImages   = "/images/"
 	prefixLeases   = "/leases/"
 	keyAdminToken  = "/auth/admin-token-sha256"
+	prefixDiscSess = "/discovery-sessions/"
 )
 
 func taskPrefix(id string) string    { return prefixTasks + id + "/" }
@@ -22,9 +23,11 @@ func specKey(id string) string       { return prefixTasks + id + "/spec" }
 func statusKey(id string) string     { return prefixTasks + id + "/status" }
 func hardwareKey(id string) string   { return prefixTasks + id + "/hardware" }
 func progressKey(id string) string   { return prefixTasks + id + "/progress" }
-func tokenKey(id string) string      { return prefixTasks + id + "/agent-token" }
+func bootstrapKey(id string) string  { return prefixTasks + id + "/bootstrap" }
+func sessionKey(id string) string    { return prefixTasks + id + "/session" }
 func eventsPrefix(id string) string  { return prefixTasks + id + "/events/" }
 func macIndexKey(mac string) string  { return prefixMACIndex + mac }
+func discoveryKey(mac string) string { return prefixDiscSess + mac }
 func machineKey(mac string) string   { return prefixMachines + mac }
 func regionKey(id string) string     { return prefixRegions + id }
 func leaseKey(mac string) string     { return prefixLeases + mac }

@@ -284,34 +284,6 @@ func TestProgressMonotonic(t *testing.T) {
 	}
 }
 
-func TestAgentTokenLifecycle(t *testing.T) {
-	s := storetest.New(t)
-	ctx := context.Background()
-	a, _ := s.CreateTask(ctx, spec("02:00:00:00:03:01"))
-	b, _ := s.CreateTask(ctx, spec("02:00:00:00:03:02"))
-	tokA, tokB := store.NewSecret(), store.NewSecret()
-	if _, err := s.ClaimTask(ctx, a.ID, tokA); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ClaimTask(ctx, b.ID, tokB); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		id, tok string
-		want    bool
-	}{{a.ID, tokA, true}, {b.ID, tokB, true}, {a.ID, tokB, false}, {b.ID, tokA, false}, {a.ID, "", false}} {
-		if ok, err := s.CheckAgentToken(ctx, tc.id, tc.tok); err != nil || ok != tc.want {
-			t.Errorf("CheckAgentToken(%s, %.6s) = %v, %v; want %v", tc.id, tc.tok, ok, err, tc.want)
-		}
-	}
-	if _, err := s.Transition(ctx, a.ID, wire.StatusCancelled, ""); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := s.CheckAgentToken(ctx, a.ID, tokA); ok {
-		t.Fatal("token still opens a cancelled task")
-	}
-}
-
 func TestWatchSeesEveryChange(t *testing.T) {
 	s := storetest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

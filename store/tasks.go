@@ -255,11 +255,13 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 				clientv3.OpPut(macIndexKey(t.Spec.TargetMAC), id),
 				clientv3.OpDelete(progressKey(id)),
 				clientv3.OpDelete(hardwareKey(id)),
-				clientv3.OpDelete(tokenKey(id)),
+				clientv3.OpDelete(bootstrapKey(id)),
 			)
+			// The session stays: the live agent of the ended attempt,
+			// still polling with it, is handed a fresh one (agentapi).
 		}
 		if !to.Active() {
-			ops = append(ops, clientv3.OpDelete(tokenKey(id))) // the agent token dies with the task
+			ops = append(ops, clientv3.OpDelete(bootstrapKey(id))) // an unredeemed boot token dies with the task
 		}
 		if extra != nil {
 			xops, xcmps, err := extra(t)
@@ -322,6 +324,13 @@ type ProgressResult struct {
 // with ErrRegression. An approved or stalled task moves to installing in the
 // same transaction.
 func (s *Store) ReportProgress(ctx context.Context, id string, p wire.Progress) (ProgressResult, error) {
+	return s.reportProgress(ctx, id, p, nil)
+}
+
+// reportProgress is ReportProgress with an extra check of the report
+// against the stored one (nil when none), run inside the guarded
+// read-modify-write so concurrent reports cannot slip past it.
+func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, check func(old *wire.Progress, attempt int) error) (ProgressResult, error) {
 	if p.Percentage < 0 || p.Percentage > 100 {
 		return ProgressResult{}, fmt.Errorf("%w: percentage %d is outside 0-100", ErrInvalid, p.Percentage)
 	}
@@ -353,6 +362,11 @@ func (s *Store) ReportProgress(ctx context.Context, id string, p wire.Progress) 
 			}
 			if p.Seq < old.Seq {
 				return ProgressResult{Task: t}, fmt.Errorf("%w: seq %d is older than stored seq %d", ErrRegression, p.Seq, old.Seq)
+			}
+		}
+		if check != nil {
+			if err := check(t.Progress, t.Status.Attempt); err != nil {
+				return ProgressResult{Task: t}, err
 			}
 		}
 		now := time.Now().UTC()

@@ -126,6 +126,24 @@ type HardwareResponse struct {
 	TaskID     string `json:"task_id,omitempty"`
 	Status     Status `json:"status,omitempty"`
 	Discovered bool   `json:"discovered"` // recorded as a machine without a task
+	// SessionToken is the discovery session of a machine without a task:
+	// the agent long-polls approval with it until a task is handed over.
+	SessionToken string `json:"session_token,omitempty"`
+}
+
+// SessionRequest is the body of POST /api/v1/agent/session, sent with the
+// boot token (lpmos_token) as bearer: the agent's first call exchanges it,
+// once, for the session token it uses from then on.
+type SessionRequest struct {
+	MACAddress string `json:"mac_address"`
+	TaskID     string `json:"task_id"`
+}
+
+// SessionResponse answers a session request.
+type SessionResponse struct {
+	SessionToken string `json:"session_token"`
+	TaskID       string `json:"task_id"`
+	Status       Status `json:"status"`
 }
 
 // Progress is the body of POST /api/v1/agent/progress and the record kept
@@ -141,6 +159,7 @@ type Progress struct {
 	BytesDone  int64     `json:"bytes_done,omitempty"`
 	BytesTotal int64     `json:"bytes_total,omitempty"`
 	Attempt    int       `json:"attempt,omitempty"`    // filled in by the server
+	Run        int       `json:"run,omitempty"`        // filled in by the server: the agent session's run
 	UpdatedAt  time.Time `json:"updated_at,omitempty"` // filled in by the server
 }
 
@@ -167,6 +186,10 @@ type ApprovalResponse struct {
 	Approved bool         `json:"approved"`
 	Reason   string       `json:"reason,omitempty"`
 	Install  *InstallSpec `json:"install,omitempty"`
+	// SessionToken hands the polling agent a task and a session for it: a
+	// discovered machine's task was created, or its ended task was
+	// retried. The agent uses it from then on (and reports its hardware).
+	SessionToken string `json:"session_token,omitempty"`
 }
 
 // InstallSpec is what the agent writes to disk and how it configures it.
@@ -191,7 +214,7 @@ type Error struct {
 const (
 	ParamServer = "lpmos_client" // base URL of the regional agent API
 	ParamTaskID = "lpmos_task"
-	ParamToken  = "lpmos_token"
+	ParamToken  = "lpmos_token" // the boot token: exchanged once at PathSession
 	ParamMAC    = "lpmos_mac"
 	// Added for the agent: optional target disk (e.g. /dev/vda; the agent
 	// picks the smallest fixed disk that fits the image when absent) and
@@ -202,6 +225,7 @@ const (
 
 // Agent API paths (on the regional --api-port).
 const (
+	PathSession  = "/api/v1/agent/session"
 	PathHardware = "/api/v1/agent/hardware"
 	PathProgress = "/api/v1/agent/progress"
 	PathApproval = "/api/v1/agent/approval/" // + MAC
