@@ -5,6 +5,10 @@
 // a machine in a rack must outlive a restarting server, and must never give
 // up without saying why. 4xx answers are returned at once as *APIError;
 // 401/403 (token refused) are fatal for the caller.
+//
+// Credentials: the boot token from the kernel line is sent once, to
+// Session; the session token it returns (SetToken) goes with every later
+// call, and with image downloads through AuthTransport.
 package client
 
 import (
@@ -18,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lpmos/lpmos/agent/retry"
@@ -31,7 +36,7 @@ const MaxResponseBytes = 1 << 20
 // Options configure a Client. Only BaseURL is required.
 type Options struct {
 	BaseURL        string        // e.g. http://10.55.0.1:8081
-	Token          string        // per-task bearer token; empty sends no Authorization
+	Token          string        // session token; empty sends no Authorization (see SetToken)
 	HTTPClient     *http.Client  // default: a client without overall timeout (requests carry their own)
 	Logger         *slog.Logger  // default: slog.Default()
 	Backoff        retry.Backoff // retry delays
@@ -41,7 +46,10 @@ type Options struct {
 // Client is an agent API client. It is safe for concurrent use.
 type Client struct {
 	base    string
+	host    string // of base: only requests there carry the token
+	mu      sync.Mutex
 	token   string
+	offset  time.Duration // server clock minus local clock, from Date headers
 	http    *http.Client
 	log     *slog.Logger
 	backoff retry.Backoff
@@ -58,6 +66,9 @@ func New(o Options) *Client {
 		backoff: o.Backoff,
 		timeout: o.RequestTimeout,
 	}
+	if u, err := url.Parse(c.base); err == nil {
+		c.host = u.Host
+	}
 	if c.http == nil {
 		c.http = &http.Client{}
 	}
@@ -68,6 +79,53 @@ func New(o Options) *Client {
 		c.timeout = 30 * time.Second
 	}
 	return c
+}
+
+// SetToken sets the session token sent with every later call.
+func (c *Client) SetToken(tok string) {
+	c.mu.Lock()
+	c.token = tok
+	c.mu.Unlock()
+}
+
+// Token returns the current session token.
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// ServerNow is the server's clock as far as the Date headers of its
+// answers tell (the local clock before any answer): progress seq follows
+// it, because the server refuses a seq beyond its own clock, and a
+// machine's RTC may be hours off.
+func (c *Client) ServerNow() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// AuthTransport wraps base (nil: http.DefaultTransport) so that requests
+// to the agent API's host carry the session token: the image download
+// goes through it. Requests to any other host carry nothing.
+func (c *Client) AuthTransport(base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &authTransport{c: c, base: base}
+}
+
+type authTransport struct {
+	c    *Client
+	base http.RoundTripper
+}
+
+func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if tok := t.c.Token(); tok != "" && req.URL.Host == t.c.host && req.Header.Get("Authorization") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return t.base.RoundTrip(req)
 }
 
 // APIError is a non-retryable answer from the server.
@@ -100,6 +158,14 @@ func IsNotFound(err error) bool { return statusIs(err, http.StatusNotFound) }
 func statusIs(err error, code int) bool {
 	var e *APIError
 	return errors.As(err, &e) && e.StatusCode == code
+}
+
+// Session exchanges the boot token (lpmos_token) for a session token; it
+// does not set it (SetToken).
+func (c *Client) Session(ctx context.Context, boot string, r wire.SessionRequest) (wire.SessionResponse, error) {
+	var out wire.SessionResponse
+	err := c.doAs(ctx, boot, http.MethodPost, wire.PathSession, 0, r, &out)
+	return out, err
 }
 
 // ReportHardware posts the hardware report.
@@ -136,6 +202,11 @@ func (c *Client) Approval(ctx context.Context, mac string, wait time.Duration) (
 // do runs one API call with retries. extra lengthens the per-attempt
 // timeout for long-polls.
 func (c *Client) do(ctx context.Context, method, path string, extra time.Duration, in, out any) error {
+	return c.doAs(ctx, c.Token(), method, path, extra, in, out)
+}
+
+// doAs is do with an explicit bearer token.
+func (c *Client) doAs(ctx context.Context, token, method, path string, extra time.Duration, in, out any) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -144,7 +215,7 @@ func (c *Client) do(ctx context.Context, method, path string, extra time.Duratio
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		retryable, err := c.once(ctx, method, path, extra, body, out)
+		retryable, err := c.once(ctx, token, method, path, extra, body, out)
 		if err == nil || !retryable {
 			return err
 		}
@@ -160,7 +231,7 @@ func (c *Client) do(ctx context.Context, method, path string, extra time.Duratio
 	}
 }
 
-func (c *Client) once(ctx context.Context, method, path string, extra time.Duration, body []byte, out any) (retryable bool, err error) {
+func (c *Client) once(ctx context.Context, token, method, path string, extra time.Duration, body []byte, out any) (retryable bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+extra)
 	defer cancel()
 	var rd io.Reader
@@ -176,14 +247,19 @@ func (c *Client) once(ctx context.Context, method, path string, extra time.Durat
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "lpmos-agent")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return true, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		c.mu.Lock()
+		c.offset = time.Until(d)
+		c.mu.Unlock()
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		return true, fmt.Errorf("%s %s: reading answer: %w", method, path, err)

@@ -25,7 +25,7 @@ const DefaultServerURL = "http://localhost:8081"
 type Config struct {
 	ServerURL string // base URL of the regional agent API
 	TaskID    string // may be empty: the approval answer names the task
-	Token     string // per-task bearer token; empty in demo/discovery mode
+	Token     string // boot token (lpmos_token), exchanged once for a session; empty for discovery
 	MAC       string // boot NIC, canonical lower-case; empty = pick from hardware
 	Disk      string // target block device or regular file; empty = demo (by hand) or auto (PID 1)
 	PowerOff  bool   // power off instead of rebooting at the end (PID 1 only)
@@ -240,7 +240,7 @@ func FromArgs(args []string, getenv func(string) string, output io.Writer) (Conf
 	var cfg Config
 	fs.StringVar(&cfg.ServerURL, "server", server, "regional agent API base URL (env REGIONAL_CLIENT_URL)")
 	fs.StringVar(&cfg.TaskID, "task", getenv("LPMOS_TASK"), "task id (env LPMOS_TASK; optional, the approval names it)")
-	fs.StringVar(&cfg.Token, "token", getenv("LPMOS_TOKEN"), "per-task agent token (env LPMOS_TOKEN)")
+	fs.StringVar(&cfg.Token, "token", getenv("LPMOS_TOKEN"), "boot token of the task (lpmos_token in its iPXE script), exchanged once for a session (env LPMOS_TOKEN)")
 	fs.StringVar(&cfg.MAC, "mac", "", "MAC address to report as (default: first NIC with a link)")
 	fs.StringVar(&cfg.Disk, "disk", "", "target disk: a block device or an existing regular file; without it nothing is written (demo)")
 	fs.BoolVar(&cfg.PowerOff, "poweroff", false, "power off instead of rebooting at the end (PID-1 mode only)")

@@ -1,6 +1,10 @@
-// Package runner is the agent's flow: report the hardware, wait for the
-// operator's approval, install, report completion. It is separate from
-// main so the whole flow runs in tests against a fake agent API.
+// Package runner is the agent's flow: exchange the boot token for a
+// session, report the hardware, wait for the operator's approval, install,
+// report completion. A machine booted for discovery gets a discovery
+// session and waits until a task is handed over to it; with
+// StayAfterFailure, an agent whose install failed keeps its session and
+// picks up a retry without a reboot. It is separate from main so the whole
+// flow runs in tests against a fake or real agent API.
 package runner
 
 import (
@@ -27,10 +31,13 @@ type Runner struct {
 	Ring     *logring.Ring                 // last log lines for failure reports; may be nil
 	Hardware func() (wire.Hardware, error) // hardware collection (hw.Collect bound to a root)
 
-	// HasToken says the agent holds a per-task token. Without one (a machine
-	// booted for discovery), a 401 on the approval poll means an operator
-	// has created its task: the token comes with the next PXE boot.
-	HasToken bool
+	// BootToken is lpmos_token from the kernel line: exchanged, once, for
+	// the task's session. Empty: the machine booted for discovery.
+	BootToken string
+	// StayAfterFailure keeps the agent running when its install fails or
+	// its task fails or is cancelled: it keeps its session and polls, and a
+	// retry of the task is picked up without a reboot (PID-1 mode).
+	StayAfterFailure bool
 
 	MAC    string // boot NIC; empty = the first NIC with a link
 	TaskID string // from the kernel line; the approval answer names it otherwise
@@ -61,14 +68,26 @@ func (e *StopError) Error() string {
 	return s
 }
 
-// NeedTokenError means a task now exists for this discovered machine and
-// the server wants its token: boot again (iPXE puts it on the kernel line).
-type NeedTokenError struct{ Err error }
+// BootAgainError means the server refuses this agent's credentials in a
+// way only a new PXE boot (with a new boot token in its script) fixes: the
+// boot token was already used or expired, the session was revoked by a
+// newer one, or a task now exists for a machine reporting without one.
+type BootAgainError struct{ Err error }
 
-func (e *NeedTokenError) Error() string {
-	return "a task now exists for this machine; it needs its agent token (boot again): " + e.Err.Error()
+func (e *BootAgainError) Error() string {
+	return "boot again for a new boot token: " + e.Err.Error()
 }
-func (e *NeedTokenError) Unwrap() error { return e.Err }
+func (e *BootAgainError) Unwrap() error { return e.Err }
+
+// handOver is the approval poll handing this agent a task and a session
+// (a discovered machine's new task, or a retry of its ended task).
+type handOver struct{ taskID, token string }
+
+func (h *handOver) Error() string { return "task " + h.taskID + " handed over" }
+
+// errRediscover: the discovery session was replaced (a newer report for
+// this MAC); report again for a new one.
+var errRediscover = errors.New("discovery session replaced")
 
 // Run executes the flow and returns nil only when the install (or the demo)
 // completed and the completion was reported.
@@ -85,29 +104,93 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		r.Log.Info("identifying as the first NIC with a link", "mac", mac)
 	}
-	hwResp, err := r.API.ReportHardware(ctx, wire.HardwareReport{MACAddress: mac, TaskID: r.TaskID, Hardware: hw})
-	if err != nil && !r.HasToken && client.IsAuth(err) {
-		return &NeedTokenError{Err: err}
+	taskID := r.TaskID
+	if r.BootToken != "" {
+		s, err := r.API.Session(ctx, r.BootToken, wire.SessionRequest{MACAddress: mac, TaskID: r.TaskID})
+		if client.IsAuth(err) {
+			return &BootAgainError{Err: fmt.Errorf("exchanging the boot token: %w", err)}
+		}
+		if err != nil {
+			return fmt.Errorf("exchanging the boot token: %w", err)
+		}
+		r.API.SetToken(s.SessionToken)
+		taskID = s.TaskID
+		r.Log.Info("agent session opened", "task", taskID, "status", s.Status)
+	}
+	report, rediscovered := true, 0
+	for {
+		if report {
+			if err := r.reportHardware(ctx, mac, taskID, hw); err != nil {
+				return err
+			}
+			report = false
+		}
+		approval, err := r.waitApproval(ctx, mac, taskID == "")
+		var ho *handOver
+		switch {
+		case errors.As(err, &ho):
+			r.API.SetToken(ho.token)
+			taskID, report = ho.taskID, true
+			r.Log.Info("task handed over to this agent", "task", taskID)
+			continue
+		case errors.Is(err, errRediscover):
+			if err := retry.Sleep(ctx, r.Backoff.Delay(rediscovered)); err != nil {
+				return fmt.Errorf("waiting for a task: %w", err)
+			}
+			rediscovered++
+			report = true
+			continue
+		case err != nil:
+			return err
+		}
+		taskID = approval.TaskID
+		err = r.install(ctx, mac, taskID, hw, *approval.Install)
+		if client.IsAuth(err) {
+			return &BootAgainError{Err: err}
+		}
+		var failed *installFailed
+		if err == nil || !errors.As(err, &failed) || !r.StayAfterFailure || ctx.Err() != nil || client.IsAuth(err) {
+			return err
+		}
+		r.Log.Warn("install failed; staying up: a retry of the task is picked up without a reboot", "task", taskID)
+	}
+}
+
+// reportHardware reports with the task session, or (no task) as a
+// discovered machine, taking the discovery session from the answer.
+func (r *Runner) reportHardware(ctx context.Context, mac, taskID string, hw wire.Hardware) error {
+	if taskID == "" {
+		r.API.SetToken("")
+	}
+	resp, err := r.API.ReportHardware(ctx, wire.HardwareReport{MACAddress: mac, TaskID: taskID, Hardware: hw})
+	if client.IsAuth(err) {
+		return &BootAgainError{Err: fmt.Errorf("reporting hardware: %w", err)}
 	}
 	if err != nil {
 		return fmt.Errorf("reporting hardware: %w", err)
 	}
-	taskID := r.TaskID
-	if hwResp.TaskID != "" {
-		taskID = hwResp.TaskID
+	if taskID == "" {
+		if resp.SessionToken == "" {
+			return errors.New("reporting hardware: the server gave this discovered machine no session")
+		}
+		r.API.SetToken(resp.SessionToken)
 	}
-	r.Log.Info("hardware reported", "mac", mac, "task", taskID, "status", hwResp.Status, "discovered", hwResp.Discovered)
+	r.Log.Info("hardware reported", "mac", mac, "task", taskID, "status", resp.Status, "discovered", resp.Discovered)
+	return nil
+}
 
-	approval, err := r.waitApproval(ctx, mac)
-	if err != nil {
-		return err
-	}
-	taskID = approval.TaskID
-	spec := *approval.Install
+// installFailed marks an install failure that was reported to the server.
+type installFailed struct{ err error }
+
+func (e *installFailed) Error() string { return e.err.Error() }
+func (e *installFailed) Unwrap() error { return e.err }
+
+// install writes the approved image and reports completion.
+func (r *Runner) install(ctx context.Context, mac, taskID string, hw wire.Hardware, spec wire.InstallSpec) error {
 	r.Log.Info("install approved", "task", taskID, "os", spec.OSType+" "+spec.OSVersion, "image", spec.ImageURL, "size", spec.ImageSize)
-
 	disk := r.Disk
 	if disk == "" && r.AutoDisk {
+		var err error
 		if disk, err = ChooseDisk(hw.Disks, spec.ImageSize); err != nil {
 			return r.fail(ctx, mac, taskID, err)
 		}
@@ -120,6 +203,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = r.ImageClient
 	}
+	// The region serves images only to the session of the approved task.
+	hc := http.Client{}
+	if opts.HTTPClient != nil {
+		hc = *opts.HTTPClient
+	}
+	hc.Transport = r.API.AuthTransport(hc.Transport)
+	opts.HTTPClient = &hc
 	if err := install.Install(ctx, spec, opts); err != nil {
 		return r.fail(ctx, mac, taskID, fmt.Errorf("install: %w", err))
 	}
@@ -134,8 +224,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitApproval long-polls until the task is approved with an install spec.
-func (r *Runner) waitApproval(ctx context.Context, mac string) (wire.ApprovalResponse, error) {
+// waitApproval long-polls until the task is approved with an install
+// spec. A discovered machine (discovery) waits for a task to be handed
+// over; a session's task that failed or was cancelled is waited on for a
+// retry when StayAfterFailure is set.
+func (r *Runner) waitApproval(ctx context.Context, mac string, discovery bool) (wire.ApprovalResponse, error) {
 	wait := r.ApprovalWait
 	if wait <= 0 {
 		wait = 30 * time.Second
@@ -144,17 +237,28 @@ func (r *Runner) waitApproval(ctx context.Context, mac string) (wire.ApprovalRes
 	for attempt := 0; ; {
 		start := time.Now()
 		a, err := r.API.Approval(ctx, mac, wait)
+		longPoll := time.Since(start) >= wait/2
 		switch {
-		case client.IsNotFound(err):
+		case discovery && client.IsNotFound(err):
 			if lastStatus != "" {
 				r.Log.Info("no task for this machine yet; waiting for an operator to create one", "mac", mac)
 				lastStatus = ""
 			}
-		case err != nil && !r.HasToken && client.IsAuth(err):
-			return a, &NeedTokenError{Err: err}
+			if longPoll {
+				attempt = 0
+				continue
+			}
+		case discovery && client.IsAuth(err):
+			r.Log.Warn("discovery session refused; reporting the hardware again", "error", err)
+			return a, errRediscover
+		case client.IsAuth(err):
+			return a, &BootAgainError{Err: fmt.Errorf("waiting for approval: %w", err)}
 		case err != nil:
 			return a, fmt.Errorf("waiting for approval: %w", err)
-		case a.Status == wire.StatusCancelled, a.Status == wire.StatusFailed, a.Status == wire.StatusCompleted:
+		case a.SessionToken != "":
+			return a, &handOver{taskID: a.TaskID, token: a.SessionToken}
+		case a.Status == wire.StatusCompleted,
+			!r.StayAfterFailure && (a.Status == wire.StatusCancelled || a.Status == wire.StatusFailed):
 			return a, &StopError{TaskID: a.TaskID, Status: a.Status, Reason: a.Reason}
 		case a.Approved && a.Install != nil:
 			return a, nil
@@ -162,10 +266,14 @@ func (r *Runner) waitApproval(ctx context.Context, mac string) (wire.ApprovalRes
 			r.Log.Warn("approved but the server sent no install spec; asking again", "task", a.TaskID)
 		default:
 			if a.Status != lastStatus {
-				r.Log.Info("waiting for approval", "task", a.TaskID, "status", a.Status)
+				if a.Status == wire.StatusFailed || a.Status == wire.StatusCancelled {
+					r.Log.Info("task ended; staying up for a retry", "task", a.TaskID, "status", a.Status, "reason", a.Reason)
+				} else {
+					r.Log.Info("waiting for approval", "task", a.TaskID, "status", a.Status)
+				}
 				lastStatus = a.Status
 			}
-			if time.Since(start) >= wait/2 {
+			if longPoll {
 				attempt = 0 // a real long-poll: ask again at once
 				continue
 			}
@@ -197,13 +305,15 @@ func (r *Runner) fail(ctx context.Context, mac, taskID string, cause error) erro
 		r.Log.Error("could not report the failure", "error", err)
 		return errors.Join(cause, fmt.Errorf("reporting failure: %w", err))
 	}
-	return cause
+	return &installFailed{err: cause}
 }
 
 // reporter turns install progress into wire.Progress with an increasing
-// Seq. Seq follows the clock (microseconds), not a counter from 1: a machine
-// that reboots mid-install starts a new agent, whose reports must still
-// sort after the ones the server already holds for this attempt.
+// Seq. Seq follows the server's clock (microseconds, from the Date headers
+// of its answers), not a counter from 1: a machine that reboots mid-install
+// starts a new agent, whose reports must still sort after the ones the
+// server already holds for this attempt, and the server refuses a seq
+// beyond its own clock (the machine's RTC may be far off).
 type reporter struct {
 	api    *client.Client
 	mac    string
@@ -215,7 +325,7 @@ type reporter struct {
 func (p *reporter) report(ctx context.Context, pr install.Progress) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.seq = max(p.seq+1, time.Now().UnixMicro())
+	p.seq = max(p.seq+1, p.api.ServerNow().UnixMicro())
 	_, err := p.api.ReportProgress(ctx, wire.Progress{
 		MACAddress: p.mac, TaskID: p.taskID, Seq: p.seq, Stage: pr.Stage, Percentage: pr.Percentage,
 		Message: pr.Message, BytesDone: pr.BytesDone, BytesTotal: pr.BytesTotal,

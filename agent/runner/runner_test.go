@@ -26,61 +26,91 @@ import (
 	"github.com/lpmos/lpmos/agent/wire"
 )
 
-// fakeAPI is a small agent API: it checks the token, enforces increasing
-// seq like the real server, and records what the agent said.
+// Tokens of the fake API.
+const (
+	sessTok = "s_task-1_session"
+	discTok = "d_ac1f6b000002_discovery"
+)
+
+// fakeAPI is a small agent API: it exchanges a boot token once for a
+// session, gives discovered machines a discovery session and hands them a
+// task, checks the session on every call (images included), enforces
+// increasing seq like the real server, and records what the agent said.
 type fakeAPI struct {
 	t        *testing.T
-	token    string
+	boot     string // the boot token the session exchange accepts once
 	image    []byte
 	spec     wire.InstallSpec
-	notFound int         // answer the approval poll 404 this many times first
+	handAt   int         // discovery: from this approval poll on, the task is handed over
 	status   wire.Status // approval status to answer with
 	hwStatus int         // HTTP status for the hardware report (0 = 200)
+	revoked  bool        // the session was revoked: every call with it is 401
 
-	mu       sync.Mutex
-	hardware []wire.HardwareReport
-	progress []wire.Progress
-	failures []wire.FailureReport
-	polls    int
-	taskAt   int // from this poll on a task exists and a token is required
+	mu        sync.Mutex
+	exchanges int
+	hardware  []wire.HardwareReport
+	progress  []wire.Progress
+	failures  []wire.FailureReport
+	polls     int
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if r.URL.Path == "/images/test.img" {
+		if auth != sessTok {
+			writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "image needs the session token"})
+			return
+		}
 		http.ServeContent(w, r, "img", time.Time{}, bytes.NewReader(f.image))
 		return
 	}
-	if f.token != "" && r.Header.Get("Authorization") != "Bearer "+f.token {
-		writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "invalid agent token"})
+	if r.URL.Path == wire.PathSession {
+		f.exchanges++
+		if f.boot == "" || auth != f.boot || f.exchanges > 1 {
+			writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "boot token already redeemed"})
+			return
+		}
+		writeJSON(w, 200, wire.SessionResponse{SessionToken: sessTok, TaskID: "task-1", Status: wire.StatusReady})
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	discovery := auth == discTok
+	if auth != "" && !discovery && (auth != sessTok || f.revoked) {
+		writeJSON(w, http.StatusUnauthorized, wire.Error{Error: "agent session revoked"})
+		return
+	}
 	switch {
 	case r.URL.Path == wire.PathHardware:
 		var rep wire.HardwareReport
 		_ = json.NewDecoder(r.Body).Decode(&rep)
 		f.hardware = append(f.hardware, rep)
-		if f.hwStatus != 0 {
+		switch {
+		case f.hwStatus != 0:
 			writeJSON(w, f.hwStatus, wire.Error{Error: "nope"})
-			return
+		case auth == "":
+			writeJSON(w, 200, wire.HardwareResponse{Discovered: true, SessionToken: discTok})
+		default:
+			writeJSON(w, 200, wire.HardwareResponse{TaskID: "task-1", Status: wire.StatusPendingApproval})
 		}
-		writeJSON(w, 200, wire.HardwareResponse{TaskID: "task-1", Status: wire.StatusPendingApproval})
 	case strings.HasPrefix(r.URL.Path, wire.PathApproval):
 		f.polls++
-		if f.taskAt > 0 && f.polls >= f.taskAt && r.Header.Get("Authorization") == "" {
-			writeJSON(w, 401, wire.Error{Error: "missing agent token"})
-			return
+		switch {
+		case discovery && f.handAt > 0 && f.polls >= f.handAt:
+			writeJSON(w, 200, wire.ApprovalResponse{TaskID: "task-1", Status: wire.StatusPendingApproval, SessionToken: sessTok})
+		case discovery:
+			writeJSON(w, 404, wire.Error{Error: "no task for this MAC yet"})
+		case auth == "":
+			writeJSON(w, 401, wire.Error{Error: "missing agent session token"})
+		default:
+			a := wire.ApprovalResponse{TaskID: "task-1", Status: f.status}
+			if f.status == wire.StatusApproved {
+				a.Approved, a.Install = true, &f.spec
+			}
+			writeJSON(w, 200, a)
 		}
-		if f.polls <= f.notFound {
-			writeJSON(w, 404, wire.Error{Error: "no task for this MAC"})
-			return
-		}
-		a := wire.ApprovalResponse{TaskID: "task-1", Status: f.status}
-		if f.status == wire.StatusApproved {
-			a.Approved, a.Install = true, &f.spec
-		}
-		writeJSON(w, 200, a)
+	case auth == "":
+		writeJSON(w, 401, wire.Error{Error: "missing agent session token"})
 	case r.URL.Path == wire.PathProgress:
 		var p wire.Progress
 		_ = json.NewDecoder(r.Body).Decode(&p)
@@ -106,7 +136,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func newRunner(t *testing.T, f *fakeAPI, token, disk string) (*Runner, *httptest.Server) {
+func newRunner(t *testing.T, f *fakeAPI, boot, disk string) (*Runner, *httptest.Server) {
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	f.spec.ImageURL = srv.URL + "/images/test.img"
@@ -114,7 +144,8 @@ func newRunner(t *testing.T, f *fakeAPI, token, disk string) (*Runner, *httptest
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(ring, testWriter{t}), nil))
 	fast := retry.Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}
 	return &Runner{
-		API:      client.New(client.Options{BaseURL: srv.URL, Token: token, Logger: log, Backoff: fast}),
+		API:       client.New(client.Options{BaseURL: srv.URL, Logger: log, Backoff: fast}),
+		BootToken: boot,
 		Log:      log,
 		Ring:     ring,
 		Hardware: func() (wire.Hardware, error) { return fakeHardware(), nil },
@@ -152,49 +183,54 @@ func TestRun(t *testing.T) {
 	tests := []struct {
 		name          string
 		api           *fakeAPI
-		token         string // the agent's token
+		token         string // the agent's boot token
 		disk          bool
 		wantErr       string
 		wantStop      bool
-		wantNeedToken bool
+		wantBootAgain bool
 		wantCompleted bool
 		wantFailure   string // substring of the failure report's reason
+		wantHardware  int    // hardware reports (0: 1)
 	}{
 		{
-			name: "install to a file disk", token: "tok", disk: true, wantCompleted: true,
-			api: &fakeAPI{token: "tok", image: img, status: wire.StatusApproved,
+			name: "install to a file disk", token: "b1", disk: true, wantCompleted: true,
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw", Hostname: "h1"}},
 		},
 		{
-			name: "demo: no disk, no token", wantCompleted: true,
-			api: &fakeAPI{image: img, status: wire.StatusApproved,
+			name: "demo: no disk", token: "b1", wantCompleted: true,
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw"}},
 		},
 		{
-			name: "discovered machine waits for a task", disk: true, wantCompleted: true,
-			api: &fakeAPI{image: img, status: wire.StatusApproved, notFound: 3,
+			name: "discovered machine is handed its task without a reboot", disk: true, wantCompleted: true, wantHardware: 2,
+			api: &fakeAPI{image: img, status: wire.StatusApproved, handAt: 4,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img))}},
 		},
 		{
-			name: "discovered machine: task created, boot again for the token", disk: true, wantErr: "boot again", wantNeedToken: true,
-			api: &fakeAPI{image: img, status: wire.StatusApproved, notFound: 100, taskAt: 3},
+			name: "discovered machine whose MAC has a task: boot again", disk: true, wantErr: "boot again", wantBootAgain: true,
+			api: &fakeAPI{image: img, status: wire.StatusApproved, hwStatus: 401},
 		},
 		{
-			name: "corrupted image is reported as failed", disk: true, wantErr: "checksum mismatch", wantFailure: "checksum mismatch",
-			api: &fakeAPI{image: img, status: wire.StatusApproved,
+			name: "corrupted image is reported as failed", token: "b1", disk: true, wantErr: "checksum mismatch", wantFailure: "checksum mismatch",
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: strings.Repeat("0", 64), ImageSize: int64(len(img))}},
 		},
 		{
-			name: "token refused", token: "stale", disk: true, wantErr: "invalid agent token",
-			api: &fakeAPI{token: "tok", image: img, status: wire.StatusApproved},
+			name: "boot token refused", token: "stale", disk: true, wantErr: "already redeemed", wantBootAgain: true, wantHardware: -1,
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved},
 		},
 		{
-			name: "cancelled while waiting", disk: true, wantErr: "task task-1 is cancelled", wantStop: true,
-			api: &fakeAPI{image: img, status: wire.StatusCancelled},
+			name: "session revoked", token: "b1", disk: true, wantErr: "revoked", wantBootAgain: true, wantHardware: -1,
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved, revoked: true},
 		},
 		{
-			name: "hardware report rejected", disk: true, wantErr: "HTTP 400",
-			api: &fakeAPI{image: img, status: wire.StatusApproved, hwStatus: 400},
+			name: "cancelled while waiting", token: "b1", disk: true, wantErr: "task task-1 is cancelled", wantStop: true,
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusCancelled},
+		},
+		{
+			name: "hardware report rejected", token: "b1", disk: true, wantErr: "HTTP 400",
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved, hwStatus: 400},
 		},
 	}
 	for _, tt := range tests {
@@ -213,7 +249,6 @@ func TestRun(t *testing.T) {
 				}
 			}
 			r, _ := newRunner(t, api, tt.token, disk)
-			r.HasToken = tt.token != ""
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			err := r.Run(ctx)
@@ -223,8 +258,8 @@ func TestRun(t *testing.T) {
 			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("Run err = %v, want %q", err, tt.wantErr)
 			}
-			if tt.wantNeedToken != errors.As(err, new(*NeedTokenError)) {
-				t.Errorf("NeedTokenError = %v, want %v", !tt.wantNeedToken, tt.wantNeedToken)
+			if tt.wantBootAgain != errors.As(err, new(*BootAgainError)) {
+				t.Errorf("BootAgainError = %v, want %v", !tt.wantBootAgain, tt.wantBootAgain)
 			}
 			if tt.wantStop != errors.As(err, new(*StopError)) {
 				t.Errorf("StopError = %v, want %v", !tt.wantStop, tt.wantStop)
@@ -235,6 +270,12 @@ func TestRun(t *testing.T) {
 			if len(api.hardware) > 0 && api.hardware[0].MACAddress != "ac:1f:6b:00:00:02" {
 				t.Errorf("reported as %q, want the NIC with a link", api.hardware[0].MACAddress)
 			}
+			if want := max(tt.wantHardware, 0) + map[bool]int{true: 1}[tt.wantHardware == 0]; len(api.hardware) != want {
+				t.Errorf("%d hardware reports, want %d", len(api.hardware), want)
+			}
+			if tt.token != "" && api.exchanges != 1 {
+				t.Errorf("%d boot token exchanges, want 1", api.exchanges)
+			}
 			completed := false
 			for i, p := range api.progress {
 				if p.TaskID != "task-1" || i > 0 && p.Seq <= api.progress[i-1].Seq {
@@ -242,7 +283,7 @@ func TestRun(t *testing.T) {
 				}
 				// A rebooted agent must sort after an earlier one: seq
 				// follows the clock.
-				if p.Seq < start.UnixMicro() {
+				if p.Seq < start.Add(-2*time.Second).UnixMicro() {
 					t.Errorf("progress %d: seq %d is before the run started", i, p.Seq)
 				}
 				if p.Stage == wire.StageCompleted {

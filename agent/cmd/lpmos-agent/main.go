@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/lpmos/lpmos/agent/client"
 	"github.com/lpmos/lpmos/agent/config"
@@ -114,11 +115,13 @@ func runInit() {
 	if cfg.MAC == "" {
 		cfg.MAC = nic.MAC
 	}
-	// Failures after this point are reported to the server by the runner.
+	// Failures after this point are reported to the server by the runner;
+	// a failed install keeps the agent up, waiting for a retry.
 	if err := newRunner(cfg, log, ring, true).Run(ctx); err != nil {
-		if errors.As(err, new(*runner.NeedTokenError)) {
-			// Discovery ends here: the next PXE boot brings the token.
-			fmt.Fprintln(os.Stderr, "lpmos-agent:", err)
+		if errors.As(err, new(*runner.BootAgainError)) {
+			// Only a new PXE boot brings a new boot token.
+			fmt.Fprintf(os.Stderr, "lpmos-agent: %v\nlpmos-agent: rebooting in 10 s\n", err)
+			time.Sleep(10 * time.Second)
 			if err := pid1.Restart(false); err != nil {
 				fatal(cfg, err)
 			}
@@ -138,26 +141,29 @@ func runInit() {
 
 func newRunner(cfg config.Config, log *slog.Logger, ring *logring.Ring, autoDisk bool) *runner.Runner {
 	return &runner.Runner{
-		API:         client.New(client.Options{BaseURL: cfg.ServerURL, Token: cfg.Token, Logger: log}),
-		Log:         log,
-		Ring:        ring,
-		Hardware:    func() (wire.Hardware, error) { return hw.Collect(cfg.SysRoot) },
-		MAC:         cfg.MAC,
-		TaskID:      cfg.TaskID,
-		Disk:        cfg.Disk,
-		AutoDisk:    autoDisk,
-		HasToken:    cfg.Token != "",
-		ImageClient: &http.Client{},
+		API:       client.New(client.Options{BaseURL: cfg.ServerURL, Logger: log}),
+		Log:       log,
+		Ring:      ring,
+		Hardware:  func() (wire.Hardware, error) { return hw.Collect(cfg.SysRoot) },
+		MAC:       cfg.MAC,
+		TaskID:    cfg.TaskID,
+		Disk:      cfg.Disk,
+		AutoDisk:  autoDisk,
+		BootToken: cfg.Token,
+		// As PID 1 a failed install keeps the agent up: a retry of the
+		// task is picked up without anyone at the machine.
+		StayAfterFailure: autoDisk,
+		ImageClient:      &http.Client{},
 	}
 }
 
 // explain adds what the operator can do about well-known failures.
 func explain(err error) string {
 	switch {
-	case errors.As(err, new(*runner.NeedTokenError)):
-		return err.Error() + " (run again with --token <the task's agent token>)"
+	case errors.As(err, new(*runner.BootAgainError)):
+		return err.Error() + " (by hand: fetch /boot/<mac>.ipxe from the agent API and run again with --token <its lpmos_token>)"
 	case client.IsAuth(err):
-		return err.Error() + " (the server refused this agent's token: was the task retried or deleted? boot the machine again to get a fresh one)"
+		return err.Error() + " (the server refused this agent's credentials: boot the machine again to get a fresh boot token)"
 	}
 	return err.Error()
 }

@@ -12,8 +12,23 @@ import (
 )
 
 func TestRunByHand(t *testing.T) {
-	// A minimal agent API for the demo: no task yet -> approved at once.
+	// A minimal agent API for the demo: the boot token is exchanged for a
+	// session, the task is approved at once.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == wire.PathSession {
+			if r.Header.Get("Authorization") != "Bearer b1" {
+				w.WriteHeader(401)
+				_ = json.NewEncoder(w).Encode(wire.Error{Error: "bad boot token"})
+				return
+			}
+			_ = json.NewEncoder(w).Encode(wire.SessionResponse{SessionToken: "s1", TaskID: "t1", Status: wire.StatusReady})
+			return
+		}
+		if r.Header.Get("Authorization") != "Bearer s1" {
+			w.WriteHeader(401)
+			_ = json.NewEncoder(w).Encode(wire.Error{Error: "no session"})
+			return
+		}
 		switch {
 		case r.URL.Path == wire.PathHardware:
 			_ = json.NewEncoder(w).Encode(wire.HardwareResponse{TaskID: "t1", Status: wire.StatusPendingApproval})
@@ -37,13 +52,17 @@ func TestRunByHand(t *testing.T) {
 		wantStdout string
 	}{
 		{
-			name: "demo against a server", env: map[string]string{"REGIONAL_CLIENT_URL": srv.URL},
+			name: "demo against a server", env: map[string]string{"REGIONAL_CLIENT_URL": srv.URL, "LPMOS_TOKEN": "b1"},
 			args: []string{"--sysroot", fixture}, wantCode: 0,
 			wantFirst: "lpmos-agent: demo mode: no --disk given, nothing will be written to any disk",
 		},
 		{
 			name: "hardware json", args: []string{"--hardware-json", "--sysroot", fixture}, wantCode: 0,
 			wantStdout: `"product": "Standard PC (i440FX + PIIX, 1996)"`,
+		},
+		{
+			name: "boot token refused", env: map[string]string{"REGIONAL_CLIENT_URL": srv.URL, "LPMOS_TOKEN": "used"},
+			args: []string{"--sysroot", fixture}, wantCode: 1,
 		},
 		{name: "bad flag", args: []string{"--bogus"}, wantCode: 2},
 	}
