@@ -146,12 +146,12 @@ func newRunner(t *testing.T, f *fakeAPI, boot, disk string) (*Runner, *httptest.
 	return &Runner{
 		API:       client.New(client.Options{BaseURL: srv.URL, Logger: log, Backoff: fast}),
 		BootToken: boot,
-		Log:      log,
-		Ring:     ring,
-		Hardware: func() (wire.Hardware, error) { return fakeHardware(), nil },
-		Disk:     disk,
-		Backoff:  fast,
-		Install:  install.Options{ProgressInterval: time.Millisecond, Backoff: fast, MaxFailures: 2},
+		Log:       log,
+		Ring:      ring,
+		Hardware:  func() (wire.Hardware, error) { return fakeHardware(), nil },
+		Disk:      disk,
+		Backoff:   fast,
+		Install:   install.Options{ProgressInterval: time.Millisecond, Backoff: fast, MaxFailures: 2},
 	}, srv
 }
 
