@@ -80,8 +80,8 @@ func TestAgentDemoAgainstServe(t *testing.T) {
 		}
 	}()
 
-	// The region hands the agent its token in the iPXE script, as it would
-	// on a kernel command line.
+	// The region hands the agent a boot token in the iPXE script, as it
+	// would on a kernel command line; the agent exchanges it for its session.
 	script := httpGet(t, agentAPI+"/boot/"+mac+".ipxe")
 	tok := regexp.MustCompile(`lpmos_token=([A-Za-z0-9_-]+)`).FindStringSubmatch(script)
 	if tok == nil || !strings.Contains(script, "lpmos_task="+task.ID) {
@@ -161,6 +161,14 @@ func TestAgentDemoAgainstServe(t *testing.T) {
 	}
 	if err := agent.Wait(); err != nil {
 		t.Errorf("agent exited with %v", err)
+	}
+	// The boot token was used once, by the agent.
+	req, _ := http.NewRequest("POST", agentAPI+"/api/v1/agent/session", strings.NewReader(`{"mac_address":"`+mac+`","task_id":"`+task.ID+`"}`))
+	req.Header.Set("Authorization", "Bearer "+tok[1])
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("boot token redeemable after the agent used it: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	t.Logf("progress as the dashboard saw it:\n%s", strings.Join(lines, "\n"))
 }
