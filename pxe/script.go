@@ -14,7 +14,7 @@ type Action string
 
 // Actions of a Decision.
 const (
-	// ActionInstall boots the agent for a task (TaskID and Token set).
+	// ActionInstall boots the agent for a task (TaskID and boot Token set).
 	ActionInstall Action = "install"
 	// ActionDiscover boots the agent without a task: it reports its hardware
 	// and waits for one.
@@ -28,7 +28,7 @@ const (
 type Decision struct {
 	Action Action
 	TaskID string // ActionInstall: the task id (lowercase hex and '-')
-	Token  string // ActionInstall: the per-task agent token ([A-Za-z0-9_-])
+	Token  string // ActionInstall: the single-use boot token ([A-Za-z0-9_-]) the agent exchanges for its session
 }
 
 // Script is everything an iPXE script is rendered from.

@@ -46,7 +46,7 @@ type Task struct {
 // Event is one entry of /tasks/{id}/events/.
 type Event struct {
 	At      time.Time `json:"at"`
-	Kind    string    `json:"kind"` // "status", "stage", "error", "hardware"
+	Kind    string    `json:"kind"` // "status", "stage", "error", "hardware", "auth" (agent credentials)
 	From    Status    `json:"from,omitempty"`
 	To      Status    `json:"to,omitempty"`
 	Stage   string    `json:"stage,omitempty"`
