@@ -172,7 +172,7 @@ func TestDiscoveredAgentPicksUpTask(t *testing.T) {
 	if _, err := st.GetMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("machine still in the discovered list: %v", err)
 	}
-	if msgs := authMessages(t, st, task.ID); !strings.Contains(msgs, "discovered agent of "+mac) {
+	if msgs := authMessages(t, st, task.ID); !strings.Contains(msgs, "waiting agent of "+mac) {
 		t.Errorf("no hand-over event: %q", msgs)
 	}
 	if _, err := st.Transition(ctx, task.ID, wire.StatusApproved, "operator"); err != nil {

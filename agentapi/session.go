@@ -163,7 +163,27 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, e)
 		return
 	}
-	if holds(t, sess) && wait > 0 {
+	// An ended task's agent may also be handed a new task created for its
+	// MAC (instead of a retry).
+	var next *store.Task
+	newTask := func() error {
+		if t.Status.Status.Active() {
+			return nil
+		}
+		nt, err := r.st.TaskByMAC(ctx, mac)
+		if err == nil && nt.ID != t.ID && nt.Spec.RegionID == r.cfg.RegionID && nt.Status.Status.Active() {
+			next = &nt
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if err := newTask(); err != nil {
+		r.fail(w, req, httpapi.StoreError(err))
+		return
+	}
+	if next == nil && holds(t, sess) && wait > 0 {
 		from, attempt := t.Status.Status, t.Status.Attempt
 		gone, _, err := r.waitFor(ctx, wait, func() (bool, error) {
 			nt, err := r.st.GetTask(ctx, t.ID)
@@ -171,7 +191,11 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 				return false, err
 			}
 			t = nt
-			return t.Status.Status != from || t.Status.Attempt != attempt, nil
+			if t.Status.Status != from || t.Status.Attempt != attempt {
+				return true, nil
+			}
+			err = newTask()
+			return next != nil, err
 		})
 		if err != nil {
 			r.fail(w, req, httpapi.StoreError(err))
@@ -180,6 +204,15 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 		if gone {
 			return // the client went away
 		}
+	}
+	if next != nil {
+		resp, e := r.adopt(ctx, req, *next, mac)
+		if e != nil {
+			r.fail(w, req, e)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, resp)
+		return
 	}
 	if sess.Attempt != t.Status.Attempt && t.Status.Status.Active() {
 		resp, e := r.handOverRetry(ctx, req, t, sess)
@@ -293,7 +326,8 @@ func (r *Region) discoveryPoll(w http.ResponseWriter, req *http.Request, mac, to
 	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
-// adopt hands task t to the discovered agent of mac: the task is claimed,
+// adopt hands task t to the waiting agent of mac (discovered, or of an
+// ended task of the MAC): the task is claimed,
 // gets the hardware already known from /machines/{mac} (-> pending_approval
 // at once), the machine leaves the discovered list, and the agent gets a
 // session of the task.
@@ -303,7 +337,7 @@ func (r *Region) adopt(ctx context.Context, req *http.Request, t store.Task, mac
 			return wire.ApprovalResponse{}, httpapi.StoreError(err)
 		}
 	}
-	tok, t, err := r.st.IssueSession(ctx, t.ID, -1, req.RemoteAddr, "discovery", "the discovered agent of "+mac+" picked up the task")
+	tok, t, err := r.st.IssueSession(ctx, t.ID, -1, req.RemoteAddr, "discovery", "the waiting agent of "+mac+" picked up the task")
 	if err != nil {
 		return wire.ApprovalResponse{}, authError(err)
 	}

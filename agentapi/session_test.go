@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/store"
 )
 
 // TestRebootMidInstall: a machine that reboots while installing fetches a
@@ -121,5 +122,50 @@ func TestDiscoverySessionOverHTTP(t *testing.T) {
 	report()
 	if code := call(t, "GET", r.srv.URL+wire.PathApproval+mac, first, nil, &e); code != http.StatusUnauthorized || !strings.Contains(e.Error, "replaced") {
 		t.Errorf("replaced discovery session: %d %q", code, e.Error)
+	}
+}
+
+// TestEndedTaskAgentGetsNewTask: the live agent of a failed task, polling
+// with its session, is handed a new task created for its MAC (not only a
+// retry of the old one).
+func TestEndedTaskAgentGetsNewTask(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	r := newRegion(t, st, "dc1", nil)
+	r.start(t)
+	old := createTask(t, st, "dc1")
+	mac := old.Spec.TargetMAC
+	waitStatus(t, st, old.ID, wire.StatusReady)
+	sess := sessionFor(t, st, old.ID)
+	if _, err := st.Fail(ctx, old.ID, "disk on fire", nil); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		code int
+		ar   wire.ApprovalResponse
+	}
+	got := make(chan answer, 1)
+	go func() {
+		var ar wire.ApprovalResponse
+		code := call(t, "GET", r.srv.URL+wire.PathApproval+mac+"?wait=20s", sess, nil, &ar)
+		got <- answer{code, ar}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	fresh, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: mac, OSType: "ubuntu", OSVersion: "22.04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a answer
+	select {
+	case a = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the poll was not answered when the new task appeared")
+	}
+	if a.code != 200 || a.ar.TaskID != fresh.ID || !strings.HasPrefix(a.ar.SessionToken, "s_"+fresh.ID+"_") {
+		t.Fatalf("answer %d %+v", a.code, a.ar)
+	}
+	var hr wire.HardwareResponse
+	if code := call(t, "POST", r.srv.URL+wire.PathHardware, a.ar.SessionToken, wire.HardwareReport{MACAddress: mac, TaskID: fresh.ID}, &hr); code != 200 || hr.Status != wire.StatusPendingApproval {
+		t.Fatalf("hardware with the handed session: %d %+v", code, hr)
 	}
 }
