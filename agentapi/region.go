@@ -25,7 +25,8 @@
 //     it); it long-polls approval with it. When a task is created for the
 //     MAC, the poll answer hands the agent the task and a session for it.
 //     A live agent whose task ended keeps polling with its session; a retry
-//     is handed over the same way, with a fresh session.
+//     (or a new task for its MAC) is handed over the same way, with a fresh
+//     session.
 //   - user_data and the rest of the install spec go out only in the
 //     approval answer of an approved/installing/stalled task. Images need
 //     the session of such a task whose os/version is the one requested.
