@@ -80,17 +80,19 @@ func (s *Store) ListMachines(ctx context.Context) ([]Machine, error) {
 	return out, nil
 }
 
-// DeleteMachine forgets a discovered machine.
+// DeleteMachine forgets a discovered machine and its discovery session.
 func (s *Store) DeleteMachine(ctx context.Context, mac string) error {
 	mac, err := ParseMAC(mac)
 	if err != nil {
 		return err
 	}
-	resp, err := s.cli.Delete(ctx, machineKey(mac))
+	// Its discovery session goes too: a live agent reports again and
+	// shows up anew.
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpDelete(machineKey(mac)), clientv3.OpDelete(discoveryKey(mac))).Commit()
 	if err != nil {
 		return fmt.Errorf("delete machine %s: %w", mac, err)
 	}
-	if resp.Deleted == 0 {
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
 		return fmt.Errorf("%w: machine %s", ErrNotFound, mac)
 	}
 	return nil

@@ -213,3 +213,25 @@ func TestAgentProgressOrder(t *testing.T) {
 		t.Fatalf("stored progress %+v", got.Progress)
 	}
 }
+
+func TestDeleteMachineEndsItsDiscoverySession(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	const mac = "02:00:00:00:09:31"
+	if _, err := s.RecordMachine(ctx, "dc1", mac, &wire.Hardware{BootMode: "bios"}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.OpenDiscoverySession(ctx, "dc1", mac, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMachine(ctx, mac); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CheckDiscoverySession(ctx, mac, tok); !errors.Is(err, store.ErrAuth) {
+		t.Errorf("discovery session after DeleteMachine: %v", err)
+	}
+	if err := s.DeleteMachine(ctx, mac); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: %v", err)
+	}
+}
