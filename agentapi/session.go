@@ -85,6 +85,15 @@ func (r *Region) ownTask(t store.Task, mac string) *httpapi.Error {
 	return nil
 }
 
+// noBearer refuses (401) a request without any bearer token before its
+// body is read.
+func noBearer(req *http.Request) *httpapi.Error {
+	if httpapi.Bearer(req) == "" {
+		return httpapi.Errorf(http.StatusUnauthorized, "missing agent session token: send Authorization: Bearer <session_token from POST %s>", wire.PathSession)
+	}
+	return nil
+}
+
 // taskSession checks the bearer session token of req and returns its task
 // and session. id and mac, when given, must be the session's task and its
 // MAC. The session may be of an earlier attempt or of an ended task; see
