@@ -1,6 +1,6 @@
 // Package agentapi is the regional side of lpmos: it registers its region in
 // the store, claims the pending tasks of that region (and only those), mints
-// per-task agent tokens, turns silent installs into stalled ones, and serves
+// agent credentials (boot tokens, sessions), turns silent installs into stalled ones, and serves
 // the agent-facing HTTP API plus the iPXE boot path.
 //
 // One Region serves one region ID; several regions share one cluster and
