@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/lpmos/lpmos/agent/client"
+	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/install"
 	"github.com/lpmos/lpmos/agent/logring"
 	"github.com/lpmos/lpmos/agent/retry"
@@ -34,10 +36,13 @@ type Runner struct {
 
 	MAC    string // boot NIC; empty = the first NIC with a link
 	TaskID string // from the kernel line; the approval answer names it otherwise
-	Disk   string // target; empty = demo, unless AutoDisk
-	// AutoDisk picks the smallest fixed disk that fits the image when Disk is
-	// empty (PID-1 mode: the machine is being provisioned, not demoed).
+	Disk   string // target (lpmos_disk=, --disk); wins over the server's choice; empty = demo, unless AutoDisk
+	// AutoDisk writes the disk the server chose (InstallSpec.TargetDisk),
+	// after checking it is still the same disk, when Disk is empty (PID-1
+	// mode: the machine is being provisioned, not demoed). An older server
+	// sends no target: the smallest fixed disk that fits the image is used.
 	AutoDisk bool
+	DevDir   string // where the disks' device nodes are; default /dev (tests: a directory of files)
 
 	ImageClient  *http.Client  // for the image download; default plain
 	ApprovalWait time.Duration // long-poll duration; default 30s
@@ -97,6 +102,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		taskID = hwResp.TaskID
 	}
 	r.Log.Info("hardware reported", "mac", mac, "task", taskID, "status", hwResp.Status, "discovered", hwResp.Discovered)
+	switch hwResp.Status {
+	case wire.StatusFailed, wire.StatusCancelled, wire.StatusCompleted:
+		// E.g. no disk matches the task's root-device hints: the server
+		// failed the task at once, before anything was written.
+		return &StopError{TaskID: taskID, Status: hwResp.Status, Reason: hwResp.Reason}
+	}
 
 	approval, err := r.waitApproval(ctx, mac)
 	if err != nil {
@@ -107,11 +118,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.Log.Info("install approved", "task", taskID, "os", spec.OSType+" "+spec.OSVersion, "image", spec.ImageURL, "size", spec.ImageSize)
 
 	disk := r.Disk
-	if disk == "" && r.AutoDisk {
-		if disk, err = ChooseDisk(hw.Disks, spec.ImageSize); err != nil {
+	switch {
+	case disk != "" && spec.TargetDisk != nil:
+		r.Log.Warn("writing the disk given on the command line, not the one the server chose", "disk", disk, "server_choice", disksel.Describe(*spec.TargetDisk))
+	case disk == "" && r.AutoDisk:
+		if disk, err = r.targetDisk(spec); err != nil {
 			return r.fail(ctx, mac, taskID, err)
 		}
-		r.Log.Info("target disk chosen", "disk", disk)
 	}
 
 	rep := &reporter{api: r.API, mac: mac, taskID: taskID}
@@ -245,21 +258,38 @@ func BootMAC(nics []wire.NIC) string {
 	return ""
 }
 
-// ChooseDisk picks the smallest fixed (non-removable) disk that holds the
-// image, as Ironic does by default: the boot USB stick and the big data
-// disks stay untouched.
-func ChooseDisk(disks []wire.Disk, need int64) (string, error) {
-	best := -1
-	for i, d := range disks {
-		if d.Removable || d.SizeBytes < uint64(max(need, 1)) {
+// targetDisk resolves the server's choice to a device node, checking on
+// the disks attached now that the name still holds that disk (a reboot can
+// renumber sdX). Without a choice (older server), it picks the smallest
+// fixed disk that holds the image.
+func (r *Runner) targetDisk(spec wire.InstallSpec) (string, error) {
+	dev := r.DevDir
+	if dev == "" {
+		dev = "/dev"
+	}
+	hw, err := r.Hardware()
+	if err != nil {
+		r.Log.Warn("some hardware details could not be read", "error", err)
+	}
+	want := spec.TargetDisk
+	if want == nil {
+		d, err := disksel.Select(hw.Disks, nil, spec.ImageSize)
+		if err != nil {
+			return "", fmt.Errorf("choosing the target disk: %w", err)
+		}
+		r.Log.Info("the server named no disk (older server): chose the smallest fixed disk that fits", "disk", disksel.Describe(d))
+		return filepath.Join(dev, d.Name), nil
+	}
+	for _, d := range hw.Disks {
+		if d.Name != want.Name {
 			continue
 		}
-		if best < 0 || d.SizeBytes < disks[best].SizeBytes {
-			best = i
+		if err := disksel.Same(*want, d); err != nil {
+			return "", fmt.Errorf("target disk check, nothing written: %w", err)
 		}
+		r.Log.Info("target disk verified", "disk", disksel.Describe(d))
+		return filepath.Join(dev, d.Name), nil
 	}
-	if best < 0 {
-		return "", fmt.Errorf("no fixed disk of at least %d bytes among %d disks", need, len(disks))
-	}
-	return "/dev/" + disks[best].Name, nil
+	return "", fmt.Errorf("target disk check, nothing written: the disk chosen before approval (%s) is not attached now; disks: %s",
+		disksel.Describe(*want), disksel.List(hw.Disks))
 }
