@@ -23,6 +23,7 @@ func statusKey(id string) string     { return prefixTasks + id + "/status" }
 func hardwareKey(id string) string   { return prefixTasks + id + "/hardware" }
 func progressKey(id string) string   { return prefixTasks + id + "/progress" }
 func tokenKey(id string) string      { return prefixTasks + id + "/agent-token" }
+func targetDiskKey(id string) string { return prefixTasks + id + "/target-disk" }
 func eventsPrefix(id string) string  { return prefixTasks + id + "/events/" }
 func macIndexKey(mac string) string  { return prefixMACIndex + mac }
 func machineKey(mac string) string   { return prefixMachines + mac }

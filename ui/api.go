@@ -191,6 +191,7 @@ func (s *Server) watchTask(w http.ResponseWriter, r *http.Request) {
 		if c.Kind == store.KindHardware {
 			line.Hardware = c.Hardware
 		}
+		line.TargetDisk = c.TargetDisk
 		if err := enc.Encode(line); err != nil {
 			return
 		}
@@ -210,6 +211,8 @@ type WatchLine struct {
 	Progress *wire.Progress      `json:"progress,omitempty"`
 	Hardware *wire.Hardware      `json:"hardware,omitempty"`
 	Event    *store.Event        `json:"event,omitempty"`
+
+	TargetDisk *store.TargetDisk `json:"target_disk,omitempty"`
 }
 
 func (s *Server) approveTask(w http.ResponseWriter, r *http.Request) {
