@@ -128,7 +128,9 @@ func TestHardwareChoosesTheDisk(t *testing.T) {
 	}
 }
 
-func macN(i int) string { return "02:00:00:00:0d:" + string("0123456789abcdef"[i/16]) + string("0123456789abcdef"[i%16]) }
+func macN(i int) string {
+	return "02:00:00:00:0d:" + string("0123456789abcdef"[i/16]) + string("0123456789abcdef"[i%16])
+}
 
 // A machine that reboots while waiting for approval reports again: the
 // choice follows the disks; hints that stop matching fail the task.

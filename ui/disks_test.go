@@ -33,9 +33,9 @@ func TestRootDeviceHintsAndApproveDisk(t *testing.T) {
 	var apiErr wire.Error
 	for body, field := range map[string]string{
 		`"root_device_hints":{"min_size_bytes":2000,"max_size_bytes":1000}`: "root_device_hints.min_size_bytes",
-		`"root_device_hints":{"name":"disk/by-id/x"}`:                      "root_device_hints.name",
-		`"root_device_hints":{"size":100}`:                                 "unknown field",
-		`"root_device_hints":{"rotational":"yes"}`:                         "rotational",
+		`"root_device_hints":{"name":"disk/by-id/x"}`:                       "root_device_hints.name",
+		`"root_device_hints":{"size":100}`:                                  "unknown field",
+		`"root_device_hints":{"rotational":"yes"}`:                          "rotational",
 	} {
 		b := `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:60","os_type":"ubuntu","os_version":"22.04",` + body + `}`
 		if code := e.do(t, "POST", "/api/v1/tasks", b, &apiErr); code != 400 || !strings.Contains(apiErr.Error, field) {
