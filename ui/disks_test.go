@@ -2,13 +2,16 @@ package ui_test
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lpmos/lpmos/agent/hw"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/store"
+	"github.com/lpmos/lpmos/store/storetest"
 	"github.com/lpmos/lpmos/ui"
 )
 
@@ -111,5 +114,74 @@ func TestRootDeviceHintsAndApproveDisk(t *testing.T) {
 	e.do(t, "GET", "/api/v1/tasks/"+task.ID, "", &detail)
 	if detail.Status.Status != wire.StatusFailed || !strings.Contains(detail.Status.Reason, "/dev/sdb, 4.0 TB, ST4000NM0035-1V4, serial ZC1A2B3C") || detail.TargetDisk != nil {
 		t.Fatalf("no match: %s %q %+v", detail.Status.Status, detail.Status.Reason, detail.TargetDisk)
+	}
+}
+
+// The /ws hub: the chosen disk arrives as a target_disk message, its
+// removal (retry) as one with target_disk null, and a snapshot carries it.
+func TestHubTargetDiskMessages(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.New(t)
+	h := startHub(t, st, ui.HubConfig{})
+	sub, err := h.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Unsubscribe(sub)
+	type diskMsg struct {
+		Type       string            `json:"type"`
+		TaskID     string            `json:"task_id"`
+		TargetDisk *store.TargetDisk `json:"target_disk"`
+	}
+	nextDisk := func(id string) diskMsg {
+		t.Helper()
+		for range 100 {
+			select {
+			case b := <-sub.C:
+				var m diskMsg
+				if err := json.Unmarshal(b, &m); err != nil {
+					t.Fatal(err)
+				}
+				if m.Type == ui.MsgTargetDisk && m.TaskID == id {
+					return m
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no target_disk message")
+			}
+		}
+		t.Fatal("no target_disk message")
+		return diskMsg{}
+	}
+	task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: "52:54:00:00:0d:02", OSType: "ubuntu", OSVersion: "22.04",
+		RootDeviceHints: &wire.RootDeviceHints{WWN: "naa.5000c500a1b2c3d4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ClaimTask(ctx, task.ID, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetHardware(ctx, task.ID, fourDisks(t)); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextDisk(task.ID); m.TargetDisk == nil || m.TargetDisk.Name != "sdb" || m.TargetDisk.ChosenBy != store.ChosenByHints {
+		t.Fatalf("target_disk message: %+v", m.TargetDisk)
+	}
+	sub2, err := h.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap struct{ Tasks []store.Task }
+	if err := json.Unmarshal(<-sub2.C, &snap); err != nil || len(snap.Tasks) != 1 || snap.Tasks[0].TargetDisk == nil || snap.Tasks[0].TargetDisk.Name != "sdb" {
+		t.Fatalf("snapshot: %+v %v", snap, err)
+	}
+	h.Unsubscribe(sub2)
+	if _, err := st.Transition(ctx, task.ID, wire.StatusCancelled, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Transition(ctx, task.ID, wire.StatusPending, "retry"); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextDisk(task.ID); m.TargetDisk != nil {
+		t.Fatalf("after retry: %+v, want target_disk null", m.TargetDisk)
 	}
 }
