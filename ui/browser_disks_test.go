@@ -131,6 +131,37 @@ func TestDashboardApproveNamesTheDisk(t *testing.T) {
 	if err != nil || task.Status.Status != wire.StatusApproved || task.TargetDisk == nil || task.TargetDisk.Name != "nvme1n1" {
 		t.Fatalf("store after approve: %+v %+v %v", task.Status, task.TargetDisk, err)
 	}
+
+	// The create dialog takes hints as the CLI does; a bad one is refused
+	// in the dialog, nothing created.
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS("#new-task"))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, tab, "create dialog", `document.querySelector("#create-dialog").open`)
+	for sel, v := range map[string]string{`[name="target_mac"]`: "52:54:00:aa:0d:02", `[name="region_id"]`: "dc1",
+		`[name="os_type"]`: "ubuntu", `[name="os_version"]`: "22.04", `[name="root_device"]`: "serial=ZC1A2B3C,size=1T"} {
+		setInput(t, tab, "#create-form "+sel, v, "input")
+	}
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS("#create-submit"))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, tab, "bad hint refused", `document.querySelector("#create-error").textContent.includes("unknown")`)
+	if tasks, _, _ := e.store.ListTasks(ctx, store.Filter{MAC: "52:54:00:aa:0d:02"}); len(tasks) != 0 {
+		t.Fatalf("a refused hint created %d task(s)", len(tasks))
+	}
+	setInput(t, tab, `#create-form [name="root_device"]`, "serial=ZC1A2B3C, min-size=1T, rotational=true", "input")
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.CSS("#create-submit"))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, tab, "dialog closed", `!document.querySelector("#create-dialog").open`)
+	tasks, _, err := e.store.ListTasks(ctx, store.Filter{MAC: "52:54:00:aa:0d:02"})
+	if err != nil || len(tasks) != 1 {
+		t.Fatalf("created from the dialog: %d, %v", len(tasks), err)
+	}
+	if h := tasks[0].Spec.RootDeviceHints; h == nil || h.Serial != "ZC1A2B3C" || h.MinSizeBytes != 1e12 || h.Rotational == nil || !*h.Rotational {
+		t.Fatalf("hints from the dialog: %+v", h)
+	}
+
 	if p := problems.list(); len(p) > 0 {
 		t.Fatalf("page problems:\n%s", strings.Join(p, "\n"))
 	}

@@ -295,6 +295,33 @@ function renderTargetDisk(t) {
   if (d) for (const tr of document.querySelectorAll("#hw-disks tbody tr")) tr.classList.toggle("target", tr.firstElementChild.textContent === d.name);
 }
 
+// parseHints reads "key=value,..." as the CLI's --root-device does; the
+// server validates the result (400 naming the field).
+function parseHints(text) {
+  const h = {};
+  const keys = { name: "name", serial: "serial", wwn: "wwn", model: "model", vendor: "vendor", "by-path": "by_path" };
+  const units = { "": 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+  for (const item of text.split(",")) {
+    if (!item.trim()) continue;
+    const i = item.indexOf("=");
+    const k = (i < 0 ? item : item.slice(0, i)).trim().toLowerCase().replace(/_/g, "-");
+    const v = i < 0 ? "" : item.slice(i + 1).trim();
+    if (!v) throw new Error(`disk hint "${item.trim()}": want key=value`);
+    if (keys[k]) h[keys[k]] = v;
+    else if (k === "min-size" || k === "max-size") {
+      const m = /^([0-9.]+)\s*([a-zA-Z]*)$/.exec(v);
+      const mult = m && units[m[2].toLowerCase()];
+      const n = m && Number(m[1]) * mult;
+      if (!mult || !Number.isFinite(n) || n < 0 || n !== Math.floor(n)) throw new Error(`disk hint ${k}: "${v}" is not a size like 100G or 512GiB`);
+      h[k === "min-size" ? "min_size_bytes" : "max_size_bytes"] = n;
+    } else if (k === "rotational") {
+      if (!/^(true|false)$/i.test(v)) throw new Error(`disk hint rotational: "${v}": want true or false`);
+      h.rotational = v.toLowerCase() === "true";
+    } else throw new Error(`disk hint "${k}": unknown (name, serial, wwn, model, vendor, by-path, min-size, max-size, rotational)`);
+  }
+  return Object.keys(h).length ? h : null;
+}
+
 // Approve asks first, naming the disk that will be erased; the approval
 // names that disk too, so the server approves exactly what was shown.
 async function approveSelected(btn) {
@@ -655,6 +682,10 @@ async function submitCreate(e) {
   if (f.hostname.value.trim()) body.hostname = f.hostname.value.trim();
   const keys = f.ssh_keys.value.split("\n").map((s) => s.trim()).filter(Boolean);
   if (keys.length) body.ssh_authorized_keys = keys;
+  try {
+    const hints = parseHints(f.root_device.value);
+    if (hints) body.root_device_hints = hints;
+  } catch (err) { setText($("#create-error"), err.message); return; }
   const btn = $("#create-submit");
   btn.disabled = true;
   try {
