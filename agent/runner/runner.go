@@ -285,11 +285,25 @@ func (r *Runner) targetDisk(spec wire.InstallSpec) (string, error) {
 			continue
 		}
 		if err := disksel.Same(*want, d); err != nil {
-			return "", fmt.Errorf("target disk check, nothing written: %w", err)
+			return "", fmt.Errorf("target disk check, nothing written: %w%s", err, movedTo(*want, hw.Disks))
 		}
 		r.Log.Info("target disk verified", "disk", disksel.Describe(d))
 		return filepath.Join(dev, d.Name), nil
 	}
-	return "", fmt.Errorf("target disk check, nothing written: the disk chosen before approval (%s) is not attached now; disks: %s",
-		disksel.Describe(*want), disksel.List(hw.Disks))
+	return "", fmt.Errorf("target disk check, nothing written: the disk chosen before approval (%s) is not attached now%s; disks: %s",
+		disksel.Describe(*want), movedTo(*want, hw.Disks), disksel.List(hw.Disks))
+}
+
+// movedTo says where the chosen disk is now when the kernel renamed it (a
+// reboot can renumber sdX): the operator retries and approves again.
+func movedTo(want wire.Disk, disks []wire.Disk) string {
+	if want.WWN == "" && want.Serial == "" {
+		return ""
+	}
+	for _, d := range disks {
+		if d.Name != want.Name && disksel.Same(want, d) == nil {
+			return fmt.Sprintf(" (that disk is now /dev/%s: retry the task so the server chooses again)", d.Name)
+		}
+	}
+	return ""
 }

@@ -311,6 +311,8 @@ func TestRunTargetDisk(t *testing.T) {
 			target: &wire.Disk{Name: "sda", SizeBytes: 4 << 40, Serial: "HDD2", WWN: "naa.5000c500ffffffff"}},
 		{name: "same serial, other size", wantFailure: "size",
 			target: &wire.Disk{Name: "nvme0n1", SizeBytes: 2 << 40, Serial: "S4EMNX0R123456"}},
+		{name: "renumbered: the chosen disk is now another name", wantFailure: "that disk is now /dev/nvme0n1",
+			target: &wire.Disk{Name: "sda", SizeBytes: 1 << 40, Serial: "S4EMNX0R123456", WWN: "eui.0025388b91c0ffee"}},
 		{name: "disk gone", wantFailure: "is not attached now",
 			target: &wire.Disk{Name: "sdd", SizeBytes: 4 << 40, Serial: "HDD9"}},
 	}
