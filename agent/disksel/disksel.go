@@ -63,8 +63,11 @@ func Select(disks []wire.Disk, h *wire.RootDeviceHints, need int64) (wire.Disk, 
 			}
 		}
 		if best < 0 {
-			return wire.Disk{}, fmt.Errorf("%w: no fixed disk of at least %s among %d: %s",
-				ErrNoMatch, Size(uint64(max(need, 0))), len(disks), List(disks))
+			what := "no fixed (non-removable) disk"
+			if need > 0 {
+				what += " of at least " + Size(uint64(need))
+			}
+			return wire.Disk{}, fmt.Errorf("%w: %s among %d: %s", ErrNoMatch, what, len(disks), List(disks))
 		}
 		return disks[best], nil
 	}

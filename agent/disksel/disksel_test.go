@@ -2,6 +2,7 @@ package disksel
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -84,6 +85,17 @@ func TestSelect(t *testing.T) {
 				t.Fatalf("Select = %q, %v; want %q", got.Name, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestSelectOnlyRemovable(t *testing.T) {
+	stick := disks4(t)[3:]
+	_, err := Select(stick, nil, 0)
+	if !errors.Is(err, ErrNoMatch) || !strings.Contains(err.Error(), "no fixed (non-removable) disk among 1: /dev/sdc, 31 GB, SanDisk Cruzer Blade") {
+		t.Fatalf("Select(usb stick only) = %v", err)
+	}
+	if _, err := Select(nil, nil, 1<<30); !strings.Contains(fmt.Sprint(err), "of at least 1 GB among 0: (none reported)") {
+		t.Fatalf("Select(no disks) = %v", err)
 	}
 }
 
