@@ -123,7 +123,7 @@ func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.log.Info("hardware reported", "task", t.ID, "mac", t.Spec.TargetMAC, "status", t.Status.Status)
-	httpapi.WriteJSON(w, http.StatusOK, wire.HardwareResponse{TaskID: t.ID, Status: t.Status.Status})
+	httpapi.WriteJSON(w, http.StatusOK, hardwareAnswer(t))
 }
 
 func (r *Region) discover(w http.ResponseWriter, req *http.Request, rep wire.HardwareReport) {
@@ -309,6 +309,7 @@ func (r *Region) approvalAnswer(ctx context.Context, t store.Task) (wire.Approva
 			return resp, nil
 		}
 		resp.Approved, resp.Install, resp.Reason = true, spec, ""
+		spec.TargetDisk = targetDisk(t)
 	}
 	return resp, nil
 }

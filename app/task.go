@@ -25,7 +25,7 @@ func newTaskCmd() *cobra.Command {
 	o.addFlags(cmd)
 	cmd.AddCommand(
 		newTaskCreateCmd(o), newTaskListCmd(o), newTaskGetCmd(o),
-		newTaskActionCmd(o, "approve", "Approve the install of a task waiting for approval", "PUT", "/approve"),
+		newTaskApproveCmd(o),
 		newTaskActionCmd(o, "cancel", "Cancel a task", "DELETE", ""),
 		newTaskActionCmd(o, "retry", "Retry a failed or cancelled task", "POST", "/retry"),
 		newTaskWatchCmd(o),
@@ -41,6 +41,9 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 		Example: "  lpmos task create --mac 00:1a:2b:3c:4d:5e --os ubuntu --os-version 22.04 --hostname web-1",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := rootDeviceFlag(cmd, &req); err != nil {
+				return err
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
@@ -60,6 +63,7 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	f.StringVar(&req.Hostname, "hostname", "", "host name to configure")
 	f.StringSliceVar(&req.SSHAuthorizedKeys, "ssh-key", nil, "SSH public key to authorize (repeatable)")
 	f.StringVar(&req.UserData, "user-data", "", "cloud-init user data")
+	addRootDeviceFlag(f)
 	for _, name := range []string{"mac", "os", "os-version"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -127,6 +131,7 @@ func newTaskGetCmd(o *clientOptions) *cobra.Command {
 				fmt.Fprintf(w, "\nhardware: %s %s, %d threads, %d GB, %d disks, %d NICs, %s boot\n",
 					hw.DMI.Vendor, hw.DMI.Product, hw.CPU.Threads, hw.Memory.TotalGB, len(hw.Disks), len(hw.NICs), hw.BootMode)
 			}
+			printTargetDisk(w, d.Task)
 			fmt.Fprintln(w, "\nhistory:")
 			for _, ev := range d.Events {
 				fmt.Fprintf(w, "  %s  %s\n", ev.At.Local().Format(time.DateTime), describeEvent(ev))

@@ -47,6 +47,10 @@ func assembleTasks(kvs []*mvccpb.KeyValue, log *slog.Logger) []Task {
 			var p wire.Progress
 			err = json.Unmarshal(kv.Value, &p)
 			cur.Progress = &p
+		case "target-disk":
+			var td TargetDisk
+			err = json.Unmarshal(kv.Value, &td)
+			cur.TargetDisk = &td
 		}
 		if err != nil {
 			log.Warn("store: undecodable value", "key", string(kv.Key), "error", err)

@@ -25,6 +25,7 @@ func hardwareKey(id string) string   { return prefixTasks + id + "/hardware" }
 func progressKey(id string) string   { return prefixTasks + id + "/progress" }
 func bootstrapKey(id string) string  { return prefixTasks + id + "/bootstrap" }
 func sessionKey(id string) string    { return prefixTasks + id + "/session" }
+func targetDiskKey(id string) string { return prefixTasks + id + "/target-disk" }
 func eventsPrefix(id string) string  { return prefixTasks + id + "/events/" }
 func macIndexKey(mac string) string  { return prefixMACIndex + mac }
 func discoveryKey(mac string) string { return prefixDiscSess + mac }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/wire"
 )
 
@@ -23,6 +24,10 @@ type Spec struct {
 	SSHAuthorizedKeys []string  `json:"ssh_authorized_keys,omitempty"`
 	UserData          string    `json:"user_data,omitempty"`
 	CreatedAt         time.Time `json:"created_at"`
+
+	// RootDeviceHints select the disk to erase (agent/disksel); nil: the
+	// smallest fixed disk that holds the image.
+	RootDeviceHints *wire.RootDeviceHints `json:"root_device_hints,omitempty"`
 }
 
 // StatusRecord is /tasks/{id}/status.
@@ -41,7 +46,27 @@ type Task struct {
 	Hardware *wire.Hardware `json:"hardware,omitempty"`
 	Progress *wire.Progress `json:"progress,omitempty"`
 	Revision int64          `json:"revision"` // etcd mod revision of the status
+
+	TargetDisk *TargetDisk `json:"target_disk,omitempty"`
 }
+
+// TargetDisk is /tasks/{id}/target-disk: the disk the install erases,
+// chosen by the server when the hardware report arrives (from the root-
+// device hints, the reported disks and the image size) and possibly
+// changed by the operator at approval. The agent gets it in its install
+// spec and writes it only if it is still the same disk.
+type TargetDisk struct {
+	wire.Disk
+	ChosenBy    string `json:"chosen_by"`   // "hints", "default" (smallest fixed disk that fits) or "operator"
+	Description string `json:"description"` // "/dev/nvme0n1, 480 GB, SAMSUNG ..., serial ..."
+}
+
+// Who chose a TargetDisk.
+const (
+	ChosenByHints    = "hints"
+	ChosenByDefault  = "default"
+	ChosenByOperator = "operator"
+)
 
 // Event is one entry of /tasks/{id}/events/.
 type Event struct {
@@ -161,6 +186,14 @@ func (sp *Spec) Validate() error {
 	}
 	if len(sp.UserData) > 64<<10 {
 		return fmt.Errorf("%w: user_data is larger than 64 KiB", ErrInvalid)
+	}
+	if sp.RootDeviceHints != nil {
+		if err := disksel.Validate(*sp.RootDeviceHints); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if disksel.IsZero(sp.RootDeviceHints) {
+			sp.RootDeviceHints = nil
+		}
 	}
 	return nil
 }

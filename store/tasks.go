@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/wire"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -256,6 +257,7 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 				clientv3.OpDelete(progressKey(id)),
 				clientv3.OpDelete(hardwareKey(id)),
 				clientv3.OpDelete(bootstrapKey(id)),
+				clientv3.OpDelete(targetDiskKey(id)),
 			)
 			// The session stays: the live agent of the ended attempt,
 			// still polling with it, is handed a fresh one (agentapi).
@@ -284,32 +286,55 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 	return Task{}, fmt.Errorf("move task %s to %s: %w: too much contention", id, to, ErrConflict)
 }
 
-// SetHardware records the agent's hardware report. A ready task moves to
-// pending_approval in the same transaction; a task already waiting for
-// approval (the machine rebooted) just gets the fresh report.
+// SetHardware records the agent's hardware report and the disk the install
+// will erase (see disks.go). A ready task moves to pending_approval in the
+// same transaction; a task already waiting for approval (the machine
+// rebooted) gets the fresh report and a fresh choice. When no disk can be
+// chosen (no match, several, too small), the task fails at once with the
+// disks in the reason: nothing is ever written.
 func (s *Store) SetHardware(ctx context.Context, id string, hw wire.Hardware) (Task, error) {
-	hwOp := func(Task) ([]clientv3.Op, []clientv3.Cmp, error) {
-		return []clientv3.Op{clientv3.OpPut(hardwareKey(id), mustJSON(hw))}, nil, nil
+	var chosen *TargetDisk
+	hwOp := func(t Task) ([]clientv3.Op, []clientv3.Cmp, error) {
+		td, err := s.chooseDisk(ctx, t.Spec, hw)
+		if err != nil {
+			return nil, nil, err
+		}
+		chosen = td
+		return append([]clientv3.Op{clientv3.OpPut(hardwareKey(id), mustJSON(hw))}, diskOps(id, t.Spec, td)...), nil, nil
 	}
 	t, err := s.transition(ctx, id, wire.StatusPendingApproval, "hardware reported", hwOp)
 	var te *TransitionError
 	if errors.As(err, &te) && te.From == wire.StatusPendingApproval {
+		td, err := s.chooseDisk(ctx, t.Spec, hw)
+		if disksel.IsSelection(err) {
+			return s.failOnDisk(ctx, id, hw, err)
+		}
+		if err != nil {
+			return Task{}, err
+		}
+		ops := []clientv3.Op{clientv3.OpPut(hardwareKey(id), mustJSON(hw))}
+		if td == nil || t.TargetDisk == nil || td.Disk != t.TargetDisk.Disk {
+			ops = append(ops, diskOps(id, t.Spec, td)...)
+		}
 		resp, err := s.cli.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(statusKey(id)), "=", t.Revision),
-		).Then(clientv3.OpPut(hardwareKey(id), mustJSON(hw))).Commit()
+		).Then(ops...).Commit()
 		if err != nil {
 			return Task{}, fmt.Errorf("store hardware of %s: %w", id, err)
 		}
 		if !resp.Succeeded {
 			return s.SetHardware(ctx, id, hw)
 		}
-		t.Hardware = &hw
+		t.Hardware, t.TargetDisk = &hw, td
 		return t, nil
+	}
+	if disksel.IsSelection(err) {
+		return s.failOnDisk(ctx, id, hw, err)
 	}
 	if err != nil {
 		return t, err
 	}
-	t.Hardware = &hw
+	t.Hardware, t.TargetDisk = &hw, chosen
 	return t, nil
 }
 

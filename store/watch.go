@@ -23,6 +23,10 @@ type Change struct {
 	Machine  *Machine       // KindMachine
 	Region   *Region        // KindRegion
 	Key      string         // the etcd key, for deletions
+
+	// KindTargetDisk; nil when the choice was removed (retry, or the task
+	// failed because no disk matched).
+	TargetDisk *TargetDisk
 }
 
 // ChangeKind names what changed.
@@ -41,6 +45,7 @@ const (
 	KindRegion       ChangeKind = "region"
 	KindRegionGone   ChangeKind = "region_deleted"
 	KindWatchRestart ChangeKind = "resync" // history was compacted: reload a snapshot
+	KindTargetDisk   ChangeKind = "target_disk"
 )
 
 // Watch streams typed changes after revision fromRev (0: from now) until ctx
@@ -113,6 +118,12 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 			}
 			c.Kind, c.Spec = KindTaskCreated, new(Spec)
 			err = json.Unmarshal(ev.Kv.Value, c.Spec)
+		case kind == "target-disk":
+			c.Kind = KindTargetDisk
+			if !del {
+				c.TargetDisk = new(TargetDisk)
+				err = json.Unmarshal(ev.Kv.Value, c.TargetDisk)
+			}
 		case del:
 			return c, false
 		case kind == "status":

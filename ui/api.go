@@ -25,6 +25,8 @@ type CreateTaskRequest struct {
 	Hostname          string   `json:"hostname,omitempty"`
 	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
 	UserData          string   `json:"user_data,omitempty"`
+
+	RootDeviceHints *wire.RootDeviceHints `json:"root_device_hints,omitempty"` // the disk to erase (agent/disksel)
 }
 
 // TaskList is the answer of GET /api/v1/tasks.
@@ -95,6 +97,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	task, err := s.cfg.Store.CreateTask(r.Context(), store.Spec{
 		RegionID: req.RegionID, TargetMAC: req.TargetMAC, OSType: req.OSType, OSVersion: req.OSVersion,
 		Hostname: req.Hostname, SSHAuthorizedKeys: req.SSHAuthorizedKeys, UserData: req.UserData,
+		RootDeviceHints: req.RootDeviceHints,
 	})
 	if err != nil {
 		writeStoreError(w, err)
@@ -191,6 +194,7 @@ func (s *Server) watchTask(w http.ResponseWriter, r *http.Request) {
 		if c.Kind == store.KindHardware {
 			line.Hardware = c.Hardware
 		}
+		line.TargetDisk = c.TargetDisk
 		if err := enc.Encode(line); err != nil {
 			return
 		}
@@ -210,11 +214,17 @@ type WatchLine struct {
 	Progress *wire.Progress      `json:"progress,omitempty"`
 	Hardware *wire.Hardware      `json:"hardware,omitempty"`
 	Event    *store.Event        `json:"event,omitempty"`
+
+	TargetDisk *store.TargetDisk `json:"target_disk,omitempty"`
 }
 
 func (s *Server) approveTask(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	ctx := r.Context()
+	body, ok := approveBody(w, r)
+	if !ok {
+		return
+	}
 	task, err := s.cfg.Store.GetTask(ctx, id)
 	if err != nil {
 		writeStoreError(w, err)
@@ -237,7 +247,7 @@ func (s *Server) approveTask(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.transition(w, r, id, wire.StatusApproved, "approved by operator")
+	s.approve(w, r, id, body.Disk)
 }
 
 func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {

@@ -30,6 +30,7 @@ const xssHostname = `<img src=x onerror=alert(1)>`
 type pageWatch struct {
 	mu       sync.Mutex
 	problems []string
+	confirm  *confirmAnswer // the window.confirm the test expects next (see expectConfirm)
 }
 
 func (w *pageWatch) add(s string) {
@@ -49,9 +50,12 @@ func watchPage(t *testing.T, ctx context.Context, name string, w *pageWatch) {
 	err := chromedp.Listen(ctx, func(ev any) {
 		switch ev := ev.(type) {
 		case *page.EventJavascriptDialogOpening:
-			w.add(fmt.Sprintf("%s: dialog %q: %q", name, ev.Type, ev.Message))
+			accept, expected := w.answer(ev)
+			if !expected {
+				w.add(fmt.Sprintf("%s: dialog %q: %q", name, ev.Type, ev.Message))
+			}
 			go func() { // never block the tab on a dialog
-				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
+				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: accept})
 			}()
 		case *runtime.EventExceptionThrown:
 			w.add(fmt.Sprintf("%s: exception: %s", name, exceptionText(ev.ExceptionDetails)))
@@ -200,8 +204,12 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Approve appears where the seed puts it, on pending_approval.
 	poll(t, tab1, "approve button", `!document.querySelector("#approve").hidden && `+row+`.querySelector(".badge").dataset.status === "pending_approval"`)
+	confirmed := problems.expectConfirm(true) // naming the disk: browser_disks_test.go
 	if err := chromedp.Do(tab1, chromedp.Click(chromedp.CSS("#approve"))); err != nil {
 		t.Fatalf("click approve: %v", err)
+	}
+	if msg := waitConfirm(t, confirmed); !strings.Contains(msg, "/dev/nvme0n1") {
+		t.Fatalf("approve confirmation %q does not name the disk", msg)
 	}
 	poll(t, tab2, "tab2 sees approved", row+`.querySelector(".badge").dataset.status === "approved"`)
 	poll(t, tab1, "approve button hidden", `document.querySelector("#approve").hidden`)

@@ -32,6 +32,7 @@ const (
 	MsgMachineDeleted = "machine_deleted"
 	MsgRegion         = "region"
 	MsgRegionDeleted  = "region_deleted"
+	MsgTargetDisk     = "target_disk" // the disk the install will erase (target_disk null: none chosen)
 )
 
 // Snapshot is the first message on /ws: the whole state at Revision.
@@ -76,6 +77,14 @@ type HardwareMessage struct {
 	TaskID   string         `json:"task_id"`
 	Revision int64          `json:"revision"`
 	Hardware *wire.Hardware `json:"hardware"`
+}
+
+// TargetDiskMessage carries a task's chosen disk (nil when it was removed).
+type TargetDiskMessage struct {
+	Type       string            `json:"type"`
+	TaskID     string            `json:"task_id"`
+	Revision   int64             `json:"revision"`
+	TargetDisk *store.TargetDisk `json:"target_disk"`
 }
 
 // TaskMessage announces a new task (or a deleted one, without Task).
@@ -330,6 +339,17 @@ func (h *Hub) apply(c store.Change) {
 			return
 		}
 		msg = HardwareMessage{Type: MsgHardware, TaskID: c.TaskID, Revision: c.Revision, Hardware: c.Hardware}
+	case store.KindTargetDisk:
+		t := h.tasks[c.TaskID]
+		if t == nil {
+			return
+		}
+		t.TargetDisk = c.TargetDisk
+		if !t.complete {
+			h.snap = nil
+			return
+		}
+		msg = TargetDiskMessage{Type: MsgTargetDisk, TaskID: c.TaskID, Revision: c.Revision, TargetDisk: c.TargetDisk}
 	case store.KindProgress:
 		t := h.tasks[c.TaskID]
 		if t == nil {

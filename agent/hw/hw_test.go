@@ -2,6 +2,7 @@ package hw
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -29,10 +30,15 @@ func TestCollectFixtures(t *testing.T) {
 				CPU:    wire.CPU{Model: "Intel(R) Xeon(R) Silver 4214 CPU @ 2.20GHz", Sockets: 2, Cores: 24, Threads: 48},
 				Memory: wire.Memory{TotalBytes: 196483536 * 1024, TotalGB: 187},
 				Disks: []wire.Disk{
-					{Name: "nvme0n1", SizeBytes: 1875385008 * 512, Model: "SAMSUNG MZQLB960HAJR-00007", Serial: "S437NA0M812345"},
-					{Name: "sda", SizeBytes: 7814037168 * 512, Model: "ST4000NM0035-1V4", Serial: "naa.5000c500a1b2c3d0", Rotational: true},
-					{Name: "sdb", SizeBytes: 7814037168 * 512, Model: "ST4000NM0035-1V4", Serial: "naa.5000c500a1b2c3d1", Rotational: true},
-					{Name: "sdc", SizeBytes: 60062500 * 512, Model: "Cruzer Blade", Removable: true},
+					{Name: "nvme0n1", SizeBytes: 1875385008 * 512, Model: "SAMSUNG MZQLB960HAJR-00007", Serial: "S437NA0M812345",
+						WWN: "eui.34333730528123450025384500000001", ByPath: "pci-0000:3b:00.0-nvme-1"},
+					// no vpd_pg80 here: no serial, only the wwid; no ata_port dir: the port from "ataN"
+					{Name: "sda", SizeBytes: 7814037168 * 512, Model: "ST4000NM0035-1V4", WWN: "naa.5000c500a1b2c3d0",
+						ByPath: "pci-0000:00:17.0-ata-1.0", Rotational: true},
+					{Name: "sdb", SizeBytes: 7814037168 * 512, Model: "ST4000NM0035-1V4", WWN: "naa.5000c500a1b2c3d1",
+						ByPath: "pci-0000:00:17.0-ata-2.0", Rotational: true},
+					{Name: "sdc", SizeBytes: 60062500 * 512, Model: "Cruzer Blade", Removable: true,
+						ByPath: "pci-0000:00:14.0-usb-0:4:1.0-scsi-0:0:0:0"},
 				},
 				NICs: []wire.NIC{
 					{Name: "eno1", MAC: "ac:1f:6b:4a:10:01", Driver: "ixgbe", SpeedMbps: 10000, Link: true},
@@ -57,7 +63,7 @@ func TestCollectFixtures(t *testing.T) {
 				CPU:    wire.CPU{Model: "QEMU Virtual CPU version 2.5+", Sockets: 1, Cores: 1, Threads: 1},
 				Memory: wire.Memory{TotalBytes: 492364 * 1024, TotalGB: 0},
 				Disks: []wire.Disk{
-					{Name: "vda", SizeBytes: 2 << 30, Serial: "lpmos-disk-0", Rotational: true},
+					{Name: "vda", SizeBytes: 2 << 30, Serial: "lpmos-disk-0", ByPath: "pci-0000:00:05.0", Rotational: true},
 				},
 				NICs: []wire.NIC{
 					{Name: "ens3", MAC: "52:54:00:aa:00:01", Driver: "virtio_net", Link: true},
@@ -178,5 +184,49 @@ func TestCollectHost(t *testing.T) {
 	got, _ := Collect("/")
 	if got.CPU.Threads == 0 || got.Memory.TotalBytes == 0 {
 		t.Errorf("host report lacks cpu or memory: %+v", got)
+	}
+}
+
+// The four-disk fixture: every identity field the root-device hints use.
+func TestDisksIdentity(t *testing.T) {
+	got, err := Disks(fixture("disks4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []wire.Disk{
+		{Name: "nvme0n1", SizeBytes: 937703088 * 512, Model: "SAMSUNG MZQLB480HAJQ-00007", Serial: "S4EMNX0R123456",
+			WWN: "eui.0025388b91c0ffee", ByPath: "pci-0000:3b:00.0-nvme-1"},
+		{Name: "sda", SizeBytes: 468862128 * 512, Model: "INTEL SSDSC2KB240G8", Vendor: "ATA", Serial: "PHYF912345AB240AGN",
+			WWN: "naa.55cd2e415a1b2c3d", ByPath: "pci-0000:00:17.0-ata-1.0"},
+		{Name: "sdb", SizeBytes: 7814037168 * 512, Model: "ST4000NM0035-1V4", Vendor: "ATA", Serial: "ZC1A2B3C",
+			WWN: "naa.5000c500a1b2c3d4", ByPath: "pci-0000:00:17.0-ata-2.0", Rotational: true},
+		{Name: "sdc", SizeBytes: 60062500 * 512, Model: "Cruzer Blade", Vendor: "SanDisk", Serial: "4C530001234567891234",
+			ByPath: "pci-0000:00:14.0-usb-0:4:1.0-scsi-0:0:0:0", Removable: true},
+	}
+	if !reflect.DeepEqual(got, want) {
+		gj, _ := json.MarshalIndent(got, "", "  ")
+		wj, _ := json.MarshalIndent(want, "", "  ")
+		t.Errorf("Disks(disks4):\n got %s\nwant %s", gj, wj)
+	}
+}
+
+func TestVPDSerial(t *testing.T) {
+	dir := t.TempDir()
+	for name, tt := range map[string]struct {
+		in   []byte
+		want string
+	}{
+		"ok":           {in: append([]byte{0, 0x80, 0, 6}, "AB12  "...), want: "AB12"},
+		"nul padded":   {in: append([]byte{0, 0x80, 0, 5}, "XY\x00\x00\x00"...), want: "XY"},
+		"short length": {in: append([]byte{0, 0x80, 0, 2}, "ABCDEF"...), want: "AB"},
+		"wrong page":   {in: append([]byte{0, 0x83, 0, 2}, "AB"...), want: ""},
+		"truncated":    {in: []byte{0, 0x80}, want: ""},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), tt.in, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := vpdSerial(dir, name); got != tt.want {
+			t.Errorf("%s: vpdSerial = %q, want %q", name, got, tt.want)
+		}
 	}
 }

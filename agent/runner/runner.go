@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/lpmos/lpmos/agent/client"
+	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/install"
 	"github.com/lpmos/lpmos/agent/logring"
 	"github.com/lpmos/lpmos/agent/retry"
@@ -41,10 +43,13 @@ type Runner struct {
 
 	MAC    string // boot NIC; empty = the first NIC with a link
 	TaskID string // from the kernel line; the approval answer names it otherwise
-	Disk   string // target; empty = demo, unless AutoDisk
-	// AutoDisk picks the smallest fixed disk that fits the image when Disk is
-	// empty (PID-1 mode: the machine is being provisioned, not demoed).
+	Disk   string // target (lpmos_disk=, --disk); wins over the server's choice; empty = demo, unless AutoDisk
+	// AutoDisk writes the disk the server chose (InstallSpec.TargetDisk),
+	// after checking it is still the same disk, when Disk is empty (PID-1
+	// mode: the machine is being provisioned, not demoed). An older server
+	// sends no target: the smallest fixed disk that fits the image is used.
 	AutoDisk bool
+	DevDir   string // where the disks' device nodes are; default /dev (tests: a directory of files)
 
 	ImageClient  *http.Client  // for the image download; default plain
 	ApprovalWait time.Duration // long-poll duration; default 30s
@@ -176,6 +181,16 @@ func (r *Runner) reportHardware(ctx context.Context, mac, taskID string, hw wire
 		r.API.SetToken(resp.SessionToken)
 	}
 	r.Log.Info("hardware reported", "mac", mac, "task", taskID, "status", resp.Status, "discovered", resp.Discovered)
+	switch resp.Status {
+	case wire.StatusFailed, wire.StatusCancelled, wire.StatusCompleted:
+		// E.g. no disk matches the task's root-device hints: the server
+		// failed the task at once, before anything was written. An agent
+		// that stays up waits for a retry or a new task for its MAC.
+		if !r.StayAfterFailure || resp.Status == wire.StatusCompleted {
+			return &StopError{TaskID: taskID, Status: resp.Status, Reason: resp.Reason}
+		}
+		r.Log.Warn("the server ended the task on this hardware report; staying up for a retry or a new task", "task", taskID, "status", resp.Status, "reason", resp.Reason)
+	}
 	return nil
 }
 
@@ -189,12 +204,14 @@ func (e *installFailed) Unwrap() error { return e.err }
 func (r *Runner) install(ctx context.Context, mac, taskID string, hw wire.Hardware, spec wire.InstallSpec) error {
 	r.Log.Info("install approved", "task", taskID, "os", spec.OSType+" "+spec.OSVersion, "image", spec.ImageURL, "size", spec.ImageSize)
 	disk := r.Disk
-	if disk == "" && r.AutoDisk {
-		var err error
-		if disk, err = ChooseDisk(hw.Disks, spec.ImageSize); err != nil {
+	var err error
+	switch {
+	case disk != "" && spec.TargetDisk != nil:
+		r.Log.Warn("writing the disk given on the command line, not the one the server chose", "disk", disk, "server_choice", disksel.Describe(*spec.TargetDisk))
+	case disk == "" && r.AutoDisk:
+		if disk, err = r.targetDisk(spec); err != nil {
 			return r.fail(ctx, mac, taskID, err)
 		}
-		r.Log.Info("target disk chosen", "disk", disk)
 	}
 
 	rep := &reporter{api: r.API, mac: mac, taskID: taskID}
@@ -355,21 +372,52 @@ func BootMAC(nics []wire.NIC) string {
 	return ""
 }
 
-// ChooseDisk picks the smallest fixed (non-removable) disk that holds the
-// image, as Ironic does by default: the boot USB stick and the big data
-// disks stay untouched.
-func ChooseDisk(disks []wire.Disk, need int64) (string, error) {
-	best := -1
-	for i, d := range disks {
-		if d.Removable || d.SizeBytes < uint64(max(need, 1)) {
+// targetDisk resolves the server's choice to a device node, checking on
+// the disks attached now that the name still holds that disk (a reboot can
+// renumber sdX). Without a choice (older server), it picks the smallest
+// fixed disk that holds the image.
+func (r *Runner) targetDisk(spec wire.InstallSpec) (string, error) {
+	dev := r.DevDir
+	if dev == "" {
+		dev = "/dev"
+	}
+	hw, err := r.Hardware()
+	if err != nil {
+		r.Log.Warn("some hardware details could not be read", "error", err)
+	}
+	want := spec.TargetDisk
+	if want == nil {
+		d, err := disksel.Select(hw.Disks, nil, spec.ImageSize)
+		if err != nil {
+			return "", fmt.Errorf("choosing the target disk: %w", err)
+		}
+		r.Log.Info("the server named no disk (older server): chose the smallest fixed disk that fits", "disk", disksel.Describe(d))
+		return filepath.Join(dev, d.Name), nil
+	}
+	for _, d := range hw.Disks {
+		if d.Name != want.Name {
 			continue
 		}
-		if best < 0 || d.SizeBytes < disks[best].SizeBytes {
-			best = i
+		if err := disksel.Same(*want, d); err != nil {
+			return "", fmt.Errorf("target disk check, nothing written: %w%s", err, movedTo(*want, hw.Disks))
+		}
+		r.Log.Info("target disk verified", "disk", disksel.Describe(d))
+		return filepath.Join(dev, d.Name), nil
+	}
+	return "", fmt.Errorf("target disk check, nothing written: the disk chosen before approval (%s) is not attached now%s; disks: %s",
+		disksel.Describe(*want), movedTo(*want, hw.Disks), disksel.List(hw.Disks))
+}
+
+// movedTo says where the chosen disk is now when the kernel renamed it (a
+// reboot can renumber sdX): the operator retries and approves again.
+func movedTo(want wire.Disk, disks []wire.Disk) string {
+	if want.WWN == "" && want.Serial == "" {
+		return ""
+	}
+	for _, d := range disks {
+		if d.Name != want.Name && disksel.Same(want, d) == nil {
+			return fmt.Sprintf(" (that disk is now /dev/%s: retry the task so the server chooses again)", d.Name)
 		}
 	}
-	if best < 0 {
-		return "", fmt.Errorf("no fixed disk of at least %d bytes among %d disks", need, len(disks))
-	}
-	return "/dev/" + disks[best].Name, nil
+	return ""
 }

@@ -45,6 +45,7 @@ type fakeAPI struct {
 	status   wire.Status // approval status to answer with
 	hwStatus int         // HTTP status for the hardware report (0 = 200)
 	revoked  bool        // the session was revoked: every call with it is 401
+	hwResp   *wire.HardwareResponse
 
 	mu        sync.Mutex
 	exchanges int
@@ -90,6 +91,8 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, f.hwStatus, wire.Error{Error: "nope"})
 		case auth == "":
 			writeJSON(w, 200, wire.HardwareResponse{Discovered: true, SessionToken: discTok})
+		case f.hwResp != nil:
+			writeJSON(w, 200, f.hwResp)
 		default:
 			writeJSON(w, 200, wire.HardwareResponse{TaskID: "task-1", Status: wire.StatusPendingApproval})
 		}
@@ -323,22 +326,98 @@ func TestRun(t *testing.T) {
 	}
 }
 
-func TestChooseDisk(t *testing.T) {
-	disks := fakeHardware().Disks
+// PID-1 mode: the agent writes the disk the server chose, after checking
+// it is still that disk; a mismatch fails the task before anything is
+// written; an older server (no target) gets the smallest fixed disk.
+func TestRunTargetDisk(t *testing.T) {
+	img, sum := image(t)
+	hwDisks := []wire.Disk{
+		{Name: "sda", SizeBytes: 4 << 40, Serial: "HDD1", WWN: "naa.5000c500a1b2c3d4", Rotational: true},
+		{Name: "nvme0n1", SizeBytes: 1 << 40, Serial: "S4EMNX0R123456", WWN: "eui.0025388b91c0ffee"},
+		{Name: "sdc", SizeBytes: 32 << 30, Removable: true},
+	}
 	tests := []struct {
-		need    int64
-		want    string
-		wantErr bool
+		name        string
+		target      *wire.Disk
+		cmdline     string // r.Disk: lpmos_disk= wins
+		wantWritten string // file in DevDir holding the image; "" = nothing written
+		wantFailure string
 	}{
-		{need: 2 << 30, want: "/dev/nvme0n1"},
-		{need: 2 << 40, want: "/dev/sda"},
-		{need: 8 << 40, wantErr: true},
+		{name: "server's choice", target: &hwDisks[0], wantWritten: "sda"},
+		{name: "older server: smallest fixed disk", wantWritten: "nvme0n1"},
+		{name: "kernel line wins", target: &hwDisks[0], cmdline: "sdc", wantWritten: "sdc"},
+		{name: "another disk under that name", wantFailure: "not the disk chosen before approval",
+			target: &wire.Disk{Name: "sda", SizeBytes: 4 << 40, Serial: "HDD2", WWN: "naa.5000c500ffffffff"}},
+		{name: "same serial, other size", wantFailure: "size",
+			target: &wire.Disk{Name: "nvme0n1", SizeBytes: 2 << 40, Serial: "S4EMNX0R123456"}},
+		{name: "renumbered: the chosen disk is now another name", wantFailure: "that disk is now /dev/nvme0n1",
+			target: &wire.Disk{Name: "sda", SizeBytes: 1 << 40, Serial: "S4EMNX0R123456", WWN: "eui.0025388b91c0ffee"}},
+		{name: "disk gone", wantFailure: "is not attached now",
+			target: &wire.Disk{Name: "sdd", SizeBytes: 4 << 40, Serial: "HDD9"}},
 	}
 	for _, tt := range tests {
-		got, err := ChooseDisk(disks, tt.need)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("ChooseDisk(%d) = %q, %v; want %q", tt.need, got, err, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			dev := t.TempDir()
+			for _, d := range hwDisks {
+				if err := os.WriteFile(filepath.Join(dev, d.Name), make([]byte, 4<<20), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			api := &fakeAPI{t: t, image: img, status: wire.StatusApproved,
+				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw", TargetDisk: tt.target}}
+			r, _ := newRunner(t, api, "", "")
+			r.Hardware = func() (wire.Hardware, error) { h := fakeHardware(); h.Disks = hwDisks; return h, nil }
+			r.AutoDisk, r.DevDir = true, dev
+			if tt.cmdline != "" {
+				r.Disk = filepath.Join(dev, tt.cmdline)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := r.Run(ctx)
+			if tt.wantFailure == "" && err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if tt.wantFailure != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantFailure) {
+					t.Fatalf("Run = %v, want %q", err, tt.wantFailure)
+				}
+				api.mu.Lock()
+				if len(api.failures) != 1 || !strings.Contains(api.failures[0].Reason, tt.wantFailure) {
+					t.Errorf("failure reports %+v, want one mentioning %q", api.failures, tt.wantFailure)
+				}
+				api.mu.Unlock()
+			}
+			for _, d := range hwDisks {
+				b, _ := os.ReadFile(filepath.Join(dev, d.Name))
+				has := bytes.Equal(b[:len(img)], img)
+				if has != (d.Name == tt.wantWritten) {
+					t.Errorf("%s holds the image: %v, want only %q written", d.Name, has, tt.wantWritten)
+				}
+				if !has && !bytes.Equal(b, make([]byte, 4<<20)) {
+					t.Errorf("%s was touched", d.Name)
+				}
+			}
+		})
+	}
+}
+
+// The server failed the task on the hardware report (no disk matches the
+// hints): the agent stops at once with the reason, never asks to install.
+func TestRunFailedOnHardware(t *testing.T) {
+	img, _ := image(t)
+	api := &fakeAPI{t: t, image: img, status: wire.StatusApproved, hwResp: &wire.HardwareResponse{
+		TaskID: "task-1", Status: wire.StatusFailed, Reason: "no disk matches root_device_hints {serial=X}; disks: ..."}}
+	r, _ := newRunner(t, api, "", "")
+	r.AutoDisk, r.DevDir = true, t.TempDir()
+	err := r.Run(context.Background())
+	var stop *StopError
+	if !errors.As(err, &stop) || stop.Status != wire.StatusFailed || !strings.Contains(err.Error(), "no disk matches") {
+		t.Fatalf("Run = %v, want a StopError with the reason", err)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.polls != 0 || len(api.progress) != 0 || len(api.failures) != 0 {
+		t.Errorf("after the failed hardware report: %d polls, %d progress, %d failures; want none", api.polls, len(api.progress), len(api.failures))
 	}
 }
 

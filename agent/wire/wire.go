@@ -88,9 +88,28 @@ type Disk struct {
 	Name       string `json:"name"`
 	SizeBytes  uint64 `json:"size_bytes"`
 	Model      string `json:"model,omitempty"`
+	Vendor     string `json:"vendor,omitempty"` // SCSI/ATA vendor ("ATA" for SATA disks); empty for NVMe/virtio
 	Serial     string `json:"serial,omitempty"`
+	WWN        string `json:"wwn,omitempty"`     // the kernel's wwid: "naa.5000c500...", "eui.3433...", "t10.ATA ..."
+	ByPath     string `json:"by_path,omitempty"` // udev path_id name (/dev/disk/by-path/<by_path>), e.g. "pci-0000:00:17.0-ata-1.0"
 	Rotational bool   `json:"rotational"`
 	Removable  bool   `json:"removable"`
+}
+
+// RootDeviceHints select the disk an install erases, Ironic-style. Every
+// hint that is set must match (AND); string hints compare exactly, ignoring
+// case and surrounding blanks (see agent/disksel). With no hint set, the
+// smallest fixed disk that holds the image is used.
+type RootDeviceHints struct {
+	Name         string `json:"name,omitempty"`           // "sda" or "/dev/sda"
+	Serial       string `json:"serial,omitempty"`         // exact
+	WWN          string `json:"wwn,omitempty"`            // "naa.5000c500a1b2c3d0" or "0x5000c500a1b2c3d0"
+	Model        string `json:"model,omitempty"`          // exact, e.g. "SAMSUNG MZQLB960HAJR-00007"
+	Vendor       string `json:"vendor,omitempty"`         // exact, e.g. "ATA"
+	ByPath       string `json:"by_path,omitempty"`        // "pci-0000:00:17.0-ata-1" or "/dev/disk/by-path/pci-..."
+	MinSizeBytes uint64 `json:"min_size_bytes,omitempty"` // disk size >= this
+	MaxSizeBytes uint64 `json:"max_size_bytes,omitempty"` // disk size <= this
+	Rotational   *bool  `json:"rotational,omitempty"`     // true: spinning disks only; false: SSD/NVMe only
 }
 
 // NIC is one network interface.
@@ -129,6 +148,8 @@ type HardwareResponse struct {
 	// SessionToken is the discovery session of a machine without a task:
 	// the agent long-polls approval with it until a task is handed over.
 	SessionToken string `json:"session_token,omitempty"`
+
+	Reason string `json:"reason,omitempty"` // why the task failed (e.g. no disk matches its hints)
 }
 
 // SessionRequest is the body of POST /api/v1/agent/session, sent with the
@@ -203,6 +224,11 @@ type InstallSpec struct {
 	Hostname          string   `json:"hostname,omitempty"`
 	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
 	UserData          string   `json:"user_data,omitempty"`
+	// TargetDisk is the disk the server chose (root-device hints, or the
+	// operator at approval). The agent writes it only if the disk it finds
+	// under that name is still the same (wwn, serial, size). Absent from
+	// older servers: the agent then chooses itself.
+	TargetDisk *Disk `json:"target_disk,omitempty"`
 }
 
 // Error is the JSON body of every error answer.

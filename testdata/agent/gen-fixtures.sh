@@ -8,9 +8,12 @@
 #              and zram to skip, 4 NICs (ixgbe x2, igb, one unplugged), UEFI.
 #   qemu-vm/   small QEMU VM: virtio vda, virtio_net 52:54:00:..., SeaBIOS.
 #   broken/    one machine with malformed entries in every reader.
+#   disks4/    /sys/block only: four disks for root-device hints (NVMe 480 GB
+#              SAMSUNG, SATA SSD, SATA HDD, USB stick) with wwid, VPD serial,
+#              vendor and the ata_port/nsid entries by-path names come from.
 set -eu
 cd "$(dirname "$0")"
-rm -rf server2s qemu-vm broken
+rm -rf server2s qemu-vm broken disks4
 
 w() { mkdir -p "$(dirname "$1")"; printf '%s\n' "$2" >"$1"; }
 
@@ -229,3 +232,55 @@ w $R/sys/class/net/enp2s0/carrier 1
 # DMI directory exists but product_name is a directory, not a file.
 w $R/sys/class/dmi/id/sys_vendor "Shenzhen Mini PC"
 mkdir -p $R/sys/class/dmi/id/product_name
+
+# ---------------------------------------------------------------- disks4
+R=disks4
+pci=sys/devices/pci0000:00
+mkdir -p $R/sys/block
+vpd80() { # file serial: SCSI VPD page 0x80, 4-byte header then ASCII
+	mkdir -p "$(dirname "$1")"
+	# shellcheck disable=SC2059
+	{ printf '\000\200\000'; printf "\\$(printf %03o ${#2})"; printf '%s' "$2"; } >"$1"
+}
+# NVMe 480 GB: serial on the controller, wwid and nsid on the namespace.
+n=$pci/0000:00:1d.0/0000:3b:00.0/nvme/nvme0
+mkdir -p $R/$n/nvme0n1/queue
+ln -s ../${n#sys/}/nvme0n1 $R/sys/block/nvme0n1
+w $R/$n/nvme0n1/size 937703088
+w $R/$n/nvme0n1/removable 0
+w $R/$n/nvme0n1/queue/rotational 0
+w $R/$n/nvme0n1/wwid "eui.0025388b91c0ffee"
+w $R/$n/nvme0n1/nsid 1
+w $R/$n/model "SAMSUNG MZQLB480HAJQ-00007               "
+w $R/$n/serial "S4EMNX0R123456      "
+ln -s ../../nvme0 $R/$n/nvme0n1/device
+# SATA SSD on port 1, SATA HDD on port 2 of one AHCI controller.
+sata() { # name port model sectors rotational wwid serial
+	t=$(($2 - 1))
+	a=$pci/0000:00:17.0/ata$2
+	base=$a/host$t/target$t:0:0/$t:0:0:0
+	mkdir -p $R/$base/block/$1/queue
+	ln -s ../${base#sys/}/block/$1 $R/sys/block/$1
+	w $R/$a/ata_port/ata$2/port_no $2
+	w $R/$base/block/$1/size $4
+	w $R/$base/block/$1/removable 0
+	w $R/$base/block/$1/queue/rotational $5
+	w $R/$base/model "$3"
+	w $R/$base/vendor "ATA     "
+	w $R/$base/wwid "$6"
+	vpd80 $R/$base/vpd_pg80 "$7"
+	ln -s ../../../$t:0:0:0 $R/$base/block/$1/device
+}
+sata sda 1 "INTEL SSDSC2KB240G8" 468862128 0 "naa.55cd2e415a1b2c3d" "PHYF912345AB240AGN"
+sata sdb 2 "ST4000NM0035-1V4" 7814037168 1 "naa.5000c500a1b2c3d4" "ZC1A2B3C"
+# USB stick: removable, serial in VPD, no wwid.
+base=$pci/0000:00:14.0/usb1/1-4/1-4:1.0/host6/target6:0:0/6:0:0:0
+mkdir -p $R/$base/block/sdc/queue
+ln -s ../${base#sys/}/block/sdc $R/sys/block/sdc
+w $R/$base/block/sdc/size 60062500
+w $R/$base/block/sdc/removable 1
+w $R/$base/block/sdc/queue/rotational 0
+w $R/$base/model "Cruzer Blade    "
+w $R/$base/vendor "SanDisk "
+vpd80 $R/$base/vpd_pg80 "4C530001234567891234"
+ln -s ../../../6:0:0:0 $R/$base/block/sdc/device

@@ -163,7 +163,8 @@ function paintProgress(bar, text, t, long) {
   } else if (st === "completed") {
     w = 100; label = "100% · completed";
   } else if (st === "pending_approval") {
-    label = long ? "Hardware reported: waiting for your approval." : "waiting for approval";
+    const d = t.target_disk;
+    label = long ? "Hardware reported: waiting for your approval." : (d ? `will erase ${diskShort(d)}` : "waiting for approval");
   } else if (st === "approved") {
     label = "approved: waiting for the agent";
   } else if (st === "failed" || st === "cancelled") {
@@ -270,6 +271,72 @@ function renderDetail() {
   if (t.spec.ssh_authorized_keys && t.spec.ssh_authorized_keys.length) kv.push(["SSH keys", `${t.spec.ssh_authorized_keys.length} key(s)`]);
   for (const [k, v] of kv) spec.append(h("dt", null, k), h("dd", null, v));
   renderHardware($("#hw"), t.hardware);
+  renderTargetDisk(t);
+}
+
+// The disk the install erases: chosen by the server from the hardware
+// report and the task's root-device hints, before approval.
+function diskShort(d) { return `/dev/${d.name}, ${diskSize(d.size_bytes)}`; }
+function diskSize(b) { return b >= 1e12 ? `${(b / 1e12).toFixed(1)} TB` : b >= 1e9 ? `${Math.round(b / 1e9)} GB` : bytes(b); }
+function diskText(d) { return d.description || [`/dev/${d.name}`, diskSize(d.size_bytes), d.model, d.serial && `serial ${d.serial}`].filter(Boolean).join(", "); }
+
+function renderTargetDisk(t) {
+  const el = $("#d-disk");
+  const st = t.status.status;
+  const d = t.target_disk;
+  let text = "";
+  if (st === "pending_approval") text = d ? `Will erase ${diskText(d)}` : "The agent will choose the disk (smallest fixed disk that holds the image).";
+  else if (d && (st === "approved" || st === "installing" || st === "stalled")) text = `Erasing ${diskText(d)}`;
+  else if (d && st === "completed") text = `Installed on ${diskText(d)}`;
+  else if (d) text = `Target disk: ${diskText(d)}`;
+  el.hidden = !text;
+  el.dataset.warn = st === "pending_approval" ? "1" : "0";
+  setText(el, text);
+  if (d) for (const tr of document.querySelectorAll("#hw-disks tbody tr")) tr.classList.toggle("target", tr.firstElementChild.textContent === d.name);
+}
+
+// parseHints reads "key=value,..." as the CLI's --root-device does; the
+// server validates the result (400 naming the field).
+function parseHints(text) {
+  const h = {};
+  const keys = { name: "name", serial: "serial", wwn: "wwn", model: "model", vendor: "vendor", "by-path": "by_path" };
+  const units = { "": 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+  for (const item of text.split(",")) {
+    if (!item.trim()) continue;
+    const i = item.indexOf("=");
+    const k = (i < 0 ? item : item.slice(0, i)).trim().toLowerCase().replace(/_/g, "-");
+    const v = i < 0 ? "" : item.slice(i + 1).trim();
+    if (!v) throw new Error(`disk hint "${item.trim()}": want key=value`);
+    if (keys[k]) h[keys[k]] = v;
+    else if (k === "min-size" || k === "max-size") {
+      const m = /^([0-9.]+)\s*([a-zA-Z]*)$/.exec(v);
+      const mult = m && units[m[2].toLowerCase()];
+      const n = m && Number(m[1]) * mult;
+      if (!mult || !Number.isFinite(n) || n < 0 || n !== Math.floor(n)) throw new Error(`disk hint ${k}: "${v}" is not a size like 100G or 512GiB`);
+      h[k === "min-size" ? "min_size_bytes" : "max_size_bytes"] = n;
+    } else if (k === "rotational") {
+      if (!/^(true|false)$/i.test(v)) throw new Error(`disk hint rotational: "${v}": want true or false`);
+      h.rotational = v.toLowerCase() === "true";
+    } else throw new Error(`disk hint "${k}": unknown (name, serial, wwn, model, vendor, by-path, min-size, max-size, rotational)`);
+  }
+  return Object.keys(h).length ? h : null;
+}
+
+// Approve asks first, naming the disk that will be erased; the approval
+// names that disk too, so the server approves exactly what was shown.
+async function approveSelected(btn) {
+  const t = state.tasks.get(state.selected);
+  if (!t) return;
+  const d = t.target_disk;
+  const who = hostOf(t) || t.spec.target_mac;
+  const msg = d ? `Approve the install of ${t.spec.os_type} ${t.spec.os_version} on ${who}?\n\nThis will ERASE ${diskText(d)}.`
+    : `Approve the install of ${t.spec.os_type} ${t.spec.os_version} on ${who}?\n\nThe agent will choose the disk to erase (smallest fixed disk that holds the image).`;
+  if (!confirm(msg)) return;
+  btn.disabled = true;
+  try {
+    await api("PUT", `/api/v1/tasks/${encodeURIComponent(t.id)}/approve`, d ? { disk: d.name } : undefined);
+    toast(d ? `Installation approved: erasing /dev/${d.name}` : "Installation approved");
+  } catch (e) { toast(e.message, true); } finally { btn.disabled = false; }
 }
 
 function renderHardware(box, hw) {
@@ -521,6 +588,13 @@ function onMessage(m) {
       if (state.filter.q) scheduleRelayout();
       return;
     }
+    case "target_disk": {
+      const t = state.tasks.get(m.task_id);
+      if (!t) return;
+      t.target_disk = m.target_disk || null;
+      refreshTask(t.id);
+      return;
+    }
     case "event": {
       if (m.task_id === state.selected) { state.events.push(m.event); renderTimeline(); }
       return;
@@ -608,6 +682,10 @@ async function submitCreate(e) {
   if (f.hostname.value.trim()) body.hostname = f.hostname.value.trim();
   const keys = f.ssh_keys.value.split("\n").map((s) => s.trim()).filter(Boolean);
   if (keys.length) body.ssh_authorized_keys = keys;
+  try {
+    const hints = parseHints(f.root_device.value);
+    if (hints) body.root_device_hints = hints;
+  } catch (err) { setText($("#create-error"), err.message); return; }
   const btn = $("#create-submit");
   btn.disabled = true;
   try {
@@ -693,7 +771,7 @@ function wire() {
   }, { passive: true });
   new ResizeObserver(() => renderRows(true)).observe($("#task-scroll"));
   $("#d-close").addEventListener("click", closeDetail);
-  $("#approve").addEventListener("click", (e) => act(e.currentTarget, "PUT", `/api/v1/tasks/${encodeURIComponent(state.selected)}/approve`, "Installation approved"));
+  $("#approve").addEventListener("click", (e) => approveSelected(e.currentTarget));
   $("#retry").addEventListener("click", (e) => act(e.currentTarget, "POST", `/api/v1/tasks/${encodeURIComponent(state.selected)}/retry`, "Task queued again"));
   $("#cancel").addEventListener("click", (e) => {
     if (confirm("Cancel this task? The machine will not be provisioned.")) act(e.currentTarget, "DELETE", `/api/v1/tasks/${encodeURIComponent(state.selected)}`, "Task cancelled");
