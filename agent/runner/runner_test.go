@@ -363,9 +363,9 @@ func TestRunTargetDisk(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			api := &fakeAPI{t: t, image: img, status: wire.StatusApproved,
+			api := &fakeAPI{t: t, boot: "b1", image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw", TargetDisk: tt.target}}
-			r, _ := newRunner(t, api, "", "")
+			r, _ := newRunner(t, api, "b1", "")
 			r.Hardware = func() (wire.Hardware, error) { h := fakeHardware(); h.Disks = hwDisks; return h, nil }
 			r.AutoDisk, r.DevDir = true, dev
 			if tt.cmdline != "" {
@@ -405,9 +405,9 @@ func TestRunTargetDisk(t *testing.T) {
 // hints): the agent stops at once with the reason, never asks to install.
 func TestRunFailedOnHardware(t *testing.T) {
 	img, _ := image(t)
-	api := &fakeAPI{t: t, image: img, status: wire.StatusApproved, hwResp: &wire.HardwareResponse{
+	api := &fakeAPI{t: t, boot: "b1", image: img, status: wire.StatusApproved, hwResp: &wire.HardwareResponse{
 		TaskID: "task-1", Status: wire.StatusFailed, Reason: "no disk matches root_device_hints {serial=X}; disks: ..."}}
-	r, _ := newRunner(t, api, "", "")
+	r, _ := newRunner(t, api, "b1", "")
 	r.AutoDisk, r.DevDir = true, t.TempDir()
 	err := r.Run(context.Background())
 	var stop *StopError
