@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/internal/httpapi"
+	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/pxe"
 	"github.com/lpmos/lpmos/store"
 )
@@ -74,6 +75,10 @@ type Config struct {
 	// StallAfter: an installing task with no report this long becomes
 	// stalled. Default 2m.
 	StallAfter time.Duration
+	// Images is where image sources may come from (the images directory,
+	// URL rules); every image is checked against it when served. The zero
+	// value serves no local file and only public URLs.
+	Images imagesrc.Policy
 	// SecretFile, when set, keeps the region secret the agent tokens are
 	// derived from (created with mode 0600 on first start), so tokens stay
 	// valid across restarts. Empty: a random secret in memory; after a
