@@ -45,6 +45,9 @@ func IsURL(src string) bool {
 // LocalPath checks a local source and returns it with symlinks resolved:
 // absolute, an existing regular file, below the images directory.
 func (p Policy) LocalPath(src string) (string, error) {
+	if strings.Contains(src, "://") {
+		return "", refuse("url-scheme", "source %q: only http and https URLs are served", src)
+	}
 	if p.Dir == "" {
 		return "", refuse("source-under-images-dir", "this node has no images directory: start lpmos serve with --images-dir")
 	}
