@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -145,25 +147,30 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 	ctx := context.Background()
 	raw, files := osImage(t)
 	imagesDir := t.TempDir()
-	policy := imagesrc.Policy{Dir: imagesDir}
+	origin := newHTTPServer(t, http.FileServer(http.Dir(imagesDir)))
+	policy := imagesrc.Policy{Dir: imagesDir, AllowLocalURLs: true} // the origin is on loopback
 	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = policy })
 
-	for _, format := range []string{imagesrc.Raw, imagesrc.Gzip, imagesrc.XZ, imagesrc.Zstd, imagesrc.QCOW2} {
-		t.Run(format, func(t *testing.T) {
+	for _, name := range []string{"raw", "gzip", "xz", "zstd", "qcow2", "xz-url", "zstd-url", "gzip-url"} {
+		t.Run(name, func(t *testing.T) {
+			format, viaURL := strings.CutSuffix(name, "-url")
 			src := filepath.Join(imagesDir, "os."+format)
 			if err := os.WriteFile(src, encodeImage(t, format, raw), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			info, err := policy.Inspect(ctx, src, "lpmostest_"+format)
+			if viaURL {
+				src = origin + "/os." + format
+			}
+			info, err := policy.Inspect(ctx, src, "lpmostest_"+name)
 			if err != nil {
 				t.Fatalf("inspect: %v", err)
 			}
-			img := store.Image{OSType: "lpmostest", OSVersion: format, Source: info.Source, Format: info.Format,
+			img := store.Image{OSType: "lpmostest", OSVersion: name, Source: info.Source, Format: info.Format,
 				AgentFormat: info.AgentFormat, Derived: info.Derived, SHA256: info.SHA256, Size: info.Size, FileSize: info.FileSize}
 			if err := st.PutImage(ctx, img); err != nil {
 				t.Fatal(err)
 			}
-			spec, reason, err := r.installSpec(ctx, store.Task{Spec: store.Spec{OSType: "lpmostest", OSVersion: format, Hostname: "h-" + format}})
+			spec, reason, err := r.installSpec(ctx, store.Task{Spec: store.Spec{OSType: "lpmostest", OSVersion: name, Hostname: "h-" + name}})
 			if err != nil || spec == nil {
 				t.Fatalf("install spec: %v %s", err, reason)
 			}
@@ -183,7 +190,7 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 			}
 			var lastBytes int64
 			err = install.Install(ctx, *spec, install.Options{
-				Disk: disk, TaskID: "task-" + format,
+				Disk: disk, TaskID: "task-" + name,
 				Report: func(_ context.Context, p install.Progress) error {
 					if p.Stage == wire.StageDownloading && p.BytesDone > 0 {
 						lastBytes = p.BytesDone
@@ -222,7 +229,8 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 	}
 }
 
-// An xz or zstd image is served raw; a Range (the agent resuming) is
+// An xz or zstd image without a converted file (a URL source, or a zstd
+// file) is decompressed while served raw; a Range (the agent resuming) is
 // answered by decompressing and skipping, with a strong ETag for If-Range.
 func TestDecompressedImageServedWithRange(t *testing.T) {
 	st := newStore(t)
@@ -232,61 +240,64 @@ func TestDecompressedImageServedWithRange(t *testing.T) {
 		raw[i] = byte(i / 1000)
 	}
 	imagesDir := t.TempDir()
-	policy := imagesrc.Policy{Dir: imagesDir}
-	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = policy })
+	origin := newHTTPServer(t, http.FileServer(http.Dir(imagesDir)))
+	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = imagesrc.Policy{Dir: imagesDir, AllowLocalURLs: true} })
 	for _, format := range []string{imagesrc.XZ, imagesrc.Zstd} {
-		src := filepath.Join(imagesDir, "d."+format)
-		if err := os.WriteFile(src, encodeImage(t, format, raw), 0o644); err != nil {
+		file := filepath.Join(imagesDir, "d."+format)
+		if err := os.WriteFile(file, encodeImage(t, format, raw), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		info, err := policy.Inspect(ctx, src, "d")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.PutImage(ctx, store.Image{OSType: "d", OSVersion: format, Source: info.Source, Format: info.Format,
-			AgentFormat: info.AgentFormat, SHA256: info.SHA256, Size: info.Size, FileSize: info.FileSize}); err != nil {
-			t.Fatal(err)
-		}
-		u := r.srv.URL + "/images/d/" + format
-		var etag string
-		for _, tc := range []struct {
-			rng       string
-			ifRange   bool
-			code      int
-			from, end int
-		}{
-			{"", false, 200, 0, len(raw)},
-			{"bytes=123456-", true, 206, 123456, len(raw)},
-			{"bytes=1000-1999", false, 206, 1000, 2000},
-			{"bytes=999999-", false, http.StatusRequestedRangeNotSatisfiable, 0, 0},
-		} {
-			req, _ := http.NewRequest("GET", u, nil)
-			if tc.rng != "" {
-				req.Header.Set("Range", tc.rng)
-			}
-			if tc.ifRange {
-				req.Header.Set("If-Range", etag)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
+		for ver, src := range map[string]string{format + "-file": file, format + "-url": origin + "/d." + format} {
+			if err := st.PutImage(ctx, store.Image{OSType: "d", OSVersion: ver, Source: src, Format: format,
+				AgentFormat: "raw", SHA256: sha256hex(raw), Size: int64(len(raw))}); err != nil {
 				t.Fatal(err)
 			}
-			body := readAll(t, resp)
-			resp.Body.Close()
-			if resp.StatusCode != tc.code {
-				t.Fatalf("%s %q: status %d, want %d", format, tc.rng, resp.StatusCode, tc.code)
-			}
-			if tc.code < 300 && !bytes.Equal(body, raw[tc.from:tc.end]) {
-				t.Fatalf("%s %q: wrong bytes (%d)", format, tc.rng, len(body))
-			}
-			if tc.rng == "" {
-				etag = resp.Header.Get("ETag")
-				if etag == "" || strings.HasPrefix(etag, "W/") || resp.ContentLength != int64(len(raw)) {
-					t.Fatalf("ETag %q, length %d", etag, resp.ContentLength)
+			u := r.srv.URL + "/images/d/" + ver
+			var etag string
+			for _, tc := range []struct {
+				rng       string
+				ifRange   bool
+				code      int
+				from, end int
+			}{
+				{"", false, 200, 0, len(raw)},
+				{"bytes=123456-", true, 206, 123456, len(raw)},
+				{"bytes=1000-1999", false, 206, 1000, 2000},
+				{"bytes=999999-", false, http.StatusRequestedRangeNotSatisfiable, 0, 0},
+			} {
+				req, _ := http.NewRequest("GET", u, nil)
+				if tc.rng != "" {
+					req.Header.Set("Range", tc.rng)
+				}
+				if tc.ifRange {
+					req.Header.Set("If-Range", etag)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body := readAll(t, resp)
+				resp.Body.Close()
+				if resp.StatusCode != tc.code {
+					t.Fatalf("%s %q: status %d, want %d", ver, tc.rng, resp.StatusCode, tc.code)
+				}
+				if tc.code < 300 && !bytes.Equal(body, raw[tc.from:tc.end]) {
+					t.Fatalf("%s %q: wrong bytes (%d)", ver, tc.rng, len(body))
+				}
+				if tc.rng == "" {
+					etag = resp.Header.Get("ETag")
+					if etag == "" || strings.HasPrefix(etag, "W/") || resp.ContentLength != int64(len(raw)) {
+						t.Fatalf("ETag %q, length %d", etag, resp.ContentLength)
+					}
 				}
 			}
 		}
 	}
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
 
 // Entries written by an older version (or straight into etcd) are checked

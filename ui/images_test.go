@@ -109,9 +109,10 @@ func TestAddAndRemoveImages(t *testing.T) {
 	if code := e.do(t, "POST", "/api/v1/images", imageBody(xzPath, ""), &img); code != 201 {
 		t.Fatalf("add xz: %d", code)
 	}
-	if img.Format != "xz" || img.AgentFormat != "raw" || img.Size != int64(len(disk)) || img.SHA256 != sum(disk) || img.FileSize != int64(xzb.Len()) {
+	if img.Format != "xz" || img.AgentFormat != "gzip" || img.Derived == "" || img.Size != int64(len(disk)) || img.SHA256 != sum(disk) || img.FileSize != int64(xzb.Len()) {
 		t.Fatalf("xz entry %+v", img)
 	}
+	xzDerived := img.Derived
 
 	// qcow2: converted once into the derived directory, removed with the entry.
 	if _, err := exec.LookPath("qemu-img"); err != nil {
@@ -173,6 +174,9 @@ func TestAddAndRemoveImages(t *testing.T) {
 	}
 	if code := e.do(t, "DELETE", "/api/v1/images/ubuntu/24.04", "", nil); code != 200 {
 		t.Fatalf("delete xz: %d", code)
+	}
+	if _, err := os.Stat(xzDerived); !os.IsNotExist(err) {
+		t.Errorf("converted xz file left after delete: %v", err)
 	}
 	var imgs []store.Image
 	if e.do(t, "GET", "/api/v1/images", "", &imgs); len(imgs) != 0 {

@@ -112,9 +112,10 @@ func Sniff(head []byte) (string, error) {
 	return Raw, nil
 }
 
-// AgentFormat is what the agent receives for a source format: the region
-// decompresses xz and zstd on the fly (raw), and serves qcow2 from the
-// gzip file converted at `image add`.
+// AgentFormat is what the agent receives for a source format served
+// without a converted file: gzip as is, raw for raw and for xz and zstd
+// (decompressed on the fly). Inspect converts local qcow2 and xz files
+// into gzip instead.
 func AgentFormat(format string) string {
 	switch format {
 	case Gzip, QCOW2:

@@ -175,26 +175,50 @@ func TestSniff(t *testing.T) {
 func TestInspectFormats(t *testing.T) {
 	raw := diskBytes(3<<20 + 1536) // whole sectors: qemu-img rounds up
 	ctx := context.Background()
-	for _, format := range []string{Raw, Gzip, XZ, Zstd, QCOW2} {
-		t.Run(format, func(t *testing.T) {
+	tests := []struct {
+		format  string
+		url     bool
+		agent   string
+		derived bool
+	}{
+		{Raw, false, Raw, false},
+		{Gzip, false, Gzip, false},
+		{XZ, false, Gzip, true}, // converted once: pure-Go xz is slower than the wire
+		{Zstd, false, Raw, false},
+		{QCOW2, false, Gzip, true},
+		{Raw, true, Raw, false},
+		{Gzip, true, Gzip, false},
+		{XZ, true, Raw, false}, // a URL is decompressed by the region while serving
+		{Zstd, true, Raw, false},
+	}
+	for _, tc := range tests {
+		name := tc.format
+		if tc.url {
+			name += " URL"
+		}
+		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			p := Policy{Dir: dir}
-			data := encode(t, format, raw)
-			src := write(t, dir, "disk."+format, data)
+			p := Policy{Dir: dir, AllowLocalURLs: true}
+			data := encode(t, tc.format, raw)
+			src := write(t, dir, "disk."+tc.format, data)
+			if tc.url {
+				origin := httptest.NewServer(http.FileServer(http.Dir(dir)))
+				defer origin.Close()
+				src = origin.URL + "/disk." + tc.format
+			}
 			info, err := p.Inspect(ctx, src, "os_1")
 			if err != nil {
 				t.Fatalf("Inspect: %v", err)
 			}
-			if info.Format != format || info.SHA256 != hexSum(raw) || info.Size != int64(len(raw)) || info.FileSize != int64(len(data)) {
-				t.Fatalf("info %+v: want format %s, %d disk bytes, sha256 %s, file %d bytes", info, format, len(raw), hexSum(raw), len(data))
+			if info.Format != tc.format || info.SHA256 != hexSum(raw) || info.Size != int64(len(raw)) || info.FileSize != int64(len(data)) {
+				t.Fatalf("info %+v: want format %s, %d disk bytes, sha256 %s, file %d bytes", info, tc.format, len(raw), hexSum(raw), len(data))
 			}
-			wantAgent := map[string]string{Raw: Raw, Gzip: Gzip, XZ: Raw, Zstd: Raw, QCOW2: Gzip}[format]
-			if info.AgentFormat != wantAgent {
-				t.Errorf("agent format %q, want %q", info.AgentFormat, wantAgent)
+			if info.AgentFormat != tc.agent {
+				t.Errorf("agent format %q, want %q", info.AgentFormat, tc.agent)
 			}
-			if format != QCOW2 {
+			if !tc.derived {
 				if info.Derived != "" {
-					t.Errorf("derived %q for %s", info.Derived, format)
+					t.Errorf("derived %q for %s", info.Derived, name)
 				}
 				return
 			}
@@ -271,6 +295,15 @@ func TestInspectRefuses(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, DerivedDir, "*")); len(left) != 0 {
 		t.Errorf("refused images left files behind: %v", left)
 	}
+}
+
+func TestQCOW2URLRefused(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "d.qcow2", encode(t, QCOW2, diskBytes(1<<16)))
+	origin := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	defer origin.Close()
+	_, err := Policy{Dir: dir, AllowLocalURLs: true}.Inspect(context.Background(), origin.URL+"/d.qcow2", "os_1")
+	wantRule(t, err, "format-supported", "download")
 }
 
 func TestQCOW2WithoutQemuImg(t *testing.T) {

@@ -33,9 +33,9 @@ type Info struct {
 
 // Inspect reads src once, fully: it recognises the format by its magic
 // bytes, refuses containers it cannot use, decompresses (a corrupt or
-// truncated stream is refused), converts qcow2 into a gzip file under
-// Dir/.lpmos-derived named after name, and returns size and sha256 of
-// the disk bytes. Refusals are *RuleError.
+// truncated stream is refused), converts a local qcow2 or xz file into a
+// gzip file under Dir/.lpmos-derived named after name, and returns size
+// and sha256 of the disk bytes. Refusals are *RuleError.
 func (p Policy) Inspect(ctx context.Context, src, name string) (Info, error) {
 	info := Info{Source: src}
 	if !IsURL(src) {
@@ -59,8 +59,8 @@ func (p Policy) Inspect(ctx context.Context, src, name string) (Info, error) {
 	if info.Format, err = Sniff(head); err != nil {
 		return info, err
 	}
-	info.AgentFormat = AgentFormat(info.Format)
 	if info.Format == QCOW2 {
+		info.AgentFormat = Gzip
 		if IsURL(src) {
 			return info, refuse("format-supported", "qcow2 images need random access to convert: download %s into the images directory %s and add the file", src, p.Dir)
 		}
@@ -87,22 +87,97 @@ func (p Policy) Inspect(ctx context.Context, src, name string) (Info, error) {
 		}
 		r = inner
 	}
+	if info.Format == XZ && !IsURL(src) {
+		// Pure-Go xz decodes at a few tens of MB/s, slower than the
+		// network: convert once, in this same pass, and serve gzip.
+		info.AgentFormat = Gzip
+		path, sum, n, err := p.writeDerived(r, name)
+		if err != nil {
+			return info, p.readErr(ctx, info, src, n, err)
+		}
+		info.Derived, info.SHA256, info.Size, info.FileSize = path, sum, n, counted.n
+		return info, nil
+	}
+	info.AgentFormat = AgentFormat(info.Format)
 	h := sha256.New()
 	n, err := io.Copy(h, r)
 	if err != nil {
-		if ctx.Err() != nil {
-			return info, fmt.Errorf("read %s: %w", src, ctx.Err())
-		}
-		if info.Format != Raw {
-			return info, refuse("stream-intact", "the %s stream of %s is corrupt or truncated after %d disk bytes: %v", info.Format, src, n, err)
-		}
-		return info, fmt.Errorf("read %s: %w", src, err)
+		return info, p.readErr(ctx, info, src, n, err)
 	}
 	if n == 0 {
 		return info, refuse("source-not-empty", "%s holds no disk bytes", src)
 	}
 	info.Size, info.FileSize, info.SHA256 = n, counted.n, hex.EncodeToString(h.Sum(nil))
 	return info, nil
+}
+
+// readErr names a failure to read the disk bytes after n of them.
+func (p Policy) readErr(ctx context.Context, info Info, src string, n int64, err error) error {
+	var we *writeError
+	if IsRule(err) || errors.As(err, &we) {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("read %s: %w", src, ctx.Err())
+	}
+	if info.Format != Raw {
+		return refuse("stream-intact", "the %s stream of %s is corrupt or truncated after %d disk bytes: %v", info.Format, src, n, err)
+	}
+	return fmt.Errorf("read %s: %w", src, err)
+}
+
+// writeDerived gzip-compresses the disk bytes r into the derived
+// directory (named after name and the sha256), hashing them on the way.
+// Nothing is left behind on error.
+func (p Policy) writeDerived(r io.Reader, name string) (path, sum string, n int64, err error) {
+	dir := filepath.Join(p.Dir, DerivedDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", 0, fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, name+"-*.raw.gz.tmp")
+	if err != nil {
+		return "", "", 0, fmt.Errorf("create temp file in %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	zw, err := kgzip.NewWriterLevel(bw, kgzip.BestSpeed)
+	if err != nil {
+		tmp.Close()
+		return "", "", 0, fmt.Errorf("gzip writer: %w", err)
+	}
+	h := sha256.New()
+	rr := &readErrReader{r: r}
+	n, err = io.Copy(io.MultiWriter(zw, h), rr)
+	if err != nil {
+		tmp.Close()
+		if rr.err != nil {
+			return "", "", n, rr.err // a read error: the caller names it
+		}
+		return "", "", n, &writeError{fmt.Errorf("write converted image in %s: %w", dir, err)}
+	}
+	if n == 0 {
+		tmp.Close()
+		return "", "", 0, refuse("source-not-empty", "the image holds no disk bytes")
+	}
+	err = zw.Close()
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", "", n, &writeError{fmt.Errorf("write converted image in %s: %w", dir, err)}
+	}
+	sum = hex.EncodeToString(h.Sum(nil))
+	path = filepath.Join(dir, fmt.Sprintf("%s-%.16s.raw.gz", name, sum))
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", "", n, &writeError{fmt.Errorf("store converted image: %w", err)}
+	}
+	return path, sum, n, nil
 }
 
 // checkInner refuses a compressed stream that holds a container rather
@@ -164,44 +239,36 @@ func (p Policy) convertQCOW2(ctx context.Context, info Info, name string) (Info,
 	if err := checkInner(raw, QCOW2); err != nil {
 		return info, err
 	}
-	tmpGz, err := os.CreateTemp(dir, name+"-*.raw.gz.tmp")
+	path, sum, n, err := p.writeDerived(raw, name)
 	if err != nil {
-		return info, fmt.Errorf("create temp file in %s: %w", dir, err)
+		if IsRule(err) {
+			return info, err
+		}
+		return info, fmt.Errorf("convert %s: %w", info.Source, err)
 	}
-	defer os.Remove(tmpGz.Name()) // no-op after the rename
-	bw := bufio.NewWriterSize(tmpGz, 1<<20)
-	zw, err := kgzip.NewWriterLevel(bw, kgzip.BestSpeed)
-	if err != nil {
-		tmpGz.Close()
-		return info, fmt.Errorf("gzip writer: %w", err)
-	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(zw, h), raw)
-	if err == nil {
-		err = zw.Close()
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = tmpGz.Chmod(0o644)
-	}
-	if cerr := tmpGz.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return info, fmt.Errorf("write converted image: %w", err)
-	}
-	if n == 0 {
-		return info, refuse("source-not-empty", "%s holds no disk bytes", info.Source)
-	}
-	info.SHA256, info.Size = hex.EncodeToString(h.Sum(nil)), n
-	final := filepath.Join(dir, fmt.Sprintf("%s-%.16s.raw.gz", name, info.SHA256))
-	if err := os.Rename(tmpGz.Name(), final); err != nil {
-		return info, fmt.Errorf("store converted image: %w", err)
-	}
-	info.Derived = final
+	info.Derived, info.SHA256, info.Size = path, sum, n
 	return info, nil
+}
+
+// writeError is a failure to write a converted file (a server fault, not
+// a bad source).
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// readErrReader remembers its reader's error.
+type readErrReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErrReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 type countingReader struct {
