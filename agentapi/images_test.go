@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/klauspost/compress/zstd"
 	"github.com/lpmos/lpmos/agent/install"
 	"github.com/lpmos/lpmos/agent/retry"
@@ -87,6 +88,16 @@ func osImage(t *testing.T) (raw []byte, files map[string]string) {
 	return raw, files
 }
 
+// imageOnly serves just the image route of r, without the middleware the
+// agent port wraps it in (agent credentials): these tests are about the
+// bytes served.
+func imageOnly(t *testing.T, r *Region) string {
+	m := chi.NewRouter()
+	m.Get(wire.PathImages+"{os}/{version}", r.serveImage)
+	m.Head(wire.PathImages+"{os}/{version}", r.serveImage)
+	return newHTTPServer(t, m)
+}
+
 // encodeImage writes raw in format (qcow2 through qemu-img).
 func encodeImage(t *testing.T, format string, raw []byte) []byte {
 	t.Helper()
@@ -150,6 +161,7 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 	origin := newHTTPServer(t, http.FileServer(http.Dir(imagesDir)))
 	policy := imagesrc.Policy{Dir: imagesDir, AllowLocalURLs: true} // the origin is on loopback
 	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = policy })
+	images := imageOnly(t, r.Region)
 
 	for _, name := range []string{"raw", "gzip", "xz", "zstd", "qcow2", "xz-url", "zstd-url", "gzip-url"} {
 		t.Run(name, func(t *testing.T) {
@@ -174,6 +186,10 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 			if err != nil || spec == nil {
 				t.Fatalf("install spec: %v %s", err, reason)
 			}
+			if !strings.HasSuffix(spec.ImageURL, wire.PathImages+"lpmostest/"+name) {
+				t.Fatalf("image URL %s", spec.ImageURL)
+			}
+			spec.ImageURL = images + wire.PathImages + "lpmostest/" + name
 			if spec.ImageFormat != "raw" && spec.ImageFormat != "gzip" {
 				t.Fatalf("the agent is sent format %q", spec.ImageFormat)
 			}
@@ -242,6 +258,7 @@ func TestDecompressedImageServedWithRange(t *testing.T) {
 	imagesDir := t.TempDir()
 	origin := newHTTPServer(t, http.FileServer(http.Dir(imagesDir)))
 	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = imagesrc.Policy{Dir: imagesDir, AllowLocalURLs: true} })
+	images := imageOnly(t, r.Region)
 	for _, format := range []string{imagesrc.XZ, imagesrc.Zstd} {
 		file := filepath.Join(imagesDir, "d."+format)
 		if err := os.WriteFile(file, encodeImage(t, format, raw), 0o644); err != nil {
@@ -252,7 +269,7 @@ func TestDecompressedImageServedWithRange(t *testing.T) {
 				AgentFormat: "raw", SHA256: sha256hex(raw), Size: int64(len(raw))}); err != nil {
 				t.Fatal(err)
 			}
-			u := r.srv.URL + "/images/d/" + ver
+			u := images + "/images/d/" + ver
 			var etag string
 			for _, tc := range []struct {
 				rng       string
@@ -323,6 +340,7 @@ func TestServeRechecksTheCatalog(t *testing.T) {
 	}
 	origin := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("internal")) }))
 	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = imagesrc.Policy{Dir: imagesDir} })
+	images := imageOnly(t, r.Region)
 	sum := strings.Repeat("ab", 32)
 	for ver, src := range map[string]string{
 		"key":      key,
@@ -334,7 +352,7 @@ func TestServeRechecksTheCatalog(t *testing.T) {
 		if err := st.PutImage(ctx, store.Image{OSType: "old", OSVersion: ver, Source: src, Format: "raw", SHA256: sum, Size: 27}); err != nil {
 			t.Fatal(err)
 		}
-		resp, err := http.Get(r.srv.URL + "/images/old/" + ver)
+		resp, err := http.Get(images + "/images/old/" + ver)
 		if err != nil {
 			t.Fatal(err)
 		}
