@@ -47,7 +47,7 @@ A local file must lie under the server's images directory (lpmos serve
 it from that path. A URL must be http(s) and not point at loopback or
 link-local addresses (unless serve runs with --allow-local-image-urls).
 With --sha256 and/or --size the server checks the image against them.`,
-		Example: "  lpmos image add ubuntu 24.04 /var/lib/lpmos/images/ubuntu-24.04.qcow2\n  lpmos image add debian 12 https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.raw --size 3221225472",
+		Example: "  lpmos image add ubuntu 24.04 /var/lib/lpmos/images/ubuntu-24.04.qcow2\n  lpmos image add debian 12 https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.raw",
 		Args:    cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
