@@ -133,32 +133,50 @@ func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
 
 // DeleteImage removes a catalog entry and returns it. It is ErrNotFound
 // when absent, and ErrConflict, naming the tasks, while an active task
-// (pending to installing or stalled) installs that image.
+// (pending to installing or stalled) installs that image. The delete is
+// one transaction guarded by the entry's and the tasks' revisions, so a
+// task created or retried meanwhile is seen.
 func (s *Store) DeleteImage(ctx context.Context, osType, version string) (Image, error) {
-	img, err := s.GetImage(ctx, osType, version)
-	if err != nil {
-		return Image{}, err
+	if !validName(osType, 64) || !validName(version, 64) {
+		return Image{}, fmt.Errorf("%w: image %s/%s", ErrNotFound, osType, version)
 	}
-	tasks, _, err := s.ListTasks(ctx, Filter{})
-	if err != nil {
-		return Image{}, err
-	}
-	var users []string
-	for _, t := range tasks {
-		if t.Status.Status.Active() && t.Spec.OSType == osType && t.Spec.OSVersion == version {
-			users = append(users, fmt.Sprintf("%s (%s, %s)", t.ID, t.Spec.TargetMAC, t.Status.Status))
+	key := imageKey(osType, version)
+	for attempt := 0; attempt < 5; attempt++ {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return Image{}, fmt.Errorf("read image %s/%s: %w", osType, version, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return Image{}, fmt.Errorf("%w: no image for %s %s", ErrNotFound, osType, version)
+		}
+		var img Image
+		if err := json.Unmarshal(resp.Kvs[0].Value, &img); err != nil {
+			return Image{}, fmt.Errorf("decode image %s/%s: %w", osType, version, err)
+		}
+		tasks, rev, err := s.ListTasks(ctx, Filter{})
+		if err != nil {
+			return Image{}, err
+		}
+		var users []string
+		for _, t := range tasks {
+			if t.Status.Status.Active() && t.Spec.OSType == osType && t.Spec.OSVersion == version {
+				users = append(users, fmt.Sprintf("%s (%s, %s)", t.ID, t.Spec.TargetMAC, t.Status.Status))
+			}
+		}
+		if len(users) > 0 {
+			return Image{}, fmt.Errorf("%w: image %s %s is used by active task(s) %s: wait for them to end or cancel them (lpmos task cancel ID)",
+				ErrConflict, osType, version, strings.Join(users, ", "))
+		}
+		txn, err := s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision),
+			clientv3.Compare(clientv3.ModRevision(prefixTasks), "<", rev+1).WithPrefix(),
+		).Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
+			return Image{}, fmt.Errorf("delete image %s/%s: %w", osType, version, err)
+		}
+		if txn.Succeeded {
+			return img, nil
 		}
 	}
-	if len(users) > 0 {
-		return Image{}, fmt.Errorf("%w: image %s %s is used by active task(s) %s: wait for them to end or cancel them (lpmos task cancel ID)",
-			ErrConflict, osType, version, strings.Join(users, ", "))
-	}
-	resp, err := s.cli.Delete(ctx, imageKey(osType, version))
-	if err != nil {
-		return Image{}, fmt.Errorf("delete image %s/%s: %w", osType, version, err)
-	}
-	if resp.Deleted == 0 {
-		return Image{}, fmt.Errorf("%w: no image for %s %s", ErrNotFound, osType, version)
-	}
-	return img, nil
+	return Image{}, fmt.Errorf("%w: image %s %s or the tasks kept changing: try again", ErrConflict, osType, version)
 }
