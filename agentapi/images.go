@@ -23,13 +23,23 @@ func isURL(src string) bool { return imagesrc.IsURL(src) }
 
 // servedFile is the local file the region serves for img, checked against
 // the images policy (under --images-dir, symlinks resolved): the derived
-// file of a converted qcow2, else the source. A catalog entry written by
-// an older version pointing anywhere else is refused here.
+// file of a converted image, else the source. A catalog entry written by
+// an older version pointing anywhere else is refused here, and so is a
+// file whose magic bytes are not the recorded format (a qcow2 recorded as
+// raw before formats were recognised).
 func (r *Region) servedFile(img store.Image) (string, error) {
+	src, want := img.Source, img.Format
 	if img.Derived != "" {
-		return r.cfg.Images.LocalPath(img.Derived)
+		src, want = img.Derived, img.Served()
 	}
-	return r.cfg.Images.LocalPath(img.Source)
+	path, err := r.cfg.Images.LocalPath(src)
+	if err != nil {
+		return "", err
+	}
+	if err := imagesrc.CheckFile(path, want); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // imageURL is where this region serves an image to its agents.
@@ -143,7 +153,7 @@ func (r *Region) serveDecompressed(w http.ResponseWriter, req *http.Request, img
 	src := img.Source
 	var mod time.Time
 	if !isURL(src) {
-		path, err := r.cfg.Images.LocalPath(src)
+		path, err := r.servedFile(img)
 		if err != nil {
 			refused(err)
 			return

@@ -319,7 +319,8 @@ func sha256hex(b []byte) string {
 
 // Entries written by an older version (or straight into etcd) are checked
 // again when served: a local file outside the images directory, a symlink
-// out of it, a loopback URL. None is served.
+// out of it, a loopback URL, a qcow2 recorded as raw. None is served, and
+// a task for them fails before the agent touches the disk.
 func TestServeRechecksTheCatalog(t *testing.T) {
 	st := newStore(t)
 	ctx := context.Background()
@@ -338,6 +339,10 @@ func TestServeRechecksTheCatalog(t *testing.T) {
 	if err := os.Symlink(key, filepath.Join(imagesDir, "key.img")); err != nil {
 		t.Fatal(err)
 	}
+	qcowAsRaw := filepath.Join(imagesDir, "disk.img")
+	if err := os.WriteFile(qcowAsRaw, []byte("QFI\xfb\x00\x00\x00\x03 a qcow2 recorded as raw by an older version"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	origin := newHTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("internal")) }))
 	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = imagesrc.Policy{Dir: imagesDir} })
 	images := imageOnly(t, r.Region)
@@ -348,6 +353,7 @@ func TestServeRechecksTheCatalog(t *testing.T) {
 		"symlink":  filepath.Join(imagesDir, "key.img"),
 		"loopback": origin + "/x",
 		"metadata": "http://169.254.169.254/latest/meta-data/",
+		"qcow2":    qcowAsRaw,
 	} {
 		if err := st.PutImage(ctx, store.Image{OSType: "old", OSVersion: ver, Source: src, Format: "raw", SHA256: sum, Size: 27}); err != nil {
 			t.Fatal(err)
@@ -358,7 +364,7 @@ func TestServeRechecksTheCatalog(t *testing.T) {
 		}
 		body := readAll(t, resp)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusForbidden || bytes.Contains(body, []byte("PRIVATE")) || bytes.Contains(body, []byte("internal")) {
+		if resp.StatusCode != http.StatusForbidden || bytes.Contains(body, []byte("PRIVATE")) || bytes.Contains(body, []byte("internal")) || bytes.Contains(body, []byte("QFI")) {
 			t.Errorf("%s (%s): status %d, body %q", ver, src, resp.StatusCode, body)
 		}
 		spec, reason, err := r.installSpec(ctx, store.Task{Spec: store.Spec{OSType: "old", OSVersion: ver}})

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -171,6 +172,31 @@ func checkQCOW2Header(head []byte) error {
 	}
 	if version == 3 && len(head) >= 80 && binary.BigEndian.Uint64(head[72:80])&(1<<2) != 0 {
 		return refuse("qcow2-standalone", "the qcow2 image keeps its data in an external file: convert it with qemu-img convert -O raw and add the result")
+	}
+	return nil
+}
+
+// CheckFile refuses a local file whose magic bytes are not those of the
+// format the catalog records for it (an entry written before formats were
+// recognised by their content, or a file replaced since): a qcow2 recorded
+// as raw must not be written to a disk byte for byte.
+func CheckFile(path, want string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open image %s: %w", path, err)
+	}
+	defer f.Close()
+	head := make([]byte, SniffLen)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read image %s: %w", path, err)
+	}
+	got, err := Sniff(head[:n])
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return refuse("format-matches", "the catalog records %s as %s but the file is %s: add it again with lpmos image add", path, want, got)
 	}
 	return nil
 }
