@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/store/storetest"
 )
@@ -65,6 +66,8 @@ func newRegion(t *testing.T, st *store.Store, id string, mod func(*Config)) *tes
 		BootDir:         boot,
 		DiscoverUnknown: true,
 		PollInterval:    50 * time.Millisecond,
+		// Test images live in t.TempDir() and origins on loopback.
+		Images: imagesrc.Policy{Dir: os.TempDir(), AllowLocalURLs: true},
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -8,18 +8,38 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/httpapi"
+	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/store"
 )
 
 // isURL reports whether an image source is an http(s) URL rather than a
 // local file.
-func isURL(src string) bool {
-	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
+func isURL(src string) bool { return imagesrc.IsURL(src) }
+
+// servedFile is the local file the region serves for img, checked against
+// the images policy (under --images-dir, symlinks resolved): the derived
+// file of a converted image, else the source. A catalog entry written by
+// an older version pointing anywhere else is refused here, and so is a
+// file whose magic bytes are not the recorded format (a qcow2 recorded as
+// raw before formats were recognised).
+func (r *Region) servedFile(img store.Image) (string, error) {
+	src, want := img.Source, img.Format
+	if img.Derived != "" {
+		src, want = img.Derived, img.Served()
+	}
+	path, err := r.cfg.Images.LocalPath(src)
+	if err != nil {
+		return "", err
+	}
+	if err := imagesrc.CheckFile(path, want); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // imageURL is where this region serves an image to its agents.
@@ -39,12 +59,17 @@ func (r *Region) installSpec(ctx context.Context, t store.Task) (*wire.InstallSp
 	if err != nil {
 		return nil, "", err
 	}
-	if !isURL(img.Source) {
-		st, err := os.Stat(img.Source)
-		if err != nil || !st.Mode().IsRegular() {
-			return nil, fmt.Sprintf("image file %s of %s %s is not readable on region %s: add it again with lpmos image add %s %s <file-or-url>",
-				img.Source, sp.OSType, sp.OSVersion, r.cfg.RegionID, sp.OSType, sp.OSVersion), nil
+	if img.Derived != "" || !isURL(img.Source) {
+		if _, err := r.servedFile(img); err != nil {
+			if !imagesrc.IsRule(err) {
+				r.log.Error("image: check source", "os", sp.OSType, "version", sp.OSVersion, "err", err)
+			}
+			return nil, fmt.Sprintf("image file %s of %s %s is not readable on region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
+				img.Source, sp.OSType, sp.OSVersion, r.cfg.RegionID, err, sp.OSType, sp.OSVersion), nil
 		}
+	} else if _, err := r.cfg.Images.CheckURL(ctx, img.Source); err != nil {
+		return nil, fmt.Sprintf("image URL of %s %s is refused by region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
+			sp.OSType, sp.OSVersion, r.cfg.RegionID, err, sp.OSType, sp.OSVersion), nil
 	}
 	return &wire.InstallSpec{
 		OSType:            sp.OSType,
@@ -52,16 +77,23 @@ func (r *Region) installSpec(ctx context.Context, t store.Task) (*wire.InstallSp
 		ImageURL:          r.imageURL(sp.OSType, sp.OSVersion),
 		ImageSHA256:       img.SHA256,
 		ImageSize:         img.Size,
-		ImageFormat:       img.Format,
+		ImageFormat:       img.Served(),
 		Hostname:          sp.Hostname,
 		SSHAuthorizedKeys: sp.SSHAuthorizedKeys,
 		UserData:          sp.UserData,
 	}, "", nil
 }
 
-// serveImage serves GET/HEAD /images/{os}/{version}: a local file with
-// Range (http.ServeContent, strong ETag for If-Range), or an http(s) source
-// proxied with the client's Range headers so the agent resumes the same way.
+// serveImage serves GET/HEAD /images/{os}/{version} in the format the
+// agent writes (raw or gzip), with Range for resume:
+//   - a local raw or gzip file, or the gzip file converted from a qcow2:
+//     http.ServeContent (strong ETag for If-Range);
+//   - an xz or zstd source (file or URL): decompressed on the fly and
+//     served raw; a Range is served by decompressing and skipping;
+//   - an http(s) raw or gzip source: proxied with the client's Range.
+//
+// Every source is checked again against the images policy here: only
+// files under the images directory, only allowed URLs.
 func (r *Region) serveImage(w http.ResponseWriter, req *http.Request) {
 	osType, version := chi.URLParam(req, "os"), chi.URLParam(req, "version")
 	img, err := r.st.GetImage(req.Context(), osType, version)
@@ -74,14 +106,35 @@ func (r *Region) serveImage(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "cannot read the image catalog")
 		return
 	}
-	if isURL(img.Source) {
+	refused := func(err error) {
+		if imagesrc.IsRule(err) {
+			r.log.Warn("image: source refused", "os", osType, "version", version, "source", img.Source, "err", err)
+			httpapi.WriteError(w, http.StatusForbidden, fmt.Sprintf("the source of %s %s is refused by region %s: %v", osType, version, r.cfg.RegionID, err))
+			return
+		}
+		r.log.Error("image: open", "os", osType, "version", version, "source", img.Source, "err", err)
+		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("image file of %s %s is not readable on region %s", osType, version, r.cfg.RegionID))
+	}
+	if img.Derived == "" && (img.Format == imagesrc.XZ || img.Format == imagesrc.Zstd) {
+		r.serveDecompressed(w, req, img, refused)
+		return
+	}
+	if img.Derived == "" && isURL(img.Source) {
+		if _, err := r.cfg.Images.CheckURL(req.Context(), img.Source); err != nil {
+			refused(err)
+			return
+		}
 		r.proxyImage(w, req, img)
 		return
 	}
-	f, err := os.Open(img.Source)
+	path, err := r.servedFile(img)
 	if err != nil {
-		r.log.Error("image: open", "source", img.Source, "err", err)
-		httpapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("image file of %s %s is not readable on region %s", osType, version, r.cfg.RegionID))
+		refused(err)
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		refused(err)
 		return
 	}
 	defer f.Close()
@@ -95,6 +148,35 @@ func (r *Region) serveImage(w http.ResponseWriter, req *http.Request) {
 	http.ServeContent(w, req, "", st.ModTime(), f)
 }
 
+// serveDecompressed serves the raw disk bytes of an xz or zstd source.
+func (r *Region) serveDecompressed(w http.ResponseWriter, req *http.Request, img store.Image, refused func(error)) {
+	src := img.Source
+	var mod time.Time
+	if !isURL(src) {
+		path, err := r.servedFile(img)
+		if err != nil {
+			refused(err)
+			return
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			refused(err)
+			return
+		}
+		src, mod = path, st.ModTime()
+	} else if _, err := r.cfg.Images.CheckURL(req.Context(), src); err != nil {
+		refused(err)
+		return
+	}
+	ds := r.cfg.Images.NewDiskStream(req.Context(), src, img.Format, img.Size)
+	defer ds.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	// The disk bytes are named by their sha256; the source's time
+	// changes the tag when a local file is replaced in place.
+	w.Header().Set("ETag", fmt.Sprintf(`"%.16s-%x-%x"`, img.SHA256, img.Size, mod.UnixNano()))
+	http.ServeContent(w, req, "", mod, ds)
+}
+
 func (r *Region) proxyImage(w http.ResponseWriter, req *http.Request, img store.Image) {
 	src, err := url.Parse(img.Source)
 	if err != nil {
@@ -102,6 +184,9 @@ func (r *Region) proxyImage(w http.ResponseWriter, req *http.Request, img store.
 		return
 	}
 	rp := &httputil.ReverseProxy{
+		// Every connection is checked at dial time: a host name that
+		// resolves elsewhere after the check gains nothing.
+		Transport: r.cfg.Images.Transport(),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = src
 			pr.Out.Host = src.Host

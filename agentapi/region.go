@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/internal/httpapi"
+	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/pxe"
 	"github.com/lpmos/lpmos/store"
 )
@@ -92,6 +93,10 @@ type Config struct {
 	// StallAfter: an installing task with no report this long becomes
 	// stalled. Default 2m.
 	StallAfter time.Duration
+	// Images is where image sources may come from (the images directory,
+	// URL rules); every image is checked against it when served. The zero
+	// value serves no local file and only public URLs.
+	Images imagesrc.Policy
 	// SecretFile is no longer used: agent tokens are random, single-purpose
 	// and stored hashed in etcd (see the package comment). Kept so
 	// existing callers compile.

@@ -31,7 +31,7 @@ func TestAgentDemoAgainstServe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	img := filepath.Join(dir, "ubuntu.img")
+	img := filepath.Join(dir, "images", "ubuntu.img") // <data-dir>/images, the default --images-dir
 	if err := os.WriteFile(img, []byte(strings.Repeat("lpmos demo image\n", 1<<15)), 0o644); err != nil {
 		t.Fatal(err)
 	}

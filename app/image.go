@@ -1,19 +1,15 @@
 package app
 
 import (
-	"bufio"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
+	"net/url"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/store"
 	"github.com/spf13/cobra"
 )
@@ -25,34 +21,85 @@ func newImageCmd() *cobra.Command {
 		Short: "Manage the OS image catalog",
 	}
 	o.addFlags(cmd)
-	cmd.AddCommand(newImageAddCmd(o), newImageListCmd(o))
+	cmd.AddCommand(newImageAddCmd(o), newImageListCmd(o), newImageRmCmd(o))
 	return cmd
 }
 
 func newImageAddCmd(o *clientOptions) *cobra.Command {
-	return &cobra.Command{
+	var (
+		sum     string
+		size    int64
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
 		Use:   "add OS VERSION FILE-OR-URL",
-		Short: "Add a disk image (raw or gzip) to the catalog",
-		Long: `Add a disk image to the catalog. The file is read once to record its size and
-the sha256 of the disk bytes (after gunzip for .gz images). A local file must
-stay where it is: the region serves it to its agents from that path.`,
-		Example: "  lpmos image add ubuntu 22.04 /srv/images/ubuntu-22.04.raw.gz",
+		Short: "Add a disk image (raw, gzip, xz, zstd or qcow2) to the catalog",
+		Long: `Add a disk image to the catalog. The server reads the source once: it tells
+the format from the file's first bytes (raw, gzip, xz, zstd, qcow2; VMDK,
+VHD(X), VDI, ISO, zip, bzip2... are refused with what to do), checks that a
+compressed stream is intact, and records the size and sha256 of the disk
+bytes (what the agent writes). xz and zstd are decompressed by the region
+while it serves them; qcow2 is converted once with qemu-img (package
+qemu-utils) into a gzip file kept in <images-dir>/.lpmos-derived.
+
+A local file must lie under the server's images directory (lpmos serve
+--images-dir, default <data-dir>/images) and stay there: the region serves
+it from that path. A URL must be http(s) and not point at loopback or
+link-local addresses (unless serve runs with --allow-local-image-urls).
+With --sha256 and/or --size the server checks the image against them.`,
+		Example: "  lpmos image add ubuntu 24.04 /var/lib/lpmos/images/ubuntu-24.04.qcow2\n  lpmos image add debian 12 https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.raw",
 		Args:    cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
-			img, err := describeImage(cmd.Context(), args[2])
-			if err != nil {
-				return err
+			src := args[2]
+			if !imagesrc.IsURL(src) {
+				if src, err = filepath.Abs(src); err != nil {
+					return fmt.Errorf("image path %q: %w", args[2], err)
+				}
 			}
-			img.OSType, img.OSVersion = args[0], args[1]
+			img := store.Image{OSType: args[0], OSVersion: args[1], Source: src, SHA256: sum, Size: size}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
 			var got store.Image
-			if err := c.do(cmd.Context(), "POST", "/api/v1/images", img, &got); err != nil {
+			if err := c.do(ctx, "POST", "/api/v1/images", img, &got); err != nil {
 				return fmt.Errorf("add image: %w", err)
 			}
 			return printImages(cmd.OutOrStdout(), o.output, got)
+		},
+	}
+	cmd.Flags().StringVar(&sum, "sha256", "", "expected sha256 of the disk bytes (after decompression/conversion); refused if it differs")
+	cmd.Flags().Int64Var(&size, "size", 0, "expected size in bytes of the disk bytes; refused if it differs")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Hour, "how long the server may take to read (and convert) the image")
+	return cmd
+}
+
+func newImageRmCmd(o *clientOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm OS VERSION",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Remove an image from the catalog",
+		Long: `Remove an image from the catalog. Refused while an active task installs it
+(cancel the task or wait for it to end). The converted file of a qcow2 image
+is deleted; the source file is left where it is.`,
+		Example: "  lpmos image rm ubuntu 22.04",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			var got store.Image
+			if err := c.do(cmd.Context(), "DELETE", "/api/v1/images/"+url.PathEscape(args[0])+"/"+url.PathEscape(args[1]), nil, &got); err != nil {
+				return fmt.Errorf("remove image: %w", err)
+			}
+			if o.output == "json" {
+				return printJSON(cmd.OutOrStdout(), got)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "removed %s %s (%s)\n", got.OSType, got.OSVersion, got.Source)
+			return err
 		},
 	}
 }
@@ -76,75 +123,6 @@ func newImageListCmd(o *clientOptions) *cobra.Command {
 	}
 }
 
-// describeImage reads a local file or URL once and returns its catalog
-// entry: format from the gzip magic, size and sha256 of the disk bytes.
-func describeImage(ctx context.Context, src string) (store.Image, error) {
-	var (
-		rc  io.ReadCloser
-		img store.Image
-	)
-	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
-		req, err := http.NewRequestWithContext(ctx, "GET", src, nil)
-		if err != nil {
-			return img, fmt.Errorf("image URL %q: %w", src, err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return img, fmt.Errorf("download %s: %w", src, err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return img, fmt.Errorf("download %s: HTTP %d", src, resp.StatusCode)
-		}
-		rc, img.Source = resp.Body, src
-	} else {
-		abs, err := filepath.Abs(src)
-		if err != nil {
-			return img, fmt.Errorf("image path %q: %w", src, err)
-		}
-		f, err := os.Open(abs)
-		if err != nil {
-			return img, fmt.Errorf("open image: %w", err)
-		}
-		rc, img.Source = f, abs
-	}
-	defer rc.Close()
-	counted := &countingReader{r: rc}
-	br := bufio.NewReaderSize(counted, 1<<20)
-	magic, _ := br.Peek(2)
-	var disk io.Reader = br
-	img.Format = "raw"
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return img, fmt.Errorf("read gzip image %s: %w", src, err)
-		}
-		defer zr.Close()
-		disk, img.Format = zr, "gzip"
-	}
-	h := sha256.New()
-	n, err := io.Copy(h, disk)
-	if err != nil {
-		return img, fmt.Errorf("read image %s: %w", src, err)
-	}
-	if n == 0 {
-		return img, fmt.Errorf("image %s is empty", src)
-	}
-	img.Size, img.FileSize, img.SHA256 = n, counted.n, hex.EncodeToString(h.Sum(nil))
-	return img, nil
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 func printImages(w io.Writer, output string, imgs ...store.Image) error {
 	if output == "json" {
 		if len(imgs) == 1 {
@@ -153,9 +131,9 @@ func printImages(w io.Writer, output string, imgs ...store.Image) error {
 		return printJSON(w, imgs)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "OS\tVERSION\tFORMAT\tSIZE\tSHA256\tSOURCE")
+	fmt.Fprintln(tw, "OS\tVERSION\tFORMAT\tSERVED\tSIZE\tSHA256\tSOURCE")
 	for _, i := range imgs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.12s\t%s\n", i.OSType, i.OSVersion, i.Format, i.Size, i.SHA256, i.Source)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", i.OSType, i.OSVersion, i.Format, i.Served(), i.Size, i.SHA256, i.Source)
 	}
 	return tw.Flush()
 }

@@ -75,6 +75,10 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 // in /api/v1/health and the log; the rest of the region keeps running.
 func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, o serveOptions, log *slog.Logger) error {
 	ro := o.regional
+	images, err := o.imagePolicy()
+	if err != nil {
+		return err
+	}
 	ip, err := advertiseIP(ro.advertiseIP)
 	if err != nil {
 		return err
@@ -106,6 +110,7 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		SecretFile:      filepath.Join(o.dataDir, "region-"+o.regionID+".secret"),
 		Member:          o.name,
 		Logger:          log,
+		Images:          images,
 	})
 	if err != nil {
 		return fmt.Errorf("region %s: %w", o.regionID, err)

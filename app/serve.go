@@ -42,6 +42,7 @@ type serveOptions struct {
 	logLevel       string
 	logFormat      string
 	regional       regionalOptions
+	images         imageOptions
 }
 
 // roles is the parsed --role list.
@@ -106,6 +107,7 @@ func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	o.regional.addFlags(cmd)
+	o.images.addFlags(cmd)
 }
 
 func runServe(ctx context.Context, o serveOptions, version string, logOut io.Writer) error {
@@ -125,6 +127,10 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", o.dataDir, err)
+	}
+	imgPolicy, err := o.imagePolicy()
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	reg := &health.Registry{}
@@ -168,7 +174,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		startClusterWatch(gctx, g, st, reg)
 	}
 	if r.controlPlane {
-		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics})
+		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics, Images: imgPolicy})
 		if err != nil {
 			return err
 		}

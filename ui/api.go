@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/lpmos/lpmos/agent/wire"
@@ -70,6 +69,7 @@ func (s *Server) routesAPI(r chi.Router) {
 		r.Get("/regions", serveList(s.cfg.Store.ListRegions))
 		r.Get("/images", serveList(s.cfg.Store.ListImages))
 		r.Post("/images", s.addImage)
+		r.Delete("/images/{os}/{version}", s.deleteImage)
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -290,28 +290,6 @@ func (s *Server) deleteMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
-	var img AddImageRequest
-	if !decodeBody(w, r, &img) {
-		return
-	}
-	if img.Source == "" {
-		writeError(w, http.StatusBadRequest, errors.New("missing field: source"))
-		return
-	}
-	img.AddedAt = time.Time{}
-	if err := s.cfg.Store.PutImage(r.Context(), img); err != nil {
-		writeStoreError(w, err)
-		return
-	}
-	got, err := s.cfg.Store.GetImage(r.Context(), img.OSType, img.OSVersion)
-	if err != nil {
-		writeStoreError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, got)
 }
 
 // decodeBody reads a strict JSON body (httpapi.Decode) or answers the

@@ -1,27 +1,32 @@
 package ui_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/store/storetest"
 	"github.com/lpmos/lpmos/ui"
 )
 
 type apiEnv struct {
-	url   string
-	token string
-	store *store.Store
+	url       string
+	token     string
+	store     *store.Store
+	imagesDir string // the server's images directory (POST /api/v1/images)
 }
 
 func newAPI(t *testing.T) *apiEnv {
@@ -33,13 +38,14 @@ func newAPI(t *testing.T) *apiEnv {
 	}
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
-	srv, err := ui.New(ui.Config{Store: st, Health: reg, Version: "test"})
+	imagesDir := t.TempDir()
+	srv, err := ui.New(ui.Config{Store: st, Health: reg, Version: "test", Images: imagesrc.Policy{Dir: imagesDir}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &apiEnv{url: hs.URL, token: tok, store: st}
+	return &apiEnv{url: hs.URL, token: tok, store: st, imagesDir: imagesDir}
 }
 
 // do sends a request with the admin token and decodes the JSON answer.
@@ -123,7 +129,11 @@ func TestCreateGetListApprove(t *testing.T) {
 		t.Fatalf("approve without image: %d %q", code, apiErr.Error)
 	}
 	var img store.Image
-	if code := e.do(t, "POST", "/api/v1/images", `{"os_type":"ubuntu","os_version":"22.04","source":"/srv/ubuntu.img","format":"raw","sha256":"`+strings.Repeat("ab", 32)+`","size":1048576}`, &img); code != 201 || img.Size != 1<<20 {
+	imgPath := filepath.Join(e.imagesDir, "ubuntu.img")
+	if err := os.WriteFile(imgPath, bytes.Repeat([]byte("u"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.do(t, "POST", "/api/v1/images", `{"os_type":"ubuntu","os_version":"22.04","source":"`+imgPath+`","size":1048576}`, &img); code != 201 || img.Size != 1<<20 || img.Format != "raw" {
 		t.Fatalf("add image: %d %+v", code, img)
 	}
 	if code := e.do(t, "POST", "/api/v1/tasks/"+task.ID+"/retry", "", &task); code != 200 || task.Status.Attempt != 2 {

@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	// Metrics, when set, is the registry /metrics serves, so other services
 	// of the process can add theirs; the control plane adds its own to it.
 	Metrics *prometheus.Registry
+	// Images is where image sources may come from: POST /api/v1/images
+	// checks every source against it and reads it (ui/images.go).
+	Images imagesrc.Policy
 }
 
 // Server serves the control plane.
