@@ -142,6 +142,22 @@ type Progress struct {
 	BytesTotal int64     `json:"bytes_total,omitempty"`
 	Attempt    int       `json:"attempt,omitempty"`    // filled in by the server
 	UpdatedAt  time.Time `json:"updated_at,omitempty"` // filled in by the server
+
+	// Partitions is the partition table the agent left on disk, sent with
+	// the last configuring report; the server keeps it under
+	// /tasks/{id}/partitions.
+	Partitions []Partition `json:"partitions,omitempty"`
+}
+
+// Partition is one partition of the table an install left on disk.
+type Partition struct {
+	Number     int    `json:"number"` // 1-based, as in /dev/vda1
+	Name       string `json:"name,omitempty"`
+	Type       string `json:"type"` // GPT type GUID (upper case), or MBR type "0x83"
+	StartBytes int64  `json:"start_bytes"`
+	SizeBytes  int64  `json:"size_bytes"`
+	FS         string `json:"fs,omitempty"`   // ext4, xfs, btrfs, vfat, swap, lvm2, ... as found
+	Role       string `json:"role,omitempty"` // root, boot, esp, bios_boot, swap, lvm
 }
 
 // ProgressResponse answers a progress report.
