@@ -41,6 +41,9 @@ type Task struct {
 	Hardware *wire.Hardware `json:"hardware,omitempty"`
 	Progress *wire.Progress `json:"progress,omitempty"`
 	Revision int64          `json:"revision"` // etcd mod revision of the status
+
+	// Partitions is the partition table the agent left on disk.
+	Partitions *PartitionTable `json:"partitions,omitempty"`
 }
 
 // Event is one entry of /tasks/{id}/events/.

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -307,6 +308,16 @@ func TestRun(t *testing.T) {
 				// The root file system after 1 MiB now holds the seed.
 				if !bytes.Equal(b[:1<<20], img[:1<<20]) {
 					t.Error("disk does not hold the image")
+				}
+				// The partition table left on disk reaches the server.
+				var table string
+				for _, p := range api.progress {
+					for _, pt := range p.Partitions {
+						table += fmt.Sprintf("%d:%s:%s:%s ", pt.Number, pt.Type, pt.FS, pt.Role)
+					}
+				}
+				if table != "1:0x83:ext4:root " {
+					t.Errorf("partitions reported: %q", table)
 				}
 			}
 		})
