@@ -407,6 +407,7 @@ func (r *Region) approvalAnswer(ctx context.Context, t store.Task) (wire.Approva
 			return resp, nil
 		}
 		resp.Approved, resp.Install, resp.Reason = true, spec, ""
+		spec.Network = t.Spec.Network // a static address, when the task gives one
 	}
 	return resp, nil
 }

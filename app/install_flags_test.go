@@ -1,6 +1,8 @@
 package app
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/lpmos/lpmos/pxe"
@@ -47,5 +49,45 @@ func TestInstallRelatedServeFlags(t *testing.T) {
 				t.Errorf("full DHCP AnswerAll = %v, want %v", f.AnswerAll, tt.wantAll)
 			}
 		})
+	}
+}
+
+// `task create --ip/--gateway/--dns/--net-mac` fill the task's network
+// field; without --ip the other three are refused with what to add.
+func TestTaskCreateNetworkFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		want    string // fmt of the network, "" for nil
+		wantErr string
+	}{
+		{args: nil},
+		{args: []string{"--ip", "10.0.0.5/24", "--gateway", "10.0.0.1", "--dns", "10.0.0.53,9.9.9.9"}, want: "&{10.0.0.5/24 10.0.0.1 [10.0.0.53 9.9.9.9] }"},
+		{args: []string{"--ip=10.0.0.5/24", "--net-mac", "52:54:00:aa:bb:cc"}, want: "&{10.0.0.5/24  [] 52:54:00:aa:bb:cc}"},
+		{args: []string{"--gateway", "10.0.0.1"}, wantErr: "add --ip"},
+	}
+	for _, tt := range tests {
+		var n staticNetFlags
+		cmd := &cobra.Command{Use: "create"}
+		n.addFlags(cmd)
+		if err := cmd.Flags().Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		got, err := n.network()
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%v: err %v, want %q", tt.args, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		s := ""
+		if got != nil {
+			s = fmt.Sprint(got)
+		}
+		if s != tt.want {
+			t.Errorf("%v: network %s, want %s", tt.args, s, tt.want)
+		}
 	}
 }

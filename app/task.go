@@ -35,6 +35,7 @@ func newTaskCmd() *cobra.Command {
 
 func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	var req ui.CreateTaskRequest
+	var nw staticNetFlags
 	cmd := &cobra.Command{
 		Use:     "create --mac MAC --os OS --os-version VERSION",
 		Short:   "Create a task for a machine",
@@ -43,6 +44,9 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if req.Network, err = nw.network(); err != nil {
 				return err
 			}
 			var t store.Task
@@ -60,6 +64,7 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	f.StringVar(&req.Hostname, "hostname", "", "host name to configure")
 	f.StringSliceVar(&req.SSHAuthorizedKeys, "ssh-key", nil, "SSH public key to authorize (repeatable)")
 	f.StringVar(&req.UserData, "user-data", "", "cloud-init user data")
+	nw.addFlags(cmd)
 	for _, name := range []string{"mac", "os", "os-version"} {
 		_ = cmd.MarkFlagRequired(name)
 	}

@@ -23,6 +23,10 @@ type Spec struct {
 	SSHAuthorizedKeys []string  `json:"ssh_authorized_keys,omitempty"`
 	UserData          string    `json:"user_data,omitempty"`
 	CreatedAt         time.Time `json:"created_at"`
+
+	// Network is a static address for the installed system (the seed's
+	// network-config); nil: DHCP.
+	Network *wire.StaticNetwork `json:"network,omitempty"`
 }
 
 // StatusRecord is /tasks/{id}/status.
@@ -164,6 +168,9 @@ func (sp *Spec) Validate() error {
 	}
 	if len(sp.UserData) > 64<<10 {
 		return fmt.Errorf("%w: user_data is larger than 64 KiB", ErrInvalid)
+	}
+	if err := validateNetwork(sp.Network, sp.TargetMAC); err != nil {
+		return err
 	}
 	return nil
 }

@@ -25,6 +25,9 @@ type CreateTaskRequest struct {
 	Hostname          string   `json:"hostname,omitempty"`
 	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
 	UserData          string   `json:"user_data,omitempty"`
+
+	// Network is a static address for the installed system; nil: DHCP.
+	Network *wire.StaticNetwork `json:"network,omitempty"`
 }
 
 // TaskList is the answer of GET /api/v1/tasks.
@@ -95,6 +98,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	task, err := s.cfg.Store.CreateTask(r.Context(), store.Spec{
 		RegionID: req.RegionID, TargetMAC: req.TargetMAC, OSType: req.OSType, OSVersion: req.OSVersion,
 		Hostname: req.Hostname, SSHAuthorizedKeys: req.SSHAuthorizedKeys, UserData: req.UserData,
+		Network: req.Network,
 	})
 	if err != nil {
 		writeStoreError(w, err)

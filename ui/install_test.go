@@ -73,3 +73,34 @@ func TestTaskShowsPartitionsLeftOnDisk(t *testing.T) {
 		}
 	}
 }
+
+// POST /api/v1/tasks takes a static address; a bad one is a 400 that
+// names the field.
+func TestCreateTaskWithStaticNetwork(t *testing.T) {
+	e := newAPI(t)
+	var task store.Task
+	body := `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type":"debian","os_version":"12",` +
+		`"network":{"address":"10.0.0.5/24","gateway":"10.0.0.1","dns":["10.0.0.53"]}}`
+	if code := e.do(t, "POST", "/api/v1/tasks", body, &task); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	n := task.Spec.Network
+	if n == nil || n.Address != "10.0.0.5/24" || n.Gateway != "10.0.0.1" || len(n.DNS) != 1 || n.MAC != "00:1a:2b:3c:4d:5e" {
+		t.Fatalf("network %+v", n)
+	}
+	var detail ui.TaskDetail
+	if code := e.do(t, "GET", "/api/v1/tasks/"+task.ID, "", &detail); code != 200 || detail.Spec.Network == nil || detail.Spec.Network.MAC != "00:1a:2b:3c:4d:5e" {
+		t.Fatalf("get: %d %+v", code, detail.Spec.Network)
+	}
+	for _, tc := range []struct{ network, want string }{
+		{`{"address":"10.0.0.5"}`, "network.address"},
+		{`{"address":"10.0.0.5/24","gateway":"192.168.1.1"}`, "network.gateway"},
+		{`{"address":"10.0.0.5/24","dns":["x"]}`, "network.dns"},
+	} {
+		var apiErr wire.Error
+		body := `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5f","os_type":"debian","os_version":"12","network":` + tc.network + `}`
+		if code := e.do(t, "POST", "/api/v1/tasks", body, &apiErr); code != 400 || !strings.Contains(apiErr.Error, tc.want) {
+			t.Errorf("network %s: %d %q, want 400 naming %s", tc.network, code, apiErr.Error, tc.want)
+		}
+	}
+}

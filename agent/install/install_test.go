@@ -221,6 +221,7 @@ func TestInstallGPTImageWithSeed(t *testing.T) {
 		ImageURL: srv.URL + "/images/debian/12", ImageSHA256: sha(image), ImageSize: int64(len(image)), ImageFormat: "gzip",
 		Hostname:          "web-01",
 		SSHAuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ops@lpmos"},
+		Network:           &wire.StaticNetwork{Address: "10.0.0.5/24", Gateway: "10.0.0.1", MAC: "52:54:00:12:34:56"},
 	}
 	if err := Install(context.Background(), spec, testOptions(t, disk, rec)); err != nil {
 		t.Fatalf("Install: %v", err)
@@ -257,6 +258,10 @@ func TestInstallGPTImageWithSeed(t *testing.T) {
 	if !strings.HasPrefix(user, "#cloud-config\n") || !strings.Contains(user, `hostname: "web-01"`) ||
 		!strings.Contains(user, "ssh_authorized_keys:\n  - \"ssh-ed25519 AAAAC3") {
 		t.Errorf("user-data:\n%s", user)
+	}
+	if nc := tDebugfsCat(t, part, "/var/lib/cloud/seed/nocloud/network-config"); !strings.Contains(nc, "version: 1\n") ||
+		!strings.Contains(nc, `mac_address: "52:54:00:12:34:56"`) || !strings.Contains(nc, `address: "10.0.0.5/24"`) {
+		t.Errorf("network-config:\n%s", nc)
 	}
 	if host := tDebugfsCat(t, part, "/etc/hostname"); host != "debian\n" {
 		t.Errorf("image content damaged: /etc/hostname = %q", host)

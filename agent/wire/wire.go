@@ -196,6 +196,18 @@ type InstallSpec struct {
 	Hostname          string   `json:"hostname,omitempty"`
 	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
 	UserData          string   `json:"user_data,omitempty"`
+
+	// Network is the task's static address, written as the seed's
+	// network-config; nil leaves the installed OS on DHCP.
+	Network *StaticNetwork `json:"network,omitempty"`
+}
+
+// StaticNetwork is a static address for the installed system's NIC.
+type StaticNetwork struct {
+	Address string   `json:"address"`           // CIDR, e.g. 10.0.0.5/24 or 2001:db8::5/64
+	Gateway string   `json:"gateway,omitempty"` // default route, inside Address's subnet
+	DNS     []string `json:"dns,omitempty"`     // name servers
+	MAC     string   `json:"mac,omitempty"`     // NIC to configure; default the task's target MAC
 }
 
 // Error is the JSON body of every error answer.
