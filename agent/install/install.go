@@ -325,7 +325,7 @@ func (in *installer) configure(t *target) (string, []wire.Partition, error) {
 		if err != nil {
 			return "", parts, fmt.Errorf("resolving %s: %w", t.path, err)
 		}
-		acc = nodeAccess{disk: disk}
+		acc = nodeAccess{disk: disk, f: t.f}
 	}
 	dir := in.o.MountDir
 	if dir == "" {
@@ -367,17 +367,31 @@ func (a loopAccess) open(p wire.Partition) (string, func(), error) {
 	return loop.path, func() { _ = loop.detach() }, nil
 }
 
-// nodeAccess names the kernel's partition node of a block device.
-type nodeAccess struct{ disk string }
+// nodeAccess names the kernel's partition node of a block device. When
+// the kernel does not show the partition (a kernel without that partition
+// table parser, a disk whose re-read was refused) or its node never
+// appears, a loop device over the disk's byte range stands in for it.
+type nodeAccess struct {
+	disk string
+	f    *os.File // the disk, opened without O_EXCL
+}
 
 func (a nodeAccess) open(p wire.Partition) (string, func(), error) {
 	dev := partitionDevice(a.disk, p.Number)
-	f, err := openWhenPresent(dev, os.O_RDONLY)
-	if err != nil {
-		return "", nil, fmt.Errorf("partition %d of %s: %w", p.Number, a.disk, err)
+	var nodeErr error
+	if _, err := os.Stat(filepath.Join("/sys/class/block", filepath.Base(dev))); err != nil {
+		nodeErr = fmt.Errorf("the kernel lists no %s", filepath.Base(dev))
+	} else if f, err := openWhenPresent(dev, os.O_RDONLY); err != nil {
+		nodeErr = err
+	} else {
+		f.Close()
+		return dev, func() {}, nil
 	}
-	f.Close()
-	return dev, func() {}, nil
+	dev, release, err := loopAccess{f: a.f}.open(p)
+	if err != nil {
+		return "", nil, errors.Join(fmt.Errorf("partition %d of %s: %w", p.Number, a.disk, nodeErr), err)
+	}
+	return dev, release, nil
 }
 
 // wipe zeroes what could make a failed install look bootable or look like

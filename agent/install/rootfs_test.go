@@ -426,3 +426,49 @@ func padTo(b []byte, n int) []byte {
 	copy(out, b)
 	return out
 }
+
+// On a real block device (a loop device with partition scanning, as a
+// disk is) the agent re-reads the table and probes the kernel's partition
+// nodes (/dev/loopNpM); where the kernel has no parser for the table (this
+// CI host's kernel is built without CONFIG_EFI_PARTITION, so no loopNpM
+// appears) it falls back to loop devices over the disk's byte ranges.
+// Either way /boot first must not get the seed.
+func TestInstallRootOnBlockDevice(t *testing.T) {
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Fatalf("losetup is required for this test (apt-get install -y util-linux): %v", err)
+	}
+	boot := tMkfsExt4(t, 4<<20, map[string]string{"vmlinuz-6.1.0-18-amd64": "kernel", "grub/grub.cfg": "x\n"})
+	root := tMkfsExt4(t, 4<<20, map[string]string{"etc/os-release": "ID=rhel\n"})
+	image, starts := tMakeGPTDisk(t, 0,
+		tPart{typ: guidLinuxData, name: "boot", data: boot},
+		tPart{typ: guidLinuxData, name: "root", data: root})
+	file := newDisk(t, int64(len(image))+4<<20)
+	out, err := exec.Command("losetup", "-P", "-f", "--show", file).Output()
+	if err != nil {
+		t.Fatalf("losetup -P: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
+		}
+	})
+	srv := newImageServer(t, image, 0)
+	rec := &recorder{}
+	spec := wire.InstallSpec{ImageURL: srv.URL + "/img", ImageSHA256: sha(image), ImageSize: int64(len(image)), ImageFormat: "raw", Hostname: "db-1"}
+	if err := Install(context.Background(), spec, testOptions(t, dev, rec)); err != nil {
+		t.Fatalf("Install to %s: %v", dev, err)
+	}
+	all := rec.all()
+	last := all[len(all)-1]
+	if !strings.Contains(last.Message, "partition 2 (ext4)") || tRoles(last.Partitions) != "1:boot:ext4 2:root:ext4" {
+		t.Fatalf("last report %q, partitions %q", last.Message, tRoles(last.Partitions))
+	}
+	disk := readFile(t, file)
+	if meta, ok := tMountRead(t, disk[starts[1]:starts[1]+4<<20], "ext4", "", NoCloudDir+"/meta-data"); !ok || !strings.Contains(meta, `"db-1"`) {
+		t.Errorf("seed in the root: %q %v", meta, ok)
+	}
+	if !bytes.Equal(disk[starts[0]:starts[0]+4<<20], boot) {
+		t.Error("/boot was modified")
+	}
+}
