@@ -465,6 +465,9 @@ func (in *installer) demo(ctx context.Context) error {
 		}
 	}
 	in.log.Info("demo: meta-data that would be written", "meta-data", string(NoCloudMetaData(in.o.TaskID, in.spec)))
+	if nc := NoCloudNetworkConfig(in.spec); nc != nil {
+		in.log.Info("demo: network-config that would be written", "network-config", string(nc))
+	}
 	return nil
 }
 

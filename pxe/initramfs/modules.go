@@ -33,8 +33,10 @@ var DefaultModules = []string{
 	// btrfs roots (openSUSE, Fedora, Ubuntu with "@"): the agent mounts the
 	// root subvolume to write the seed. It pulls in raid6_pq, whose
 	// load-time benchmark costs a second or more on emulated CPUs; the
-	// agent loads modules once, so it is paid once per boot.
-	"btrfs",
+	// agent loads modules once, so it is paid once per boot. Its checksum
+	// drivers are soft dependencies, not in modules.dep: crc32c (the
+	// default) must be there for the mount to work.
+	"btrfs", "crc32c_generic", "crc32c_intel", "xxhash_generic",
 }
 
 // modName is the kernel's name of a module file or a depends= entry:
