@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/pxe"
+	"github.com/lpmos/lpmos/store"
 	"github.com/spf13/cobra"
 )
 
@@ -89,5 +91,32 @@ func TestTaskCreateNetworkFlags(t *testing.T) {
 		if s != tt.want {
 			t.Errorf("%v: network %s, want %s", tt.args, s, tt.want)
 		}
+	}
+}
+
+func TestPrintInstallDetails(t *testing.T) {
+	var b strings.Builder
+	printInstallDetails(&b, store.Task{
+		Spec: store.Spec{Network: &wire.StaticNetwork{Address: "10.0.0.5/24", Gateway: "10.0.0.1", DNS: []string{"10.0.0.53"}, MAC: "52:54:00:aa:bb:cc"}},
+		Partitions: &store.PartitionTable{Attempt: 2, Partitions: []wire.Partition{
+			{Number: 1, Name: "boot", Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", StartBytes: 1 << 20, SizeBytes: 1 << 30, FS: "ext4", Role: "boot"},
+			{Number: 2, Type: "0x8e", StartBytes: 1<<30 + 1<<20, SizeBytes: 8 << 30},
+		}},
+	})
+	got := b.String()
+	for _, want := range []string{
+		"network: 10.0.0.5/24 via 10.0.0.1, dns 10.0.0.53 on 52:54:00:aa:bb:cc\n",
+		"partitions left on disk (attempt 2):\n",
+		"  1  boot  0FC63DAF-8483-4772-8E79-3D69D8477DE4  1048576     1073741824  ext4  boot\n",
+		"  2  -     0x8e                                  1074790400  8589934592  -     -\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	b.Reset()
+	printInstallDetails(&b, store.Task{})
+	if b.Len() != 0 {
+		t.Errorf("details of a task without network or partitions: %q", b.String())
 	}
 }

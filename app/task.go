@@ -132,6 +132,7 @@ func newTaskGetCmd(o *clientOptions) *cobra.Command {
 				fmt.Fprintf(w, "\nhardware: %s %s, %d threads, %d GB, %d disks, %d NICs, %s boot\n",
 					hw.DMI.Vendor, hw.DMI.Product, hw.CPU.Threads, hw.Memory.TotalGB, len(hw.Disks), len(hw.NICs), hw.BootMode)
 			}
+			printInstallDetails(w, d.Task)
 			fmt.Fprintln(w, "\nhistory:")
 			for _, ev := range d.Events {
 				fmt.Fprintf(w, "  %s  %s\n", ev.At.Local().Format(time.DateTime), describeEvent(ev))
