@@ -401,7 +401,8 @@ func findRoot(r io.ReaderAt, parts []wire.Partition, acc partitionAccess, dir st
 		}
 		dev, release, err := acc.open(*p)
 		if err != nil {
-			return nil, err
+			notes = append(notes, err.Error())
+			continue
 		}
 		role, data, err := probePartition(dev, dir, p.FS)
 		if err != nil {
