@@ -310,6 +310,7 @@ func (r *Region) approvalAnswer(ctx context.Context, t store.Task) (wire.Approva
 		}
 		resp.Approved, resp.Install, resp.Reason = true, spec, ""
 		spec.TargetDisk = targetDisk(t)
+		spec.Network = t.Spec.Network // a static address, when the task gives one
 	}
 	return resp, nil
 }

@@ -87,6 +87,9 @@ type Config struct {
 	// ExtraKernelArgs are appended to the agent's kernel line (each must
 	// match [A-Za-z0-9_.,:/=+@-]+), e.g. "lpmos_poweroff=1".
 	ExtraKernelArgs []string
+	// SerialConsole is the agent's serial console=<value> (default
+	// pxe.DefaultSerialConsole: ttyS0,115200).
+	SerialConsole string
 	// DiscoverUnknown boots MACs without a task into discovery and records
 	// their hardware under /machines/{mac}.
 	DiscoverUnknown bool
@@ -224,6 +227,8 @@ func New(cfg Config) (*Region, error) {
 			Initrd:    cfg.InitrdName,
 			ExtraArgs: cfg.ExtraKernelArgs,
 			Logger:    cfg.Logger,
+
+			SerialConsole: cfg.SerialConsole,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("agentapi: %w", err)

@@ -43,6 +43,9 @@ type regionalOptions struct {
 	router          string
 	dns             []string
 	leaseTime       time.Duration
+
+	serialConsole string // agent kernel line console=<value>
+	dhcpAnswerAll bool   // full DHCP: also answer non-PXE clients
 }
 
 func (o *regionalOptions) addFlags(cmd *cobra.Command) {
@@ -68,6 +71,8 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.router, "dhcp-router", "", "full DHCP mode: default gateway (option 3)")
 	f.StringSliceVar(&o.dns, "dhcp-dns", nil, "full DHCP mode: DNS servers (option 6)")
 	f.DurationVar(&o.leaseTime, "dhcp-lease-time", time.Hour, "full DHCP mode: lease time")
+	f.StringVar(&o.serialConsole, "serial-console", pxe.DefaultSerialConsole, "serial console of the agent's kernel line (console=<value>): port and speed, e.g. ttyS1,115200n8")
+	f.BoolVar(&o.dhcpAnswerAll, "dhcp-answer-all", true, "full DHCP mode: also give addresses to clients that are not PXE booting (the installed OS); false answers PXE clients only")
 }
 
 // startRegional starts the agent API and, unless turned off, DHCP and TFTP.
@@ -111,6 +116,8 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		Member:          o.name,
 		Logger:          log,
 		Images:          images,
+
+		SerialConsole: ro.serialConsole,
 	})
 	if err != nil {
 		return fmt.Errorf("region %s: %w", o.regionID, err)
@@ -246,6 +253,7 @@ func (o *regionalOptions) fullDHCP(leases pxe.Leases) (pxe.FullDHCP, error) {
 		f.DNS = append(f.DNS, ip)
 	}
 	f.LeaseTime = o.leaseTime
+	f.AnswerAll = o.dhcpAnswerAll
 	f.Leases = leases
 	return f, nil
 }

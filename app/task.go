@@ -35,6 +35,7 @@ func newTaskCmd() *cobra.Command {
 
 func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	var req ui.CreateTaskRequest
+	var nw staticNetFlags
 	cmd := &cobra.Command{
 		Use:     "create --mac MAC --os OS --os-version VERSION",
 		Short:   "Create a task for a machine",
@@ -46,6 +47,9 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 			}
 			c, err := o.client()
 			if err != nil {
+				return err
+			}
+			if req.Network, err = nw.network(); err != nil {
 				return err
 			}
 			var t store.Task
@@ -64,6 +68,7 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	f.StringSliceVar(&req.SSHAuthorizedKeys, "ssh-key", nil, "SSH public key to authorize (repeatable)")
 	f.StringVar(&req.UserData, "user-data", "", "cloud-init user data")
 	addRootDeviceFlag(f)
+	nw.addFlags(cmd)
 	for _, name := range []string{"mac", "os", "os-version"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -132,6 +137,7 @@ func newTaskGetCmd(o *clientOptions) *cobra.Command {
 					hw.DMI.Vendor, hw.DMI.Product, hw.CPU.Threads, hw.Memory.TotalGB, len(hw.Disks), len(hw.NICs), hw.BootMode)
 			}
 			printTargetDisk(w, d.Task)
+			printInstallDetails(w, d.Task)
 			fmt.Fprintln(w, "\nhistory:")
 			for _, ev := range d.Events {
 				fmt.Fprintf(w, "  %s  %s\n", ev.At.Local().Format(time.DateTime), describeEvent(ev))

@@ -70,6 +70,9 @@ type BootConfig struct {
 	Initrd string
 	// ExtraArgs are appended to the agent's kernel command line.
 	ExtraArgs []string
+	// SerialConsole is the agent's serial console (console=<value>);
+	// default DefaultSerialConsole.
+	SerialConsole string
 	// IPXEFiles is served under /boot/ipxe/ for UEFI HTTP boot clients;
 	// default IPXEFiles().
 	IPXEFiles fs.FS
@@ -142,6 +145,8 @@ func (h *bootHandler) script(d Decision) (string, error) {
 		KernelURL: h.cfg.BaseURL + FilePath(h.cfg.Kernel),
 		InitrdURL: h.cfg.BaseURL + FilePath(h.cfg.Initrd),
 		ExtraArgs: h.cfg.ExtraArgs,
+
+		SerialConsole: h.cfg.SerialConsole,
 	})
 }
 

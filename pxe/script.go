@@ -43,7 +43,15 @@ type Script struct {
 	// ExtraArgs are appended to the kernel command line; each must match
 	// [A-Za-z0-9_.,:/=+@-]+.
 	ExtraArgs []string
+	// SerialConsole is the serial console=<value> of the agent's kernel
+	// line, e.g. ttyS1,115200n8; default DefaultSerialConsole.
+	SerialConsole string
 }
+
+// DefaultSerialConsole is the agent's serial console: the first port at
+// the speed BMC serial-over-LAN usually runs (the kernel's default, 9600,
+// garbles it).
+const DefaultSerialConsole = "ttyS0,115200"
 
 // ErrInvalid marks a value that may not be put into an iPXE script.
 var ErrInvalid = errors.New("invalid value for iPXE script")
@@ -129,6 +137,9 @@ func (s *Script) validate() error {
 			return err
 		}
 	}
+	if s.SerialConsole != "" && !validArg(s.SerialConsole) {
+		return fmt.Errorf("%w: serial console %q (want e.g. ttyS0,115200)", ErrInvalid, s.SerialConsole)
+	}
 	for _, a := range s.ExtraArgs {
 		if !validArg(a) {
 			return fmt.Errorf("%w: kernel argument %q", ErrInvalid, a)
@@ -171,12 +182,16 @@ func RenderScript(s Script) (string, error) {
 	} else {
 		b.WriteString("echo lpmos: booting the agent for discovery\n")
 	}
+	serial := s.SerialConsole
+	if serial == "" {
+		serial = DefaultSerialConsole
+	}
 	args = append(args,
 		wire.ParamMAC+"=${mac}",
 		"ip=${ip}::${gateway}:${netmask}:::off",
 		// The last console is /dev/console: the serial port, where labs and
 		// BMC serial-over-LAN read the agent.
-		"console=tty0", "console=ttyS0", "panic=-1",
+		"console=tty0", "console="+serial, "panic=-1",
 	)
 	args = append(args, s.ExtraArgs...)
 	fmt.Fprintf(&b, "kernel %s %s || goto lpmos_failed\n", s.KernelURL, strings.Join(args, " "))

@@ -33,7 +33,7 @@ func TestRenderScript(t *testing.T) {
 			in:   install,
 			want: `#!ipxe
 echo lpmos: booting the agent for task 0b7e2a9c-1f43-4d5e-9a61-2c3d4e5f6a7b
-kernel http://10.213.0.1:8081/boot/files/vmlinuz initrd=initrd lpmos_client=http://10.213.0.1:8081 lpmos_task=0b7e2a9c-1f43-4d5e-9a61-2c3d4e5f6a7b lpmos_token=tok_ABCdef-123 lpmos_mac=${mac} ip=${ip}::${gateway}:${netmask}:::off console=tty0 console=ttyS0 panic=-1 console=ttyS0,115200n8 lpmos.debug=1 || goto lpmos_failed
+kernel http://10.213.0.1:8081/boot/files/vmlinuz initrd=initrd lpmos_client=http://10.213.0.1:8081 lpmos_task=0b7e2a9c-1f43-4d5e-9a61-2c3d4e5f6a7b lpmos_token=tok_ABCdef-123 lpmos_mac=${mac} ip=${ip}::${gateway}:${netmask}:::off console=tty0 console=ttyS0,115200 panic=-1 console=ttyS0,115200n8 lpmos.debug=1 || goto lpmos_failed
 initrd --name initrd http://10.213.0.1:8081/boot/files/initramfs.cpio.gz || goto lpmos_failed
 boot || goto lpmos_failed
 :lpmos_failed
@@ -47,7 +47,7 @@ reboot
 			in:   baseScript(Decision{Action: ActionDiscover}),
 			want: `#!ipxe
 echo lpmos: booting the agent for discovery
-kernel http://10.213.0.1:8081/boot/files/vmlinuz initrd=initrd lpmos_client=http://10.213.0.1:8081 lpmos_mac=${mac} ip=${ip}::${gateway}:${netmask}:::off console=tty0 console=ttyS0 panic=-1 || goto lpmos_failed
+kernel http://10.213.0.1:8081/boot/files/vmlinuz initrd=initrd lpmos_client=http://10.213.0.1:8081 lpmos_mac=${mac} ip=${ip}::${gateway}:${netmask}:::off console=tty0 console=ttyS0,115200 panic=-1 || goto lpmos_failed
 initrd --name initrd http://10.213.0.1:8081/boot/files/initramfs.cpio.gz || goto lpmos_failed
 boot || goto lpmos_failed
 :lpmos_failed

@@ -43,6 +43,10 @@ func assembleTasks(kvs []*mvccpb.KeyValue, log *slog.Logger) []Task {
 			var hw wire.Hardware
 			err = json.Unmarshal(kv.Value, &hw)
 			cur.Hardware = &hw
+		case "partitions":
+			var pt PartitionTable
+			err = json.Unmarshal(kv.Value, &pt)
+			cur.Partitions = &pt
 		case "progress":
 			var p wire.Progress
 			err = json.Unmarshal(kv.Value, &p)

@@ -28,6 +28,9 @@ type Spec struct {
 	// RootDeviceHints select the disk to erase (agent/disksel); nil: the
 	// smallest fixed disk that holds the image.
 	RootDeviceHints *wire.RootDeviceHints `json:"root_device_hints,omitempty"`
+	// Network is a static address for the installed system (the seed's
+	// network-config); nil: DHCP.
+	Network *wire.StaticNetwork `json:"network,omitempty"`
 }
 
 // StatusRecord is /tasks/{id}/status.
@@ -48,6 +51,8 @@ type Task struct {
 	Revision int64          `json:"revision"` // etcd mod revision of the status
 
 	TargetDisk *TargetDisk `json:"target_disk,omitempty"`
+	// Partitions is the partition table the agent left on disk.
+	Partitions *PartitionTable `json:"partitions,omitempty"`
 }
 
 // TargetDisk is /tasks/{id}/target-disk: the disk the install erases,
@@ -194,6 +199,9 @@ func (sp *Spec) Validate() error {
 		if disksel.IsZero(sp.RootDeviceHints) {
 			sp.RootDeviceHints = nil
 		}
+	}
+	if err := validateNetwork(sp.Network, sp.TargetMAC); err != nil {
+		return err
 	}
 	return nil
 }

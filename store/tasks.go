@@ -359,6 +359,9 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 	if p.Percentage < 0 || p.Percentage > 100 {
 		return ProgressResult{}, fmt.Errorf("%w: percentage %d is outside 0-100", ErrInvalid, p.Percentage)
 	}
+	if err := validatePartitions(p.Partitions); err != nil {
+		return ProgressResult{}, err
+	}
 	for range maxTxnRetries {
 		resp, err := s.cli.Get(ctx, taskPrefix(id), clientv3.WithPrefix())
 		if err != nil {
@@ -402,7 +405,14 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 			clientv3.Compare(clientv3.ModRevision(statusKey(id)), "=", t.Revision),
 			clientv3.Compare(clientv3.ModRevision(progressKey(id)), "=", progRev),
 		}
+		parts := p.Partitions
+		p.Partitions = nil // kept under their own key, not in every report
 		ops := []clientv3.Op{clientv3.OpPut(progressKey(id), mustJSON(p))}
+		var table *PartitionTable
+		if len(parts) > 0 {
+			table = &PartitionTable{Attempt: p.Attempt, RecordedAt: now, Partitions: parts}
+			ops = append(ops, clientv3.OpPut(partitionsKey(id), mustJSON(table)))
+		}
 		if t.Progress == nil || t.Progress.Stage != p.Stage || t.Progress.Attempt != p.Attempt {
 			ops = append(ops, eventOp(id, Event{At: now, Kind: "stage", Stage: p.Stage, Message: p.Message}))
 		}
@@ -420,6 +430,9 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 		if tr.Succeeded {
 			t.Status = st
 			t.Progress = &p
+			if table != nil {
+				t.Partitions = table
+			}
 			t.Revision = tr.Header.Revision
 			return ProgressResult{Task: t}, nil
 		}

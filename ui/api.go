@@ -26,6 +26,8 @@ type CreateTaskRequest struct {
 	UserData          string   `json:"user_data,omitempty"`
 
 	RootDeviceHints *wire.RootDeviceHints `json:"root_device_hints,omitempty"` // the disk to erase (agent/disksel)
+	// Network is a static address for the installed system; nil: DHCP.
+	Network *wire.StaticNetwork `json:"network,omitempty"`
 }
 
 // TaskList is the answer of GET /api/v1/tasks.
@@ -98,6 +100,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		RegionID: req.RegionID, TargetMAC: req.TargetMAC, OSType: req.OSType, OSVersion: req.OSVersion,
 		Hostname: req.Hostname, SSHAuthorizedKeys: req.SSHAuthorizedKeys, UserData: req.UserData,
 		RootDeviceHints: req.RootDeviceHints,
+		Network:         req.Network,
 	})
 	if err != nil {
 		writeStoreError(w, err)

@@ -186,24 +186,6 @@ func padSector(b []byte, n int) []byte {
 	return out
 }
 
-// partition is a partition's byte range on the disk.
-type partition struct {
-	Number int // 1-based, as in /dev/vda1
-	Start  int64
-	Size   int64
-}
-
-// GUIDs of partitions that hold a Linux root file system: generic Linux
-// data (what most cloud images use), and the discoverable root types for
-// x86-64 and arm64 (Debian's images).
-func linuxPartitionTypes() [][16]byte {
-	return [][16]byte{
-		mustGUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
-		mustGUID("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
-		mustGUID("B921B045-1DF0-41C3-AF44-4C6F280D3FAE"),
-	}
-}
-
 // parseGUID turns the textual GUID into its on-disk form: the first three
 // groups are little-endian, the last two big-endian.
 func parseGUID(s string) ([16]byte, error) {
@@ -225,47 +207,4 @@ func mustGUID(s string) [16]byte {
 		panic(err) // only called with the literals above
 	}
 	return g
-}
-
-// errNoLinuxPartition means the image has no partition to put a seed in.
-const errNoLinuxPartition = constError("no Linux file system partition")
-
-// findLinuxPartition returns the first Linux file system partition in table
-// order, from the GPT or, for MBR-only images, the first type 0x83 entry.
-func findLinuxPartition(r io.ReaderAt) (partition, error) {
-	g, err := readGPT(r)
-	switch {
-	case err == nil:
-		esz := int(g.u32(gptOffEntrySize))
-		types := linuxPartitionTypes()
-		for i := 0; (i+1)*esz <= len(g.entries); i++ {
-			e := g.entries[i*esz : (i+1)*esz]
-			var typ [16]byte
-			copy(typ[:], e[:16])
-			first, last := binary.LittleEndian.Uint64(e[32:]), binary.LittleEndian.Uint64(e[40:])
-			for _, want := range types {
-				if typ == want && last >= first {
-					return partition{Number: i + 1, Start: int64(first) * g.sectorSize, Size: int64(last-first+1) * g.sectorSize}, nil
-				}
-			}
-		}
-		return partition{}, errNoLinuxPartition
-	case !errors.Is(err, errNoGPT):
-		return partition{}, err
-	}
-	mbr := make([]byte, 512)
-	if _, err := r.ReadAt(mbr, 0); err != nil {
-		return partition{}, fmt.Errorf("reading MBR: %w", err)
-	}
-	if mbr[510] != 0x55 || mbr[511] != 0xaa {
-		return partition{}, errNoLinuxPartition
-	}
-	for i := range 4 {
-		e := mbr[446+16*i : 446+16*(i+1)]
-		start, n := binary.LittleEndian.Uint32(e[8:]), binary.LittleEndian.Uint32(e[12:])
-		if e[4] == 0x83 && n > 0 {
-			return partition{Number: i + 1, Start: int64(start) * 512, Size: int64(n) * 512}, nil
-		}
-	}
-	return partition{}, errNoLinuxPartition
 }

@@ -38,6 +38,7 @@ type Progress struct {
 	Message    string
 	BytesDone  int64
 	BytesTotal int64
+	Partitions []wire.Partition // the table left on disk, with the last configuring report
 }
 
 // Reporter delivers a progress update. An error aborts the install (the
@@ -165,7 +166,7 @@ func (in *installer) run(ctx context.Context) (err error) {
 	var written int64
 	defer func() {
 		if err != nil && written > 0 {
-			in.wipeStart(t)
+			in.wipe(t, written)
 		}
 	}()
 
@@ -223,11 +224,11 @@ func (in *installer) run(ctx context.Context) (err error) {
 	if err := in.stage(ctx, Progress{Stage: wire.StageConfiguring, Percentage: 90, Message: "writing cloud-init NoCloud seed"}); err != nil {
 		return err
 	}
-	msg, err = in.configure(t)
+	msg, parts, err := in.configure(t)
 	if err != nil {
 		return err
 	}
-	return in.stage(ctx, Progress{Stage: wire.StageConfiguring, Percentage: 100, Message: msg})
+	return in.stage(ctx, Progress{Stage: wire.StageConfiguring, Percentage: 100, Message: msg, Partitions: parts})
 }
 
 // stream downloads the image into w (at offset 0), hashing what it writes.
@@ -302,81 +303,119 @@ func (in *installer) readBack(ctx context.Context, t *target, size int64) error 
 	return nil
 }
 
-// configure writes the NoCloud seed into the first Linux partition. An
-// image without one (a raw appliance image, a Windows image) is installed
-// without a seed, and the progress message says so.
-func (in *installer) configure(t *target) (string, error) {
-	part, err := findLinuxPartition(t.f)
-	if errors.Is(err, errNoLinuxPartition) {
-		in.log.Warn("no Linux file system partition in the image: cloud-init seed not written")
-		return "no Linux partition in the image, cloud-init seed not written", nil
-	}
+// configure finds the installed root file system (see findRoot) and
+// writes the NoCloud seed into it. It returns the progress message and the
+// partition table with each partition's file system and role. Every way
+// of not writing the seed is an error: a task must not complete without
+// its hostname and keys.
+func (in *installer) configure(t *target) (string, []wire.Partition, error) {
+	parts, err := readPartitionTable(t.f)
 	if err != nil {
-		return "", fmt.Errorf("finding the root partition: %w", err)
+		return "", nil, fmt.Errorf("reading the partition table the image left: %w", err)
 	}
-	var dev string
+	var acc partitionAccess = loopAccess{f: t.f}
 	if t.block {
 		if err := t.rereadPartitions(); err != nil {
-			return "", err
+			return "", parts, err
 		}
 		if err := t.releaseExclusive(); err != nil {
-			return "", err
+			return "", parts, err
 		}
 		disk, err := filepath.EvalSymlinks(t.path)
 		if err != nil {
-			return "", fmt.Errorf("resolving %s: %w", t.path, err)
+			return "", parts, fmt.Errorf("resolving %s: %w", t.path, err)
 		}
-		dev = partitionDevice(disk, part.Number)
-		f, err := openWhenPresent(dev, os.O_RDONLY)
-		if err != nil {
-			return "", fmt.Errorf("partition %d of %s: %w", part.Number, t.path, err)
-		}
-		f.Close()
-	} else {
-		loop, err := attachLoop(t.f, part.Start, part.Size)
-		if err != nil {
-			return "", err
-		}
-		defer func() {
-			if err := loop.detach(); err != nil {
-				in.log.Warn("detaching loop device", "device", loop.path, "error", err)
-			}
-		}()
-		dev = loop.path
+		acc = nodeAccess{disk: disk, f: t.f}
 	}
 	dir := in.o.MountDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "lpmos-root-"); err != nil {
-			return "", fmt.Errorf("mount point: %w", err)
+			return "", parts, fmt.Errorf("mount point: %w", err)
 		}
 		defer os.Remove(dir)
 	}
-	fstype, err := mountRoot(dev, dir)
+	root, err := findRoot(t.f, parts, acc, dir)
 	if err != nil {
-		return "", err
+		return "", parts, fmt.Errorf("cloud-init seed not written: %w", err)
+	}
+	defer root.release()
+	where := fmt.Sprintf("partition %d (%s%s)", root.part.Number, root.fstype, optSuffix(root.data))
+	if err := syscall.Mount(root.dev, dir, root.fstype, 0, root.data); err != nil {
+		return "", parts, fmt.Errorf("cloud-init seed not written: mounting the root file system, %s, read-write: %w", where, err)
 	}
 	werr := writeSeed(dir, in.o.TaskID, in.spec)
 	syscall.Sync()
 	if err := syscall.Unmount(dir, 0); err != nil {
-		return "", errors.Join(werr, fmt.Errorf("unmounting %s: %w", dir, err))
+		return "", parts, errors.Join(werr, fmt.Errorf("unmounting %s: %w", dir, err))
 	}
 	if werr != nil {
-		return "", werr
+		// The temporary mount point means nothing to the operator.
+		return "", parts, fmt.Errorf("cloud-init seed not written to %s: %s", where, strings.ReplaceAll(werr.Error(), dir, ""))
 	}
-	in.log.Info("cloud-init seed written", "device", dev, "partition", part.Number, "fstype", fstype)
-	return fmt.Sprintf("cloud-init seed written to partition %d (%s)", part.Number, fstype), nil
+	in.log.Info("cloud-init seed written", "device", root.dev, "partition", root.part.Number, "fstype", root.fstype, "options", root.data)
+	return "cloud-init seed written to " + where, parts, nil
 }
 
-// wipeStart zeroes the first MiB (MBR, GPT, boot loader) of a failed
-// install. Best effort: the failure being reported matters more.
-func (in *installer) wipeStart(t *target) {
-	n := min(int64(1<<20), t.size)
-	if _, err := t.f.WriteAt(make([]byte, n), 0); err != nil {
-		in.log.Warn("could not wipe the start of the failed disk", "error", err)
-		return
+// loopAccess exposes a partition of an image file through a loop device.
+type loopAccess struct{ f *os.File }
+
+func (a loopAccess) open(p wire.Partition) (string, func(), error) {
+	loop, err := attachLoop(a.f, p.StartBytes, p.SizeBytes)
+	if err != nil {
+		return "", nil, fmt.Errorf("partition %d: %w", p.Number, err)
+	}
+	return loop.path, func() { _ = loop.detach() }, nil
+}
+
+// nodeAccess names the kernel's partition node of a block device. When
+// the kernel does not show the partition (a kernel without that partition
+// table parser, a disk whose re-read was refused) or its node never
+// appears, a loop device over the disk's byte range stands in for it.
+type nodeAccess struct {
+	disk string
+	f    *os.File // the disk, opened without O_EXCL
+}
+
+func (a nodeAccess) open(p wire.Partition) (string, func(), error) {
+	dev := partitionDevice(a.disk, p.Number)
+	var nodeErr error
+	if _, err := os.Stat(filepath.Join("/sys/class/block", filepath.Base(dev))); err != nil {
+		nodeErr = fmt.Errorf("the kernel lists no %s", filepath.Base(dev))
+	} else if f, err := openWhenPresent(dev, os.O_RDONLY); err != nil {
+		nodeErr = err
+	} else {
+		f.Close()
+		return dev, func() {}, nil
+	}
+	dev, release, err := loopAccess{f: a.f}.open(p)
+	if err != nil {
+		return "", nil, errors.Join(fmt.Errorf("partition %d of %s: %w", p.Number, a.disk, nodeErr), err)
+	}
+	return dev, release, nil
+}
+
+// wipe zeroes what could make a failed install look bootable or look like
+// a valid disk: the first MiB (MBR, primary GPT, boot loader), the last
+// MiB of what was written (the image's own backup GPT sits at its end)
+// and the last MiB of the disk (a relocated backup GPT). Best effort: the
+// failure being reported matters more.
+func (in *installer) wipe(t *target, written int64) {
+	const mib = 1 << 20
+	areas := [][2]int64{{0, min(mib, t.size)}}
+	for _, end := range []int64{min(written, t.size), min(in.spec.ImageSize, t.size), t.size} {
+		if end > mib {
+			areas = append(areas, [2]int64{max(end-mib, mib), end})
+		}
+	}
+	zero := make([]byte, mib)
+	for _, a := range areas {
+		if _, err := t.f.WriteAt(zero[:a[1]-a[0]], a[0]); err != nil {
+			in.log.Warn("could not wipe the failed disk", "offset", a[0], "error", err)
+			return
+		}
 	}
 	_ = t.f.Sync()
-	in.log.Info("wiped the start of the disk so it does not boot a broken image", "disk", t.path)
+	in.log.Info("wiped the start and end of the disk so it does not boot a broken image", "disk", t.path)
 }
 
 // demo runs every stage against the server with nothing written: the image
@@ -426,6 +465,9 @@ func (in *installer) demo(ctx context.Context) error {
 		}
 	}
 	in.log.Info("demo: meta-data that would be written", "meta-data", string(NoCloudMetaData(in.o.TaskID, in.spec)))
+	if nc := NoCloudNetworkConfig(in.spec); nc != nil {
+		in.log.Info("demo: network-config that would be written", "network-config", string(nc))
+	}
 	return nil
 }
 

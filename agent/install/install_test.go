@@ -49,10 +49,16 @@ func checkStages(t *testing.T, got []Progress, wantLast Progress) {
 }
 
 func TestInstallStreamsResumesAndVerifies(t *testing.T) {
-	raw := make([]byte, 3<<20+12345) // not a multiple of anything
-	if _, err := rand.Read(raw); err != nil {
+	// A root file system (the seed goes there) and a partition of random
+	// bytes, compared byte for byte after the install.
+	root := tMkfsExt4(t, 2<<20, map[string]string{"etc/os-release": "ID=debian\n"})
+	payload := make([]byte, 3<<20+12345) // not a multiple of anything
+	if _, err := rand.Read(payload); err != nil {
 		t.Fatal(err)
 	}
+	raw, starts := tMakeGPTDisk(t, 15, tPart{typ: guidLinuxData, name: "root", data: root},
+		tPart{typ: guidMSBasicData, name: "payload", data: payload})
+	rootEnd := starts[0] + int64(len(root))
 	tests := []struct {
 		name     string
 		format   string
@@ -61,13 +67,13 @@ func TestInstallStreamsResumesAndVerifies(t *testing.T) {
 		wantResu bool
 	}{
 		{name: "raw", format: "raw", served: raw},
-		{name: "raw dropped mid-stream", format: "raw", served: raw, dropAt: 1<<20 + 7, wantResu: true},
-		{name: "gzip dropped mid-stream", format: "gzip", served: gz(t, raw), dropAt: 999_999, wantResu: true},
+		{name: "raw dropped mid-stream", format: "raw", served: raw, dropAt: 4<<20 + 7, wantResu: true},
+		{name: "gzip dropped mid-stream", format: "gzip", served: gz(t, raw), dropAt: 99_999, wantResu: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newImageServer(t, tt.served, tt.dropAt)
-			disk := newDisk(t, 8<<20)
+			disk := newDisk(t, 16<<20)
 			rec := &recorder{}
 			spec := wire.InstallSpec{ImageURL: srv.URL + "/images/debian/12", ImageSHA256: sha(raw),
 				ImageSize: int64(len(raw)), ImageFormat: tt.format}
@@ -75,10 +81,12 @@ func TestInstallStreamsResumesAndVerifies(t *testing.T) {
 				t.Fatalf("Install: %v", err)
 			}
 			got := readFile(t, disk)
-			if sha(got[:len(raw)]) != sha(raw) {
-				t.Fatal("disk content differs from the image")
+			// The seed changed the root file system; everything else is the
+			// image, except the GPT backup, which moved to the disk's end.
+			if !bytes.Equal(got[rootEnd:len(raw)-33*512], raw[rootEnd:len(raw)-33*512]) {
+				t.Fatal("disk content after the root file system differs from the image")
 			}
-			if !bytes.Equal(got[len(raw):], make([]byte, len(got)-len(raw))) {
+			if !bytes.Equal(got[len(raw):len(got)-33*512], make([]byte, len(got)-len(raw)-33*512)) {
 				t.Fatal("bytes after the image were touched")
 			}
 			reqs := srv.requests()
@@ -136,13 +144,22 @@ func TestInstallFailures(t *testing.T) {
 			if err := os.Truncate(disk, tt.diskSize); err != nil {
 				t.Fatal(err)
 			}
+			// ... and its end, where a backup GPT would be.
+			f, err := os.OpenFile(disk, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(bytes.Repeat([]byte{0xaa}, 4096), tt.diskSize-4096); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
 			size := tt.size
 			if size == 0 {
 				size = int64(len(good))
 			}
 			rec := &recorder{}
 			spec := wire.InstallSpec{ImageURL: srv.URL + "/img", ImageSHA256: sha(good), ImageSize: size, ImageFormat: "raw"}
-			err := Install(context.Background(), spec, testOptions(t, disk, rec))
+			err = Install(context.Background(), spec, testOptions(t, disk, rec))
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
 			}
@@ -151,9 +168,17 @@ func TestInstallFailures(t *testing.T) {
 					t.Fatalf("reported %+v after a failed download", p)
 				}
 			}
-			start := readFile(t, disk)[:4096]
-			if wiped := bytes.Equal(start, make([]byte, 4096)); wiped != tt.wantWipe {
+			got := readFile(t, disk)
+			if wiped := bytes.Equal(got[:4096], make([]byte, 4096)); wiped != tt.wantWipe {
 				t.Fatalf("disk start wiped = %v, want %v", wiped, tt.wantWipe)
+			}
+			if wiped := bytes.Equal(got[len(got)-4096:], make([]byte, 4096)); wiped != tt.wantWipe {
+				t.Fatalf("disk end (backup GPT) wiped = %v, want %v", wiped, tt.wantWipe)
+			}
+			if tt.name == "corrupted image" {
+				if end := got[len(good)-4096 : len(good)]; !bytes.Equal(end, make([]byte, 4096)) {
+					t.Fatal("the end of the written image (its backup GPT) was not wiped")
+				}
 			}
 		})
 	}
@@ -196,6 +221,7 @@ func TestInstallGPTImageWithSeed(t *testing.T) {
 		ImageURL: srv.URL + "/images/debian/12", ImageSHA256: sha(image), ImageSize: int64(len(image)), ImageFormat: "gzip",
 		Hostname:          "web-01",
 		SSHAuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ops@lpmos"},
+		Network:           &wire.StaticNetwork{Address: "10.0.0.5/24", Gateway: "10.0.0.1", MAC: "52:54:00:12:34:56"},
 	}
 	if err := Install(context.Background(), spec, testOptions(t, disk, rec)); err != nil {
 		t.Fatalf("Install: %v", err)
@@ -232,6 +258,10 @@ func TestInstallGPTImageWithSeed(t *testing.T) {
 	if !strings.HasPrefix(user, "#cloud-config\n") || !strings.Contains(user, `hostname: "web-01"`) ||
 		!strings.Contains(user, "ssh_authorized_keys:\n  - \"ssh-ed25519 AAAAC3") {
 		t.Errorf("user-data:\n%s", user)
+	}
+	if nc := tDebugfsCat(t, part, "/var/lib/cloud/seed/nocloud/network-config"); !strings.Contains(nc, "version: 1\n") ||
+		!strings.Contains(nc, `mac_address: "52:54:00:12:34:56"`) || !strings.Contains(nc, `address: "10.0.0.5/24"`) {
+		t.Errorf("network-config:\n%s", nc)
 	}
 	if host := tDebugfsCat(t, part, "/etc/hostname"); host != "debian\n" {
 		t.Errorf("image content damaged: /etc/hostname = %q", host)
@@ -289,40 +319,6 @@ type memDisk struct{ b []byte }
 
 func (m *memDisk) ReadAt(p []byte, off int64) (int, error)  { return copy(p, m.b[off:]), nil }
 func (m *memDisk) WriteAt(p []byte, off int64) (int, error) { return copy(m.b[off:], p), nil }
-
-func TestFindLinuxPartition(t *testing.T) {
-	mbr := make([]byte, 1<<20)
-	mbr[510], mbr[511] = 0x55, 0xaa
-	mbr[446+4] = 0x0c // FAT first
-	binary.LittleEndian.PutUint32(mbr[446+8:], 63)
-	binary.LittleEndian.PutUint32(mbr[446+12:], 100)
-	mbr[446+16+4] = 0x83
-	binary.LittleEndian.PutUint32(mbr[446+16+8:], 2048)
-	binary.LittleEndian.PutUint32(mbr[446+16+12:], 1000)
-	tests := []struct {
-		name    string
-		disk    []byte
-		want    partition
-		wantErr bool
-	}{
-		{name: "gpt linux data", disk: tMakeGPTImage(t, []byte{1}, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", 4096), want: partition{Number: 1, Start: 2048 * 512, Size: 512}},
-		{name: "gpt x86-64 root", disk: tMakeGPTImage(t, make([]byte, 4096), "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", 4096), want: partition{Number: 1, Start: 2048 * 512, Size: 4096}},
-		{name: "gpt EFI only", disk: tMakeGPTImage(t, make([]byte, 512), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", 4096), wantErr: true},
-		{name: "mbr 0x83", disk: mbr, want: partition{Number: 2, Start: 2048 * 512, Size: 1000 * 512}},
-		{name: "no table", disk: make([]byte, 1<<20), wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := findLinuxPartition(bytes.NewReader(tt.disk))
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v", err)
-			}
-			if !tt.wantErr && got != tt.want {
-				t.Fatalf("got %+v, want %+v", got, tt.want)
-			}
-		})
-	}
-}
 
 func TestHelpers(t *testing.T) {
 	for disk, want := range map[string]string{"/dev/vda": "/dev/vda1", "/dev/nvme0n1": "/dev/nvme0n1p1", "/dev/sda": "/dev/sda1", "/dev/mmcblk0": "/dev/mmcblk0p1"} {

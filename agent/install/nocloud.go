@@ -63,6 +63,49 @@ func NoCloudUserData(spec wire.InstallSpec) []byte {
 	return []byte(b.String())
 }
 
+// NetworkInterfaceName is the name the installed system's configured NIC
+// gets (set-name): the network-config matches the NIC by MAC, and the
+// kernel's name for it in the installed OS is not known to the agent.
+const NetworkInterfaceName = "lpmos0"
+
+// NoCloudNetworkConfig renders the task's static address as a NoCloud
+// network-config in network config version 1: cloud-init 22.4 of Debian 12
+// renders it cleanly for ifupdown (its version 2 path writes a stray "dns"
+// line there), and for netplan, networkd or NetworkManager elsewhere. The
+// NIC is matched by MAC and named NetworkInterfaceName. nil when the task
+// has no address.
+func NoCloudNetworkConfig(spec wire.InstallSpec) []byte {
+	n := spec.Network
+	if n == nil || n.Address == "" {
+		return nil
+	}
+	subnet := "static"
+	if strings.Contains(n.Address, ":") {
+		subnet = "static6"
+	}
+	var b strings.Builder
+	b.WriteString("# written by lpmos from the task's network field\n")
+	b.WriteString("version: 1\nconfig:\n")
+	b.WriteString("  - type: physical\n")
+	fmt.Fprintf(&b, "    name: %s\n", NetworkInterfaceName)
+	if n.MAC != "" {
+		fmt.Fprintf(&b, "    mac_address: %s\n", yamlString(strings.ToLower(n.MAC)))
+	}
+	b.WriteString("    subnets:\n")
+	fmt.Fprintf(&b, "      - type: %s\n", subnet)
+	fmt.Fprintf(&b, "        address: %s\n", yamlString(n.Address))
+	if n.Gateway != "" {
+		fmt.Fprintf(&b, "        gateway: %s\n", yamlString(n.Gateway))
+	}
+	if len(n.DNS) > 0 {
+		b.WriteString("        dns_nameservers:\n")
+		for _, d := range n.DNS {
+			fmt.Fprintf(&b, "          - %s\n", yamlString(d))
+		}
+	}
+	return []byte(b.String())
+}
+
 // writeSeed writes meta-data and user-data under root/NoCloudDir.
 // user-data may hold secrets: it is readable by root only.
 func writeSeed(root, taskID string, spec wire.InstallSpec) error {
@@ -77,7 +120,11 @@ func writeSeed(root, taskID string, spec wire.InstallSpec) error {
 	}{
 		{"meta-data", NoCloudMetaData(taskID, spec), 0o644},
 		{"user-data", NoCloudUserData(spec), 0o600},
+		{"network-config", NoCloudNetworkConfig(spec), 0o644},
 	} {
+		if f.data == nil {
+			continue // no network-config: the installed OS uses DHCP
+		}
 		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("nocloud seed: %w", err)
 		}

@@ -346,6 +346,7 @@ func (p *reporter) report(ctx context.Context, pr install.Progress) error {
 	_, err := p.api.ReportProgress(ctx, wire.Progress{
 		MACAddress: p.mac, TaskID: p.taskID, Seq: p.seq, Stage: pr.Stage, Percentage: pr.Percentage,
 		Message: pr.Message, BytesDone: pr.BytesDone, BytesTotal: pr.BytesTotal,
+		Partitions: pr.Partitions,
 	})
 	if client.IsConflict(err) {
 		return fmt.Errorf("the server refused progress (task cancelled or taken over?): %w", err)

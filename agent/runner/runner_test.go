@@ -5,14 +5,17 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -172,11 +175,39 @@ func fakeHardware() wire.Hardware {
 	}
 }
 
+// image is an MBR disk image: random bytes up to 1 MiB (compared after
+// the install), then one type 0x83 partition holding an ext4 root with
+// etc/os-release, where the agent writes its seed.
 func image(t *testing.T) ([]byte, string) {
-	b := make([]byte, 1<<20+333)
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Fatalf("mkfs.ext4 is required for this test (apt-get install -y e2fsprogs): %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "root", "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root", "etc", "os-release"), []byte("ID=debian\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := filepath.Join(dir, "root.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", filepath.Join(dir, "root"), fs, "2048k").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	root, err := os.ReadFile(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1<<20)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
+	clear(b[446:512])
+	b[446+4] = 0x83
+	binary.LittleEndian.PutUint32(b[446+8:], 2048)
+	binary.LittleEndian.PutUint32(b[446+12:], uint32(len(root)/512))
+	b[510], b[511] = 0x55, 0xaa
+	b = append(b, root...)
 	s := sha256.Sum256(b)
 	return b, hex.EncodeToString(s[:])
 }
@@ -318,8 +349,19 @@ func TestRun(t *testing.T) {
 			}
 			if tt.disk && tt.wantCompleted {
 				b, _ := os.ReadFile(disk)
-				if !bytes.Equal(b[:len(img)], img) {
+				// The root file system after 1 MiB now holds the seed.
+				if !bytes.Equal(b[:1<<20], img[:1<<20]) {
 					t.Error("disk does not hold the image")
+				}
+				// The partition table left on disk reaches the server.
+				var table string
+				for _, p := range api.progress {
+					for _, pt := range p.Partitions {
+						table += fmt.Sprintf("%d:%s:%s:%s ", pt.Number, pt.Type, pt.FS, pt.Role)
+					}
+				}
+				if table != "1:0x83:ext4:root " {
+					t.Errorf("partitions reported: %q", table)
 				}
 			}
 		})

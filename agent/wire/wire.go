@@ -182,6 +182,22 @@ type Progress struct {
 	Attempt    int       `json:"attempt,omitempty"`    // filled in by the server
 	Run        int       `json:"run,omitempty"`        // filled in by the server: the agent session's run
 	UpdatedAt  time.Time `json:"updated_at,omitempty"` // filled in by the server
+
+	// Partitions is the partition table the agent left on disk, sent with
+	// the last configuring report; the server keeps it under
+	// /tasks/{id}/partitions.
+	Partitions []Partition `json:"partitions,omitempty"`
+}
+
+// Partition is one partition of the table an install left on disk.
+type Partition struct {
+	Number     int    `json:"number"` // 1-based, as in /dev/vda1
+	Name       string `json:"name,omitempty"`
+	Type       string `json:"type"` // GPT type GUID (upper case), or MBR type "0x83"
+	StartBytes int64  `json:"start_bytes"`
+	SizeBytes  int64  `json:"size_bytes"`
+	FS         string `json:"fs,omitempty"`   // ext4, xfs, btrfs, vfat, swap, lvm2, ... as found
+	Role       string `json:"role,omitempty"` // root, boot, esp, bios_boot, swap, lvm
 }
 
 // ProgressResponse answers a progress report.
@@ -229,6 +245,18 @@ type InstallSpec struct {
 	// under that name is still the same (wwn, serial, size). Absent from
 	// older servers: the agent then chooses itself.
 	TargetDisk *Disk `json:"target_disk,omitempty"`
+
+	// Network is the task's static address, written as the seed's
+	// network-config; nil leaves the installed OS on DHCP.
+	Network *StaticNetwork `json:"network,omitempty"`
+}
+
+// StaticNetwork is a static address for the installed system's NIC.
+type StaticNetwork struct {
+	Address string   `json:"address"`           // CIDR, e.g. 10.0.0.5/24 or 2001:db8::5/64
+	Gateway string   `json:"gateway,omitempty"` // default route, inside Address's subnet
+	DNS     []string `json:"dns,omitempty"`     // name servers
+	MAC     string   `json:"mac,omitempty"`     // NIC to configure; default the task's target MAC
 }
 
 // Error is the JSON body of every error answer.

@@ -29,9 +29,14 @@ var DefaultModules = []string{
 	"ahci", "ata_piix", "nvme", "sd_mod", "megaraid_sas", "mpt3sas", "hpsa", "smartpqi",
 	"aacraid", "vmw_pvscsi", "hv_storvsc", "xen_blkfront",
 	// file systems of installed roots
-	// (btrfs is left out: it pulls in raid6_pq, whose load-time benchmark
-	// costs seconds on slow or emulated CPUs; add it when images need it.)
 	"ext4", "xfs",
+	// btrfs roots (openSUSE, Fedora, Ubuntu with "@"): the agent mounts the
+	// root subvolume to write the seed. It pulls in raid6_pq, whose
+	// load-time benchmark costs a second or more on emulated CPUs; the
+	// agent loads modules once, so it is paid once per boot. Its checksum
+	// drivers are soft dependencies, not in modules.dep: crc32c (the
+	// default) must be there for the mount to work.
+	"btrfs", "crc32c_generic", "crc32c_intel", "xxhash_generic",
 }
 
 // modName is the kernel's name of a module file or a depends= entry:
