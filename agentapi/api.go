@@ -137,7 +137,7 @@ func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
 	var rep wire.HardwareReport
-	if e := httpapi.Decode(w, req, &rep); e != nil {
+	if e := decodeHardware(w, req, &rep); e != nil {
 		r.fail(w, req, e)
 		return
 	}
