@@ -24,6 +24,7 @@ const (
 func (r *Region) routes(boot http.Handler) http.Handler {
 	m := chi.NewRouter()
 	m.Use(r.recoverer)
+	m.Use(r.rateLimit)
 	m.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not found")
 	})
@@ -137,7 +138,7 @@ func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
 	var rep wire.HardwareReport
-	if e := decodeHardware(w, req, &rep); e != nil {
+	if e := r.countHardware(decodeHardware(w, req, &rep)); e != nil {
 		r.fail(w, req, e)
 		return
 	}
@@ -192,8 +193,8 @@ func (r *Region) discover(w http.ResponseWriter, req *http.Request, rep wire.Har
 		return
 	}
 	hw := rep.Hardware
-	if _, err := r.st.RecordMachine(ctx, r.cfg.RegionID, mac, &hw); err != nil {
-		r.fail(w, req, httpapi.StoreError(err))
+	if e := r.recordDiscovered(ctx, mac, &hw); e != nil {
+		r.fail(w, req, e)
 		return
 	}
 	r.log.Info("machine discovered", "mac", mac)

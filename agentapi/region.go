@@ -91,6 +91,13 @@ type Config struct {
 	MaxWait time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// AgentRate and AgentBurst limit each source address's calls to the
+	// unauthenticated endpoints (429 past them); AgentRate 0: no limit.
+	AgentRate  float64
+	AgentBurst int
+	// MaxDiscovered caps the stored discovered machines (new MACs past it
+	// get 503); 0: no cap.
+	MaxDiscovered int
 }
 
 // Service names reported by State.
@@ -125,6 +132,7 @@ type Region struct {
 	log     *slog.Logger
 	secret  []byte
 	handler http.Handler
+	guard   *guard
 
 	mu       sync.Mutex
 	services map[string]ServiceState
@@ -180,6 +188,7 @@ func New(cfg Config) (*Region, error) {
 		wake:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	r.guard = newGuard(cfg)
 	now := time.Now().UTC()
 	for _, s := range []string{ServiceRegistration, ServiceTaskSync} {
 		r.services[s] = ServiceState{State: StateStopped, Since: now}
