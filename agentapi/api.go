@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/httpapi"
+	"github.com/lpmos/lpmos/internal/netlimit"
 	"github.com/lpmos/lpmos/store"
 )
 
@@ -25,6 +26,7 @@ func (r *Region) routes(boot http.Handler) http.Handler {
 	m := chi.NewRouter()
 	m.Use(r.recoverer)
 	m.Use(r.rateLimit)
+	m.Use(netlimit.ClearDeadlines(streaming)) // agentapi/guard.go
 	m.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not found")
 	})

@@ -24,6 +24,23 @@ const (
 	DefaultMaxDiscovered = 10000
 )
 
+// Timeouts of the agent API's connections (see Region.serve). The approval
+// long-poll, image and boot file downloads are exempt from the read and
+// write timeouts: the connection caps bound them.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	ReadTimeout       = 30 * time.Second
+	WriteTimeout      = 2 * time.Minute
+	IdleTimeout       = 90 * time.Second
+)
+
+// streaming selects the requests that outlive the read and write timeouts.
+func streaming(req *http.Request) bool {
+	p := req.URL.Path
+	return strings.HasPrefix(p, wire.PathApproval) || strings.HasPrefix(p, wire.PathImages) ||
+		(strings.HasPrefix(p, "/boot/") && !strings.HasSuffix(p, ".ipxe"))
+}
+
 // pathSession is the agent's bootstrap -> session token exchange.
 const pathSession = "/api/v1/agent/session"
 

@@ -94,3 +94,19 @@ func TestMaxDiscovered(t *testing.T) {
 		t.Errorf("stats %+v, want 1 discovery and 1 hardware refusal", s)
 	}
 }
+
+func TestStreamingPaths(t *testing.T) {
+	for path, want := range map[string]bool{
+		wire.PathApproval + "52:54:00:00:00:01?wait=30s": true,
+		wire.PathImages + "ubuntu/22.04":                 true,
+		"/boot/files/vmlinuz":                            true,
+		"/boot/52:54:00:00:00:01.ipxe":                   false,
+		wire.PathHardware:                                false,
+		wire.PathProgress:                                false,
+	} {
+		req, _ := http.NewRequest("GET", "http://x"+path, nil)
+		if got := streaming(req); got != want {
+			t.Errorf("streaming(%s) = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -98,6 +98,9 @@ type Config struct {
 	// MaxDiscovered caps the stored discovered machines (new MACs past it
 	// get 503); 0: no cap.
 	MaxDiscovered int
+	// WrapListener, when set, wraps the agent API's listener (the
+	// connection caps of internal/netlimit).
+	WrapListener func(net.Listener) net.Listener
 }
 
 // Service names reported by State.
@@ -359,10 +362,15 @@ func (r *Region) serve(ctx context.Context) {
 			return
 		}
 	}
+	if r.cfg.WrapListener != nil {
+		ln = r.cfg.WrapListener(ln)
+	}
 	srv := &http.Server{
 		Handler:           r.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)

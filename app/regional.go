@@ -93,6 +93,10 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	if err := ensureInitramfs(bootDir, ro, log); err != nil {
 		return err
 	}
+	wrap, err := o.limits.listener("agent-api", true, metrics, log)
+	if err != nil {
+		return err
+	}
 	region, err := agentapi.New(agentapi.Config{
 		Store:           st,
 		RegionID:        o.regionID,
@@ -106,9 +110,16 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		SecretFile:      filepath.Join(o.dataDir, "region-"+o.regionID+".secret"),
 		Member:          o.name,
 		Logger:          log,
+		AgentRate:       o.limits.agentRate,
+		AgentBurst:      o.limits.agentBurst,
+		MaxDiscovered:   o.limits.maxDiscovered,
+		WrapListener:    wrap,
 	})
 	if err != nil {
 		return fmt.Errorf("region %s: %w", o.regionID, err)
+	}
+	if err := registerRegionLimitMetrics(metrics, o.regionID, region); err != nil {
+		return err
 	}
 	reg.AddSource(func() []health.Service {
 		var out []health.Service

@@ -42,6 +42,7 @@ type serveOptions struct {
 	logLevel       string
 	logFormat      string
 	regional       regionalOptions
+	limits         limitOptions // app/limits.go
 }
 
 // roles is the parsed --role list.
@@ -106,6 +107,7 @@ func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	o.regional.addFlags(cmd)
+	o.limits.addFlags(cmd)
 }
 
 func runServe(ctx context.Context, o serveOptions, version string, logOut io.Writer) error {
@@ -127,6 +129,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		return fmt.Errorf("create data dir %s: %w", o.dataDir, err)
 	}
 	start := time.Now()
+	o.limits.prepare(log) // raise RLIMIT_NOFILE, size the connection caps
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Starting, nil)
 	st, err := store.Open(ctx, store.Config{
@@ -168,7 +171,12 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		startClusterWatch(gctx, g, st, reg)
 	}
 	if r.controlPlane {
-		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics})
+		wrap, err := o.limits.listener("control-plane", o.tlsCert == "", metrics, log)
+		if err != nil {
+			return err
+		}
+		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics,
+			WrapListener: wrap})
 		if err != nil {
 			return err
 		}

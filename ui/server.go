@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/internal/netlimit"
 	"github.com/lpmos/lpmos/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	// Metrics, when set, is the registry /metrics serves, so other services
 	// of the process can add theirs; the control plane adds its own to it.
 	Metrics *prometheus.Registry
+	// WrapListener, when set, wraps the listener Serve is given (the
+	// connection caps of internal/netlimit).
+	WrapListener func(net.Listener) net.Listener
 }
 
 // Server serves the control plane.
@@ -61,6 +65,7 @@ func New(cfg Config) (*Server, error) {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Use(securityHeaders)
+	r.Use(netlimit.ClearDeadlines(streaming)) // ui/timeouts.go
 	r.Get("/", index)
 	r.Handle("/assets/*", assets)
 	r.Get("/ws", s.serveWS)
@@ -106,9 +111,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		stopHub()
 		<-hubDone
 	}()
+	if s.cfg.WrapListener != nil {
+		ln = s.cfg.WrapListener(ln)
+	}
 	srv := &http.Server{
 		Handler:           s.router,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
