@@ -159,7 +159,7 @@ func (p *lpmosProc) stop(t testing.TB) {
 	}
 }
 
-func (p *lpmosProc) token(t *testing.T) string {
+func (p *lpmosProc) token(t testing.TB) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(p.dataDir, "admin.token"))
 	if err != nil {
