@@ -279,3 +279,53 @@ func TestAttackSlowConnections(t *testing.T) {
 	p.alive(t)
 	p.stop(t)
 }
+
+// TestAttackDiscoveryLimitsFromEnv: the rate limit and the discovery cap
+// come from LPMOS_* variables, answer 429 with Retry-After and 503, and are
+// counted in /metrics.
+func TestAttackDiscoveryLimitsFromEnv(t *testing.T) {
+	t.Setenv("LPMOS_AGENT_RATE", "0.2")
+	t.Setenv("LPMOS_AGENT_BURST", "3")
+	t.Setenv("LPMOS_MAX_DISCOVERED", "2")
+	p := startServe(t, t.TempDir())
+	p.waitHealthy(t, 30*time.Second)
+	report := func(mac string) []byte {
+		b, _ := json.Marshal(wire.HardwareReport{MACAddress: mac, Hardware: wire.Hardware{BootMode: "uefi"}})
+		return b
+	}
+	a, b := clientFrom("127.0.0.2", 5*time.Second), clientFrom("127.0.0.3", 5*time.Second)
+	steps := []struct {
+		name    string
+		c       *http.Client
+		mac     string
+		want    int
+		wantErr string
+	}{
+		{"first machine", a, "52:54:00:00:0e:01", 200, ""},
+		{"second machine", a, "52:54:00:00:0e:02", 200, ""},
+		{"third machine: over the cap", a, "52:54:00:00:0e:03", 503, "discovered machines at their cap: 2 stored, at most 2"},
+		{"fourth report from .2: over the burst", a, "52:54:00:00:0e:01", 429, "too many requests from 127.0.0.2: retry after 5s"},
+		{"another address still gets through", b, "52:54:00:00:0e:01", 200, ""},
+	}
+	for _, s := range steps {
+		code, msg, err := postJSON(s.c, p.agentURL()+wire.PathHardware, report(s.mac))
+		if err != nil || code != s.want || !strings.HasPrefix(msg, s.wantErr) {
+			t.Errorf("%s: %d %q %v, want %d %q", s.name, code, msg, err, s.want, s.wantErr)
+		}
+	}
+	resp, err := a.Get(p.agentURL() + "/boot/52:54:00:00:0e:09.ipxe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("iPXE script over the rate: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if got := p.metric(t, "lpmos_discovery_refused_total"); got != 1 {
+		t.Errorf("lpmos_discovery_refused_total = %v, want 1", got)
+	}
+	if got := p.metric(t, "lpmos_agent_rate_limited_total"); got != 2 {
+		t.Errorf("lpmos_agent_rate_limited_total = %v, want 2", got)
+	}
+	p.stop(t)
+}
