@@ -8,6 +8,7 @@ import (
 
 	"github.com/lpmos/lpmos/agentapi"
 	"github.com/lpmos/lpmos/internal/netlimit"
+	"github.com/lpmos/lpmos/ui"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
@@ -112,6 +113,16 @@ func (o *limitOptions) listener(name string, plainHTTP bool, metrics prometheus.
 		}
 	}
 	return l.Listen, nil
+}
+
+// limitControlPlane caps the control plane's connections.
+func (o *limitOptions) limitControlPlane(srv *ui.Server, plainHTTP bool, metrics prometheus.Registerer, log *slog.Logger) error {
+	wrap, err := o.listener("control-plane", plainHTTP, metrics, log)
+	if err != nil {
+		return err
+	}
+	srv.LimitConns(wrap)
+	return nil
 }
 
 // registerRegionLimitMetrics exports what the region's abuse limits refused.

@@ -100,6 +100,10 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	region, err := agentapi.New(agentapi.Config{
 		Store:           st,
 		RegionID:        o.regionID,
+		AgentRate:       o.limits.agentRate, // app/limits.go
+		AgentBurst:      o.limits.agentBurst,
+		MaxDiscovered:   o.limits.maxDiscovered,
+		WrapListener:    wrap,
 		Addr:            fmt.Sprintf(":%d", o.apiPort),
 		PublicURL:       publicURL,
 		BootDir:         bootDir,
@@ -110,10 +114,6 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		SecretFile:      filepath.Join(o.dataDir, "region-"+o.regionID+".secret"),
 		Member:          o.name,
 		Logger:          log,
-		AgentRate:       o.limits.agentRate,
-		AgentBurst:      o.limits.agentBurst,
-		MaxDiscovered:   o.limits.maxDiscovered,
-		WrapListener:    wrap,
 	})
 	if err != nil {
 		return fmt.Errorf("region %s: %w", o.regionID, err)

@@ -26,6 +26,7 @@ type serveOptions struct {
 	name          string
 	listenAddr    string
 	apiPort       int
+	limits        limitOptions // app/limits.go
 	regionID      string
 	etcdEndpoints []string
 	etcdClientURL string
@@ -42,7 +43,6 @@ type serveOptions struct {
 	logLevel       string
 	logFormat      string
 	regional       regionalOptions
-	limits         limitOptions // app/limits.go
 }
 
 // roles is the parsed --role list.
@@ -90,6 +90,7 @@ On first start it creates an admin token and writes it to <data-dir>/admin.token
 // addServeFlags adds the flags `serve` and `join` share.
 func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f := cmd.Flags()
+	o.limits.addFlags(cmd)
 	f.StringVar(&o.role, "role", "all", "roles to run: all, control-plane, regional (comma list allowed)")
 	f.StringVar(&o.dataDir, "data-dir", "./lpmos-data", "directory for etcd data, the admin token and boot files")
 	f.StringVar(&o.name, "name", "", "name of this etcd member (default: the host name)")
@@ -107,7 +108,6 @@ func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	o.regional.addFlags(cmd)
-	o.limits.addFlags(cmd)
 }
 
 func runServe(ctx context.Context, o serveOptions, version string, logOut io.Writer) error {
@@ -171,13 +171,11 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		startClusterWatch(gctx, g, st, reg)
 	}
 	if r.controlPlane {
-		wrap, err := o.limits.listener("control-plane", o.tlsCert == "", metrics, log)
+		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics})
 		if err != nil {
 			return err
 		}
-		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics,
-			WrapListener: wrap})
-		if err != nil {
+		if err := o.limits.limitControlPlane(srv, o.tlsCert == "", metrics, log); err != nil {
 			return err
 		}
 		g.Go(func() error { return srv.Start(gctx) })

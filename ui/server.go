@@ -14,7 +14,6 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/lpmos/lpmos/internal/health"
-	"github.com/lpmos/lpmos/internal/netlimit"
 	"github.com/lpmos/lpmos/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,9 +30,6 @@ type Config struct {
 	// Metrics, when set, is the registry /metrics serves, so other services
 	// of the process can add theirs; the control plane adds its own to it.
 	Metrics *prometheus.Registry
-	// WrapListener, when set, wraps the listener Serve is given (the
-	// connection caps of internal/netlimit).
-	WrapListener func(net.Listener) net.Listener
 }
 
 // Server serves the control plane.
@@ -42,6 +38,7 @@ type Server struct {
 	log      *slog.Logger
 	router   chi.Router
 	hub      *Hub
+	wrapLn   func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
 	sessions sessions
 }
 
@@ -65,7 +62,7 @@ func New(cfg Config) (*Server, error) {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Use(securityHeaders)
-	r.Use(netlimit.ClearDeadlines(streaming)) // ui/timeouts.go
+	r.Use(clearStreamDeadlines) // ui/timeouts.go
 	r.Get("/", index)
 	r.Handle("/assets/*", assets)
 	r.Get("/ws", s.serveWS)
@@ -111,8 +108,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		stopHub()
 		<-hubDone
 	}()
-	if s.cfg.WrapListener != nil {
-		ln = s.cfg.WrapListener(ln)
+	if s.wrapLn != nil {
+		ln = s.wrapLn(ln)
 	}
 	srv := &http.Server{
 		Handler:           s.router,

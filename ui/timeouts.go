@@ -1,9 +1,12 @@
 package ui
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/lpmos/lpmos/internal/netlimit"
 )
 
 // Timeouts of the control plane's connections. A request must send its
@@ -23,3 +26,12 @@ func streaming(r *http.Request) bool {
 	p := r.URL.Path
 	return p == "/ws" || (strings.HasPrefix(p, "/api/v1/tasks/") && strings.HasSuffix(p, "/watch"))
 }
+
+// clearStreamDeadlines exempts the streams from the read/write timeouts.
+func clearStreamDeadlines(next http.Handler) http.Handler {
+	return netlimit.ClearDeadlines(streaming)(next)
+}
+
+// LimitConns wraps the listener Serve is given with wrap (the connection
+// caps of internal/netlimit). Call it before Start or Serve.
+func (s *Server) LimitConns(wrap func(net.Listener) net.Listener) { s.wrapLn = wrap }
