@@ -47,6 +47,7 @@ const pathSession = "/api/v1/agent/session"
 // guard holds the region's abuse limits and their counters.
 type guard struct {
 	rate          *netlimit.Rate
+	badToken      *netlimit.Rate // charged for credentialed requests refused 401/403/404
 	maxDiscovered int
 	discoverSem   chan struct{} // serializes discovery writes (the cap's count)
 
@@ -59,6 +60,7 @@ type guard struct {
 func newGuard(cfg Config) *guard {
 	return &guard{
 		rate:          netlimit.NewRate(cfg.AgentRate, cfg.AgentBurst, 0),
+		badToken:      netlimit.NewRate(cfg.AgentRate, cfg.AgentBurst, 0),
 		maxDiscovered: cfg.MaxDiscovered,
 		discoverSem:   make(chan struct{}, 1),
 	}
@@ -77,7 +79,7 @@ type LimitStats struct {
 func (r *Region) LimitStats() LimitStats {
 	g := r.guard
 	return LimitStats{
-		RateLimited: g.rate.Limited(), RateEvicted: g.rate.Evicted(), RateSources: g.rate.Len(),
+		RateLimited: g.rate.Limited() + g.badToken.Limited(), RateEvicted: g.rate.Evicted() + g.badToken.Evicted(), RateSources: g.rate.Len(),
 		DiscoveryRefused: g.discoveryRefused.Load(), HardwareRefused: g.hardwareRefused.Load(),
 	}
 }
@@ -97,22 +99,74 @@ func unauthenticated(req *http.Request) bool {
 	return false
 }
 
+// credentialed reports whether req is a hardware report or approval poll
+// with a token: not rate-limited, unless its source keeps sending tokens
+// that open nothing.
+func credentialed(req *http.Request) bool {
+	p := req.URL.Path
+	return (p == wire.PathHardware || strings.HasPrefix(p, wire.PathApproval)) && httpapi.Bearer(req) != ""
+}
+
 // rateLimit answers 429 with Retry-After to a source address that calls the
 // unauthenticated endpoints faster than AgentRate (bursts of AgentBurst).
+// A made-up token does not get around it: hardware reports and approval
+// polls whose token is refused (401/403/404) are charged to a second bucket
+// of the same size, and a source whose bucket is empty gets 429 there too.
 func (r *Region) rateLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if unauthenticated(req) {
-			if ok, retry := r.guard.rate.Allow(netlimit.SourceKey(req.RemoteAddr)); !ok {
-				secs := int(math.Ceil(retry.Seconds()))
-				w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-				r.log.Debug("agent API rate limited", "path", req.URL.Path, "remote", req.RemoteAddr)
-				httpapi.WriteError(w, http.StatusTooManyRequests, "too many requests from "+netlimit.SourceKey(req.RemoteAddr)+": retry after "+strconv.Itoa(max(secs, 1))+"s")
+		src := netlimit.SourceKey(req.RemoteAddr)
+		switch {
+		case unauthenticated(req):
+			if ok, retry := r.guard.rate.Allow(src); !ok {
+				r.tooMany(w, req, src, retry)
 				return
 			}
+		case credentialed(req):
+			if ok, retry := r.guard.badToken.Peek(src); !ok {
+				r.guard.badToken.Allow(src) // counts the refusal
+				r.tooMany(w, req, src, retry)
+				return
+			}
+			sw := &statusWriter{ResponseWriter: w}
+			next.ServeHTTP(sw, req)
+			if sw.code == http.StatusUnauthorized || sw.code == http.StatusForbidden || sw.code == http.StatusNotFound {
+				r.guard.badToken.Allow(src)
+			}
+			return
 		}
 		next.ServeHTTP(w, req)
 	})
 }
+
+func (r *Region) tooMany(w http.ResponseWriter, req *http.Request, src string, retry time.Duration) {
+	secs := max(int(math.Ceil(retry.Seconds())), 1)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	r.log.Debug("agent API rate limited", "path", req.URL.Path, "remote", req.RemoteAddr)
+	httpapi.WriteError(w, http.StatusTooManyRequests, "too many requests from "+src+": retry after "+strconv.Itoa(secs)+"s")
+}
+
+// statusWriter remembers the status of an answer. Unwrap keeps
+// http.ResponseController working through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // countHardware counts a hardware report refused by a limit.
 func (r *Region) countHardware(e *httpapi.Error) *httpapi.Error {

@@ -56,6 +56,41 @@ func TestRateLimitUnauthenticated(t *testing.T) {
 	}
 }
 
+// A made-up token does not get around the rate limit; a valid one is never
+// charged.
+func TestRateLimitBadTokens(t *testing.T) {
+	st := newStore(t)
+	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
+	task := createTask(t, st, "dc1")
+	advance(t, r, task.ID, wire.StatusReady)
+	tok := r.token(task.ID, 1)
+	steps := []struct {
+		name, path, token string
+		want              int
+	}{
+		{"valid token", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
+		{"valid token again", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
+		{"valid token again", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
+		{"valid token, past the burst: never charged", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
+		{"made-up token 1", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusForbidden},
+		{"made-up token 2, unknown MAC", wire.PathApproval + nextMAC(), "forged", http.StatusNotFound},
+		{"made-up token 3", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusForbidden},
+		{"made-up token 4: limited", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusTooManyRequests},
+		{"and so is this source's valid token now", wire.PathApproval + task.Spec.TargetMAC, tok, http.StatusTooManyRequests},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			if got := call(t, "GET", r.srv.URL+s.path, s.token, nil, nil); got != s.want {
+				t.Fatalf("status %d, want %d", got, s.want)
+			}
+		})
+	}
+	// Unauthenticated calls have their own bucket, still full.
+	if got := call(t, "POST", r.srv.URL+wire.PathHardware, "", wire.HardwareReport{MACAddress: nextMAC()}, nil); got != 200 {
+		t.Errorf("discovery from the same source: %d", got)
+	}
+}
+
 func TestMaxDiscovered(t *testing.T) {
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.MaxDiscovered = 2 })

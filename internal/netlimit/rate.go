@@ -61,6 +61,17 @@ func NewRate(rate float64, burst, maxKeys int) *Rate {
 // Allow takes a token for key. Without one it answers false and how long
 // until the next token.
 func (r *Rate) Allow(key string) (bool, time.Duration) {
+	return r.take(key, true)
+}
+
+// Peek answers like Allow without taking the token (and without counting a
+// refusal): callers that charge only for some outcomes Peek first and
+// Allow once the outcome is known.
+func (r *Rate) Peek(key string) (bool, time.Duration) {
+	return r.take(key, false)
+}
+
+func (r *Rate) take(key string, take bool) (bool, time.Duration) {
 	if r == nil {
 		return true, 0
 	}
@@ -84,8 +95,13 @@ func (r *Rate) Allow(key string) (bool, time.Duration) {
 		r.keys[key] = r.lru.PushFront(b)
 	}
 	if b.tokens >= 1 {
-		b.tokens--
+		if take {
+			b.tokens--
+		}
 		return true, 0
+	}
+	if !take {
+		return false, time.Duration((1 - b.tokens) / r.rate * float64(time.Second))
 	}
 	r.limited.Add(1)
 	return false, time.Duration((1 - b.tokens) / r.rate * float64(time.Second))

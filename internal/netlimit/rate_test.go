@@ -40,6 +40,18 @@ func TestRate(t *testing.T) {
 	if r.Limited() != 4 {
 		t.Errorf("limited = %d, want 4", r.Limited())
 	}
+	// Peek tells without taking.
+	if ok, _ := r.Peek("c"); !ok {
+		t.Error("Peek on a new address")
+	}
+	for range 3 {
+		if ok, _ := r.Allow("c"); !ok {
+			t.Error("Peek took a token")
+		}
+	}
+	if ok, retry := r.Peek("c"); ok || retry != 500*time.Millisecond || r.Limited() != 4 {
+		t.Errorf("Peek on an empty bucket: %v %v, limited %d", ok, retry, r.Limited())
+	}
 }
 
 func TestRateTableIsBounded(t *testing.T) {
