@@ -99,18 +99,19 @@ func unauthenticated(req *http.Request) bool {
 	return false
 }
 
-// credentialed reports whether req is a hardware report or approval poll
-// with a token: not rate-limited, unless its source keeps sending tokens
-// that open nothing.
+// credentialed reports whether req is an agent call with a token (hardware,
+// approval, progress, failure): not rate-limited, unless its source keeps
+// sending tokens that open nothing.
 func credentialed(req *http.Request) bool {
 	p := req.URL.Path
-	return (p == wire.PathHardware || strings.HasPrefix(p, wire.PathApproval)) && httpapi.Bearer(req) != ""
+	return (p == wire.PathHardware || strings.HasPrefix(p, wire.PathApproval) || p == wire.PathProgress || p == wire.PathFailure) &&
+		httpapi.Bearer(req) != ""
 }
 
 // rateLimit answers 429 with Retry-After to a source address that calls the
 // unauthenticated endpoints faster than AgentRate (bursts of AgentBurst).
-// A made-up token does not get around it: hardware reports and approval
-// polls whose token is refused (401/403/404) are charged to a second bucket
+// A made-up token does not get around it: agent calls (hardware, approval,
+// progress, failure) whose token is refused (401/403/404) are charged to a second bucket
 // of the same size, and a source whose bucket is empty gets 429 there too.
 func (r *Region) rateLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

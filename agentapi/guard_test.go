@@ -74,13 +74,17 @@ func TestRateLimitBadTokens(t *testing.T) {
 		{"valid token, past the burst: never charged", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
 		{"made-up token 1", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusForbidden},
 		{"made-up token 2, unknown MAC", wire.PathApproval + nextMAC(), "forged", http.StatusNotFound},
-		{"made-up token 3", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusForbidden},
+		{"made-up token 3, progress", wire.PathProgress, "forged", http.StatusForbidden},
 		{"made-up token 4: limited", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusTooManyRequests},
 		{"and so is this source's valid token now", wire.PathApproval + task.Spec.TargetMAC, tok, http.StatusTooManyRequests},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			if got := call(t, "GET", r.srv.URL+s.path, s.token, nil, nil); got != s.want {
+			method, body := "GET", any(nil)
+			if s.path == wire.PathProgress {
+				method, body = "POST", wire.Progress{TaskID: task.ID, Seq: 1, Stage: wire.StagePartitioning, Percentage: 1}
+			}
+			if got := call(t, method, r.srv.URL+s.path, s.token, body, nil); got != s.want {
 				t.Fatalf("status %d, want %d", got, s.want)
 			}
 		})
