@@ -200,3 +200,14 @@ func TestAcceptErrorsBackOffAndRecover(t *testing.T) {
 		}
 	})
 }
+
+// The wrapped connection keeps what net/http looks for on a *net.TCPConn.
+func TestConnKeepsTCPInterfaces(t *testing.T) {
+	var c net.Conn = &conn{}
+	if _, ok := c.(interface{ CloseWrite() error }); !ok {
+		t.Error("no CloseWrite: net/http would reset instead of finishing an answer")
+	}
+	if _, ok := c.(io.ReaderFrom); !ok {
+		t.Error("no ReadFrom: downloads would lose sendfile")
+	}
+}
