@@ -270,6 +270,21 @@ func TestAttackSlowConnections(t *testing.T) {
 		t.Errorf("create a task during the attack: %d %v", code, err)
 	}
 
+	// The server's timeouts reclaim the held connections while the
+	// attacker keeps them open: idle and slow headers after
+	// ReadHeaderTimeout (10 s), slow bodies after ReadTimeout (30 s).
+	openNow := func() float64 {
+		return p.metric(t, `lpmos_http_connections_open{listener="agent-api"}`) + p.metric(t, `lpmos_http_connections_open{listener="control-plane"}`)
+	}
+	t0 := time.Now()
+	for openNow() > 10 {
+		if time.Since(t0) > 45*time.Second {
+			t.Fatalf("%v connections still open %v after the attack: the timeouts do not reclaim them", openNow(), time.Since(t0).Round(time.Second))
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("held connections reclaimed by the server's timeouts in %v", time.Since(t0).Round(time.Second))
+
 	mu.Lock()
 	for _, c := range held {
 		c.Close()
