@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/httpapi"
+	"github.com/lpmos/lpmos/internal/netlimit"
 	"github.com/lpmos/lpmos/store"
 )
 
@@ -24,6 +25,8 @@ const (
 func (r *Region) routes(boot http.Handler) http.Handler {
 	m := chi.NewRouter()
 	m.Use(r.recoverer)
+	m.Use(r.rateLimit)
+	m.Use(netlimit.ClearDeadlines(streaming)) // agentapi/guard.go
 	m.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not found")
 	})
@@ -92,7 +95,7 @@ func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 func (r *Region) hardware(w http.ResponseWriter, req *http.Request) {
 	ctx := req.Context()
 	var rep wire.HardwareReport
-	if e := httpapi.Decode(w, req, &rep); e != nil {
+	if e := r.countHardware(decodeHardware(w, req, &rep)); e != nil {
 		r.fail(w, req, e)
 		return
 	}
@@ -147,8 +150,8 @@ func (r *Region) discover(w http.ResponseWriter, req *http.Request, rep wire.Har
 		return
 	}
 	hw := rep.Hardware
-	if _, err := r.st.RecordMachine(ctx, r.cfg.RegionID, mac, &hw); err != nil {
-		r.fail(w, req, httpapi.StoreError(err))
+	if e := r.recordDiscovered(ctx, mac, &hw); e != nil {
+		r.fail(w, req, e)
 		return
 	}
 	tok, err := r.st.OpenDiscoverySession(ctx, r.cfg.RegionID, mac, req.RemoteAddr)

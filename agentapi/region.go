@@ -119,6 +119,16 @@ type Config struct {
 	MaxWait time.Duration
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// AgentRate and AgentBurst limit each source address's calls to the
+	// unauthenticated endpoints (429 past them); AgentRate 0: no limit.
+	AgentRate  float64
+	AgentBurst int
+	// MaxDiscovered caps the stored discovered machines (new MACs past it
+	// get 503); 0: no cap.
+	MaxDiscovered int
+	// WrapListener, when set, wraps the agent API's listener (the
+	// connection caps of internal/netlimit).
+	WrapListener func(net.Listener) net.Listener
 }
 
 // Service names reported by State.
@@ -152,6 +162,7 @@ type Region struct {
 	st      *store.Store
 	log     *slog.Logger
 	handler http.Handler
+	guard   *guard
 
 	mu       sync.Mutex
 	services map[string]ServiceState
@@ -205,6 +216,7 @@ func New(cfg Config) (*Region, error) {
 		wake:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	r.guard = newGuard(cfg)
 	now := time.Now().UTC()
 	for _, s := range []string{ServiceRegistration, ServiceTaskSync} {
 		r.services[s] = ServiceState{State: StateStopped, Since: now}
@@ -377,10 +389,15 @@ func (r *Region) serve(ctx context.Context) {
 			return
 		}
 	}
+	if r.cfg.WrapListener != nil {
+		ln = r.cfg.WrapListener(ln)
+	}
 	srv := &http.Server{
 		Handler:           r.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)

@@ -102,9 +102,17 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	if err := ensureInitramfs(bootDir, ro, log); err != nil {
 		return err
 	}
+	wrap, err := o.limits.listener("agent-api", true, metrics, log)
+	if err != nil {
+		return err
+	}
 	region, err := agentapi.New(agentapi.Config{
 		Store:           st,
 		RegionID:        o.regionID,
+		AgentRate:       o.limits.agentRate, // app/limits.go
+		AgentBurst:      o.limits.agentBurst,
+		MaxDiscovered:   o.limits.maxDiscovered,
+		WrapListener:    wrap,
 		Addr:            fmt.Sprintf(":%d", o.apiPort),
 		PublicURL:       publicURL,
 		BootDir:         bootDir,
@@ -121,6 +129,9 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	})
 	if err != nil {
 		return fmt.Errorf("region %s: %w", o.regionID, err)
+	}
+	if err := registerRegionLimitMetrics(metrics, o.regionID, region); err != nil {
+		return err
 	}
 	reg.AddSource(func() []health.Service {
 		var out []health.Service

@@ -26,6 +26,7 @@ type serveOptions struct {
 	name          string
 	listenAddr    string
 	apiPort       int
+	limits        limitOptions // app/limits.go
 	regionID      string
 	etcdEndpoints []string
 	etcdClientURL string
@@ -90,6 +91,7 @@ On first start it creates an admin token and writes it to <data-dir>/admin.token
 // addServeFlags adds the flags `serve` and `join` share.
 func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f := cmd.Flags()
+	o.limits.addFlags(cmd)
 	f.StringVar(&o.role, "role", "all", "roles to run: all, control-plane, regional (comma list allowed)")
 	f.StringVar(&o.dataDir, "data-dir", "./lpmos-data", "directory for etcd data, the admin token and boot files")
 	f.StringVar(&o.name, "name", "", "name of this etcd member (default: the host name)")
@@ -133,6 +135,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		return err
 	}
 	start := time.Now()
+	o.limits.prepare(log) // raise RLIMIT_NOFILE, size the connection caps
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Starting, nil)
 	st, err := store.Open(ctx, store.Config{
@@ -176,6 +179,9 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	if r.controlPlane {
 		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics, Images: imgPolicy})
 		if err != nil {
+			return err
+		}
+		if err := o.limits.limitControlPlane(srv, o.tlsCert == "", metrics, log); err != nil {
 			return err
 		}
 		g.Go(func() error { return srv.Start(gctx) })

@@ -38,10 +38,11 @@ type lpmosProc struct {
 	ports   []int
 	mu      sync.Mutex
 	log     bytes.Buffer
+	prefix  []string // run the child under this command (e.g. prlimit ...)
 }
 
 // serveArgs returns the flags that give a serve process its own ports.
-func serveArgs(t *testing.T, dataDir string) (args []string, url string, ports []int) {
+func serveArgs(t testing.TB, dataDir string) (args []string, url string, ports []int) {
 	cp, api, ec, ep := storetest.FreePort(t), storetest.FreePort(t), storetest.FreePort(t), storetest.FreePort(t)
 	// DHCP and TFTP listen on loopback only: a test never answers the
 	// host's network.
@@ -59,7 +60,7 @@ func serveArgs(t *testing.T, dataDir string) (args []string, url string, ports [
 	}, fmt.Sprintf("http://127.0.0.1:%d", cp), []int{cp, api, ec, ep}
 }
 
-func startServe(t *testing.T, dataDir string, extra ...string) *lpmosProc {
+func startServe(t testing.TB, dataDir string, extra ...string) *lpmosProc {
 	t.Helper()
 	args, url, ports := serveArgs(t, dataDir)
 	p := &lpmosProc{dataDir: dataDir, url: url, ports: ports}
@@ -71,9 +72,12 @@ func startServe(t *testing.T, dataDir string, extra ...string) *lpmosProc {
 // child process, collects its log, and when the test ends kills it if it
 // still runs, fails the test on a data race in it, and prints its log if
 // the test failed (or LPMOS_TEST_LOGS=1).
-func spawn(t *testing.T, name string, p *lpmosProc, args []string) {
+func spawn(t testing.TB, name string, p *lpmosProc, args []string) {
 	t.Helper()
 	p.cmd = exec.Command(os.Args[0], args...)
+	if len(p.prefix) > 0 {
+		p.cmd = exec.Command(p.prefix[0], append(append(p.prefix[1:len(p.prefix):len(p.prefix)], os.Args[0]), args...)...)
+	}
 	p.cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -115,7 +119,7 @@ func (p *lpmosProc) logText() string {
 }
 
 // waitHealthy polls /api/v1/health until it answers 200.
-func (p *lpmosProc) waitHealthy(t *testing.T, within time.Duration) time.Duration {
+func (p *lpmosProc) waitHealthy(t testing.TB, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < within {
@@ -132,7 +136,7 @@ func (p *lpmosProc) waitHealthy(t *testing.T, within time.Duration) time.Duratio
 	return 0
 }
 
-func (p *lpmosProc) stop(t *testing.T) {
+func (p *lpmosProc) stop(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -155,7 +159,7 @@ func (p *lpmosProc) stop(t *testing.T) {
 	}
 }
 
-func (p *lpmosProc) token(t *testing.T) string {
+func (p *lpmosProc) token(t testing.TB) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(p.dataDir, "admin.token"))
 	if err != nil {

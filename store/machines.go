@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -21,24 +22,69 @@ type Machine struct {
 	LastSeen  time.Time      `json:"last_seen"`
 }
 
+// ErrFull refuses a new discovered machine when the cap is reached.
+var ErrFull = errors.New("discovered machines at their cap")
+
+// MachineSeenRefresh is how stale LastSeen may get before an unchanged
+// report rewrites the machine anyway (at most one write per MAC this often).
+const MachineSeenRefresh = 10 * time.Minute
+
 // RecordMachine stores or refreshes a discovered machine.
 func (s *Store) RecordMachine(ctx context.Context, region, mac string, hw *wire.Hardware) (Machine, error) {
-	mac, err := ParseMAC(mac)
+	m, _, err := s.RecordMachineLimited(ctx, region, mac, hw, 0)
+	return m, err
+}
+
+// RecordMachineLimited stores or refreshes a discovered machine. A report
+// equal to the stored one (collected_at aside) from the same region is not
+// written again (no etcd write, no revision) unless LastSeen is older than
+// MachineSeenRefresh; written says whether etcd was written. With max > 0, a
+// new MAC is refused with ErrFull when max machines are stored already; a
+// known one is always updated. The count is not atomic with the write:
+// callers serialize their new-machine writes (concurrent writers in other
+// processes can overshoot by one each).
+func (s *Store) RecordMachineLimited(ctx context.Context, region, mac string, hw *wire.Hardware, max int) (m Machine, written bool, err error) {
+	mac, err = ParseMAC(mac)
 	if err != nil {
-		return Machine{}, err
+		return Machine{}, false, err
 	}
 	now := time.Now().UTC()
-	m := Machine{MAC: mac, RegionID: region, Hardware: hw, FirstSeen: now, LastSeen: now}
-	if old, err := s.GetMachine(ctx, mac); err == nil {
+	m = Machine{MAC: mac, RegionID: region, Hardware: hw, FirstSeen: now, LastSeen: now}
+	old, err := s.GetMachine(ctx, mac)
+	switch {
+	case err == nil:
 		m.FirstSeen = old.FirstSeen
 		if hw == nil {
 			m.Hardware = old.Hardware
 		}
+		if old.RegionID == region && sameHardware(old.Hardware, m.Hardware) && now.Sub(old.LastSeen) < MachineSeenRefresh {
+			return old, false, nil
+		}
+	case !errors.Is(err, ErrNotFound):
+		return Machine{}, false, err
+	case max > 0:
+		resp, err := s.cli.Get(ctx, prefixMachines, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return Machine{}, false, fmt.Errorf("count machines: %w", err)
+		}
+		if resp.Count >= int64(max) {
+			return Machine{}, false, fmt.Errorf("%w: %d stored, at most %d: machine %s not recorded (delete old ones, or raise --max-discovered)", ErrFull, resp.Count, max, mac)
+		}
 	}
 	if _, err := s.cli.Put(ctx, machineKey(mac), mustJSON(m)); err != nil {
-		return Machine{}, fmt.Errorf("record machine %s: %w", mac, err)
+		return Machine{}, false, fmt.Errorf("record machine %s: %w", mac, err)
 	}
-	return m, nil
+	return m, true, nil
+}
+
+// sameHardware compares two reports ignoring when they were collected.
+func sameHardware(a, b *wire.Hardware) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	x, y := *a, *b
+	x.CollectedAt, y.CollectedAt = time.Time{}, time.Time{}
+	return mustJSON(x) == mustJSON(y)
 }
 
 // GetMachine reads one discovered machine.

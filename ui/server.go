@@ -42,6 +42,7 @@ type Server struct {
 	log      *slog.Logger
 	router   chi.Router
 	hub      *Hub
+	wrapLn   func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
 	sessions sessions
 }
 
@@ -65,6 +66,7 @@ func New(cfg Config) (*Server, error) {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Use(securityHeaders)
+	r.Use(clearStreamDeadlines) // ui/timeouts.go
 	r.Get("/", index)
 	r.Handle("/assets/*", assets)
 	r.Get("/ws", s.serveWS)
@@ -110,9 +112,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		stopHub()
 		<-hubDone
 	}()
+	if s.wrapLn != nil {
+		ln = s.wrapLn(ln)
+	}
 	srv := &http.Server{
 		Handler:           s.router,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}

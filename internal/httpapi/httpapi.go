@@ -53,13 +53,18 @@ func Fail(w http.ResponseWriter, e *Error) { WriteError(w, e.Code, e.Msg) }
 // a non-JSON content type (415), a larger body (413), malformed JSON,
 // unknown fields, an empty body or trailing data (400) are refused.
 func Decode(w http.ResponseWriter, r *http.Request, v any) *Error {
+	return DecodeLimit(w, r, v, MaxBody)
+}
+
+// DecodeLimit is Decode with a body limit of max bytes instead of MaxBody.
+func DecodeLimit(w http.ResponseWriter, r *http.Request, v any, max int64) *Error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return Errorf(http.StatusUnsupportedMediaType, "content type %q: send application/json", ct)
 	}
-	if r.ContentLength > MaxBody {
-		return Errorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBody)
+	if r.ContentLength > max {
+		return Errorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", max)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
@@ -76,7 +81,7 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) *Error {
 	case err == nil:
 		return nil
 	case errors.As(err, &mbe):
-		return Errorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", MaxBody)
+		return Errorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", max)
 	case errors.Is(err, io.EOF):
 		return Errorf(http.StatusBadRequest, "invalid JSON body: the body is empty")
 	}
