@@ -85,7 +85,8 @@ type SpaceStatus struct {
 	// Alarms raised anywhere in the cluster ("NOSPACE", "CORRUPT").
 	Alarms []string `json:"alarms,omitempty"`
 	// NoSpace: a NOSPACE alarm is raised; every write fails.
-	NoSpace bool   `json:"no_space"`
+	NoSpace      bool      `json:"no_space"`
+	NoSpaceSince time.Time `json:"no_space_since,omitzero"`
 	Error   string `json:"error,omitempty"` // the last measurement failed
 	// Counters since start.
 	Defrags      int64     `json:"defrags"`
@@ -172,6 +173,9 @@ func (s *Store) record(st *clientv3.StatusResponse, alarms []*etcdserverpb.Alarm
 			sp.QuotaBytes = s.space.QuotaBytes
 		}
 		sp.DBSize, sp.DBSizeInUse = st.DbSize, st.DbSizeInUse
+		if noSpace && !sp.NoSpace {
+			sp.NoSpaceSince = time.Now().UTC()
+		}
 		sp.Alarms, sp.NoSpace, sp.Error = names, noSpace, ""
 	})
 }
