@@ -87,7 +87,7 @@ type SpaceStatus struct {
 	// NoSpace: a NOSPACE alarm is raised; every write fails.
 	NoSpace      bool      `json:"no_space"`
 	NoSpaceSince time.Time `json:"no_space_since,omitzero"`
-	Error   string `json:"error,omitempty"` // the last measurement failed
+	Error        string    `json:"error,omitempty"` // the last measurement failed
 	// Counters since start.
 	Defrags      int64     `json:"defrags"`
 	Recoveries   int64     `json:"nospace_recoveries"`
