@@ -84,6 +84,7 @@ type Store struct {
 	maxEvents int
 	spaceMu   sync.Mutex
 	spaceNow  SpaceStatus // last measurement of the maintenance loop
+	defragRev int64       // revision at the last defrag (maintenance loop only)
 }
 
 // Open starts the embedded etcd member (or connects to external endpoints)

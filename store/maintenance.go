@@ -88,6 +88,9 @@ type SpaceStatus struct {
 	NoSpace      bool      `json:"no_space"`
 	NoSpaceSince time.Time `json:"no_space_since,omitzero"`
 	Error        string    `json:"error,omitempty"` // the last measurement failed
+	// NeedsOperator: under NOSPACE, compaction and defragmentation did
+	// not free enough (the space is live data) to disarm.
+	NeedsOperator bool `json:"needs_operator,omitempty"`
 	// Counters since start.
 	Defrags      int64     `json:"defrags"`
 	Recoveries   int64     `json:"nospace_recoveries"`
@@ -177,6 +180,9 @@ func (s *Store) record(st *clientv3.StatusResponse, alarms []*etcdserverpb.Alarm
 			sp.NoSpaceSince = time.Now().UTC()
 		}
 		sp.Alarms, sp.NoSpace, sp.Error = names, noSpace, ""
+		if !noSpace {
+			sp.NeedsOperator = false
+		}
 	})
 }
 
@@ -232,7 +238,9 @@ func (s *Store) recoverNoSpace(ctx context.Context, own uint64, st *clientv3.Sta
 	if cur, _, err := s.measure(ctx); err == nil {
 		st = cur
 	}
-	if free := st.DbSize - st.DbSizeInUse; free >= 1<<20 || float64(free) >= 0.1*float64(st.DbSize) {
+	// Not again at the same revision: nothing was deleted since the last
+	// defrag, which would only block the member once more for nothing.
+	if free := st.DbSize - st.DbSizeInUse; st.Header.Revision != s.defragRev && (free >= 1<<20 || float64(free) >= 0.1*float64(st.DbSize)) {
 		if after, ok := s.defrag(ctx, st, "NOSPACE"); ok {
 			st = after
 		}
@@ -240,8 +248,11 @@ func (s *Store) recoverNoSpace(ctx context.Context, own uint64, st *clientv3.Sta
 	// Disarm with a tenth of the quota to spare, else the next write
 	// raises the alarm again at once.
 	if float64(st.DbSize) > 0.9*float64(s.space.QuotaBytes) {
-		s.log.Error("store: NOSPACE: still over the quota after compaction and defragmentation; delete data (old tasks, discovered machines) or raise --etcd-quota-bytes",
-			"db_size", st.DbSize, "db_size_in_use", st.DbSizeInUse, "quota", s.space.QuotaBytes)
+		if !s.Space().NeedsOperator {
+			s.log.Error("store: NOSPACE: still over the quota after compaction and defragmentation; delete data (old tasks, discovered machines) or raise --etcd-quota-bytes",
+				"db_size", st.DbSize, "db_size_in_use", st.DbSizeInUse, "quota", s.space.QuotaBytes)
+		}
+		s.updateSpace(func(sp *SpaceStatus) { sp.NeedsOperator = true })
 		return
 	}
 	disarmed := false
@@ -287,6 +298,7 @@ func (s *Store) defrag(ctx context.Context, before *clientv3.StatusResponse, why
 		s.log.Error("store: defragmentation failed", "reason", why, "error", err)
 		return nil, false
 	}
+	s.defragRev = before.Header.Revision
 	s.updateSpace(func(sp *SpaceStatus) { sp.Defrags++ })
 	after, alarms, err := s.measure(ctx)
 	if err != nil {

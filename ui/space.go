@@ -42,6 +42,9 @@ func (s *Server) spaceHealth() []health.Service {
 	switch {
 	case sp.NoSpace:
 		svc.State, svc.Error, svc.Since = health.Failed, store.NoSpaceMessage, sp.NoSpaceSince
+		if sp.NeedsOperator {
+			svc.Error += "; compaction and defragmentation cannot free enough: delete old tasks or discovered machines, or raise --etcd-quota-bytes"
+		}
 	case len(sp.Alarms) > 0:
 		svc.State, svc.Error = health.Degraded, "etcd alarm raised: "+strings.Join(sp.Alarms, ", ")
 	case sp.Error != "":
