@@ -321,14 +321,22 @@ func (s *Store) myDefragTurn(own uint64) bool {
 	for _, m := range s.etcd.Server.Cluster().Members() {
 		ids = append(ids, uint64(m.ID))
 	}
+	return defragTurn(ids, own, time.Now(), s.space.Interval)
+}
+
+// defragTurn says whether member own may defragment at now: member i of
+// the sorted ids owns slot i of every round of len(ids) slots of length
+// interval.
+func defragTurn(ids []uint64, own uint64, now time.Time, interval time.Duration) bool {
 	if len(ids) <= 1 {
 		return true
 	}
+	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	i := slices.Index(ids, own)
 	if i < 0 {
 		return false
 	}
-	slot := time.Now().UnixNano() / int64(s.space.Interval)
+	slot := now.UnixNano() / int64(interval)
 	return int(slot%int64(len(ids))) == i
 }

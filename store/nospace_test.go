@@ -119,3 +119,40 @@ func TestNoSpaceAlarmAndRecovery(t *testing.T) {
 		t.Fatalf("create a task after the second recovery: %v", err)
 	}
 }
+
+// Without an alarm, a member defragments only when it pays: once
+// compaction left at least the ratio and the bytes free, not before.
+func TestDefragWhenItPays(t *testing.T) {
+	s := openStore(t, func(c *store.Config) {
+		c.Space = store.SpaceConfig{Interval: 100 * time.Millisecond, DefragMinFreeRatio: 0.5, DefragMinFreeBytes: 4 << 20}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.RunMaintenance(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	cli := s.Client()
+	val := strings.Repeat("z", 256<<10)
+	var rev int64
+	for i := range 60 { // 15 MiB of revisions of 4 keys
+		r, err := cli.Put(ctx, fmt.Sprintf("/filler/%d", i%4), val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = r.Header.Revision
+	}
+	time.Sleep(500 * time.Millisecond) // 5 rounds: nothing free yet
+	if sp := s.Space(); sp.Defrags != 0 || sp.DBSize < 10<<20 {
+		t.Fatalf("before compaction: %+v", sp)
+	}
+	if _, err := cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "defrag after compaction", func() bool { return s.Space().Defrags == 1 })
+	if sp := s.Space(); sp.DBSize > 4<<20 {
+		t.Fatalf("after defrag: %+v", sp)
+	}
+	time.Sleep(500 * time.Millisecond) // and not again: nothing free
+	if sp := s.Space(); sp.Defrags != 1 {
+		t.Fatalf("defragmented again: %+v", sp)
+	}
+}
