@@ -158,7 +158,7 @@ func (s *Store) measure(ctx context.Context) (*clientv3.StatusResponse, []*etcds
 	return st, al.Alarms, nil
 }
 
-func (s *Store) record(st *clientv3.StatusResponse, alarms []*etcdserverpb.AlarmMember) {
+func (s *Store) record(st *clientv3.StatusResponse, alarms []*etcdserverpb.AlarmMember, also ...func(*SpaceStatus)) {
 	var names []string
 	noSpace := false
 	for _, a := range alarms {
@@ -182,6 +182,9 @@ func (s *Store) record(st *clientv3.StatusResponse, alarms []*etcdserverpb.Alarm
 		sp.Alarms, sp.NoSpace, sp.Error = names, noSpace, ""
 		if !noSpace {
 			sp.NeedsOperator = false
+		}
+		for _, f := range also {
+			f(sp)
 		}
 	})
 }
@@ -272,10 +275,13 @@ func (s *Store) recoverNoSpace(ctx context.Context, own uint64, st *clientv3.Sta
 			"db_size", st.DbSize, "db_size_in_use", st.DbSizeInUse, "quota", s.space.QuotaBytes)
 	}
 	if disarmed {
+		// One update: whoever sees the alarm gone sees the recovery counted.
+		counted := func(sp *SpaceStatus) { sp.Recoveries++; sp.LastRecovery = time.Now().UTC() }
 		if cur, al, err := s.measure(ctx); err == nil {
-			s.record(cur, al)
+			s.record(cur, al, counted)
+		} else {
+			s.updateSpace(counted)
 		}
-		s.updateSpace(func(sp *SpaceStatus) { sp.Recoveries++; sp.LastRecovery = time.Now().UTC() })
 	}
 }
 
@@ -299,7 +305,9 @@ func (s *Store) defrag(ctx context.Context, before *clientv3.StatusResponse, why
 		return nil, false
 	}
 	s.defragRev = before.Header.Revision
-	s.updateSpace(func(sp *SpaceStatus) { sp.Defrags++ })
+	// Counted after the new sizes are recorded: a reader that sees the
+	// count sees the sizes after it.
+	defer s.updateSpace(func(sp *SpaceStatus) { sp.Defrags++ })
 	after, alarms, err := s.measure(ctx)
 	if err != nil {
 		s.log.Info("store: defragmented this etcd member", "reason", why, "took", time.Since(start).Round(time.Millisecond), "db_size_before", before.DbSize)
