@@ -14,7 +14,7 @@ func TestRateLimitUnauthenticated(t *testing.T) {
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
 	advance(t, r, task.ID, wire.StatusReady)
-	tok := r.token(task.ID, 1)
+	tok := sessionFor(t, st, task.ID)
 	disc := func() any {
 		return wire.HardwareReport{MACAddress: nextMAC(), Hardware: wire.Hardware{BootMode: "uefi"}}
 	}
@@ -25,7 +25,7 @@ func TestRateLimitUnauthenticated(t *testing.T) {
 	}{
 		{"discovery 1", "POST", wire.PathHardware, "", disc(), 200},
 		{"boot script 2", "GET", "/boot/" + nextMAC() + ".ipxe", "", nil, 200},
-		{"approval poll without token 3", "GET", wire.PathApproval + nextMAC(), "", nil, 404},
+		{"approval poll without token 3", "GET", wire.PathApproval + nextMAC(), "", nil, http.StatusUnauthorized},
 		{"discovery 4: over the burst", "POST", wire.PathHardware, "", disc(), http.StatusTooManyRequests},
 		{"boot script: limited", "GET", "/boot/" + nextMAC() + ".ipxe", "", nil, http.StatusTooManyRequests},
 		{"session exchange: limited", "POST", pathSession, "", []byte(`{}`), http.StatusTooManyRequests},
@@ -63,7 +63,7 @@ func TestRateLimitBadTokens(t *testing.T) {
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
 	advance(t, r, task.ID, wire.StatusReady)
-	tok := r.token(task.ID, 1)
+	tok := sessionFor(t, st, task.ID)
 	steps := []struct {
 		name, path, token string
 		want              int
@@ -72,9 +72,9 @@ func TestRateLimitBadTokens(t *testing.T) {
 		{"valid token again", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
 		{"valid token again", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
 		{"valid token, past the burst: never charged", wire.PathApproval + task.Spec.TargetMAC, tok, 200},
-		{"made-up token 1", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusForbidden},
-		{"made-up token 2, unknown MAC", wire.PathApproval + nextMAC(), "forged", http.StatusNotFound},
-		{"made-up token 3, progress", wire.PathProgress, "forged", http.StatusForbidden},
+		{"made-up token 1", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusUnauthorized},
+		{"made-up token 2, unknown MAC", wire.PathApproval + nextMAC(), "forged", http.StatusUnauthorized},
+		{"made-up token 3, progress", wire.PathProgress, "forged", http.StatusUnauthorized},
 		{"made-up token 4: limited", wire.PathApproval + task.Spec.TargetMAC, "forged", http.StatusTooManyRequests},
 		{"and so is this source's valid token now", wire.PathApproval + task.Spec.TargetMAC, tok, http.StatusTooManyRequests},
 	}

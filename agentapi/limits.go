@@ -84,7 +84,9 @@ func hardwareLimits(rep *wire.HardwareReport) []limit {
 			text(p+".name", d.Name, maxNameBytes),
 			text(p+".model", d.Model, maxTextBytes),
 			text(p+".serial", d.Serial, maxTextBytes),
-			// disks helper: text(p+".wwn", d.WWN, maxTextBytes), text(p+".by_path", d.ByPath, maxTextBytes),
+			text(p+".vendor", d.Vendor, maxTextBytes),
+			text(p+".wwn", d.WWN, maxTextBytes),
+			text(p+".by_path", d.ByPath, maxTextBytes),
 		)
 	}
 	for i, n := range h.NICs {

@@ -44,6 +44,10 @@ type serveOptions struct {
 	logFormat      string
 	regional       regionalOptions
 	images         imageOptions
+	// etcd space (app/etcdspace.go)
+	etcdQuotaBytes          int64
+	etcdCompactionRetention time.Duration
+	etcdMaintenanceInterval time.Duration
 }
 
 // roles is the parsed --role list.
@@ -110,6 +114,7 @@ func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	o.regional.addFlags(cmd)
 	o.images.addFlags(cmd)
+	addEtcdSpaceFlags(cmd, o)
 }
 
 func runServe(ctx context.Context, o serveOptions, version string, logOut io.Writer) error {
@@ -119,6 +124,9 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	}
 	r, err := parseRoles(o.role)
 	if err != nil {
+		return err
+	}
+	if err := o.checkEtcdSpace(); err != nil {
 		return err
 	}
 	if o.name == "" {
@@ -151,6 +159,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		ClusterState:   o.clusterState,
 		InitialCluster: o.initialCluster,
 		Logger:         log,
+		Space:          o.etcdSpace(),
 	})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -173,6 +182,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	metrics := prometheus.NewRegistry() // served at /metrics by the control plane
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { watchStoreHealth(gctx, st, reg); return nil })
+	g.Go(func() error { st.RunMaintenance(gctx); return nil }) // quota, defrag, NOSPACE recovery
 	if st.Embedded() {
 		startClusterWatch(gctx, g, st, reg)
 	}

@@ -56,3 +56,51 @@ func BenchmarkListTasks10k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTransitionEventLimit measures one status change (installing <->
+// stalled, one event each) on a task far under its event limit and on one
+// at the limit, where each change also deletes the oldest event and
+// rewrites the drop record.
+func BenchmarkTransitionEventLimit(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		limit int
+	}{{"under_limit", 1 << 30}, {"at_limit_200", store.DefaultMaxTaskEvents}} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := storetest.Config(b, b.TempDir())
+			cfg.MaxTaskEvents = bc.limit
+			s, err := store.Open(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			task, err := s.CreateTask(ctx, spec("02:00:00:00:0d:01"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, st := range []store.Status{"ready", "pending_approval", "approved", "installing"} {
+				if _, err := s.Transition(ctx, task.ID, st, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			flip := func(i int) {
+				to := store.Status("stalled")
+				if i%2 == 1 {
+					to = "installing"
+				}
+				if _, err := s.Transition(ctx, task.ID, to, "bench"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			i := 0
+			for ; i < 250; i++ { // past the limit of the bounded case
+				flip(i)
+			}
+			for b.Loop() {
+				flip(i)
+				i++
+			}
+		})
+	}
+}

@@ -52,6 +52,14 @@ type Config struct {
 	// ReadyTimeout bounds how long Open waits for the member to be ready.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
+
+	// Space: the embedded member's backend quota, compaction, defrag and
+	// the NOSPACE alarm (store/maintenance.go; zero values pick defaults).
+	Space SpaceConfig
+	// MaxTaskEvents bounds each task's event history (default
+	// DefaultMaxTaskEvents): past it the oldest events are dropped and the
+	// drop is recorded (store/events_bound.go).
+	MaxTaskEvents int
 }
 
 // Store is lpmos's only source of state: a thin typed layer over etcd.
@@ -71,6 +79,12 @@ type Store struct {
 	lostErr  error
 	remoteMu sync.Mutex
 	remote   *clientv3.Client // TLS client to the member's client URL
+
+	space     SpaceConfig // defaults applied
+	maxEvents int
+	spaceMu   sync.Mutex
+	spaceNow  SpaceStatus // last measurement of the maintenance loop
+	defragRev int64       // revision at the last defrag (maintenance loop only)
 }
 
 // Open starts the embedded etcd member (or connects to external endpoints)
@@ -104,7 +118,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("reach etcd %v: %w", cfg.Endpoints, err)
 		}
 		cfg.Logger.Info("store: using external etcd", "endpoints", cfg.Endpoints)
-		return &Store{cli: cli, log: cfg.Logger}, nil
+		s := &Store{cli: cli, log: cfg.Logger}
+		s.applySpaceDefaults(cfg)
+		return s, nil
 	}
 	return openEmbedded(ctx, cfg)
 }
@@ -164,6 +180,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		ClientCertAuth: true,
 	}
 	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, ca: ca, tls: tlsInfo, lost: make(chan struct{})}
+	s.applySpaceDefaults(cfg)
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
@@ -187,7 +204,10 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		ec.InitialCluster = cfg.Name + "=" + purl.String()
 	}
 	ec.AutoCompactionMode = "periodic"
-	ec.AutoCompactionRetention = "1h"
+	// A retention under an hour also compacts that often (etcd's periodic
+	// compactor); watchers that fall behind resync from a snapshot.
+	ec.AutoCompactionRetention = s.space.CompactionRetention.String()
+	ec.QuotaBackendBytes = s.space.QuotaBytes
 	ec.ListenMetricsUrls = nil
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), func() { s.removed.Store(true) })))
 

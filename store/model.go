@@ -81,6 +81,9 @@ type Event struct {
 	To      Status    `json:"to,omitempty"`
 	Stage   string    `json:"stage,omitempty"`
 	Message string    `json:"message,omitempty"`
+	// Dropped counts the older events dropped past the history limit
+	// (Kind "dropped" only).
+	Dropped int64 `json:"dropped,omitempty"`
 }
 
 // Errors callers map to HTTP statuses.

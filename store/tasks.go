@@ -273,6 +273,9 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 			ops = append(ops, xops...)
 			cmps = append(cmps, xcmps...)
 		}
+		if ops, err = s.boundEvents(ctx, id, ops); err != nil {
+			return t, err
+		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return Task{}, fmt.Errorf("move task %s to %s: %w", id, to, err)
@@ -422,6 +425,9 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 			ops = append(ops,
 				clientv3.OpPut(statusKey(id), mustJSON(st)),
 				eventOp(id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: cur, To: wire.StatusInstalling, Message: "agent reported progress"}))
+		}
+		if ops, err = s.boundEvents(ctx, id, ops); err != nil {
+			return ProgressResult{}, err
 		}
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {

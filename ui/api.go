@@ -48,6 +48,8 @@ type HealthReport struct {
 	Status   string           `json:"status"` // "ok" or "degraded"
 	Version  string           `json:"version"`
 	Services []health.Service `json:"services"`
+	// Alarm is set while etcd has an alarm raised (NOSPACE: writes fail).
+	Alarm string `json:"alarm,omitempty"`
 }
 
 // AddImageRequest is the body of POST /api/v1/images.
@@ -84,6 +86,7 @@ func (s *Server) routesAPI(r chi.Router) {
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	services := s.cfg.Health.Snapshot()
 	rep := HealthReport{Status: health.Overall(services), Version: s.cfg.Version, Services: services}
+	rep.Alarm = s.alarmMessage()
 	code := http.StatusOK
 	if rep.Status != "ok" {
 		code = http.StatusServiceUnavailable
@@ -171,7 +174,7 @@ func (s *Server) taskDetail(ctx context.Context, id string) (TaskDetail, error) 
 // task ends or the client goes away; the CLI's `task watch` reads it.
 func (s *Server) watchTask(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	task, err := s.cfg.Store.GetTask(r.Context(), id)
+	task, rev, err := s.cfg.Store.GetTaskRev(r.Context(), id)
 	if err != nil {
 		writeStoreError(w, err)
 		return
@@ -183,13 +186,26 @@ func (s *Server) watchTask(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	changes := s.cfg.Store.Watch(ctx, task.Revision+1)
+	changes := s.cfg.Store.Watch(ctx, rev+1)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	_ = enc.Encode(WatchLine{Type: "snapshot", TaskID: id, Task: &task})
 	flusher.Flush()
-	for c := range changes {
+	for {
+		c, ok := <-changes
+		if !ok {
+			return
+		}
+		if c.Kind == store.KindWatchRestart {
+			// etcd compacted the history under the watch: a fresh
+			// snapshot, and watch on from its revision.
+			if changes, err = s.resyncTaskWatch(ctx, id, enc); err != nil || changes == nil {
+				return
+			}
+			flusher.Flush()
+			continue
+		}
 		if c.TaskID != id {
 			continue
 		}

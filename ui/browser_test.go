@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -364,5 +365,36 @@ func setInput(t *testing.T, tab context.Context, sel, value, event string) {
 	js := fmt.Sprintf(`(() => { const el = document.querySelector(%q); el.value = %q; el.dispatchEvent(new Event(%q, {bubbles: true})); })()`, sel, value, event)
 	if err := chromedp.Do(tab, chromedp.Evaluate[chromedp.Void](js)); err != nil {
 		t.Fatalf("set %s to %q: %v", sel, value, err)
+	}
+}
+
+// The NOSPACE alarm shows as a banner on the dashboard, whatever the tab,
+// and goes away once lpmos recovered.
+func TestDashboardShowsNoSpaceBanner(t *testing.T) {
+	st, ctx := smallStore(t, 24<<20)
+	e := newLiveOn(t, st)
+	fillLive(t, ctx, st)
+	waitUntil(t, 10*time.Second, "the alarm in health", func() bool { _, rep := healthOf(t, e); return rep.Alarm != "" })
+
+	tab := newBrowser(t)
+	var problems pageWatch
+	watchPage(t, tab, "tab", &problems)
+	browserLogin(t, tab, e)
+	banner := `document.querySelector("#alarm-banner")`
+	poll(t, tab, "NOSPACE banner", `!`+banner+`.hidden && `+banner+`.textContent.includes("out of space (NOSPACE)")`)
+	if got := eval[string](t, tab, banner+`.getAttribute("role")`); got != "alert" {
+		t.Fatalf("banner role %q", got)
+	}
+
+	if _, err := st.Client().Delete(ctx, "/filler/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "recovery in health", func() bool { code, _ := healthOf(t, e); return code == 200 })
+	if err := chromedp.Do(tab, chromedp.Navigate(e.url+"/")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, tab, "banner gone after recovery", `document.querySelector("#conn").dataset.state === "live" && `+banner+`.hidden`)
+	if p := problems.list(); len(p) > 0 {
+		t.Fatalf("page problems: %v", p)
 	}
 }

@@ -101,3 +101,70 @@ func decodeSnap(t *testing.T, sub *Subscription) Snapshot {
 	}
 	return Snapshot{}
 }
+
+// The same with etcd's real compaction: the hub's watch starts from a
+// revision compacted away meanwhile (as after a lost leader, or a watch
+// that fell behind the retention), store.Watch reports it, and every
+// client gets a fresh snapshot with what the watch missed.
+func TestHubResyncAfterRealCompaction(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.New(t)
+	h := NewHub(st, HubConfig{Logger: slog.New(slog.DiscardHandler), Retry: time.Millisecond})
+	release := make(chan struct{})
+	calls := 0
+	h.watch = func(ctx context.Context, from int64) <-chan store.Change {
+		calls++
+		if calls == 1 {
+			select { // the first watch starts late: after the compaction
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return st.Watch(ctx, from)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+
+	sub, err := h.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Unsubscribe(sub)
+	first := decodeSnap(t, sub)
+	task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: "52:54:00:00:03:02", OSType: "ubuntu", OSVersion: "22.04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Compact past the task's creation: the revision the watch starts from
+	// (first.Revision+1 <= task.Revision) is gone.
+	bump, err := st.Client().Put(ctx, "/test/bump", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Client().Compact(ctx, bump.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	release <- struct{}{}
+	second := decodeSnap(t, sub)
+	if len(second.Tasks) != 1 || second.Tasks[0].ID != task.ID || second.Revision <= first.Revision {
+		t.Fatalf("resync snapshot after compaction: %+v (first at %d)", second, first.Revision)
+	}
+	// Live again: the next change arrives as a message.
+	if _, err := st.ClaimTask(ctx, task.ID, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case b := <-sub.C:
+			var m StatusMessage
+			_ = json.Unmarshal(b, &m)
+			if m.Type == MsgStatus && m.TaskID == task.ID && m.Status == wire.StatusReady {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no status after the resync")
+		}
+	}
+}

@@ -35,6 +35,7 @@ func (s *Server) metricsHandler() http.Handler {
 			}
 		}},
 	)
+	reg.MustRegister(s.spaceCollectors()...) // ui/space.go
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 

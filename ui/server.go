@@ -62,6 +62,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "control-plane")}
 	s.hub = NewHub(cfg.Store, HubConfig{Health: cfg.Health, Logger: cfg.Logger})
+	cfg.Health.AddSource(s.spaceHealth) // ui/space.go
 	index, assets := dashboard()
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)

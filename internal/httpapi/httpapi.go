@@ -101,6 +101,8 @@ func StoreError(err error) *Error {
 		return Errorf(http.StatusConflict, "%v", err)
 	case errors.Is(err, context.Canceled):
 		return Errorf(499, "%v", err) // the client went away
+	case store.IsNoSpace(err):
+		return Errorf(http.StatusServiceUnavailable, "%s; retry in a minute: %v", store.NoSpaceMessage, err)
 	}
 	return Errorf(http.StatusServiceUnavailable, "store unavailable: %v", err)
 }

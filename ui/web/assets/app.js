@@ -462,6 +462,9 @@ async function pollHealth() {
     const res = await fetch("/api/v1/health", { credentials: "same-origin" });
     const rep = await res.json();
     $("#health-dot").dataset.state = rep.status === "ok" ? "ok" : "degraded";
+    // An etcd alarm (NOSPACE: every write fails) is shown on every tab.
+    setText($("#alarm-banner"), rep.alarm || "");
+    $("#alarm-banner").hidden = !rep.alarm;
     setText($("#health-version"), rep.version ? `lpmos ${rep.version}` : "");
     const ul = $("#services");
     clear(ul);
