@@ -23,7 +23,10 @@ func TestCLIRootDeviceAndApproveDisk(t *testing.T) {
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	p.waitHealthy(t, 30*time.Second)
-	img := filepath.Join(dir, "ubuntu.img")
+	img := filepath.Join(dir, "images", "ubuntu.img") // <data-dir>/images, the default --images-dir
+	if err := os.MkdirAll(filepath.Dir(img), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(img, bytes.Repeat([]byte("lpmos disk test\n"), 4096), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,10 @@ func TestAgentCredentialAttacks(t *testing.T) {
 	api := fmt.Sprintf("http://127.0.0.1:%d", p.ports[1])
 	admin := p.token(t)
 
-	img := filepath.Join(dir, "ubuntu.img")
+	img := filepath.Join(dir, "images", "ubuntu.img") // <data-dir>/images, the default --images-dir
+	if err := os.MkdirAll(filepath.Dir(img), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(img, []byte(strings.Repeat("lpmos image\n", 4096)), 0o644); err != nil {
 		t.Fatal(err)
 	}
