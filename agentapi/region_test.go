@@ -251,7 +251,7 @@ func TestHappyPathThroughAPI(t *testing.T) {
 	if code := call(t, "GET", r.srv.URL+wire.PathApproval+mac, token, nil, nil); code != http.StatusForbidden {
 		t.Errorf("approval after completion: %d, want 403", code)
 	}
-	if _, script := getText(t, r.srv.URL+"/boot/"+mac+".ipxe"); !strings.Contains(script, "\nexit\n") || strings.Contains(script, "kernel") {
+	if _, script := getText(t, r.srv.URL+"/boot/"+mac+".ipxe"); !strings.Contains(script, "\nexit 1\n") || strings.Contains(script, "kernel") {
 		t.Errorf("script after completion:\n%s", script)
 	}
 }
@@ -447,7 +447,7 @@ func TestBootScriptPerState(t *testing.T) {
 					t.Error("pending task was not claimed by the boot")
 				}
 			case pxe.ActionLocal:
-				if !strings.Contains(script, "\nexit\n") || strings.Contains(script, "kernel ") || strings.Contains(script, "lpmos_token") {
+				if !strings.Contains(script, "\nexit 1\n") || strings.Contains(script, "kernel ") || strings.Contains(script, "lpmos_token") {
 					t.Errorf("want exit to local disk:\n%s", script)
 				}
 			}
@@ -465,7 +465,7 @@ func TestBootScriptPerState(t *testing.T) {
 			t.Errorf("discovery on:\n%s", script)
 		}
 		_, script = getText(t, noDiscovery.srv.URL+"/boot/"+mac+".ipxe")
-		if !strings.Contains(script, "\nexit\n") || strings.Contains(script, "kernel ") {
+		if !strings.Contains(script, "\nexit 1\n") || strings.Contains(script, "kernel ") {
 			t.Errorf("discovery off:\n%s", script)
 		}
 	})
