@@ -32,6 +32,11 @@ var DefaultModules = []string{
 	// (btrfs is left out: it pulls in raid6_pq, whose load-time benchmark
 	// costs seconds on slow or emulated CPUs; add it when images need it.)
 	"ext4", "xfs",
+	// the EFI system partition (vfat with its default codepage 437 and
+	// iocharset ascii; utf8 for mounts that ask for it) and efivarfs, for
+	// registering the UEFI boot entry of an install (Debian's cloud kernel
+	// builds them all as modules)
+	"vfat", "nls_cp437", "nls_ascii", "nls_utf8", "efivarfs",
 }
 
 // modName is the kernel's name of a module file or a depends= entry:
