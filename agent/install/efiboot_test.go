@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // tASCII16 spells an ASCII string as NUL-terminated UCS-2LE by hand (each
@@ -383,5 +384,43 @@ func TestFindESP(t *testing.T) {
 	}
 	if _, err := findESP(bytes.NewReader(make([]byte, 8192))); err != errNoESP {
 		t.Fatalf("no GPT: %v", err)
+	}
+}
+
+// TestEfiVarsImmutable: efivarfs marks existing variables immutable
+// (chattr +i); rewriting and deleting one must clear the flag first. The
+// temp dir's file system (ext4 here) has the same flag.
+func TestEfiVarsImmutable(t *testing.T) {
+	dir := t.TempDir()
+	tVar(t, dir, "BootOrder", encodeU16s([]uint16{1, 2, 3}))
+	tVar(t, dir, "Boot0009", []byte{1, 2, 3})
+	for _, name := range []string{"BootOrder", "Boot0009"} {
+		f, err := os.Open(filepath.Join(dir, name+"-"+efiGlobalGUID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags := fsImmutableFL
+		err = ioctlPtr(f.Fd(), ioctlFSSetFlags, unsafe.Pointer(&flags))
+		f.Close()
+		if err != nil {
+			t.Fatalf("the temp dir's file system cannot set the immutable flag (run as root on ext4): %v", err)
+		}
+	}
+	t.Cleanup(func() { _ = clearImmutable(filepath.Join(dir, "BootOrder-"+efiGlobalGUID)) })
+	if err := os.WriteFile(filepath.Join(dir, "BootOrder-"+efiGlobalGUID), []byte{0}, 0o644); err == nil {
+		t.Fatal("immutable file was writable: the test proves nothing")
+	}
+	v := efiVars{dir: dir}
+	if err := v.set("BootOrder", encodeU16s([]uint16{4})); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := v.get("BootOrder"); err != nil || !bytes.Equal(b, []byte{4, 0}) {
+		t.Fatalf("BootOrder %x %v", b, err)
+	}
+	if err := v.del("Boot0009"); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.del("Boot0009"); err != nil {
+		t.Fatalf("deleting a missing variable: %v", err)
 	}
 }
