@@ -274,7 +274,7 @@ func TestHappyPathThroughAPI(t *testing.T) {
 	if code, _ := getAuth(t, r.srv.URL+"/images/ubuntu/22.04", token); code != http.StatusForbidden {
 		t.Errorf("image after completion: %d", code)
 	}
-	if _, script := getText(t, r.srv.URL+"/boot/"+mac+".ipxe"); !strings.Contains(script, "\nexit\n") || strings.Contains(script, "kernel") {
+	if _, script := getText(t, r.srv.URL+"/boot/"+mac+".ipxe"); !strings.Contains(script, "\nexit 1\n") || strings.Contains(script, "kernel") {
 		t.Errorf("script after completion:\n%s", script)
 	}
 }
@@ -480,7 +480,7 @@ func TestBootScriptPerState(t *testing.T) {
 					t.Error("pending task was not claimed by the boot")
 				}
 			case pxe.ActionLocal:
-				if !strings.Contains(script, "\nexit\n") || strings.Contains(script, "kernel ") || strings.Contains(script, "lpmos_token") {
+				if !strings.Contains(script, "\nexit 1\n") || strings.Contains(script, "kernel ") || strings.Contains(script, "lpmos_token") {
 					t.Errorf("want exit to local disk:\n%s", script)
 				}
 			}
@@ -498,7 +498,7 @@ func TestBootScriptPerState(t *testing.T) {
 			t.Errorf("discovery on:\n%s", script)
 		}
 		_, script = getText(t, noDiscovery.srv.URL+"/boot/"+mac+".ipxe")
-		if !strings.Contains(script, "\nexit\n") || strings.Contains(script, "kernel ") {
+		if !strings.Contains(script, "\nexit 1\n") || strings.Contains(script, "kernel ") {
 			t.Errorf("discovery off:\n%s", script)
 		}
 	})

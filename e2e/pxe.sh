@@ -3,8 +3,13 @@
 # that the whole product works: qemu VMs with an empty virtio disk PXE-boot
 # (BIOS, UEFI with the NIC's iPXE ROM, UEFI fetching iPXE over lpmos's TFTP),
 # the agent reports their hardware, the task is approved through the REST
-# API, the image lands on the disk with the NoCloud seed, and the next boot
-# goes to local disk. A VM without a task shows up as a discovered machine.
+# API, a bootable test OS image (e2e/osimage.sh: grub for BIOS and UEFI,
+# a busybox init that prints the NoCloud seed) lands on the disk with the
+# seed and, under UEFI, a boot entry the agent registers in the VM's NVRAM;
+# the next boot still PXE-boots first, lpmos answers "exit 1", the firmware
+# moves on to the disk, and the installed OS prints the task's hostname, ssh
+# key and user_data marker (and, under UEFI, the boot entry it came from).
+# A VM without a task shows up as a discovered machine.
 #
 # Run as root on Debian 12 (it apt-installs what it needs and downloads a
 # Debian cloud kernel with apt-get download):   bash e2e/pxe.sh
@@ -13,7 +18,8 @@
 # leaves them. Environment:
 #   LPMOS_E2E_MODES   scenarios to run (default: all of them, see SCENARIOS)
 #   LPMOS_E2E_DIR     work directory (default /tmp/lpmos-e2e, wiped first)
-#   LPMOS_E2E_CACHE   kernel download cache (default /var/cache/lpmos-e2e)
+#   LPMOS_E2E_CACHE   cache of downloaded packages and the built test OS
+#                     image, keyed by its inputs (default /var/cache/lpmos-e2e)
 #   LPMOS_E2E_KEEP=1  keep the work directory after a successful run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +80,8 @@ rm -rf "$W"; mkdir -p "$W" "$CACHE"; : >"$PIDFILE"
 
 # --- packages -----------------------------------------------------------
 t=$(now)
-need=(qemu-system-x86 ipxe-qemu ovmf iproute2 cpio e2fsprogs dnsmasq-base curl jq fdisk)
+need=(qemu-system-x86 ipxe-qemu ovmf iproute2 cpio e2fsprogs dnsmasq-base curl jq fdisk
+  grub-pc-bin grub-efi-amd64-bin grub-common mtools dosfstools)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -116,23 +123,34 @@ cp "$VMLINUZ" "$W/boot/vmlinuz"
 head -1 "$W/initramfs.txt"
 timing initramfs "$t"
 
-# --- test image: GPT, one ext4 root partition ------------------------------
+# --- test image: a small bootable OS (e2e/osimage.sh), cached -------------
 t=$(now)
+bbdeb=$(ls "$CACHE"/busybox-static_*.deb 2>/dev/null | head -1 || true)
+if [ -z "$bbdeb" ]; then
+  (cd "$CACHE" && apt-get download busybox-static 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
+  bbdeb=$(ls "$CACHE"/busybox-static_*.deb 2>/dev/null | head -1 || true)
+  [ -n "$bbdeb" ] || die "apt-get download busybox-static failed"
+fi
+imgkey=$( { sha256sum e2e/osimage.sh | cut -d' ' -f1; basename "$deb"; basename "$bbdeb";
+  dpkg-query -W -f '${Package} ${Version}\n' grub-pc-bin grub-efi-amd64-bin grub-common; } | sha256sum | cut -c1-16)
+CIMG=$CACHE/osimage-$imgkey.raw
+if [ -s "$CIMG" ]; then
+  log "test OS image from the cache: $CIMG"
+else
+  rm -f "$CACHE"/osimage-*.raw
+  bash e2e/osimage.sh "$K" "$KREL" "$bbdeb" "$CIMG.tmp" || die "building the test OS image failed"
+  mv "$CIMG.tmp" "$CIMG"
+fi
 IMG=$W/image.raw
-root=$W/imgroot
-mkdir -p "$root/etc" "$root/var/lib/cloud" "$root/root"
-echo "lpmos-e2e-image" >"$root/etc/hostname"
-printf 'ID=debian\nVERSION_ID=12\n' >"$root/etc/os-release"
-echo "written by e2e/pxe.sh $$" >"$root/root/e2e-marker"
-PART_START=2048                          # sectors
-PART_SECTORS=$(( (64 << 20) / 512 - PART_START - 2048 ))
-truncate -s 64M "$IMG"
-printf 'label: gpt\nstart=%d, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n' \
-  "$PART_START" "$PART_SECTORS" | sfdisk -q "$IMG" >/dev/null || die "sfdisk failed"
-truncate -s $((PART_SECTORS * 512)) "$W/root.ext4"
-mkfs.ext4 -q -F -L root -d "$root" "$W/root.ext4" >/dev/null || die "mkfs.ext4 failed"
-dd if="$W/root.ext4" of="$IMG" bs=512 seek=$PART_START conv=notrunc status=none
-rm -f "$W/root.ext4"
+cp "$CIMG" "$IMG"
+# where the root (p1) and the ESP (p15) are, for the disk checks
+ROOT_START=$(sfdisk -J "$IMG" | jq '.partitiontable.partitions[] | select(.node | endswith("1")) | .start')
+ROOT_SECTORS=$(sfdisk -J "$IMG" | jq '.partitiontable.partitions[] | select(.node | endswith("1")) | .size')
+ESP_START=$(sfdisk -J "$IMG" | jq '.partitiontable.partitions[] | select(.type == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B") | .start')
+FIRST_LBA=$(sfdisk -J "$IMG" | jq '[.partitiontable.partitions[].start] | min')
+dd if="$IMG" of="$W/root.ext4" bs=512 skip="$ROOT_START" count="$ROOT_SECTORS" status=none
+IMG_MARKER=$(debugfs -R "cat /root/e2e-marker" "$W/root.ext4" 2>/dev/null); rm -f "$W/root.ext4"
+[ -n "$IMG_MARKER" ] || die "the test OS image has no /root/e2e-marker"
 gzip -1 -k "$IMG"
 timing image "$t"
 
@@ -215,7 +233,9 @@ for n in $NSES; do
   if jq -e '[.. | objects | select(has("state")) | select(.state=="failed")] | length > 0' <<<"$health" >/dev/null; then
     echo "$health" | jq .; tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n): a service failed"
   fi
-  ip netns exec "$NSP-$n" "$LPMOS" image add debian 12 "$IMG.gz" --data-dir "$W/$n/data" >"$W/$n/image-add.txt" 2>&1 ||
+  # image sources must lie under the images dir (<data-dir>/images by default)
+  mkdir -p "$W/$n/data/images"; cp "$IMG.gz" "$W/$n/data/images/debian-12.raw.gz"
+  ip netns exec "$NSP-$n" "$LPMOS" image add debian 12 "$W/$n/data/images/debian-12.raw.gz" --data-dir "$W/$n/data" >"$W/$n/image-add.txt" 2>&1 ||
     { cat "$W/$n/image-add.txt"; die "lpmos image add ($n) failed"; }
 done
 [ -s "$W/full/boot/initramfs.img" ] || ! grep -qx full <<<"$NSES" || die "the full-mode region did not build its initramfs"
@@ -229,14 +249,33 @@ vm() {
   local fwargs nic
   case $fw in
     bios) fwargs=(-machine pc); nic="virtio-net-pci,netdev=n0,mac=$mac" ;;
-    uefi) fwargs=(-machine q35 -bios /usr/share/ovmf/OVMF.fd); nic="virtio-net-pci,netdev=n0,mac=$mac,bootindex=1" ;;
+    uefi) fwargs=(-machine q35); nic="virtio-net-pci,netdev=n0,mac=$mac,bootindex=1" ;;
     # OVMF's own PXE client fetches iPXE from lpmos's TFTP, like a real server's UEFI.
-    uefi-tftp) fwargs=(-machine q35 -bios /usr/share/ovmf/OVMF.fd); nic="virtio-net-pci,netdev=n0,mac=$mac,bootindex=1,romfile=" ;;
+    uefi-tftp) fwargs=(-machine q35); nic="virtio-net-pci,netdev=n0,mac=$mac,bootindex=1,romfile=" ;;
   esac
+  if [ "$fw" != bios ]; then
+    # OVMF with its NVRAM in a per-VM copy of OVMF_VARS next to the disk:
+    # the boot entry the agent registers survives into the next boot.
+    local vars; vars=$(dirname "$disk")/vars.fd
+    [ -f "$vars" ] || cp /usr/share/OVMF/OVMF_VARS.fd "$vars"
+    fwargs+=(-drive "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd" -drive "if=pflash,format=raw,file=$vars")
+  fi
+  # Under UEFI the disk needs a bootindex too: OVMF rewrites BootOrder from
+  # qemu's boot order at every boot and drops the Boot#### entries of
+  # devices that have none (the entry the agent registered would vanish).
+  # Real firmware keeps what the OS wrote. BIOS: SeaBIOS tries the disk
+  # after the NIC by itself.
+  local drv="file=$disk,if=none,id=d0,format=raw,cache=unsafe" blk="virtio-blk-pci,drive=d0"
+  [ "$fw" = bios ] || blk+=",bootindex=2"
+  # OVMF's IPv6 PXE and HTTP boot options: the segment has router
+  # advertisements but no DHCPv6, and after iPXE's "exit 1" OVMF stalled in
+  # them for minutes (the TFTP mode never reached the disk in 6 min). Real
+  # servers have the same switch in their setup.
+  [ "$fw" = bios ] || fwargs+=(-fw_cfg name=opt/org.tianocore/IPv6Support,string=no)
   ip netns exec "$NSP-$ns" timeout 420 qemu-system-x86_64 -accel tcg "${fwargs[@]}" -m 512 -smp 1 \
     -nographic -boot n "$@" \
     -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "$nic" \
-    -drive "file=$disk,if=virtio,format=raw,cache=unsafe" </dev/null >"$serial" 2>&1 &
+    -drive "$drv" -device "$blk" </dev/null >"$serial" 2>&1 &
   VMPID=$!
   track $VMPID
 }
@@ -267,9 +306,10 @@ scenario() {
   local id=""
   if [ "$kind" = task ]; then
     local body
-    body=$(jq -nc --arg mac "$mac" --arg host "e2e-$name" \
+    UD_MARKER="# lpmos-e2e-marker $name-$$-$RANDOM"
+    body=$(jq -nc --arg mac "$mac" --arg host "e2e-$name" --arg key "$SSH_KEY" --arg ud "#cloud-config"$'\n'"$UD_MARKER"$'\n' \
       '{region_id:"dc1", target_mac:$mac, os_type:"debian", os_version:"12", hostname:$host,
-        ssh_authorized_keys:["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eTestKey e2e@lpmos"]}')
+        ssh_authorized_keys:[$key], user_data:$ud}')
     id=$(api "$ns" POST /api/v1/tasks "$body" | jq -r .id) || { fail "create task"; return 1; }
     [ -n "$id" ] && [ "$id" != null ] || { fail "create task: no id"; return 1; }
     echo "task $id for $mac"
@@ -316,18 +356,44 @@ scenario() {
   wait_for 60 "the VM to reboot after the install" bash -c "! kill -0 $qpid 2>/dev/null" || { fail "VM still running after completion"; return 1; }
   grep -q "install complete" "$serial" || { fail "no 'install complete' on the console"; return 1; }
 
-  # The next boot goes to local disk: the script says exit, and iPXE does.
+  # the agent's log on the console: the boot entry it registered (UEFI) or
+  # why it registered none (BIOS)
+  local boot_msg; boot_msg=$(grep -a 'msg="UEFI boot entry' "$serial" | tail -1 | tr -d '\r')
+  echo "agent: $boot_msg"
+  if [ "$fw" = bios ]; then
+    [[ $boot_msg == *"booted through BIOS"* ]] || { fail "the agent did not log skipping the UEFI boot entry under BIOS"; return 1; }
+  else
+    [[ $boot_msg == *'msg="UEFI boot entry registered"'* ]] || { fail "the agent registered no UEFI boot entry"; return 1; }
+  fi
+
+  # The next boot: PXE first, lpmos answers "exit 1", the firmware moves on
+  # to the disk, and the installed OS comes up with the task's settings.
   local script; script=$(ip netns exec "$NSP-$ns" curl -sS -m 5 "http://127.0.0.1:8081/boot/$mac.ipxe")
-  grep -qx exit <<<"$script" || { fail "iPXE script after completion is not 'exit':"$'\n'"$script"; return 1; }
+  grep -qx "exit 1" <<<"$script" || { fail "iPXE script after completion is not 'exit 1':"$'\n'"$script"; return 1; }
+  check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
   local tr; tr=$(now)
-  vm "$name" "$fw" "$ns" "$mac" "$tap" "$disk" "$d/serial2.log"
+  vm "$name" "$fw" "$ns" "$mac" "$tap" "$disk" "$d/serial2.log" -no-reboot
   local q2=$VMPID
   wait_for 120 "iPXE to leave for local disk on the second boot" grep -q "nothing to install, booting from local disk" "$d/serial2.log" ||
     { serial=$d/serial2.log fail "second boot"; return 1; }
   TIMING "$name" "second boot -> iPXE exit to local disk" "$tr"
-  kill "$q2" 2>/dev/null; wait "$q2" 2>/dev/null || true
+  local up="LPMOS-OS-UP hostname=e2e-$name key=$SSH_KEY userdata=$UD_MARKER root="
+  # UEFI: OVMF tries each IPv4 boot option of the NIC (PXE, HTTP; lpmos
+  # answers "exit 1" to each) before the disk's.
+  wait_for 240 "the installed OS to print its seed" grep -aqF "$up" "$d/serial2.log" ||
+    { serial=$d/serial2.log fail "the installed OS did not come up with the task's hostname, key and user_data (want: $up)"; return 1; }
+  TIMING "$name" "second boot -> installed OS up" "$tr"
+  grep -a "LPMOS-OS-" "$d/serial2.log" | tr -d '\r'
+  if [ "$fw" = bios ]; then
+    grep -aq "LPMOS-OS-BOOT firmware=bios" "$d/serial2.log" || { serial=$d/serial2.log fail "the installed OS did not boot through BIOS"; return 1; }
+  else
+    # the entry the firmware booted (BootCurrent) is the one the agent made
+    grep -aq "LPMOS-OS-BOOT firmware=uefi BootCurrent=[0-9A-F]* BootOrder=[0-9A-F,]* desc=lpmos: debian 12" "$d/serial2.log" ||
+      { serial=$d/serial2.log fail "the installed OS did not boot through the lpmos UEFI boot entry"; return 1; }
+  fi
+  wait_for 60 "the installed OS to power off" bash -c "! kill -0 $q2 2>/dev/null" || kill "$q2" 2>/dev/null
+  wait "$q2" 2>/dev/null || true
 
-  check_disk "$disk" "e2e-$name" "$id" || { fail "disk contents"; return 1; }
   TIMING "$name" "whole scenario" "$t_scenario"
   echo "PASS [$name]"
 }
@@ -349,26 +415,40 @@ check_hw() {
   jq -e --arg mac "$mac" '[.nics[] | select(.mac == $mac)] | length == 1' <<<"$hw" >/dev/null || { echo "no NIC with MAC $mac"; return 1; }
 }
 
-# check_disk DISK HOSTNAME TASK: the image is on the disk (the bytes before
-# the partition, the ext4 content) and the NoCloud seed is in its root.
+# check_disk DISK HOSTNAME TASK FIRMWARE: the image is on the disk (the
+# boot code, the partition array, the root file system's content), the
+# NoCloud seed is in its root, and under UEFI the agent added the
+# removable fallback \EFI\BOOT\BOOTX64.EFI next to \EFI\lpmos\grubx64.efi.
 check_disk() {
-  local disk=$1 host=$2 task=$3
-  cmp -n 446 "$IMG" "$disk" || { echo "MBR boot code differs from the image"; return 1; }
-  # LBA 2 up to the partition: the GPT partition array and the gap (the
-  # headers themselves change: the backup GPT moves to the disk's end).
-  cmp -i $((2 * 512)) -n $(((PART_START - 2) * 512)) "$IMG" "$disk" || { echo "GPT partition array differs from the image"; return 1; }
+  local disk=$1 host=$2 task=$3 fw=$4
+  cmp -n 440 "$IMG" "$disk" || { echo "MBR boot code differs from the image"; return 1; }
+  # LBA 2 up to the first partition: the GPT partition array and the gap
+  # (the headers themselves change: the backup GPT moves to the disk's end).
+  cmp -i $((2 * 512)) -n $(((FIRST_LBA - 2) * 512)) "$IMG" "$disk" || { echo "GPT partition array or BIOS boot partition differs from the image"; return 1; }
   [ "$(dd if="$disk" bs=512 skip=1 count=1 status=none | head -c 8)" = "EFI PART" ] || { echo "no primary GPT header"; return 1; }
   local part; part=$(mktemp -p "$W" part.XXXX)
-  dd if="$disk" of="$part" bs=512 skip=$PART_START count=$PART_SECTORS status=none
+  dd if="$disk" of="$part" bs=512 skip="$ROOT_START" count="$ROOT_SECTORS" status=none
   local marker meta
   marker=$(debugfs -R "cat /root/e2e-marker" "$part" 2>/dev/null)
-  [ "$marker" = "written by e2e/pxe.sh $$" ] || { echo "image content missing on the disk (/root/e2e-marker = '$marker')"; rm -f "$part"; return 1; }
+  [ "$marker" = "$IMG_MARKER" ] || { echo "image content missing on the disk (/root/e2e-marker = '$marker')"; rm -f "$part"; return 1; }
   meta=$(debugfs -R "cat /var/lib/cloud/seed/nocloud/meta-data" "$part" 2>/dev/null)
   rm -f "$part"
   echo "meta-data: $(tr '\n' ' ' <<<"$meta")"
   grep -q "local-hostname: \"$host\"" <<<"$meta" || { echo "NoCloud meta-data lacks local-hostname $host"; return 1; }
   grep -q "instance-id: \"$task\"" <<<"$meta" || { echo "NoCloud meta-data lacks instance-id $task"; return 1; }
+  local esp; esp=$(mdir -b -/ -i "$disk@@$((ESP_START * 512))" ::/EFI 2>&1 | tr '\n' ' ')
+  echo "ESP: $esp"
+  [[ $esp == *"/EFI/lpmos/grubx64.efi"* ]] || { echo "the ESP lost \\EFI\\lpmos\\grubx64.efi"; return 1; }
+  if [ "$fw" = bios ]; then
+    [[ $esp != *"/EFI/BOOT/"* ]] || { echo "a BIOS install changed the ESP"; return 1; }
+  else
+    [[ $esp == *"/EFI/BOOT/BOOTX64.EFI"* ]] || { echo "no removable fallback \\EFI\\BOOT\\BOOTX64.EFI on the ESP"; return 1; }
+    cmp -s <(mtype -i "$disk@@$((ESP_START * 512))" ::/EFI/lpmos/grubx64.efi) <(mtype -i "$disk@@$((ESP_START * 512))" ::/EFI/BOOT/BOOTX64.EFI) ||
+      { echo "\\EFI\\BOOT\\BOOTX64.EFI is not a copy of the loader"; return 1; }
+  fi
 }
+
+SSH_KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eTestKey e2e@lpmos"
 
 t=$(now)
 log "running: $MODES"

@@ -97,7 +97,7 @@ func TestBootHandlerScripts(t *testing.T) {
 			"kernel http://10.213.0.1:8081/boot/files/vmlinuz initrd=initrd ",
 			"initrd --name initrd http://10.213.0.1:8081/boot/files/initramfs.cpio.gz"}, nil},
 		{"/boot/52-54-00-AA-00-01.ipxe", 200, []string{"lpmos_task=" + testTask}, nil},
-		{"/boot/52:54:00:aa:00:02.ipxe", 200, []string{"#!ipxe\n", "\nexit\n"}, []string{"kernel"}},
+		{"/boot/52:54:00:aa:00:02.ipxe", 200, []string{"#!ipxe\n", "\nexit 1\n"}, []string{"kernel"}},
 		{"/boot/52:54:00:aa:00:03.ipxe", 200, []string{"lpmos_client=http://10.213.0.1:8081 lpmos_mac=${mac}"}, []string{"lpmos_task", "lpmos_token"}},
 		{"/boot/52:54:00:aa:00:04.ipxe", 500, nil, []string{"reboot;", "bad token"}},
 		{"/boot/52:54:00:aa:00:05.ipxe", 500, nil, []string{"etcd"}},

@@ -19,7 +19,7 @@ const (
 	// ActionDiscover boots the agent without a task: it reports its hardware
 	// and waits for one.
 	ActionDiscover Action = "discover"
-	// ActionLocal leaves iPXE (exit): the firmware boots the next device,
+	// ActionLocal leaves iPXE (exit 1): the firmware boots the next device,
 	// the local disk. A completed machine gets this, never a reinstall loop.
 	ActionLocal Action = "local"
 )
@@ -169,7 +169,12 @@ func RenderScript(s Script) (string, error) {
 	b.WriteString("#!ipxe\n")
 	if s.Action == ActionLocal {
 		b.WriteString("echo lpmos: nothing to install, booting from local disk\n")
-		b.WriteString("exit\n")
+		// exit with a failure status: edk2 (OVMF, most UEFI servers)
+		// treats a boot option that returns success as "show the boot
+		// menu" and never tries the next option; a failure makes it move
+		// on to the next boot option, the installed disk. SeaBIOS moves on
+		// either way. e2e/pxe.sh proves both in real firmware.
+		b.WriteString("exit 1\n")
 		return b.String(), nil
 	}
 	args := []string{

@@ -59,7 +59,7 @@ reboot
 		{
 			name: "local disk",
 			in:   Script{Decision: Decision{Action: ActionLocal}},
-			want: "#!ipxe\necho lpmos: nothing to install, booting from local disk\nexit\n",
+			want: "#!ipxe\necho lpmos: nothing to install, booting from local disk\nexit 1\n",
 		},
 	}
 	for _, tt := range tests {

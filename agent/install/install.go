@@ -58,6 +58,10 @@ type Options struct {
 	IdleTimeout      time.Duration // a download delivering nothing this long is retried; default 60s
 	ProgressInterval time.Duration // minimum time between progress reports within a stage; default 1s
 	MountDir         string        // where to mount the root fs for the seed; default a temp dir
+	// EFIVarsDir is the efivarfs to register the UEFI boot entry in; default
+	// /sys/firmware/efi/efivars when the machine booted UEFI and the disk is
+	// a block device (see makeUEFIBootable). Tests point it at a directory.
+	EFIVarsDir string
 }
 
 // Install writes spec's image to o.Disk and configures it. It returns nil
@@ -227,6 +231,11 @@ func (in *installer) run(ctx context.Context) (err error) {
 	msg, parts, err := in.configure(t)
 	if err != nil {
 		return err
+	}
+	if bmsg, err := in.makeUEFIBootable(t); err != nil {
+		return err
+	} else if bmsg != "" {
+		msg += "; " + bmsg
 	}
 	return in.stage(ctx, Progress{Stage: wire.StageConfiguring, Percentage: 100, Message: msg, Partitions: parts})
 }

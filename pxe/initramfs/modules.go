@@ -37,6 +37,11 @@ var DefaultModules = []string{
 	// drivers are soft dependencies, not in modules.dep: crc32c (the
 	// default) must be there for the mount to work.
 	"btrfs", "crc32c_generic", "crc32c_intel", "xxhash_generic",
+	// the EFI system partition (vfat with its default codepage 437 and
+	// iocharset ascii; utf8 for mounts that ask for it) and efivarfs, for
+	// registering the UEFI boot entry of an install (Debian's cloud kernel
+	// builds them all as modules)
+	"vfat", "nls_cp437", "nls_ascii", "nls_utf8", "efivarfs",
 }
 
 // modName is the kernel's name of a module file or a depends= entry:
