@@ -324,6 +324,19 @@ scenario() {
     wait_for 240 "the discovered machine's hardware in /api/v1/machines" has_hw || { fail "discovery"; return 1; }
     TIMING "$name" "qemu start -> hardware in API" "$tq"
     check_hw "$(machine | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
+    # An operator creates a task for the discovered machine: its running
+    # agent picks it up without a reboot (the discovery session hands it
+    # over), with the hardware already known, and the machine leaves the
+    # Discovered list.
+    local td body; td=$(now)
+    body=$(jq -nc --arg mac "$mac" '{region_id:"dc1", target_mac:$mac, os_type:"debian", os_version:"12", hostname:"e2e-picked-up"}')
+    id=$(api "$ns" POST /api/v1/tasks "$body" | jq -r .id) || { fail "create task for the discovered machine"; return 1; }
+    picked() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status == "pending_approval" and (.hardware.nics | length > 0)'; }
+    wait_for 90 "the discovered machine's agent to pick up task $id" picked || { fail "pick-up without reboot"; return 1; }
+    TIMING "$name" "task created -> picked up by the running agent (pending_approval)" "$td"
+    [ -z "$(machine 2>/dev/null)" ] || { fail "the machine is still listed as discovered after the pick-up"; return 1; }
+    kill -0 "$qpid" 2>/dev/null || { fail "the VM is gone: the pick-up needed a reboot"; return 1; }
+    grep -q "task handed over to this agent" "$serial" || { fail "the agent's console does not show the hand-over"; return 1; }
     kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null || true
     TIMING "$name" "whole scenario" "$t_scenario"
     echo "PASS [$name]"
