@@ -19,11 +19,14 @@ func TestInstallRelatedServeFlags(t *testing.T) {
 		env         map[string]string
 		wantConsole string
 		wantAll     bool
+		wantArgs    string
 	}{
 		{name: "defaults", wantConsole: "ttyS0,115200", wantAll: true},
 		{name: "flags", args: []string{"--serial-console=ttyS1,57600n8", "--dhcp-answer-all=false"}, wantConsole: "ttyS1,57600n8"},
 		{name: "env", env: map[string]string{"LPMOS_SERIAL_CONSOLE": "ttyAMA0,115200", "LPMOS_DHCP_ANSWER_ALL": "false"}, wantConsole: "ttyAMA0,115200"},
 		{name: "flag beats env", args: []string{"--dhcp-answer-all=true"}, env: map[string]string{"LPMOS_DHCP_ANSWER_ALL": "false"}, wantConsole: "ttyS0,115200", wantAll: true},
+		{name: "agent kernel args", args: []string{"--agent-kernel-args", "no_timer_check  lpmos_x=1"}, wantConsole: "ttyS0,115200", wantAll: true, wantArgs: "no_timer_check|lpmos_x=1"},
+		{name: "agent kernel args from env", env: map[string]string{"LPMOS_AGENT_KERNEL_ARGS": "noapic"}, wantConsole: "ttyS0,115200", wantAll: true, wantArgs: "noapic"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,6 +41,9 @@ func TestInstallRelatedServeFlags(t *testing.T) {
 			}
 			if err := applyEnv(cmd.Flags()); err != nil {
 				t.Fatal(err)
+			}
+			if got := strings.Join(strings.Fields(o.regional.kernelArgs), "|"); got != tt.wantArgs {
+				t.Errorf("agent kernel args %q, want %q", got, tt.wantArgs)
 			}
 			if o.regional.serialConsole != tt.wantConsole {
 				t.Errorf("serial console %q, want %q", o.regional.serialConsole, tt.wantConsole)

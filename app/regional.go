@@ -45,6 +45,7 @@ type regionalOptions struct {
 	leaseTime       time.Duration
 
 	serialConsole string // agent kernel line console=<value>
+	kernelArgs    string // more agent kernel line arguments, space separated
 	dhcpAnswerAll bool   // full DHCP: also answer non-PXE clients
 }
 
@@ -72,6 +73,7 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 	f.StringSliceVar(&o.dns, "dhcp-dns", nil, "full DHCP mode: DNS servers (option 6)")
 	f.DurationVar(&o.leaseTime, "dhcp-lease-time", time.Hour, "full DHCP mode: lease time")
 	f.StringVar(&o.serialConsole, "serial-console", pxe.DefaultSerialConsole, "serial console of the agent's kernel line (console=<value>): port and speed, e.g. ttyS1,115200n8")
+	f.StringVar(&o.kernelArgs, "agent-kernel-args", "", `more arguments for the agent's kernel line, space separated (e.g. "no_timer_check" for VMs on a busy host); each [A-Za-z0-9_.,:/=+@-]`)
 	f.BoolVar(&o.dhcpAnswerAll, "dhcp-answer-all", true, "full DHCP mode: also give addresses to clients that are not PXE booting (the installed OS); false answers PXE clients only")
 }
 
@@ -125,7 +127,8 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		Logger:          log,
 		Images:          images,
 
-		SerialConsole: ro.serialConsole,
+		SerialConsole:   ro.serialConsole,
+		ExtraKernelArgs: strings.Fields(ro.kernelArgs),
 	})
 	if err != nil {
 		return fmt.Errorf("region %s: %w", o.regionID, err)

@@ -141,7 +141,7 @@ if [ "$grub_platform" = pc ]; then
 fi
 menuentry "lpmos e2e test OS" {
   echo "lpmos-os grub ($grub_platform): loading the kernel"
-  linux /boot/vmlinuz root=LABEL=lpmos-root ro console=ttyS0,115200 panic=-1
+  linux /boot/vmlinuz root=LABEL=lpmos-root ro console=ttyS0,115200 panic=-1 no_timer_check
   initrd /boot/initrd.img
 }
 EOF
