@@ -99,7 +99,9 @@ func TestPinnedClient(t *testing.T) {
 		{name: "certificate for another host", serve: wrongHost, wantErr: "127.0.0.1",
 			pin: func(u string) (string, string) { return pinOf(wrongHost.ca.Raw), u }},
 		{name: "plain http with a pin", serve: good, wantErr: "not https",
-			pin: func(u string) (string, string) { return pinOf(good.ca.Raw), strings.Replace(u, "https://", "http://", 1) }},
+			pin: func(u string) (string, string) {
+				return pinOf(good.ca.Raw), strings.Replace(u, "https://", "http://", 1)
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
