@@ -36,6 +36,7 @@ package agentapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -129,6 +130,16 @@ type Config struct {
 	// WrapListener, when set, wraps the agent API's listener (the
 	// connection caps of internal/netlimit).
 	WrapListener func(net.Listener) net.Listener
+	// TLSCert, when set, serves the agent API and images over TLS on Addr
+	// (agentapi/tls.go): its chain must include the CA, PublicURL must be
+	// https and CAPin the CA's hex sha256 (put on the kernel line as
+	// lpmos_ca=sha256:<CAPin>). Plain HTTP on the same port then only
+	// serves /boot/* (iPXE) and /healthz. Nil: everything plain HTTP.
+	TLSCert *tls.Certificate
+	CAPin   string
+	// BootURL is the plain-HTTP base URL iPXE fetches kernel and initramfs
+	// from; default PublicURL with the http scheme.
+	BootURL string
 }
 
 // Service names reported by State.
@@ -184,6 +195,9 @@ func New(cfg Config) (*Region, error) {
 	if cfg.PublicURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("agentapi: PublicURL %q: want the base URL agents reach this API at, like http://10.55.0.1:8081", cfg.PublicURL)
 	}
+	if err := checkTLS(&cfg); err != nil {
+		return nil, err
+	}
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = DefaultStallAfter
 	}
@@ -233,7 +247,8 @@ func New(cfg Config) (*Region, error) {
 		boot, err = pxe.NewBootHandler(pxe.BootConfig{
 			Decider:   r,
 			AgentURL:  cfg.PublicURL,
-			BaseURL:   cfg.PublicURL,
+			BaseURL:   cfg.BootURL,
+			CAPin:     cfg.CAPin,
 			BootDir:   cfg.BootDir,
 			Kernel:    cfg.KernelName,
 			Initrd:    cfg.InitrdName,
@@ -248,6 +263,9 @@ func New(cfg Config) (*Region, error) {
 		r.services[ServiceBootHTTP] = ServiceState{State: StateRunning, Since: now}
 	}
 	r.handler = r.routes(boot)
+	if cfg.TLSCert != nil {
+		r.handler = r.requireTLS(r.handler)
+	}
 	return r, nil
 }
 
@@ -392,6 +410,12 @@ func (r *Region) serve(ctx context.Context) {
 	if r.cfg.WrapListener != nil {
 		ln = r.cfg.WrapListener(ln)
 	}
+	if r.cfg.TLSCert != nil {
+		ln = newSniffListener(ln, &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{*r.cfg.TLSCert},
+		}, r.log)
+	}
 	srv := &http.Server{
 		Handler:           r.handler,
 		ReadHeaderTimeout: ReadHeaderTimeout,
@@ -403,7 +427,7 @@ func (r *Region) serve(ctx context.Context) {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	r.setState(ServiceAgentAPI, StateRunning, nil)
-	r.log.Info("agent API listening", "addr", ln.Addr().String())
+	r.log.Info("agent API listening", "addr", ln.Addr().String(), "tls", r.cfg.TLSCert != nil)
 	select {
 	case err := <-errc:
 		r.setState(ServiceAgentAPI, StateFailed, err)

@@ -47,6 +47,9 @@ type regionalOptions struct {
 	serialConsole string // agent kernel line console=<value>
 	kernelArgs    string // more agent kernel line arguments, space separated
 	dhcpAnswerAll bool   // full DHCP: also answer non-PXE clients
+
+	agentTLS string // on|off: agent API and images over HTTPS (app/agenttls.go)
+	apiBind  string // interface address the agent API listens on; empty: all
 }
 
 func (o *regionalOptions) addFlags(cmd *cobra.Command) {
@@ -74,6 +77,8 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 	f.DurationVar(&o.leaseTime, "dhcp-lease-time", time.Hour, "full DHCP mode: lease time")
 	f.StringVar(&o.serialConsole, "serial-console", pxe.DefaultSerialConsole, "serial console of the agent's kernel line (console=<value>): port and speed, e.g. ttyS1,115200n8")
 	f.StringVar(&o.kernelArgs, "agent-kernel-args", "", `more arguments for the agent's kernel line, space separated (e.g. "no_timer_check" for VMs on a busy host); each [A-Za-z0-9_.,:/=+@-]`)
+	f.StringVar(&o.agentTLS, "agent-tls", "on", "on: agents call the API and download images over HTTPS (certificate from the cluster CA, pinned on the kernel line as lpmos_ca); iPXE's /boot/* stays plain HTTP on the same port. off: everything plain HTTP (a lab's explicit choice)")
+	f.StringVar(&o.apiBind, "api-bind", "", "IP address the agent API (--api-port) listens on (default: all interfaces)")
 	f.BoolVar(&o.dhcpAnswerAll, "dhcp-answer-all", true, "full DHCP mode: also give addresses to clients that are not PXE booting (the installed OS); false answers PXE clients only")
 }
 
@@ -90,9 +95,31 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	if err != nil {
 		return err
 	}
+	agentTLS, err := ro.agentTLSOn()
+	if err != nil {
+		return err
+	}
+	apiAddr, err := ro.apiListenAddr(o.apiPort)
+	if err != nil {
+		return err
+	}
 	publicURL := ro.publicURL
+	if agentTLS && strings.HasPrefix(publicURL, "http://") {
+		return fmt.Errorf("--public-url %q: the agent API serves HTTPS (--agent-tls=on), so use https://; or pass --agent-tls=off", publicURL)
+	}
 	if publicURL == "" {
-		publicURL = fmt.Sprintf("http://%s", net.JoinHostPort(ip.String(), fmt.Sprint(o.apiPort)))
+		scheme := "http"
+		if agentTLS {
+			scheme = "https"
+		}
+		publicURL = fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(ip.String(), fmt.Sprint(o.apiPort)))
+	}
+	var tlsCfg agentTLSConfig
+	if agentTLS {
+		if tlsCfg, err = issueAgentTLS(ctx, st, o.name, ip, publicURL); err != nil {
+			return err
+		}
+		log.Info("agent API on HTTPS", "ca_pin", "sha256:"+tlsCfg.pin, "sans", tlsCfg.hosts)
 	}
 	bootDir := ro.bootDir
 	if bootDir == "" {
@@ -115,7 +142,9 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		AgentBurst:      o.limits.agentBurst,
 		MaxDiscovered:   o.limits.maxDiscovered,
 		WrapListener:    wrap,
-		Addr:            fmt.Sprintf(":%d", o.apiPort),
+		Addr:            apiAddr,
+		TLSCert:         tlsCfg.cert,
+		CAPin:           tlsCfg.pin,
 		PublicURL:       publicURL,
 		BootDir:         bootDir,
 		KernelName:      ro.kernel,

@@ -372,6 +372,10 @@ scenario() {
   # The agent reboots when done; with -no-reboot qemu exits.
   wait_for 60 "the VM to reboot after the install" bash -c "! kill -0 $qpid 2>/dev/null" || { fail "VM still running after completion"; return 1; }
   grep -q "install complete" "$serial" || { fail "no 'install complete' on the console"; return 1; }
+  # The agent talked HTTPS to the region, pinning the cluster CA from its kernel line.
+  grep -aq "lpmos_client=https://[^ ]* lpmos_ca=sha256:[0-9a-f]\{64\}" "$serial" ||
+    { fail "the agent's kernel line lacks lpmos_client=https://... lpmos_ca=sha256:<hex>"; return 1; }
+  echo "agent kernel line: $(grep -ao 'lpmos_client=https://[^ ]* lpmos_ca=sha256:[0-9a-f]*' "$serial" | head -1)"
 
   # the agent's log on the console: the boot entry it registered (UEFI) or
   # why it registered none (BIOS)

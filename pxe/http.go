@@ -78,6 +78,9 @@ type BootConfig struct {
 	IPXEFiles fs.FS
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// CAPin is the hex sha256 of the CA the agent pins for AgentURL
+	// (https); empty: no lpmos_ca on the kernel line.
+	CAPin string
 }
 
 type bootHandler struct {
@@ -145,6 +148,7 @@ func (h *bootHandler) script(d Decision) (string, error) {
 		KernelURL: h.cfg.BaseURL + FilePath(h.cfg.Kernel),
 		InitrdURL: h.cfg.BaseURL + FilePath(h.cfg.Initrd),
 		ExtraArgs: h.cfg.ExtraArgs,
+		CAPin:     h.cfg.CAPin,
 
 		SerialConsole: h.cfg.SerialConsole,
 	})

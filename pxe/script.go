@@ -46,6 +46,10 @@ type Script struct {
 	// SerialConsole is the serial console=<value> of the agent's kernel
 	// line, e.g. ttyS1,115200n8; default DefaultSerialConsole.
 	SerialConsole string
+	// CAPin, when set, is the hex sha256 of the cluster CA certificate's
+	// DER: the kernel line carries lpmos_ca=sha256:<CAPin> and the agent
+	// trusts only that CA for AgentURL (https).
+	CAPin string
 }
 
 // DefaultSerialConsole is the agent's serial console: the first port at
@@ -137,6 +141,14 @@ func (s *Script) validate() error {
 			return err
 		}
 	}
+	if s.CAPin != "" {
+		if len(s.CAPin) != 64 || !only(s.CAPin, lowerHex, 64) {
+			return fmt.Errorf("%w: CA pin %q (want 64 lowercase hex digits)", ErrInvalid, s.CAPin)
+		}
+		if !strings.HasPrefix(s.AgentURL, "https://") {
+			return fmt.Errorf("%w: a CA pin needs an https agent URL, not %q", ErrInvalid, s.AgentURL)
+		}
+	}
 	if s.SerialConsole != "" && !validArg(s.SerialConsole) {
 		return fmt.Errorf("%w: serial console %q (want e.g. ttyS0,115200)", ErrInvalid, s.SerialConsole)
 	}
@@ -180,6 +192,9 @@ func RenderScript(s Script) (string, error) {
 	args := []string{
 		"initrd=" + initrdName,
 		wire.ParamServer + "=" + s.AgentURL,
+	}
+	if s.CAPin != "" {
+		args = append(args, wire.ParamCA+"="+wire.CAPinPrefix+s.CAPin)
 	}
 	if s.Action == ActionInstall {
 		fmt.Fprintf(&b, "echo lpmos: booting the agent for task %s\n", s.TaskID)

@@ -57,6 +57,25 @@ reboot
 `,
 		},
 		{
+			name: "https agent with the CA pinned",
+			in: func() Script {
+				s := baseScript(Decision{Action: ActionDiscover})
+				s.AgentURL = "https://10.213.0.1:8081"
+				s.CAPin = strings.Repeat("ab", 32)
+				return s
+			}(),
+			want: `#!ipxe
+echo lpmos: booting the agent for discovery
+kernel http://10.213.0.1:8081/boot/files/vmlinuz initrd=initrd lpmos_client=https://10.213.0.1:8081 lpmos_ca=sha256:` + strings.Repeat("ab", 32) + ` lpmos_mac=${mac} ip=${ip}::${gateway}:${netmask}:::off console=tty0 console=ttyS0,115200 panic=-1 || goto lpmos_failed
+initrd --name initrd http://10.213.0.1:8081/boot/files/initramfs.cpio.gz || goto lpmos_failed
+boot || goto lpmos_failed
+:lpmos_failed
+echo lpmos: boot failed, rebooting in 10 s
+sleep 10
+reboot
+`,
+		},
+		{
 			name: "local disk",
 			in:   Script{Decision: Decision{Action: ActionLocal}},
 			want: "#!ipxe\necho lpmos: nothing to install, booting from local disk\nexit 1\n",
@@ -121,6 +140,10 @@ func TestRenderScriptRejectsInjection(t *testing.T) {
 		"kernel url backslash":     inst(func(s *Script) { s.KernelURL = `http://10.0.0.1/a\b` }),
 		"kernel url ampersand":     inst(func(s *Script) { s.KernelURL = "http://10.0.0.1/a&&shell" }),
 		"kernel url angle bracket": inst(func(s *Script) { s.KernelURL = "http://10.0.0.1/<x>" }),
+		"ca pin short":             inst(func(s *Script) { s.AgentURL, s.CAPin = "https://10.0.0.1", "abcd" }),
+		"ca pin uppercase":         inst(func(s *Script) { s.AgentURL, s.CAPin = "https://10.0.0.1", strings.Repeat("AB", 32) }),
+		"ca pin with space":        inst(func(s *Script) { s.AgentURL, s.CAPin = "https://10.0.0.1", strings.Repeat("ab", 31)+" a" }),
+		"ca pin on http agent url": inst(func(s *Script) { s.CAPin = strings.Repeat("ab", 32) }),
 	}
 	for name, s := range tests {
 		t.Run(name, func(t *testing.T) {

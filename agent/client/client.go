@@ -252,7 +252,9 @@ func (c *Client) once(ctx context.Context, token, method, path string, extra tim
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return true, fmt.Errorf("%s %s: %w", method, path, err)
+		// A certificate that does not chain to the pinned CA is not a
+		// passing network problem: retrying cannot fix it.
+		return !IsPin(err), fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {

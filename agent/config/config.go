@@ -30,6 +30,10 @@ type Config struct {
 	Disk      string // target block device or regular file; empty = demo (by hand) or auto (PID 1)
 	PowerOff  bool   // power off instead of rebooting at the end (PID 1 only)
 	IP        IP     // boot NIC addressing from ip=
+	// CAPin is lpmos_ca= (sha256:<hex of the CA certificate's DER>): the
+	// agent API is reached over HTTPS and its certificate must chain to
+	// that CA. Empty: no pinning (plain HTTP, a lab's explicit choice).
+	CAPin string
 
 	// Run-by-hand only.
 	HardwareJSON bool   // print the hardware report as JSON and exit
@@ -77,6 +81,8 @@ func ParseCmdline(cmdline string) (Config, error) {
 			cfg.MAC = val
 		case wire.ParamDisk:
 			cfg.Disk = val
+		case wire.ParamCA:
+			cfg.CAPin = val
 		case wire.ParamPowerOff:
 			cfg.PowerOff = val == "" || val == "1" || val == "true" || val == "yes"
 		case "BOOTIF":
@@ -241,6 +247,7 @@ func FromArgs(args []string, getenv func(string) string, output io.Writer) (Conf
 	fs.StringVar(&cfg.ServerURL, "server", server, "regional agent API base URL (env REGIONAL_CLIENT_URL)")
 	fs.StringVar(&cfg.TaskID, "task", getenv("LPMOS_TASK"), "task id (env LPMOS_TASK; optional, the approval names it)")
 	fs.StringVar(&cfg.Token, "token", getenv("LPMOS_TOKEN"), "boot token of the task (lpmos_token in its iPXE script), exchanged once for a session (env LPMOS_TOKEN)")
+	fs.StringVar(&cfg.CAPin, "ca-pin", getenv("LPMOS_CA_PIN"), "sha256:<hex> of the cluster CA certificate (lpmos_ca in the iPXE script): talk HTTPS to the server and trust only that CA (env LPMOS_CA_PIN)")
 	fs.StringVar(&cfg.MAC, "mac", "", "MAC address to report as (default: first NIC with a link)")
 	fs.StringVar(&cfg.Disk, "disk", "", "target disk: a block device or an existing regular file; without it nothing is written (demo)")
 	fs.BoolVar(&cfg.PowerOff, "poweroff", false, "power off instead of rebooting at the end (PID-1 mode only)")
@@ -265,6 +272,15 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("server URL %q: want http(s)://host[:port]", c.ServerURL)
 	}
 	c.ServerURL = strings.TrimRight(c.ServerURL, "/")
+	if c.CAPin != "" {
+		h, ok := strings.CutPrefix(c.CAPin, wire.CAPinPrefix)
+		if !ok || len(h) != 64 || strings.Trim(strings.ToLower(h), "0123456789abcdef") != "" {
+			return fmt.Errorf("%s=%s: want %s<64 hex digits> (the sha256 of the cluster CA certificate's DER)", wire.ParamCA, c.CAPin, wire.CAPinPrefix)
+		}
+		if u.Scheme != "https" {
+			return fmt.Errorf("server URL %q is not https but a CA is pinned (%s=): the pinned agent only talks HTTPS", c.ServerURL, wire.ParamCA)
+		}
+	}
 	if c.MAC != "" {
 		hw, err := net.ParseMAC(c.MAC)
 		if err != nil {

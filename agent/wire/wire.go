@@ -275,7 +275,13 @@ const (
 	// power off instead of reboot at the end ("1"), which qemu tests use.
 	ParamDisk     = "lpmos_disk"
 	ParamPowerOff = "lpmos_poweroff"
+	// ParamCA pins the cluster CA the agent API's HTTPS certificate must
+	// chain to: "sha256:" + the hex sha256 of the CA certificate's DER.
+	ParamCA = "lpmos_ca"
 )
+
+// CAPinPrefix starts every ParamCA value.
+const CAPinPrefix = "sha256:"
 
 // Agent API paths (on the regional --api-port).
 const (

@@ -67,7 +67,10 @@ func runByHand(args []string, getenv func(string) string, stdout, stderr io.Writ
 	if cfg.PowerOff {
 		log.Warn("--poweroff only applies when the agent runs as PID 1; ignored")
 	}
-	err = newRunner(cfg, log, ring, false).Run(ctx)
+	r, err := newRunner(cfg, log, ring, false)
+	if err == nil {
+		err = r.Run(ctx)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "lpmos-agent:", explain(err))
 		return 1
@@ -117,7 +120,11 @@ func runInit() {
 	}
 	// Failures after this point are reported to the server by the runner;
 	// a failed install keeps the agent up, waiting for a retry.
-	if err := newRunner(cfg, log, ring, true).Run(ctx); err != nil {
+	r, err := newRunner(cfg, log, ring, true)
+	if err != nil {
+		fatal(cfg, err)
+	}
+	if err := r.Run(ctx); err != nil {
 		if errors.As(err, new(*runner.BootAgainError)) {
 			// Only a new PXE boot brings a new boot token.
 			fmt.Fprintf(os.Stderr, "lpmos-agent: %v\nlpmos-agent: rebooting in 10 s\n", err)
@@ -139,9 +146,18 @@ func runInit() {
 	pid1.Halt()
 }
 
-func newRunner(cfg config.Config, log *slog.Logger, ring *logring.Ring, autoDisk bool) *runner.Runner {
+func newRunner(cfg config.Config, log *slog.Logger, ring *logring.Ring, autoDisk bool) (*runner.Runner, error) {
+	// With a pinned CA every call, the session exchange, and the image
+	// download go over HTTPS to a server whose certificate chains to it.
+	httpc := &http.Client{}
+	if cfg.CAPin != "" {
+		var err error
+		if httpc, err = client.PinnedHTTPClient(cfg.CAPin); err != nil {
+			return nil, err
+		}
+	}
 	return &runner.Runner{
-		API:       client.New(client.Options{BaseURL: cfg.ServerURL, Logger: log}),
+		API:       client.New(client.Options{BaseURL: cfg.ServerURL, Logger: log, HTTPClient: httpc}),
 		Log:       log,
 		Ring:      ring,
 		Hardware:  func() (wire.Hardware, error) { return hw.Collect(cfg.SysRoot) },
@@ -153,8 +169,8 @@ func newRunner(cfg config.Config, log *slog.Logger, ring *logring.Ring, autoDisk
 		// As PID 1 a failed install keeps the agent up: a retry of the
 		// task is picked up without anyone at the machine.
 		StayAfterFailure: autoDisk,
-		ImageClient:      &http.Client{},
-	}
+		ImageClient:      httpc,
+	}, nil
 }
 
 // explain adds what the operator can do about well-known failures.
@@ -162,6 +178,8 @@ func explain(err error) string {
 	switch {
 	case errors.As(err, new(*runner.BootAgainError)):
 		return err.Error() + " (by hand: fetch /boot/<mac>.ipxe from the agent API and run again with --token <its lpmos_token>)"
+	case client.IsPin(err):
+		return err.Error() + " (the region's certificate does not chain to the CA pinned on the kernel line: boot again from this cluster's region, or check lpmos_ca)"
 	case client.IsAuth(err):
 		return err.Error() + " (the server refused this agent's credentials: boot the machine again to get a fresh boot token)"
 	}
