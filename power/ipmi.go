@@ -78,7 +78,7 @@ func explainIPMI(ctx context.Context, err error, login bool) error {
 	}
 	msg := err.Error()
 	switch {
-	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "timeout") || strings.Contains(msg, "i/o timeout"):
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "timeout") || strings.Contains(msg, "connection refused") || strings.Contains(msg, "UDP exchange error") || strings.Contains(msg, "deadline"):
 		return fmt.Errorf("no answer (unreachable or not an IPMI BMC): %w", err)
 	case login && (strings.Contains(msg, "RAKP") || strings.Contains(strings.ToLower(msg), "unauthorized") || strings.Contains(strings.ToLower(msg), "invalid")):
 		return fmt.Errorf("login refused (wrong username or password?): %w", err)
