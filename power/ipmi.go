@@ -70,11 +70,17 @@ func connect(ctx context.Context, c *client.Client) error {
 	}
 }
 
+const refusedOverride = "boot device override refused"
+
 // explainIPMI turns library errors into what the BMC answered.
 func explainIPMI(ctx context.Context, err error, login bool) error {
 	var re *types.ResponseError
 	if errors.As(err, &re) {
-		return fmt.Errorf("the BMC answered completion code %#02x (%s)", uint8(re.CompletionCode()), re.CompletionCode().String())
+		e := fmt.Errorf("the BMC answered completion code %#02x (%s)", uint8(re.CompletionCode()), re.CompletionCode().String())
+		if strings.HasPrefix(err.Error(), refusedOverride) {
+			return fmt.Errorf("%s: %w", refusedOverride, e)
+		}
+		return e
 	}
 	msg := err.Error()
 	switch {
@@ -146,7 +152,7 @@ func (d *ipmiDriver) SetBootDevice(ctx context.Context, dev BootDevice, once boo
 	return d.session(ctx, "set boot device "+string(dev), func(ctx context.Context, c *client.Client) error {
 		err := c.SetBootDevice(ctx, sel, types.BIOSBootTypeLegacy, !once)
 		if err != nil {
-			return fmt.Errorf("boot device override refused: %w", err)
+			return fmt.Errorf("%s: %w", refusedOverride, err)
 		}
 		return nil
 	})

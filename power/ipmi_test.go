@@ -71,7 +71,11 @@ func needTools(t *testing.T) {
 
 // startSimBMC writes the lan config and .emu file (Debian's openipmi ships
 // no example configs) and starts ipmi_sim with a fresh state dir.
-func startSimBMC(t *testing.T) *simBMC {
+func startSimBMC(t *testing.T) *simBMC { return startSim(t, true) }
+
+// startSim starts ipmi_sim; without chassisControl the BMC has no power or
+// boot control behind it (it refuses boot device overrides).
+func startSim(t *testing.T, chassisControl bool) *simBMC {
 	t.Helper()
 	needTools(t)
 	dir := t.TempDir()
@@ -91,6 +95,9 @@ set_working_mc 0x20
   chassis_control "%s 0x20"
   user 2 true "%s" "%s" admin 10 none md2 md5 straight
 `, b.port, cc, b.user, b.pass)
+	if !chassisControl {
+		lan = strings.Replace(lan, "  chassis_control", "  # chassis_control", 1)
+	}
 	emu := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n"
 	for name, body := range map[string]string{"lan.conf": lan, "bmc.emu": emu, "chassis_control": chassisControlScript} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o700); err != nil {
@@ -267,6 +274,24 @@ func TestIPMIErrors(t *testing.T) {
 			t.Error("the machine was powered on with a wrong password")
 		}
 		t.Logf("wrong password: %v", err)
+	})
+
+	t.Run("boot override refused", func(t *testing.T) {
+		bare := startSim(t, false)
+		d, err := New(bare.bmc())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.SetBootDevice(ctx, PXE, true)
+		if err == nil {
+			t.Fatal("want an error from a BMC that refuses the override")
+		}
+		for _, s := range []string{"ipmi BMC 127.0.0.1:" + strconv.Itoa(bare.port), "set boot device pxe", "boot device override refused", "completion code"} {
+			if !strings.Contains(err.Error(), s) {
+				t.Errorf("error %q lacks %q", err, s)
+			}
+		}
+		t.Logf("refused: %v", err)
 	})
 
 	t.Run("unreachable is bounded", func(t *testing.T) {
