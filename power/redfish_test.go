@@ -334,3 +334,43 @@ func boot(dev BootDevice, once bool) func(context.Context, Driver) (State, error
 func withSystem(id string) func(BMC) BMC {
 	return func(b BMC) BMC { b.SystemID = id; return b }
 }
+
+func TestRedfishTLSPolicy(t *testing.T) {
+	f := newFakeRedfish()
+	srv := httptest.NewTLSServer(f) // a self-signed certificate, like most BMCs
+	defer srv.Close()
+	tests := []struct {
+		name     string
+		insecure bool
+		errHas   string
+	}{
+		{name: "verified by default", insecure: false, errHas: "certificate"},
+		{name: "InsecureTLS accepts a self-signed BMC", insecure: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := New(BMC{Protocol: Redfish, Address: srv.URL, Username: f.user, Password: f.pass, InsecureTLS: tc.insecure, Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := d.Status(context.Background())
+			if tc.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+					t.Fatalf("error %v, want one with %q", err, tc.errHas)
+				}
+				return
+			}
+			if err != nil || st != Off {
+				t.Fatalf("status %q, %v; want off", st, err)
+			}
+		})
+	}
+	// The address without a scheme means https on the given port.
+	d, err := New(BMC{Protocol: Redfish, Address: strings.TrimPrefix(srv.URL, "https://"), Username: f.user, Password: f.pass, InsecureTLS: true, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := d.Status(context.Background()); err != nil || st != Off {
+		t.Fatalf("host:port address: status %q, %v", st, err)
+	}
+}
