@@ -8,10 +8,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/lpmos/lpmos/power"
+	"github.com/lpmos/lpmos/power/ipmisim"
 )
 
 func TestParseBMCURL(t *testing.T) {
@@ -170,5 +172,57 @@ func TestPowerCLI(t *testing.T) {
 				t.Errorf("BMC actions %v, want %v", *actions, tc.actions)
 			}
 		})
+	}
+}
+
+// TestPowerCLIIPMI runs lpmos power against a real IPMI BMC (ipmi_sim).
+func TestPowerCLIIPMI(t *testing.T) {
+	sim := ipmisim.Start(t, true)
+	t.Setenv(bmcPasswordEnv, sim.Pass)
+	bmc := "ipmi://" + sim.User + "@127.0.0.1:" + strconv.Itoa(sim.Port)
+	run := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		root := NewRoot("test", &out, &errOut)
+		root.SetArgs(append([]string{"power"}, append(args, "--bmc", bmc)...))
+		err := root.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+	steps := []struct {
+		cmd    string
+		out    string
+		record string // file in the chassis_control dir
+		want   string
+	}{
+		{cmd: "status", out: "off\n"},
+		{cmd: "pxe", out: "next boot from PXE", record: "boot", want: "pxe"},
+		{cmd: "on", out: "powered on", record: "power", want: "1"},
+		{cmd: "status", out: "on\n"},
+		{cmd: "off", out: "powered off", record: "power", want: "0"},
+		{cmd: "disk", out: "next boot from disk", record: "boot", want: "default"},
+	}
+	for _, s := range steps {
+		out, err := run(s.cmd)
+		if err != nil {
+			t.Fatalf("lpmos power %s: %v", s.cmd, err)
+		}
+		if !strings.Contains(out, s.out) {
+			t.Fatalf("lpmos power %s: output %q, want %q", s.cmd, out, s.out)
+		}
+		if s.record != "" {
+			if got := sim.Record(s.record); got != s.want {
+				t.Fatalf("after lpmos power %s: chassis_control %s=%q, want %q", s.cmd, s.record, got, s.want)
+			}
+		}
+	}
+	if out, err := sim.Ipmitool("power", "status"); err != nil || !strings.Contains(out, "Chassis Power is off") {
+		t.Fatalf("ipmitool power status: %v %s", err, out)
+	}
+	t.Setenv(bmcPasswordEnv, "wrong-pw-123")
+	_, err := run("on")
+	if err == nil || !strings.Contains(err.Error(), "login refused") || strings.Contains(err.Error(), "wrong-pw-123") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if got := sim.Record("power"); got != "0" {
+		t.Fatalf("powered on with a wrong password: %q", got)
 	}
 }
