@@ -43,7 +43,8 @@ func (d *ipmiDriver) session(ctx context.Context, what string, fn func(context.C
 		// the cipher suite discovery some BMCs answer slowly.
 		WithCipherSuiteID(types.CipherSuiteID3).
 		WithMaxPrivilegeLevel(types.PrivilegeLevelAdministrator)
-	if err := connect(ctx, c); err != nil {
+	// go-ipmi honours ctx on every UDP exchange, so this is bounded too.
+	if err := c.Connect(ctx); err != nil {
 		return fmt.Errorf("%s: %s: %w", d.bmc, what, explainIPMI(ctx, err, true))
 	}
 	defer func() {
@@ -55,19 +56,6 @@ func (d *ipmiDriver) session(ctx context.Context, what string, fn func(context.C
 		return fmt.Errorf("%s: %s: %w", d.bmc, what, explainIPMI(ctx, err, false))
 	}
 	return nil
-}
-
-// connect runs c.Connect but returns when ctx ends even if the library
-// does not watch ctx everywhere.
-func connect(ctx context.Context, c *client.Client) error {
-	done := make(chan error, 1)
-	go func() { done <- c.Connect(ctx) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 const refusedOverride = "boot device override refused"
