@@ -70,6 +70,7 @@ LPMOS_DATA_DIR, --listen-addr is LPMOS_LISTEN_ADDR, and so on.`,
 		newInitramfsCmd(),
 		newVersionCmd(version),
 		newJoinCmd(version), newTokenCmd(), newMemberCmd(), newLeaveCmd(),
+		newPowerCmd(),
 	)
 	return root
 }
