@@ -57,6 +57,9 @@ func serveArgs(t testing.TB, dataDir string) (args []string, url string, ports [
 		"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", dhcp),
 		"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", pxe),
 		"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", tftp),
+		// Most tests are about something else: plain HTTP keeps them short.
+		// https_test.go runs the default (HTTPS) control plane.
+		"--tls=off",
 	}, fmt.Sprintf("http://127.0.0.1:%d", cp), []int{cp, api, ec, ep}
 }
 
