@@ -187,3 +187,66 @@ func (p *lpmosProc) cliIn(t *testing.T, dataDir string, args ...string) (string,
 	t.Helper()
 	return (&lpmosProc{url: p.url, dataDir: dataDir}).cli(t, args...)
 }
+
+// waitHTTPS polls url/api/v1/health over HTTPS, trusting the CA in caFile
+// once it exists, until it answers 200.
+func waitHTTPS(t *testing.T, url, caFile string, within time.Duration) *x509.CertPool {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		data, err := os.ReadFile(caFile)
+		if err == nil {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(data)
+			hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+			resp, err := hc.Get(url + "/api/v1/health")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return pool
+				}
+			}
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s not healthy over HTTPS within %s: %v", url, within, last)
+	return nil
+}
+
+// TestJoinedMemberServesHTTPS: a member that joined an HTTPS cluster (the
+// join URL is https) serves its own control plane over HTTPS with a
+// certificate from the same cluster CA, so the CA file of the first member
+// verifies both, and the CLI on the joined node works without a flag.
+func TestJoinedMemberServesHTTPS(t *testing.T) {
+	nodes := []*clusterNode{newClusterNode(t, "m1"), newClusterNode(t, "m2")}
+	for _, n := range nodes {
+		n.flags = slices.DeleteFunc(n.flags, func(a string) bool { return a == "--tls=off" })
+		n.url = strings.Replace(n.url, "http://127.0.0.1", "https://localhost", 1)
+	}
+	m1, m2 := nodes[0], nodes[1]
+	m1.run(t, "serve")
+	ca1 := filepath.Join(m1.dataDir, "pki", "ca.crt")
+	waitHTTPS(t, m1.url, ca1, 30*time.Second)
+	tok := joinToken(t, m1)
+	m2.run(t, "join", m1.url, "--token", tok, "--name", "m2", "--region-id", "dc2")
+	waitHTTPS(t, m2.url, ca1, 40*time.Second)
+	if !pkiSame(t, ca1, filepath.Join(m2.dataDir, "pki", "ca.crt")) {
+		t.Fatal("the joined member's pki/ca.crt is not the cluster CA")
+	}
+	admin := m1.token(t)
+	if out, errOut, err := cliIn("task", "list", "-o", "json", "--server", m2.url, "--data-dir", m2.dataDir, "--token", admin); err != nil {
+		t.Fatalf("CLI on the joined node: %v %s %s", err, out, errOut)
+	}
+}
+
+func pkiSame(t *testing.T, a, b string) bool {
+	t.Helper()
+	da, err1 := os.ReadFile(a)
+	db, err2 := os.ReadFile(b)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("read CA files: %v %v", err1, err2)
+	}
+	return bytes.Equal(bytes.TrimSpace(da), bytes.TrimSpace(db))
+}
