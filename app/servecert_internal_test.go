@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,4 +136,30 @@ func TestServingCertRenewsWithoutRestart(t *testing.T) {
 			t.Error("a certificate of another CA was kept")
 		}
 	})
+}
+
+// TestLocalCAForExternalEtcd: with an external etcd (no cluster CA) serve
+// creates a CA of its own in <data-dir>/pki once (key 0600) and reuses it.
+func TestLocalCAForExternalEtcd(t *testing.T) {
+	dir := pki.Dir(t.TempDir() + "/pki")
+	ca1, err := localCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(dir.Path(pki.CAKeyFile)); err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("ca.key: %v %v", err, info)
+	}
+	ca2, err := localCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca1.Cert.Equal(ca2.Cert) {
+		t.Fatal("a second start made a new CA")
+	}
+	if err := os.Remove(dir.Path(pki.CAKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := localCA(dir); err == nil || !strings.Contains(err.Error(), "--tls-cert") {
+		t.Fatalf("CA without its key: %v, want an error naming --tls-cert", err)
+	}
 }
