@@ -23,11 +23,13 @@ type clientOptions struct {
 	token   string
 	dataDir string
 	output  string
+	caCert  string // --ca-cert (app/clienttls.go)
 }
 
 func (o *clientOptions) addFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&o.server, "server", "http://127.0.0.1:8080", "control plane URL")
+	f.StringVar(&o.server, "server", "https://localhost:8080", "control plane URL")
+	f.StringVar(&o.caCert, "ca-cert", "", "CA certificate the control plane's HTTPS certificate must chain to (default: <data-dir>/pki/ca.crt when it exists, else the system's CAs)")
 	f.StringVar(&o.token, "token", "", "admin token (default: LPMOS_TOKEN, then <data-dir>/admin.token)")
 	f.StringVar(&o.dataDir, "data-dir", "./lpmos-data", "data dir of a local lpmos, to find admin.token")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
@@ -53,7 +55,11 @@ func (o *clientOptions) client() (*apiClient, error) {
 	if o.output != "table" && o.output != "json" {
 		return nil, fmt.Errorf("--output %q: use table or json", o.output)
 	}
-	return &apiClient{base: strings.TrimRight(o.server, "/"), token: tok, http: &http.Client{}}, nil
+	hc, err := o.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{base: strings.TrimRight(o.server, "/"), token: tok, http: hc}, nil
 }
 
 // APIError is an error answer of the control plane.
@@ -88,7 +94,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w (is lpmos serve running? see --server)", method, c.base+path, err)
+		return fmt.Errorf("%s %s: %w (%s)", method, c.base+path, err, connectHint(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

@@ -40,6 +40,7 @@ type serveOptions struct {
 	initialCluster string
 	tlsCert        string
 	tlsKey         string
+	tls            string // --tls: on (default) or off (app/servecert.go)
 	logLevel       string
 	logFormat      string
 	regional       regionalOptions
@@ -110,6 +111,7 @@ func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f.StringVar(&o.etcdKey, "etcd-key", "", "with --etcd-endpoints: client key for the external etcd")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate for the control plane")
 	f.StringVar(&o.tlsKey, "tls-key", "", "TLS key for the control plane")
+	f.StringVar(&o.tls, "tls", "on", "control plane over HTTPS: on (certificate from the cluster CA in <data-dir>/pki, renewed automatically, unless --tls-cert/--tls-key) or off (plain HTTP)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	o.regional.addFlags(cmd)
@@ -128,6 +130,13 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	}
 	if err := o.checkEtcdSpace(); err != nil {
 		return err
+	}
+	tlsOn, err := tlsMode(o.tls)
+	if err != nil {
+		return err
+	}
+	if !tlsOn && (o.tlsCert != "" || o.tlsKey != "") {
+		return errors.New("--tls=off with --tls-cert/--tls-key: choose one (drop --tls=off to serve HTTPS with your certificate)")
 	}
 	if o.name == "" {
 		o.name, _ = os.Hostname()
@@ -187,11 +196,22 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		startClusterWatch(gctx, g, st, reg)
 	}
 	if r.controlPlane {
-		srv, err := ui.New(ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics, Images: imgPolicy})
+		cfg := ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics, Images: imgPolicy}
+		if tlsOn && o.tlsCert == "" && o.tlsKey == "" {
+			sc, err := newServingCert(ctx, st, o, log)
+			if err != nil {
+				return err
+			}
+			cfg.GetCertificate = sc.GetCertificate
+			g.Go(func() error { sc.run(gctx); return nil })
+			log.Info("control plane on HTTPS with a certificate from the cluster CA: trust the CA to connect (lpmos CLI: --ca-cert, curl: --cacert, browser: import it)",
+				"url", controlPlaneURL(o.listenAddr), "ca", sc.dir.Path("ca.crt"))
+		}
+		srv, err := ui.New(cfg)
 		if err != nil {
 			return err
 		}
-		if err := o.limits.limitControlPlane(srv, o.tlsCert == "", metrics, log); err != nil {
+		if err := o.limits.limitControlPlane(srv, !tlsOn, metrics, log); err != nil {
 			return err
 		}
 		g.Go(func() error { return srv.Start(gctx) })

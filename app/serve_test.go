@@ -57,9 +57,11 @@ func serveArgs(t testing.TB, dataDir string) (args []string, url string, ports [
 		"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", dhcp),
 		"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", pxe),
 		"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", tftp),
-		// The tests of other things call the agent API in plain HTTP;
-		// TestAgentAPIOverTLS runs the default (on).
+		// The tests of other things call the agent API and the control
+		// plane in plain HTTP: TestAgentAPIOverTLS and https_test.go run
+		// the defaults (HTTPS).
 		"--agent-tls", "off",
+		"--tls=off",
 	}, fmt.Sprintf("http://127.0.0.1:%d", cp), []int{cp, api, ec, ep}
 }
 

@@ -221,19 +221,21 @@ for n in $NSES; do
   ip netns exec "$NSP-$n" "$LPMOS" "${args[@]}" >"$W/$n/lpmos.log" 2>&1 &
   track $!
 done
-api() { # api NS METHOD PATH [BODY]: the control plane's REST API
+api() { # api NS METHOD PATH [BODY]: the control plane's REST API (HTTPS, cluster CA)
   local ns=$1 method=$2 path=$3 body=${4:-}
-  ip netns exec "$NSP-$ns" curl -sS --fail-with-body -m 10 -X "$method" \
+  ip netns exec "$NSP-$ns" curl -sS --fail-with-body -m 10 --cacert "$W/$ns/data/pki/ca.crt" -X "$method" \
     -H "Authorization: Bearer $(cat "$W/$ns/data/admin.token")" -H "Content-Type: application/json" \
-    ${body:+-d "$body"} "http://127.0.0.1:8080$path"
+    ${body:+-d "$body"} "https://127.0.0.1:8080$path"
 }
 for n in $NSES; do
   # the control plane answers first; the region (agent API) once its
   # initramfs is built
-  up() { [ -s "$W/$n/data/admin.token" ] && ip netns exec "$NSP-$n" curl -sf -m 2 -o /dev/null http://127.0.0.1:8080/api/v1/health &&
+  # the control plane is on HTTPS with a certificate from the cluster CA
+  up() { [ -s "$W/$n/data/admin.token" ] && [ -s "$W/$n/data/pki/ca.crt" ] &&
+    ip netns exec "$NSP-$n" curl -sf -m 2 --cacert "$W/$n/data/pki/ca.crt" -o /dev/null https://127.0.0.1:8080/api/v1/health &&
     [ "$(ip netns exec "$NSP-$n" curl -s -m 2 -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/)" != 000 ]; }
   wait_for 60 "lpmos ($n) to answer on :8080 and :8081" up || { tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n) did not start"; }
-  health=$(ip netns exec "$NSP-$n" curl -sS -m 5 http://127.0.0.1:8080/api/v1/health) || { tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n): no health answer"; }
+  health=$(ip netns exec "$NSP-$n" curl -sS -m 5 --cacert "$W/$n/data/pki/ca.crt" https://127.0.0.1:8080/api/v1/health) || { tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n): no health answer"; }
   if jq -e '[.. | objects | select(has("state")) | select(.state=="failed")] | length > 0' <<<"$health" >/dev/null; then
     echo "$health" | jq .; tail -n 30 "$W/$n/lpmos.log"; die "lpmos ($n): a service failed"
   fi

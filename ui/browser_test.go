@@ -95,8 +95,11 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 }
 
 // newBrowser starts headless chromium for the test and returns its first
-// tab; the browser stops when the test ends.
-func newBrowser(t *testing.T) context.Context {
+// tab; the browser stops when the test ends. spkiPins are base64 sha256
+// hashes of server public keys chromium accepts without a known CA (the
+// control plane's certificate of a test CA): a pin, not
+// --ignore-certificate-errors.
+func newBrowser(t *testing.T, spkiPins ...string) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("the browser test needs Debian's chromium at %s (apt-get install -y --no-install-recommends chromium): %v", chromiumPath, err)
@@ -113,6 +116,7 @@ func newBrowser(t *testing.T) context.Context {
 			chromedp.Flag("no-first-run", true),
 			chromedp.UserDataDir(t.TempDir()),
 			chromedp.WindowSize(1600, 1000),
+			chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(spkiPins, ",")),
 		)...)
 	tab, cancelTab := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() { cancelTab(); cancelAlloc() })
@@ -132,20 +136,31 @@ func browserLogin(t *testing.T, tab context.Context, e *liveEnv) {
 	}
 }
 
+// TestDashboardInBrowser runs the dashboard over HTTPS, as `lpmos serve`
+// serves it by default (the live updates then use wss://).
 func TestDashboardInBrowser(t *testing.T) {
 	ctx := context.Background()
-	e := newLive(t)
+	e := newLiveTLS(t)
 	if err := e.store.PutImage(ctx, store.Image{OSType: "ubuntu", OSVersion: "22.04", Source: "/srv/ubuntu.img", Format: "raw",
 		SHA256: strings.Repeat("ab", 32), Size: 1 << 30, FileSize: 1 << 30}); err != nil {
 		t.Fatal(err)
 	}
 
-	tab1 := newBrowser(t)
+	// Without the pin chromium refuses the test CA's certificate: the pin
+	// below is what makes the page load, not a blanket ignore.
+	if err := chromedp.Do(newBrowser(t), chromedp.Navigate(e.url+"/")); err == nil || !strings.Contains(err.Error(), "ERR_CERT") {
+		t.Fatalf("chromium without the pin loaded %s: %v", e.url, err)
+	}
+
+	tab1 := newBrowser(t, e.spki)
 	var problems pageWatch
 	// The first Run starts the browser: no timeout on this context.
 	watchPage(t, tab1, "tab1", &problems)
 	browserLogin(t, tab1, e)
 	poll(t, tab1, "tab1 live", `document.querySelector("#conn").dataset.state === "live"`)
+	if proto := eval[string](t, tab1, `location.protocol`); proto != "https:" {
+		t.Fatalf("dashboard loaded over %q, want https:", proto)
+	}
 	if cookie := eval[string](t, tab1, `document.cookie`); strings.Contains(cookie, "lpmos_session") {
 		t.Fatalf("the session cookie is readable from JavaScript: %q", cookie)
 	}

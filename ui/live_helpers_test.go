@@ -27,6 +27,10 @@ type liveEnv struct {
 	token string
 	store *store.Store
 	srv   *ui.Server
+	// client trusts the test CA when the env serves HTTPS (newLiveTLS);
+	// spki is the base64 sha256 of the served key, chromium's pin for it.
+	client *http.Client
+	spki   string
 }
 
 func newLive(t testing.TB) *liveEnv {
@@ -42,7 +46,13 @@ func newLiveOn(t testing.TB, st *store.Store) *liveEnv {
 	}
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
-	srv, err := ui.New(ui.Config{Store: st, Health: reg, Version: "test", Logger: slog.New(slog.DiscardHandler)})
+	return serveLive(t, st, tok, ui.Config{Store: st, Health: reg, Version: "test", Logger: slog.New(slog.DiscardHandler)})
+}
+
+// serveLive serves cfg on a loopback port until the test ends.
+func serveLive(t testing.TB, st *store.Store, tok string, cfg ui.Config) *liveEnv {
+	t.Helper()
+	srv, err := ui.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +69,11 @@ func newLiveOn(t testing.TB, st *store.Store) *liveEnv {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &liveEnv{url: "http://" + ln.Addr().String(), token: tok, store: st, srv: srv}
+	scheme := "http"
+	if cfg.GetCertificate != nil {
+		scheme = "https"
+	}
+	return &liveEnv{url: scheme + "://" + ln.Addr().String(), token: tok, store: st, srv: srv, client: http.DefaultClient}
 }
 
 // dialWS opens /ws with the bearer token.
@@ -67,6 +81,7 @@ func (e *liveEnv) dialWS(t testing.TB, ctx context.Context) *websocket.Conn {
 	t.Helper()
 	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.url, "http")+"/ws", &websocket.DialOptions{
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.token}},
+		HTTPClient: e.client,
 	})
 	if err != nil {
 		t.Fatalf("dial /ws: %v (%v)", err, resp)
@@ -149,7 +164,7 @@ func (e *liveEnv) request(t testing.TB, method, path, body string, hdr http.Head
 	for _, c := range cookies {
 		req.AddCookie(c)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

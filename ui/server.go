@@ -4,6 +4,7 @@ package ui
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,9 @@ type Config struct {
 	// Images is where image sources may come from: POST /api/v1/images
 	// checks every source against it and reads it (ui/images.go).
 	Images imagesrc.Policy
+	// GetCertificate, when set (and TLSCert is not), serves HTTPS with the
+	// certificate it returns at each handshake (renewal without restart).
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // Server serves the control plane.
@@ -126,15 +130,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	scheme := "http"
-	if s.cfg.TLSCert != "" {
+	if s.cfg.TLSCert != "" || s.cfg.GetCertificate != nil {
 		scheme = "https"
+	}
+	if s.cfg.TLSCert == "" && s.cfg.GetCertificate != nil {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.cfg.GetCertificate}
 	}
 	s.cfg.Health.Set("control-plane", health.Running, nil)
 	s.cfg.Health.SetDetail("control-plane", scheme+"://"+ln.Addr().String())
 	s.log.Info("control plane listening", "addr", ln.Addr().String(), "scheme", scheme)
 	errc := make(chan error, 1)
 	go func() {
-		if s.cfg.TLSCert != "" {
+		if scheme == "https" {
 			errc <- srv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
 		} else {
 			errc <- srv.Serve(ln)

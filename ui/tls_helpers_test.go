@@ -1,0 +1,63 @@
+package ui_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/internal/pki"
+	"github.com/lpmos/lpmos/store/storetest"
+	"github.com/lpmos/lpmos/ui"
+)
+
+// newLiveTLS is newLive over HTTPS, the way `lpmos serve` runs by default:
+// a certificate issued by a (test) cluster CA handed out by GetCertificate.
+// The env's client trusts that CA; e.spki pins the certificate for chromium.
+func newLiveTLS(t testing.TB) *liveEnv {
+	t.Helper()
+	st := storetest.New(t)
+	tok, _, err := st.EnsureAdminToken(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.NewCA("test cluster CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.SignServing("test", &key.PublicKey, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.EncodeKeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &health.Registry{}
+	reg.Set("etcd", health.Running, nil)
+	e := serveLive(t, st, tok, ui.Config{Store: st, Health: reg, Version: "test", Logger: slog.New(slog.DiscardHandler),
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }})
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	e.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	sum := sha256.Sum256(cert.Leaf.RawSubjectPublicKeyInfo)
+	e.spki = base64.StdEncoding.EncodeToString(sum[:])
+	return e
+}
