@@ -453,6 +453,7 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 		s.log.Info("store: added learner", "name", req.Name, "id", strconv.FormatUint(id, 16), "peer_url", req.PeerURL, "region", req.RegionID)
 	}
 	out.MemberID = strconv.FormatUint(id, 16)
+	s.recordJoinAdd(ctx, id, req, tok, csr.Raw) // store/cluster_join_abort.go
 	if tok.SingleUse && tok.UsedBy == "" {
 		tok.UsedBy = req.PeerURL
 		if _, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(joinTokenKey(req.TokenID)), "=", tokRev)).

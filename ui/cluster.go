@@ -27,6 +27,7 @@ type CAResponse struct {
 func (s *Server) routesCluster(r chi.Router) {
 	r.Get("/cluster/ca", s.clusterCA)
 	r.Post("/cluster/join", s.clusterJoin)
+	r.Post("/cluster/join/abort", s.clusterAbortJoin) // the joiner's proof authenticates it
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireOperator)
 		r.Get("/cluster/members", s.clusterMembers)
@@ -110,4 +111,21 @@ func writeClusterError(w http.ResponseWriter, err error) {
 	default:
 		writeStoreError(w, err)
 	}
+}
+
+// clusterAbortJoin lets a joiner that failed after its admission take its
+// add back (it proves the token secret over the same CSR).
+func (s *Server) clusterAbortJoin(w http.ResponseWriter, r *http.Request) {
+	var req store.AbortJoinRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	m, err := s.cfg.Store.AbortJoin(r.Context(), req)
+	if err != nil {
+		s.log.Warn("join abort refused", "member_id", req.MemberID, "remote", r.RemoteAddr, "error", err)
+		writeClusterError(w, err)
+		return
+	}
+	s.log.Info("join aborted by the joiner: member removed", "name", m.Name, "id", m.ID, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, m)
 }
