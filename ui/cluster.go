@@ -12,8 +12,9 @@ import (
 
 // CreateJoinTokenRequest is the body of POST /api/v1/cluster/tokens.
 type CreateJoinTokenRequest struct {
-	TTL       string `json:"ttl,omitempty"` // Go duration, default "1h"
-	SingleUse bool   `json:"single_use,omitempty"`
+	TTL       string `json:"ttl,omitempty"`        // Go duration, default "1h"
+	SingleUse bool   `json:"single_use,omitempty"` // the default; kept for old clients
+	Reusable  bool   `json:"reusable,omitempty"`   // admits any number of joins until it expires
 }
 
 // CAResponse is the answer of GET /api/v1/cluster/ca.
@@ -33,6 +34,8 @@ func (s *Server) routesCluster(r chi.Router) {
 		r.Get("/cluster/members", s.clusterMembers)
 		r.Delete("/cluster/members/{name}", s.clusterRemove)
 		r.Post("/cluster/tokens", s.clusterCreateToken)
+		r.Get("/cluster/tokens", s.clusterListTokens)          // ui/cluster_tokens.go
+		r.Delete("/cluster/tokens/{id}", s.clusterRevokeToken) // ui/cluster_tokens.go
 	})
 }
 
@@ -93,7 +96,7 @@ func (s *Server) clusterCreateToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	tok, err := s.cfg.Store.CreateJoinToken(r.Context(), ttl, req.SingleUse)
+	tok, err := s.cfg.Store.CreateJoinToken(r.Context(), ttl, !req.Reusable)
 	if err != nil {
 		writeClusterError(w, err)
 		return
