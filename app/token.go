@@ -3,6 +3,8 @@ package app
 import (
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -115,6 +117,35 @@ shows the tokens and 'lpmos token rm ID' revokes one.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, rm)
+	rotate := &cobra.Command{
+		Use:   "rotate-admin",
+		Short: "Replace the admin token: the old one is refused at once",
+		Long: `Replace the cluster's admin token. The old token is refused from now on and
+this member's dashboard sessions end. The new token is printed once and
+written to <data-dir>/admin.token (0600) when that directory exists.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			var resp ui.RotateAdminResponse
+			if err := c.do(cmd.Context(), "POST", "/api/v1/auth/rotate-admin", struct{}{}, &resp); err != nil {
+				return fmt.Errorf("rotate the admin token: %w", err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
+			path := filepath.Join(o.dataDir, "admin.token")
+			if st, err := os.Stat(o.dataDir); err != nil || !st.IsDir() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "admin token rotated: the old one is refused now; keep the token above (%s does not exist, so it was not written)\n", o.dataDir)
+				return nil
+			}
+			if err := writeFileAtomic(path, []byte(resp.Token+"\n"), 0o600); err != nil {
+				return fmt.Errorf("admin token rotated (the old one is refused now) but not saved: keep the token printed above: %w", err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "admin token rotated: the old one is refused now; the new one is in %s\n", path)
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, rm, rotate)
 	return cmd
 }

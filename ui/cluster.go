@@ -36,6 +36,7 @@ func (s *Server) routesCluster(r chi.Router) {
 		r.Post("/cluster/tokens", s.clusterCreateToken)
 		r.Get("/cluster/tokens", s.clusterListTokens)          // ui/cluster_tokens.go
 		r.Delete("/cluster/tokens/{id}", s.clusterRevokeToken) // ui/cluster_tokens.go
+		r.Post("/auth/rotate-admin", s.rotateAdmin)            // ui/admin_token.go
 	})
 }
 
