@@ -119,3 +119,103 @@ func TestRotateAdminToken(t *testing.T) {
 		t.Fatalf("a refused rotation changed admin.token")
 	}
 }
+
+// TestOperatorTokens: named operator tokens, several at once; the name is
+// the actor in task events; a read-only one reads and gets 403 on writes;
+// a removed one is refused at once.
+func TestOperatorTokens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an lpmos process")
+	}
+	m1 := newClusterNode(t, "m1")
+	m1.run(t, "serve", "--name", "m1")
+	m1.waitHealthy(t, 30*time.Second)
+	cli := func(args ...string) (string, error) {
+		out, _, err := cliIn(append(args, "--server", m1.url, "--data-dir", m1.dataDir)...)
+		return out, err
+	}
+	aliceOut, err := cli("token", "operator", "create", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := strings.TrimSpace(aliceOut)
+	grafanaOut, err := cli("token", "operator", "create", "grafana", "--read-only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grafana := strings.TrimSpace(grafanaOut)
+	if _, err := cli("token", "operator", "create", "alice"); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	if _, err := cli("token", "operator", "create", "bad name"); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("bad name: %v", err)
+	}
+	out, err := cli("token", "operator", "list")
+	if err != nil || !strings.Contains(out, "alice") || !strings.Contains(out, "admin") || !strings.Contains(out, "grafana") || !strings.Contains(out, "read-only") || strings.Contains(out, alice) {
+		t.Fatalf("operator list: %v\n%s", err, out)
+	}
+
+	// alice acts: her name is in the task's events.
+	var task store.Task
+	if _, err := apiDo(t, "POST", m1.url+"/api/v1/tasks", alice, map[string]any{
+		"region_id": "dc1", "target_mac": "52:54:00:00:0d:01", "os_type": "ubuntu", "os_version": "22.04",
+	}, &task); err != nil {
+		t.Fatalf("alice creates a task: %v", err)
+	}
+	if _, err := apiDo(t, "DELETE", m1.url+"/api/v1/tasks/"+task.ID, alice, nil, nil); err != nil {
+		t.Fatalf("alice cancels: %v", err)
+	}
+	if _, err := apiDo(t, "POST", m1.url+"/api/v1/tasks/"+task.ID+"/retry", m1.token(t), nil, nil); err != nil {
+		t.Fatalf("admin retries: %v", err)
+	}
+	var events []store.Event
+	if _, err := apiDo(t, "GET", m1.url+"/api/v1/tasks/"+task.ID+"/events", grafana, nil, &events); err != nil {
+		t.Fatalf("read-only reads events: %v", err)
+	}
+	var msgs []string
+	for _, e := range events {
+		msgs = append(msgs, e.Message)
+	}
+	all := strings.Join(msgs, "|")
+	if !strings.Contains(all, "cancelled by alice") || !strings.Contains(all, "retried by operator") {
+		t.Fatalf("events do not name the actors: %q", all)
+	}
+
+	// grafana reads, and cannot write.
+	for _, c := range []struct {
+		method, path string
+		body         any
+		want         int
+	}{
+		{"GET", "/api/v1/tasks", nil, http.StatusOK},
+		{"GET", "/api/v1/cluster/members", nil, http.StatusOK},
+		{"POST", "/api/v1/tasks", map[string]any{"region_id": "dc1", "target_mac": "52:54:00:00:0d:02", "os_type": "ubuntu", "os_version": "22.04"}, http.StatusForbidden},
+		{"DELETE", "/api/v1/tasks/" + task.ID, nil, http.StatusForbidden},
+		{"POST", "/api/v1/auth/rotate-admin", nil, http.StatusForbidden},
+		{"POST", "/api/v1/auth/operators", map[string]string{"name": "mallory"}, http.StatusForbidden},
+	} {
+		code, err := apiDo(t, c.method, m1.url+c.path, grafana, c.body, nil)
+		if code != c.want {
+			t.Errorf("read-only %s %s: %d (%v), want %d", c.method, c.path, code, err, c.want)
+		} else if c.want == http.StatusForbidden && !strings.Contains(err.Error(), "read-only") {
+			t.Errorf("read-only %s %s: %v does not say read-only", c.method, c.path, err)
+		}
+	}
+
+	// A wrong secret and a removed token are refused at once.
+	if code, _ := apiDo(t, "GET", m1.url+"/api/v1/tasks", alice+"x", nil, nil); code != http.StatusUnauthorized {
+		t.Fatalf("wrong secret: %d", code)
+	}
+	if out, err := cli("token", "operator", "rm", "alice"); err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("rm alice: %v %s", err, out)
+	}
+	if code, _ := apiDo(t, "GET", m1.url+"/api/v1/tasks", alice, nil, nil); code != http.StatusUnauthorized {
+		t.Fatalf("removed token: %d, want 401", code)
+	}
+	if _, err := cli("token", "operator", "rm", "alice"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("rm twice: %v", err)
+	}
+	if code, _ := apiDo(t, "GET", m1.url+"/api/v1/tasks", grafana, nil, nil); code != http.StatusOK {
+		t.Fatalf("grafana after alice's removal: %d", code)
+	}
+}

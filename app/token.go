@@ -146,6 +146,6 @@ written to <data-dir>/admin.token (0600) when that directory exists.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, rm, rotate)
+	cmd.AddCommand(create, list, rm, rotate, newOperatorTokenCmd(o)) // app/token_operator.go
 	return cmd
 }

@@ -37,6 +37,9 @@ func (s *Server) routesCluster(r chi.Router) {
 		r.Get("/cluster/tokens", s.clusterListTokens)          // ui/cluster_tokens.go
 		r.Delete("/cluster/tokens/{id}", s.clusterRevokeToken) // ui/cluster_tokens.go
 		r.Post("/auth/rotate-admin", s.rotateAdmin)            // ui/admin_token.go
+		r.Post("/auth/operators", s.createOperatorToken)       // ui/operators.go
+		r.Get("/auth/operators", s.listOperatorTokens)
+		r.Delete("/auth/operators/{name}", s.removeOperatorToken)
 	})
 }
 
