@@ -233,7 +233,7 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	p50, p99 := putLatency(t, st1, 300)
 	t.Logf("BENCH put latency, 1 member: p50 %s p99 %s", p50, p99)
 
-	tok := joinToken(t, m1, "--ttl", "10m")
+	tok := joinToken(t, m1, "--ttl", "10m", "--reusable") // admits m2 and m3
 
 	// Bad input is refused with what to do, and the cluster is untouched.
 	pin, rest, _ := strings.Cut(strings.TrimPrefix(tok, store.JoinTokenPrefix), "::")

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,6 +31,9 @@ type joinOptions struct {
 	// exitAfterAdd (hidden, for tests): stop right after the cluster added
 	// this member as a learner, as a join killed at that point would.
 	exitAfterAdd bool
+	// failAfterAdd (hidden, for tests): fail right after the admission, as
+	// a member that cannot start would; the join then takes its add back.
+	failAfterAdd bool
 }
 
 func newJoinCmd(version string) *cobra.Command {
@@ -66,6 +70,8 @@ voting member once it has caught up.`,
 	f.StringVar(&j.clientURL, "client-url", "", "same as --etcd-client-url: https URL of this member's etcd clients")
 	f.BoolVar(&j.exitAfterAdd, "exit-after-add", false, "testing: exit right after the cluster added this member")
 	_ = f.MarkHidden("exit-after-add")
+	f.BoolVar(&j.failAfterAdd, "fail-after-add", false, "testing: fail right after the cluster added this member")
+	_ = f.MarkHidden("fail-after-add")
 	_ = cmd.MarkFlagRequired("token")
 	return cmd
 }
@@ -93,6 +99,9 @@ func runJoin(ctx context.Context, server string, o serveOptions, j joinOptions, 
 		if os.Getenv("LPMOS_TOKEN") != "" {
 			return fmt.Errorf("%w (LPMOS_TOKEN is set: it fills --token, but join wants the join token, not the admin token)", err)
 		}
+		return err
+	}
+	if err := joinPreflight(o); err != nil { // app/join_check.go
 		return err
 	}
 	server = strings.TrimRight(server, "/")
@@ -131,11 +140,30 @@ func runJoin(ctx context.Context, server string, o serveOptions, j joinOptions, 
 	if err := joinCall(ctx, hc, "POST", server+"/api/v1/cluster/join", req, &resp); err != nil {
 		return fmt.Errorf("join refused by %s: %w", server, err)
 	}
+	// From here on the cluster holds this member as a learner: a failure
+	// before it serves takes the add back, so the cluster stays as it was.
+	ready := false
+	o.onReady = func() { ready = true }
+	err = admittedJoin(ctx, server, o, j, version, logOut, log, keyPEM, ca, caResp, resp, start)
+	if err != nil && !ready && ctx.Err() == nil {
+		abortJoin(ctx, hc, server, req, resp.MemberID, o.dataDir, err, log)
+		return fmt.Errorf("%w (the cluster was admitting this member; it was taken back)", err)
+	}
+	return err
+}
+
+// admittedJoin finishes a join the cluster admitted: it writes the
+// member's credentials and runs the member.
+func admittedJoin(ctx context.Context, server string, o serveOptions, j joinOptions, version string, logOut io.Writer, log *slog.Logger,
+	keyPEM []byte, ca *x509.Certificate, caResp ui.CAResponse, resp store.JoinResponse, start time.Time) error {
 	if !pki.SameCert([]byte(resp.CA), []byte(caResp.CA)) {
 		return fmt.Errorf("%s answered the join with another CA than the pinned one: refusing", server)
 	}
 	if err := verifyMemberCert(resp.Cert, keyPEM, ca); err != nil {
 		return fmt.Errorf("the certificate from %s: %w", server, err)
+	}
+	if j.failAfterAdd {
+		return errors.New("failing right after the add (--fail-after-add)")
 	}
 	admitted := time.Since(start)
 	pdir := pki.Dir(filepath.Join(o.dataDir, "pki"))

@@ -49,6 +49,9 @@ type serveOptions struct {
 	etcdQuotaBytes          int64
 	etcdCompactionRetention time.Duration
 	etcdMaintenanceInterval time.Duration
+	// onReady (set by `lpmos join`, not a flag) runs once every service
+	// has started.
+	onReady func()
 }
 
 // roles is the parsed --role list.
@@ -220,6 +223,9 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		if err := startRegional(gctx, g, st, reg, metrics, o, log); err != nil {
 			return err
 		}
+	}
+	if o.onReady != nil {
+		o.onReady()
 	}
 	log.Info("lpmos serving", "roles", o.role, "data_dir", o.dataDir, "region", o.regionID, "startup", time.Since(start).Round(time.Millisecond))
 	err = g.Wait()

@@ -365,7 +365,7 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 		return JoinResponse{}, err
 	}
 	if tok.SingleUse && tok.UsedBy != "" && tok.UsedBy != req.PeerURL {
-		return JoinResponse{}, fmt.Errorf("%w: this single-use join token was already used; create a new one with `lpmos token create`", ErrJoinDenied)
+		return JoinResponse{}, fmt.Errorf("%w: this single-use join token was already used (by the member at %s); create a new one with `lpmos token create` (`--reusable` for several joins)", ErrJoinDenied, tok.UsedBy)
 	}
 
 	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(15), concurrency.WithContext(ctx))
@@ -385,6 +385,14 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 		defer cancel()
 		_ = mu.Unlock(uctx)
 	}()
+	// Read the token again under the lock: a concurrent join may have used
+	// it, or an operator revoked it, while this one waited.
+	if tok, tokRev, err = s.checkJoinToken(ctx, req.TokenID, req.Proof, csr.Raw); err != nil {
+		return JoinResponse{}, err
+	}
+	if tok.SingleUse && tok.UsedBy != "" && tok.UsedBy != req.PeerURL {
+		return JoinResponse{}, fmt.Errorf("%w: this single-use join token was already used (by the member at %s); create a new one with `lpmos token create` (`--reusable` for several joins)", ErrJoinDenied, tok.UsedBy)
+	}
 
 	list, err := s.cli.MemberList(ctx)
 	if err != nil {
@@ -410,7 +418,7 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 		}
 	}
 	if tok.SingleUse && tok.UsedBy == req.PeerURL && reuse == nil {
-		return JoinResponse{}, fmt.Errorf("%w: this single-use join token was already used; create a new one with `lpmos token create`", ErrJoinDenied)
+		return JoinResponse{}, fmt.Errorf("%w: this single-use join token was already used (by the member at %s); create a new one with `lpmos token create` (`--reusable` for several joins)", ErrJoinDenied, tok.UsedBy)
 	}
 	ca, err := s.signer(ctx)
 	if err != nil {
@@ -453,6 +461,7 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 		s.log.Info("store: added learner", "name", req.Name, "id", strconv.FormatUint(id, 16), "peer_url", req.PeerURL, "region", req.RegionID)
 	}
 	out.MemberID = strconv.FormatUint(id, 16)
+	s.recordJoinAdd(ctx, id, req, tok, csr.Raw) // store/cluster_join_abort.go
 	if tok.SingleUse && tok.UsedBy == "" {
 		tok.UsedBy = req.PeerURL
 		if _, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(joinTokenKey(req.TokenID)), "=", tokRev)).

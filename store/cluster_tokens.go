@@ -34,7 +34,8 @@ type joinTokenRecord struct {
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 	SingleUse bool      `json:"single_use"`
-	UsedBy    string    `json:"used_by,omitempty"` // peer URL of the join that used a single-use token
+	UsedBy    string    `json:"used_by,omitempty"`   // peer URL of the join that used a single-use token
+	RevokedAt time.Time `json:"revoked_at,omitzero"` // `lpmos token rm`: kept until its lease ends, so a join hears why
 }
 
 func joinTokenKey(id string) string { return prefixJoinTokens + id }
@@ -127,6 +128,9 @@ func (s *Store) checkJoinToken(ctx context.Context, id, proof string, csrDER []b
 	want := joinProofWithHash(rec.SHA256, csrDER)
 	if !hmac.Equal([]byte(want), []byte(strings.ToLower(proof))) {
 		return joinTokenRecord{}, 0, fmt.Errorf("%w: wrong join token secret: copy the whole token printed by `lpmos token create`", ErrJoinDenied)
+	}
+	if !rec.RevokedAt.IsZero() {
+		return joinTokenRecord{}, 0, fmt.Errorf("%w: the join token %s was revoked at %s (`lpmos token rm`): create a new one with `lpmos token create`", ErrJoinDenied, id, rec.RevokedAt.Format(time.RFC3339))
 	}
 	if time.Now().After(rec.ExpiresAt) {
 		return joinTokenRecord{}, 0, fmt.Errorf("%w: the join token expired at %s: create a new one with `lpmos token create`", ErrJoinDenied, rec.ExpiresAt.Format(time.RFC3339))

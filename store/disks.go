@@ -97,7 +97,7 @@ func (s *Store) failOnDisk(ctx context.Context, id string, hw wire.Hardware, cau
 // transaction as the approval.
 func (s *Store) Approve(ctx context.Context, id, disk string) (Task, error) {
 	var chosen *TargetDisk
-	t, err := s.transition(ctx, id, wire.StatusApproved, "approved by operator", func(t Task) ([]clientv3.Op, []clientv3.Cmp, error) {
+	t, err := s.transition(ctx, id, wire.StatusApproved, "approved by "+ActorFrom(ctx), func(t Task) ([]clientv3.Op, []clientv3.Cmp, error) {
 		if disk == "" {
 			return nil, nil, nil
 		}

@@ -270,11 +270,11 @@ func (s *Server) approveTask(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
-	s.transition(w, r, chi.URLParam(r, "id"), wire.StatusCancelled, "cancelled by operator")
+	s.transition(w, r, chi.URLParam(r, "id"), wire.StatusCancelled, "cancelled by "+store.ActorFrom(r.Context()))
 }
 
 func (s *Server) retryTask(w http.ResponseWriter, r *http.Request) {
-	s.transition(w, r, chi.URLParam(r, "id"), wire.StatusPending, "retried by operator")
+	s.transition(w, r, chi.URLParam(r, "id"), wire.StatusPending, "retried by "+store.ActorFrom(r.Context()))
 }
 
 func (s *Server) transition(w http.ResponseWriter, r *http.Request, id string, to store.Status, reason string) {

@@ -12,8 +12,9 @@ import (
 
 // CreateJoinTokenRequest is the body of POST /api/v1/cluster/tokens.
 type CreateJoinTokenRequest struct {
-	TTL       string `json:"ttl,omitempty"` // Go duration, default "1h"
-	SingleUse bool   `json:"single_use,omitempty"`
+	TTL       string `json:"ttl,omitempty"`        // Go duration, default "1h"
+	SingleUse bool   `json:"single_use,omitempty"` // the default; kept for old clients
+	Reusable  bool   `json:"reusable,omitempty"`   // admits any number of joins until it expires
 }
 
 // CAResponse is the answer of GET /api/v1/cluster/ca.
@@ -27,11 +28,18 @@ type CAResponse struct {
 func (s *Server) routesCluster(r chi.Router) {
 	r.Get("/cluster/ca", s.clusterCA)
 	r.Post("/cluster/join", s.clusterJoin)
+	r.Post("/cluster/join/abort", s.clusterAbortJoin) // the joiner's proof authenticates it
 	r.Group(func(r chi.Router) {
 		r.Use(s.requireOperator)
 		r.Get("/cluster/members", s.clusterMembers)
 		r.Delete("/cluster/members/{name}", s.clusterRemove)
 		r.Post("/cluster/tokens", s.clusterCreateToken)
+		r.Get("/cluster/tokens", s.clusterListTokens)          // ui/cluster_tokens.go
+		r.Delete("/cluster/tokens/{id}", s.clusterRevokeToken) // ui/cluster_tokens.go
+		r.Post("/auth/rotate-admin", s.rotateAdmin)            // ui/admin_token.go
+		r.Post("/auth/operators", s.createOperatorToken)       // ui/operators.go
+		r.Get("/auth/operators", s.listOperatorTokens)
+		r.Delete("/auth/operators/{name}", s.removeOperatorToken)
 	})
 }
 
@@ -92,7 +100,7 @@ func (s *Server) clusterCreateToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
-	tok, err := s.cfg.Store.CreateJoinToken(r.Context(), ttl, req.SingleUse)
+	tok, err := s.cfg.Store.CreateJoinToken(r.Context(), ttl, !req.Reusable)
 	if err != nil {
 		writeClusterError(w, err)
 		return
@@ -110,4 +118,21 @@ func writeClusterError(w http.ResponseWriter, err error) {
 	default:
 		writeStoreError(w, err)
 	}
+}
+
+// clusterAbortJoin lets a joiner that failed after its admission take its
+// add back (it proves the token secret over the same CSR).
+func (s *Server) clusterAbortJoin(w http.ResponseWriter, r *http.Request) {
+	var req store.AbortJoinRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	m, err := s.cfg.Store.AbortJoin(r.Context(), req)
+	if err != nil {
+		s.log.Warn("join abort refused", "member_id", req.MemberID, "remote", r.RemoteAddr, "error", err)
+		writeClusterError(w, err)
+		return
+	}
+	s.log.Info("join aborted by the joiner: member removed", "name", m.Name, "id", m.ID, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, m)
 }

@@ -169,6 +169,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // requests, its CSRF token in X-CSRF-Token.
 func (s *Server) requireOperator(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r2, handled := s.namedOperatorAuth(w, r); handled { // ui/operators.go
+			if r2 != nil {
+				next.ServeHTTP(w, r2)
+			}
+			return
+		}
 		if s.operatorAuth(w, r) {
 			next.ServeHTTP(w, r)
 		}
