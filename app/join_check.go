@@ -63,7 +63,7 @@ func joinPreflight(o serveOptions) error {
 		if o.apiPort < 1 || o.apiPort > 65535 {
 			return fmt.Errorf("--api-port %d: use a port between 1 and 65535", o.apiPort)
 		}
-		binds = append(binds, bind{"--api-port", ":" + strconv.Itoa(o.apiPort)})
+		binds = append(binds, bind{"--api-port", net.JoinHostPort(o.regional.apiBind, strconv.Itoa(o.apiPort))})
 	}
 	seen := map[string]string{}
 	for _, b := range binds {
