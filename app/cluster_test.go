@@ -285,6 +285,23 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	if st.FaultTolerance != 1 {
 		t.Fatalf("fault tolerance %d", st.FaultTolerance)
 	}
+	// m3 was signed by m2, which holds no CA key on disk: it opened the
+	// sealed one with the cluster key it got when it joined. Every member
+	// holds that key (0600); etcd holds the CA key sealed only.
+	key1, err := os.ReadFile(filepath.Join(m1.dataDir, "pki", store.ClusterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		p := filepath.Join(n.dataDir, "pki", store.ClusterKeyFile)
+		info, err := os.Stat(p)
+		if k, _ := os.ReadFile(p); err != nil || info.Mode().Perm() != 0o600 || !bytes.Equal(k, key1) {
+			t.Fatalf("%s: cluster key %v %v", n.name, err, info)
+		}
+	}
+	if caKV, err := st1.Client().Get(context.Background(), "/cluster/ca"); err != nil || len(caKV.Kvs) != 1 || bytes.Contains(caKV.Kvs[0].Value, []byte("PRIVATE KEY")) || !bytes.Contains(caKV.Kvs[0].Value, []byte("key_sealed")) {
+		t.Fatalf("/cluster/ca in etcd: %v %v", err, caKV)
+	}
 	out, _, err := cliIn("member", "list", "--server", m3.url, "--token", admin)
 	if err != nil || !strings.Contains(out, "voter") || !strings.Contains(out, "dc3") || !strings.Contains(out, "tolerates 1 failure") {
 		t.Fatalf("member list: %v\n%s", err, out)

@@ -90,28 +90,34 @@ type JoinResponse struct {
 	ClientURLs     []string `json:"client_urls"`     // of the started members
 	Reused         bool     `json:"reused"`          // an interrupted add of this peer URL was reused
 	Warning        string   `json:"warning,omitempty"`
+	// ClusterKey is the key that seals the CA key in etcd, sealed to the
+	// public key of the joiner's CSR (see InstallClusterKey).
+	ClusterKey string `json:"cluster_key,omitempty"`
 }
 
-// caRecord is /cluster/ca: the CA every member signs joins with. Whoever
-// can read etcd can already change everything in it; the key is there so
-// any member can admit a new one.
+// caRecord is /cluster/ca: the CA every member signs joins with. The key
+// is sealed under the cluster key (store/cakey.go), so any member can admit
+// a new one while etcd alone (a snapshot, a client) does not yield it. Key
+// is the plain PEM of records from before sealing (migrated on start).
 type caRecord struct {
-	Cert string `json:"cert"`
-	Key  string `json:"key"`
+	Cert      string `json:"cert"`
+	Key       string `json:"key,omitempty"`
+	KeySealed string `json:"key_sealed,omitempty"` // base64 nonce||AES-256-GCM(key PEM), AD = CA DER
+	KeyID     string `json:"key_id,omitempty"`     // which cluster key sealed it
 }
 
 // CA returns the cluster CA certificate of an embedded member (nil for an
 // external store).
 func (s *Store) CA() *pki.CA { return s.ca }
 
-// publishCA stores the local CA (with its key) in etcd unless one is
-// there, and warns when the one there differs.
+// publishCA stores the local CA (its key sealed under the cluster key) in
+// etcd unless one is there, and warns when the one there differs.
 func (s *Store) publishCA(ctx context.Context) error {
-	keyPEM, err := s.ca.KeyPEM()
+	sealed, err := sealCAKey(s.clusterKey, s.ca)
 	if err != nil {
 		return err
 	}
-	rec := mustJSON(caRecord{Cert: string(s.ca.CertPEM), Key: string(keyPEM)})
+	rec := mustJSON(sealed)
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(keyClusterCA), "=", 0)).
 		Then(clientv3.OpPut(keyClusterCA, rec)).
@@ -149,7 +155,7 @@ func (s *Store) signer(ctx context.Context) (*pki.CA, error) {
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
 		return nil, fmt.Errorf("decode cluster CA: %w", err)
 	}
-	ca, err := pki.ParseCA([]byte(rec.Cert), []byte(rec.Key))
+	ca, err := openCA(rec, s.clusterKey)
 	if err != nil {
 		return nil, err
 	}
@@ -422,6 +428,11 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	}
 
 	out := JoinResponse{CA: string(s.ca.CertPEM), Cert: string(certPEM), Reused: reuse != nil}
+	if s.clusterKey != nil {
+		if out.ClusterKey, err = sealForCSR(csr.PublicKey, s.clusterKey); err != nil {
+			return JoinResponse{}, fmt.Errorf("%w: seal the cluster key to the CSR: %v", ErrInvalid, err)
+		}
+	}
 	var id uint64
 	if reuse != nil {
 		id = reuse.ID

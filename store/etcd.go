@@ -80,6 +80,10 @@ type Store struct {
 	remoteMu sync.Mutex
 	remote   *clientv3.Client // TLS client to the member's client URL
 
+	// clusterKey seals the CA key in etcd (store/cakey.go); nil on a
+	// member that joined before sealing existed.
+	clusterKey []byte
+
 	space     SpaceConfig // defaults applied
 	maxEvents int
 	spaceMu   sync.Mutex
@@ -181,6 +185,9 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, ca: ca, tls: tlsInfo, lost: make(chan struct{})}
 	s.applySpaceDefaults(cfg)
+	if err := s.ensureClusterKey(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
@@ -262,6 +269,11 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		cancel()
 	}
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := s.migrateCARecord(mctx); err != nil {
+		cfg.Logger.Warn("store: could not seal the plain CA key in etcd; it stays readable by etcd clients until a member with the cluster key restarts", "error", err)
+	}
+	cancel()
 	go s.watchMember()
 	return s, nil
 }
