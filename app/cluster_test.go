@@ -21,6 +21,9 @@ import (
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/app"
 	"github.com/lpmos/lpmos/store"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // clusterNode is one lpmos process of a test cluster: its flags are kept
@@ -455,9 +458,36 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	// a restart of it is refused.
 	victim := survivors[1]
 	via := survivors[0]
+	// Its certificate works until then (so the refusals below mean something).
+	vcli := certClient(t, victim, via.clientURL)
+	tokHash, err := etcdRead(vcli)
+	if err != nil {
+		t.Fatalf("the member's own certificate before its removal: %v", err)
+	}
+	if err := etcdWrite(vcli, tokHash); err != nil {
+		t.Fatalf("the member's own certificate before its removal: %v", err)
+	}
 	out, _, err = cliIn("member", "remove", victim.name, "--server", via.url, "--token", admin)
 	if err != nil || !strings.Contains(out, "removed member "+victim.name) {
 		t.Fatalf("member remove: %v %s", err, out)
+	}
+	// Afterwards etcd refuses its certificate for reads and writes, so
+	// the (sealed) CA key and the admin token hash are out of its reach.
+	for _, ep := range []string{via.clientURL, leaderNode.clientURL} {
+		c := certClient(t, victim, ep)
+		_, rerr := etcdRead(c)
+		werr := etcdWrite(c, "attacker's hash")
+		for what, err := range map[string]error{"read": rerr, "write": werr} {
+			if err == nil || !strings.Contains(err.Error(), "user name not found") && !strings.Contains(err.Error(), "permission denied") {
+				t.Fatalf("the removed member's certificate, %s via %s: %v, want refused", what, ep, err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ca, err := c.Get(ctx, "/cluster/ca")
+		cancel()
+		if err == nil {
+			t.Fatalf("the removed member read /cluster/ca: %v", ca.Kvs)
+		}
 	}
 	if err := victim.waitExit(t, 20*time.Second); err == nil {
 		t.Fatalf("removed member exited cleanly; want an error exit")
@@ -591,8 +621,56 @@ func TestInterruptedJoinRecovers(t *testing.T) {
 	waitMembers(t, m1, admin, 10*time.Second, "1 member after leave", func(st store.ClusterStatus) bool {
 		return len(st.Members) == 1
 	})
+	// Its certificate died with its membership.
+	if _, err := etcdRead(certClient(t, m2, m1.clientURL)); err == nil || !strings.Contains(err.Error(), "user name not found") && !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("a left member's certificate reads etcd: %v", err)
+	}
 	if _, _, err := cliIn(append([]string{"serve"}, m2.flags...)...); err == nil || !errors.Is(err, store.ErrRemoved) && !strings.Contains(err.Error(), "removed") {
 		t.Fatalf("restart after leave: %v", err)
 	}
 	m1.waitHealthy(t, 10*time.Second)
+}
+
+// certClient is an etcd client to endpoint with n's member certificate.
+func certClient(t *testing.T, n *clusterNode, endpoint string) *clientv3.Client {
+	t.Helper()
+	pki := filepath.Join(n.dataDir, "pki")
+	tc, err := transport.TLSInfo{
+		CertFile: filepath.Join(pki, "member.crt"), KeyFile: filepath.Join(pki, "member.key"),
+		TrustedCAFile: filepath.Join(pki, "ca.crt"),
+	}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// etcdRead reads the CA record (its key sealed) and the admin token hash.
+func etcdRead(c *clientv3.Client) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Get(ctx, "/cluster/ca"); err != nil {
+		return "", err
+	}
+	r, err := c.Get(ctx, "/auth/admin-token-sha256")
+	if err != nil {
+		return "", err
+	}
+	if len(r.Kvs) != 1 {
+		return "", errors.New("no admin token hash in etcd")
+	}
+	return string(r.Kvs[0].Value), nil
+}
+
+// etcdWrite writes the admin token hash (val: the value it has).
+func etcdWrite(c *clientv3.Client, val string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.Put(ctx, "/auth/admin-token-sha256", val)
+	return err
 }

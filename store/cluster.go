@@ -362,6 +362,9 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	if err != nil {
 		return JoinResponse{}, fmt.Errorf("%w: %v (--client-url)", ErrInvalid, err)
 	}
+	if req.Name == rootUser {
+		return JoinResponse{}, fmt.Errorf("%w: member name %q is reserved: pick another --name", ErrInvalid, req.Name)
+	}
 	csr, err := pki.ParseCSR([]byte(req.CSR))
 	if err != nil {
 		return JoinResponse{}, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -422,10 +425,27 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	if err != nil {
 		return JoinResponse{}, err
 	}
-	certPEM, err := ca.SignMember(req.Name, csr.PublicKey, []string{purl.Hostname(), curl.Hostname()})
+	user, err := memberUser(req.Name)
 	if err != nil {
 		return JoinResponse{}, err
 	}
+	certPEM, err := ca.SignMember(user, csr.PublicKey, []string{purl.Hostname(), curl.Hostname()})
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	if err := addMemberUser(ctx, s.cli, user); err != nil {
+		return JoinResponse{}, err
+	}
+	added := false
+	defer func() {
+		if !added {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := s.cli.UserDelete(dctx, user); err != nil {
+				s.log.Warn("store: could not delete the etcd user of a refused join", "user", user, "error", err)
+			}
+		}
+	}()
 
 	out := JoinResponse{CA: string(s.ca.CertPEM), Cert: string(certPEM), Reused: reuse != nil}
 	if s.clusterKey != nil {
@@ -464,6 +484,10 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 		s.log.Info("store: added learner", "name", req.Name, "id", strconv.FormatUint(id, 16), "peer_url", req.PeerURL, "region", req.RegionID)
 	}
 	out.MemberID = strconv.FormatUint(id, 16)
+	if _, err := s.cli.Put(ctx, prefixMemberUsers+out.MemberID, req.Name); err != nil {
+		return JoinResponse{}, fmt.Errorf("record the etcd user of member %s: %w", req.Name, err)
+	}
+	added = true
 	if tok.SingleUse && tok.UsedBy == "" {
 		tok.UsedBy = req.PeerURL
 		if _, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(joinTokenKey(req.TokenID)), "=", tokRev)).
@@ -542,6 +566,28 @@ func (s *Store) RemoveMember(ctx context.Context, who string) (Member, error) {
 		}
 	}
 	s.log.Info("store: removed member", "name", target.Name, "id", strconv.FormatUint(target.ID, 16))
+	// Its certificate dies with it: delete its etcd users, through the
+	// members that remain (the removed one may be this one, stopping).
+	var eps []string
+	for _, m := range list.Members {
+		if m.ID != target.ID {
+			eps = append(eps, m.ClientURLs...)
+		}
+	}
+	var delErr error
+	if cli, err := s.tlsClient(eps); err != nil {
+		delErr = err
+	} else {
+		// Not cancelled with the request: when this member removed itself
+		// (`lpmos leave`) it is stopping, and the deletion must still run.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		delErr = s.deleteMemberUsersWith(dctx, cli, target.ID, target.Name)
+		cancel()
+		_ = cli.Close()
+	}
+	if delErr != nil {
+		return Member{}, fmt.Errorf("member %q was removed, but its etcd user was not deleted, so its certificate still works: %w", who, delErr)
+	}
 	return Member{ID: strconv.FormatUint(target.ID, 16), Name: target.Name, PeerURLs: nonNil(target.PeerURLs),
 		ClientURLs: nonNil(target.ClientURLs), Learner: target.IsLearner, Regions: []string{}}, nil
 }

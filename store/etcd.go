@@ -247,7 +247,23 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: start embedded etcd: %w", ctx.Err())
 	}
 	s.etcd = e
-	s.cli = v3client.New(e.Server)
+	if !e.Server.IsLearner() {
+		in := v3client.New(e.Server)
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := s.setupAuth(actx, in)
+		cancel()
+		_ = in.Close()
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	// lpmos's own client authenticates with this member's certificate: its
+	// CN is this member's etcd user (store/memberauth.go).
+	if s.cli, err = s.selfClient(); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	cfg.Logger.Info("store: embedded etcd ready", "dir", dir, "name", cfg.Name, "client_url", cfg.ClientURL,
 		"peer_url", cfg.PeerURL, "restart", restart, "joining", joining, "took", time.Since(start).Round(time.Millisecond))
 	if e.Server.IsLearner() {
