@@ -21,6 +21,7 @@ import (
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/app"
 	"github.com/lpmos/lpmos/store"
+	etcdversion "go.etcd.io/etcd/api/v3/version"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -467,9 +468,24 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	if err := etcdWrite(vcli, tokHash); err != nil {
 		t.Fatalf("the member's own certificate before its removal: %v", err)
 	}
+	before := members(t, via, admin)
+	var victimID, viaPeer string
+	for _, m := range before.Members {
+		switch m.Name {
+		case victim.name:
+			victimID = m.ID
+		case via.name:
+			viaPeer = m.PeerURLs[0]
+		}
+	}
 	out, _, err = cliIn("member", "remove", victim.name, "--server", via.url, "--token", admin)
 	if err != nil || !strings.Contains(out, "removed member "+victim.name) {
 		t.Fatalf("member remove: %v %s", err, out)
+	}
+	// Its peer connection is refused: a raft stream from its member id,
+	// with its own certificate, is 410 "removed member".
+	if code, body := peerStream(t, victim, viaPeer, victimID, before.ClusterID); code != http.StatusGone || !strings.Contains(body, "removed member") {
+		t.Fatalf("raft stream of the removed member: %d %s, want 410 removed member", code, body)
 	}
 	// Afterwards etcd refuses its certificate for reads and writes, so
 	// the (sealed) CA key and the admin token hash are out of its reach.
@@ -673,4 +689,34 @@ func etcdWrite(c *clientv3.Client, val string) error {
 	defer cancel()
 	_, err := c.Put(ctx, "/auth/admin-token-sha256", val)
 	return err
+}
+
+// peerStream opens a raft stream to peerURL as member fromID with n's
+// certificate, the way a peer does, and returns the answer.
+func peerStream(t *testing.T, n *clusterNode, peerURL, fromID, clusterID string) (int, string) {
+	t.Helper()
+	pki := filepath.Join(n.dataDir, "pki")
+	tc, err := transport.TLSInfo{
+		CertFile: filepath.Join(pki, "member.crt"), KeyFile: filepath.Join(pki, "member.key"),
+		TrustedCAFile: filepath.Join(pki, "ca.crt"),
+	}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	req, err := http.NewRequest("GET", peerURL+"/raft/stream/message/"+fromID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Server-From", fromID)
+	req.Header.Set("X-Server-Version", etcdversion.Version)
+	req.Header.Set("X-Min-Cluster-Version", "3.0.0")
+	req.Header.Set("X-Etcd-Cluster-ID", clusterID)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("raft stream to %s: %v", peerURL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(body)
 }
