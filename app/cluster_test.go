@@ -21,6 +21,10 @@ import (
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/app"
 	"github.com/lpmos/lpmos/store"
+	etcdversion "go.etcd.io/etcd/api/v3/version"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // clusterNode is one lpmos process of a test cluster: its flags are kept
@@ -285,6 +289,23 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	if st.FaultTolerance != 1 {
 		t.Fatalf("fault tolerance %d", st.FaultTolerance)
 	}
+	// m3 was signed by m2, which holds no CA key on disk: it opened the
+	// sealed one with the cluster key it got when it joined. Every member
+	// holds that key (0600); etcd holds the CA key sealed only.
+	key1, err := os.ReadFile(filepath.Join(m1.dataDir, "pki", store.ClusterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		p := filepath.Join(n.dataDir, "pki", store.ClusterKeyFile)
+		info, err := os.Stat(p)
+		if k, _ := os.ReadFile(p); err != nil || info.Mode().Perm() != 0o600 || !bytes.Equal(k, key1) {
+			t.Fatalf("%s: cluster key %v %v", n.name, err, info)
+		}
+	}
+	if caKV, err := st1.Client().Get(context.Background(), "/cluster/ca"); err != nil || len(caKV.Kvs) != 1 || bytes.Contains(caKV.Kvs[0].Value, []byte("PRIVATE KEY")) || !bytes.Contains(caKV.Kvs[0].Value, []byte("key_sealed")) {
+		t.Fatalf("/cluster/ca in etcd: %v %v", err, caKV)
+	}
 	out, _, err := cliIn("member", "list", "--server", m3.url, "--token", admin)
 	if err != nil || !strings.Contains(out, "voter") || !strings.Contains(out, "dc3") || !strings.Contains(out, "tolerates 1 failure") {
 		t.Fatalf("member list: %v\n%s", err, out)
@@ -438,9 +459,51 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	// a restart of it is refused.
 	victim := survivors[1]
 	via := survivors[0]
+	// Its certificate works until then (so the refusals below mean something).
+	vcli := certClient(t, victim, via.clientURL)
+	tokHash, err := etcdRead(vcli)
+	if err != nil {
+		t.Fatalf("the member's own certificate before its removal: %v", err)
+	}
+	if err := etcdWrite(vcli, tokHash); err != nil {
+		t.Fatalf("the member's own certificate before its removal: %v", err)
+	}
+	before := members(t, via, admin)
+	var victimID, viaPeer string
+	for _, m := range before.Members {
+		switch m.Name {
+		case victim.name:
+			victimID = m.ID
+		case via.name:
+			viaPeer = m.PeerURLs[0]
+		}
+	}
 	out, _, err = cliIn("member", "remove", victim.name, "--server", via.url, "--token", admin)
 	if err != nil || !strings.Contains(out, "removed member "+victim.name) {
 		t.Fatalf("member remove: %v %s", err, out)
+	}
+	// Its peer connection is refused: a raft stream from its member id,
+	// with its own certificate, is 410 "removed member".
+	if code, body := peerStream(t, victim, viaPeer, victimID, before.ClusterID); code != http.StatusGone || !strings.Contains(body, "removed member") {
+		t.Fatalf("raft stream of the removed member: %d %s, want 410 removed member", code, body)
+	}
+	// Afterwards etcd refuses its certificate for reads and writes, so
+	// the (sealed) CA key and the admin token hash are out of its reach.
+	for _, ep := range []string{via.clientURL, leaderNode.clientURL} {
+		c := certClient(t, victim, ep)
+		_, rerr := etcdRead(c)
+		werr := etcdWrite(c, "attacker's hash")
+		for what, err := range map[string]error{"read": rerr, "write": werr} {
+			if err == nil || !strings.Contains(err.Error(), "user name not found") && !strings.Contains(err.Error(), "permission denied") {
+				t.Fatalf("the removed member's certificate, %s via %s: %v, want refused", what, ep, err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ca, err := c.Get(ctx, "/cluster/ca")
+		cancel()
+		if err == nil {
+			t.Fatalf("the removed member read /cluster/ca: %v", ca.Kvs)
+		}
 	}
 	if err := victim.waitExit(t, 20*time.Second); err == nil {
 		t.Fatalf("removed member exited cleanly; want an error exit")
@@ -574,8 +637,86 @@ func TestInterruptedJoinRecovers(t *testing.T) {
 	waitMembers(t, m1, admin, 10*time.Second, "1 member after leave", func(st store.ClusterStatus) bool {
 		return len(st.Members) == 1
 	})
+	// Its certificate died with its membership.
+	if _, err := etcdRead(certClient(t, m2, m1.clientURL)); err == nil || !strings.Contains(err.Error(), "user name not found") && !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("a left member's certificate reads etcd: %v", err)
+	}
 	if _, _, err := cliIn(append([]string{"serve"}, m2.flags...)...); err == nil || !errors.Is(err, store.ErrRemoved) && !strings.Contains(err.Error(), "removed") {
 		t.Fatalf("restart after leave: %v", err)
 	}
 	m1.waitHealthy(t, 10*time.Second)
+}
+
+// certClient is an etcd client to endpoint with n's member certificate.
+func certClient(t *testing.T, n *clusterNode, endpoint string) *clientv3.Client {
+	t.Helper()
+	pki := filepath.Join(n.dataDir, "pki")
+	tc, err := transport.TLSInfo{
+		CertFile: filepath.Join(pki, "member.crt"), KeyFile: filepath.Join(pki, "member.key"),
+		TrustedCAFile: filepath.Join(pki, "ca.crt"),
+	}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// etcdRead reads the CA record (its key sealed) and the admin token hash.
+func etcdRead(c *clientv3.Client) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Get(ctx, "/cluster/ca"); err != nil {
+		return "", err
+	}
+	r, err := c.Get(ctx, "/auth/admin-token-sha256")
+	if err != nil {
+		return "", err
+	}
+	if len(r.Kvs) != 1 {
+		return "", errors.New("no admin token hash in etcd")
+	}
+	return string(r.Kvs[0].Value), nil
+}
+
+// etcdWrite writes the admin token hash (val: the value it has).
+func etcdWrite(c *clientv3.Client, val string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.Put(ctx, "/auth/admin-token-sha256", val)
+	return err
+}
+
+// peerStream opens a raft stream to peerURL as member fromID with n's
+// certificate, the way a peer does, and returns the answer.
+func peerStream(t *testing.T, n *clusterNode, peerURL, fromID, clusterID string) (int, string) {
+	t.Helper()
+	pki := filepath.Join(n.dataDir, "pki")
+	tc, err := transport.TLSInfo{
+		CertFile: filepath.Join(pki, "member.crt"), KeyFile: filepath.Join(pki, "member.key"),
+		TrustedCAFile: filepath.Join(pki, "ca.crt"),
+	}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	req, err := http.NewRequest("GET", peerURL+"/raft/stream/message/"+fromID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Server-From", fromID)
+	req.Header.Set("X-Server-Version", etcdversion.Version)
+	req.Header.Set("X-Min-Cluster-Version", "3.0.0")
+	req.Header.Set("X-Etcd-Cluster-ID", clusterID)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("raft stream to %s: %v", peerURL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(body)
 }

@@ -184,6 +184,11 @@ func admittedJoin(ctx context.Context, server string, o serveOptions, j joinOpti
 		}
 	}
 	_ = os.Remove(pdir.Path(pki.CAKeyFile)) // a joined member signs with the key in etcd
+	if ok, err := store.InstallClusterKey(o.dataDir, resp, keyPEM); err != nil {
+		return fmt.Errorf("the cluster key from %s: %w", server, err)
+	} else if !ok {
+		log.Warn("the admitting member sent no cluster key (it runs an older lpmos): this member cannot admit joiners until a cluster key is copied to " + pdir.Path(store.ClusterKeyFile))
+	}
 	if err := saveMemberFile(o); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"github.com/lpmos/lpmos/internal/pki"
 )
@@ -25,7 +26,11 @@ func (s *Store) IssueAgentAPICert(ctx context.Context, name string, hosts []stri
 	if err != nil {
 		return nil, "", fmt.Errorf("agent API certificate: %w", err)
 	}
-	certPEM, err := ca.SignMember(name, &key.PublicKey, hosts)
+	// Server authentication only: etcd takes a client certificate's CN as
+	// its user, so a certificate that could also authenticate a client
+	// would be an etcd identity (store/memberauth.go). Re-issued at every
+	// start; a year is ample.
+	certPEM, err := ca.SignServing("agent-api "+name, &key.PublicKey, hosts, 365*24*time.Hour)
 	if err != nil {
 		return nil, "", fmt.Errorf("agent API certificate: %w", err)
 	}

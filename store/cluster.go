@@ -90,28 +90,34 @@ type JoinResponse struct {
 	ClientURLs     []string `json:"client_urls"`     // of the started members
 	Reused         bool     `json:"reused"`          // an interrupted add of this peer URL was reused
 	Warning        string   `json:"warning,omitempty"`
+	// ClusterKey is the key that seals the CA key in etcd, sealed to the
+	// public key of the joiner's CSR (see InstallClusterKey).
+	ClusterKey string `json:"cluster_key,omitempty"`
 }
 
-// caRecord is /cluster/ca: the CA every member signs joins with. Whoever
-// can read etcd can already change everything in it; the key is there so
-// any member can admit a new one.
+// caRecord is /cluster/ca: the CA every member signs joins with. The key
+// is sealed under the cluster key (store/cakey.go), so any member can admit
+// a new one while etcd alone (a snapshot, a client) does not yield it. Key
+// is the plain PEM of records from before sealing (migrated on start).
 type caRecord struct {
-	Cert string `json:"cert"`
-	Key  string `json:"key"`
+	Cert      string `json:"cert"`
+	Key       string `json:"key,omitempty"`
+	KeySealed string `json:"key_sealed,omitempty"` // base64 nonce||AES-256-GCM(key PEM), AD = CA DER
+	KeyID     string `json:"key_id,omitempty"`     // which cluster key sealed it
 }
 
 // CA returns the cluster CA certificate of an embedded member (nil for an
 // external store).
 func (s *Store) CA() *pki.CA { return s.ca }
 
-// publishCA stores the local CA (with its key) in etcd unless one is
-// there, and warns when the one there differs.
+// publishCA stores the local CA (its key sealed under the cluster key) in
+// etcd unless one is there, and warns when the one there differs.
 func (s *Store) publishCA(ctx context.Context) error {
-	keyPEM, err := s.ca.KeyPEM()
+	sealed, err := sealCAKey(s.clusterKey, s.ca)
 	if err != nil {
 		return err
 	}
-	rec := mustJSON(caRecord{Cert: string(s.ca.CertPEM), Key: string(keyPEM)})
+	rec := mustJSON(sealed)
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(keyClusterCA), "=", 0)).
 		Then(clientv3.OpPut(keyClusterCA, rec)).
@@ -149,7 +155,7 @@ func (s *Store) signer(ctx context.Context) (*pki.CA, error) {
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
 		return nil, fmt.Errorf("decode cluster CA: %w", err)
 	}
-	ca, err := pki.ParseCA([]byte(rec.Cert), []byte(rec.Key))
+	ca, err := openCA(rec, s.clusterKey)
 	if err != nil {
 		return nil, err
 	}
@@ -356,6 +362,9 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	if err != nil {
 		return JoinResponse{}, fmt.Errorf("%w: %v (--client-url)", ErrInvalid, err)
 	}
+	if req.Name == rootUser {
+		return JoinResponse{}, fmt.Errorf("%w: member name %q is reserved: pick another --name", ErrInvalid, req.Name)
+	}
 	csr, err := pki.ParseCSR([]byte(req.CSR))
 	if err != nil {
 		return JoinResponse{}, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -424,12 +433,34 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	if err != nil {
 		return JoinResponse{}, err
 	}
-	certPEM, err := ca.SignMember(req.Name, csr.PublicKey, []string{purl.Hostname(), curl.Hostname()})
+	user, err := memberUser(req.Name)
 	if err != nil {
 		return JoinResponse{}, err
 	}
+	certPEM, err := ca.SignMember(user, csr.PublicKey, []string{purl.Hostname(), curl.Hostname()})
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	if err := addMemberUser(ctx, s.cli, user); err != nil {
+		return JoinResponse{}, err
+	}
+	added := false
+	defer func() {
+		if !added {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := s.cli.UserDelete(dctx, user); err != nil {
+				s.log.Warn("store: could not delete the etcd user of a refused join", "user", user, "error", err)
+			}
+		}
+	}()
 
 	out := JoinResponse{CA: string(s.ca.CertPEM), Cert: string(certPEM), Reused: reuse != nil}
+	if s.clusterKey != nil {
+		if out.ClusterKey, err = sealForCSR(csr.PublicKey, s.clusterKey); err != nil {
+			return JoinResponse{}, fmt.Errorf("%w: seal the cluster key to the CSR: %v", ErrInvalid, err)
+		}
+	}
 	var id uint64
 	if reuse != nil {
 		id = reuse.ID
@@ -462,6 +493,10 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	}
 	out.MemberID = strconv.FormatUint(id, 16)
 	s.recordJoinAdd(ctx, id, req, tok, csr.Raw) // store/cluster_join_abort.go
+	if _, err := s.cli.Put(ctx, prefixMemberUsers+out.MemberID, req.Name); err != nil {
+		return JoinResponse{}, fmt.Errorf("record the etcd user of member %s: %w", req.Name, err)
+	}
+	added = true
 	if tok.SingleUse && tok.UsedBy == "" {
 		tok.UsedBy = req.PeerURL
 		if _, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(joinTokenKey(req.TokenID)), "=", tokRev)).
@@ -540,6 +575,28 @@ func (s *Store) RemoveMember(ctx context.Context, who string) (Member, error) {
 		}
 	}
 	s.log.Info("store: removed member", "name", target.Name, "id", strconv.FormatUint(target.ID, 16))
+	// Its certificate dies with it: delete its etcd users, through the
+	// members that remain (the removed one may be this one, stopping).
+	var eps []string
+	for _, m := range list.Members {
+		if m.ID != target.ID {
+			eps = append(eps, m.ClientURLs...)
+		}
+	}
+	var delErr error
+	if cli, err := s.tlsClient(eps); err != nil {
+		delErr = err
+	} else {
+		// Not cancelled with the request: when this member removed itself
+		// (`lpmos leave`) it is stopping, and the deletion must still run.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		delErr = s.deleteMemberUsersWith(dctx, cli, target.ID, target.Name)
+		cancel()
+		_ = cli.Close()
+	}
+	if delErr != nil {
+		return Member{}, fmt.Errorf("member %q was removed, but its etcd user was not deleted, so its certificate still works: %w", who, delErr)
+	}
 	return Member{ID: strconv.FormatUint(target.ID, 16), Name: target.Name, PeerURLs: nonNil(target.PeerURLs),
 		ClientURLs: nonNil(target.ClientURLs), Learner: target.IsLearner, Regions: []string{}}, nil
 }

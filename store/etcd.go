@@ -80,6 +80,10 @@ type Store struct {
 	remoteMu sync.Mutex
 	remote   *clientv3.Client // TLS client to the member's client URL
 
+	// clusterKey seals the CA key in etcd (store/cakey.go); nil on a
+	// member that joined before sealing existed.
+	clusterKey []byte
+
 	space     SpaceConfig // defaults applied
 	maxEvents int
 	spaceMu   sync.Mutex
@@ -181,6 +185,9 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, ca: ca, tls: tlsInfo, lost: make(chan struct{})}
 	s.applySpaceDefaults(cfg)
+	if err := s.ensureClusterKey(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
@@ -240,7 +247,23 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: start embedded etcd: %w", ctx.Err())
 	}
 	s.etcd = e
-	s.cli = v3client.New(e.Server)
+	if !e.Server.IsLearner() {
+		in := v3client.New(e.Server)
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := s.setupAuth(actx, in)
+		cancel()
+		_ = in.Close()
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	// lpmos's own client authenticates with this member's certificate: its
+	// CN is this member's etcd user (store/memberauth.go).
+	if s.cli, err = s.selfClient(); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	cfg.Logger.Info("store: embedded etcd ready", "dir", dir, "name", cfg.Name, "client_url", cfg.ClientURL,
 		"peer_url", cfg.PeerURL, "restart", restart, "joining", joining, "took", time.Since(start).Round(time.Millisecond))
 	if e.Server.IsLearner() {
@@ -262,6 +285,11 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		cancel()
 	}
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := s.migrateCARecord(mctx); err != nil {
+		cfg.Logger.Warn("store: could not seal the plain CA key in etcd; it stays readable by etcd clients until a member with the cluster key restarts", "error", err)
+	}
+	cancel()
 	go s.watchMember()
 	return s, nil
 }
