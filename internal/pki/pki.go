@@ -216,6 +216,17 @@ func (ca *CA) SignMember(name string, pub any, hosts []string) ([]byte, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
+	setSANs(tmpl, hosts)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: sign member certificate: %w", err)
+	}
+	return pemBlock("CERTIFICATE", der), nil
+}
+
+// setSANs puts hosts plus loopback into tmpl's subject alternative names:
+// IP addresses as IP SANs, the rest as DNS names.
+func setSANs(tmpl *x509.Certificate, hosts []string) {
 	for _, h := range withLoopback(hosts) {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -223,11 +234,6 @@ func (ca *CA) SignMember(name string, pub any, hosts []string) ([]byte, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("pki: sign member certificate: %w", err)
-	}
-	return pemBlock("CERTIFICATE", der), nil
 }
 
 func withLoopback(hosts []string) []string {
