@@ -350,20 +350,23 @@ func (r *Region) adopt(ctx context.Context, req *http.Request, t store.Task, mac
 	if err != nil {
 		return wire.ApprovalResponse{}, authError(err)
 	}
-	if t.Status.Status == wire.StatusReady {
-		if m, err := r.st.GetMachine(ctx, mac); err == nil && m.Hardware != nil {
-			if nt, err := r.st.SetHardware(ctx, t.ID, *m.Hardware); err == nil {
-				t = nt
-			} else {
-				r.log.Warn("hand-over: recording the discovered hardware", "task", t.ID, "err", err)
-			}
-		}
-	}
+	// The machine leaves the discovered list before the task moves to
+	// pending_approval, so nobody watching sees the task waiting for
+	// approval while its machine is still listed as discovered.
+	m, merr := r.st.GetMachine(ctx, mac)
 	if err := r.st.DeleteMachine(ctx, mac); err != nil && !errors.Is(err, store.ErrNotFound) {
 		r.log.Warn("hand-over: removing the discovered machine", "mac", mac, "err", err)
 	}
 	if err := r.st.DeleteDiscoverySession(ctx, mac); err != nil {
 		r.log.Warn("hand-over: removing the discovery session", "mac", mac, "err", err)
+	}
+	if t.Status.Status == wire.StatusReady && merr == nil && m.Hardware != nil {
+		// On failure the agent's own hardware report moves the task on.
+		if nt, err := r.st.SetHardware(ctx, t.ID, *m.Hardware); err == nil {
+			t = nt
+		} else {
+			r.log.Warn("hand-over: recording the discovered hardware", "task", t.ID, "err", err)
+		}
 	}
 	r.log.Info("task handed to the discovered agent", "task", t.ID, "mac", mac, "status", t.Status.Status, "remote", req.RemoteAddr)
 	return wire.ApprovalResponse{TaskID: t.ID, Status: t.Status.Status, SessionToken: tok}, nil
