@@ -42,12 +42,11 @@ type Config struct {
 
 // Server serves the control plane.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	router   chi.Router
-	hub      *Hub
-	wrapLn   func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
-	sessions sessions
+	cfg    Config
+	log    *slog.Logger
+	router chi.Router
+	hub    *Hub
+	wrapLn func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
 }
 
 // New builds the control plane; Start serves it.
@@ -169,14 +168,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // requests, its CSRF token in X-CSRF-Token.
 func (s *Server) requireOperator(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r2, handled := s.namedOperatorAuth(w, r); handled { // ui/operators.go
-			if r2 != nil {
-				next.ServeHTTP(w, r2)
-			}
-			return
-		}
-		if s.operatorAuth(w, r) {
-			next.ServeHTTP(w, r)
+		if r2, ok := s.operatorAuth(w, r); ok { // ui/session.go
+			next.ServeHTTP(w, r2)
 		}
 	})
 }

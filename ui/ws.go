@@ -20,7 +20,7 @@ const (
 // this host (coder/websocket's default check); browsers authenticate with
 // the session cookie, CLI and benchmark clients with the bearer token.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !s.operatorAuth(w, r) {
+	if _, ok := s.operatorAuth(w, r); !ok { // any operator credential; read-only may watch
 		return
 	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})

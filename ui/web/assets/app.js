@@ -644,7 +644,11 @@ async function api(method, path, body) {
   if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch(path, { method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body) });
-  if (res.status === 401) { showLogin(); throw new Error("session expired: sign in again"); }
+  if (res.status === 401) {
+    const data = await res.json().catch(() => ({}));
+    showLogin(data.session_ended ? data.error : "");
+    throw new Error(data.error || "session expired: sign in again");
+  }
   if (res.status === 204) return null;
   let data = null;
   try { data = await res.json(); } catch { /* empty body */ }
@@ -707,19 +711,25 @@ async function submitCreate(e) {
 async function checkSession() {
   try {
     const res = await fetch("/api/v1/session", { credentials: "same-origin" });
-    if (!res.ok) { showLogin(); return false; }
+    if (!res.ok) {
+      // An ended session says why (expired, token rotated or removed).
+      const data = await res.json().catch(() => ({}));
+      showLogin(data.session_ended ? data.error : "");
+      return false;
+    }
     state.csrf = (await res.json()).csrf_token;
     return true;
   } catch { return true; } // server unreachable: keep retrying
 }
 
-function showLogin() {
+function showLogin(why) {
   if (state.ws) { const ws = state.ws; state.ws = null; ws.onclose = null; ws.close(); }
   setConn("offline", "signed out");
   $("#app-view").hidden = true;
   $("#tabs").hidden = true;
   $("#logout").hidden = true;
   $("#login-view").hidden = false;
+  if (why !== undefined) setText($("#login-error"), why);
   $("#token").focus();
 }
 
