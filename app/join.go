@@ -34,6 +34,9 @@ type joinOptions struct {
 	// failAfterAdd (hidden, for tests): fail right after the admission, as
 	// a member that cannot start would; the join then takes its add back.
 	failAfterAdd bool
+	// caCert: the CA of the member's HTTPS certificate when it is not the
+	// cluster CA (it serves --tls-cert); app/join_pinned.go.
+	caCert string
 }
 
 func newJoinCmd(version string) *cobra.Command {
@@ -72,6 +75,7 @@ voting member once it has caught up.`,
 	_ = f.MarkHidden("exit-after-add")
 	f.BoolVar(&j.failAfterAdd, "fail-after-add", false, "testing: fail right after the cluster added this member")
 	_ = f.MarkHidden("fail-after-add")
+	f.StringVar(&j.caCert, "ca-cert", "", "CA of the member's HTTPS certificate when it serves its own --tls-cert (the cluster CA, pinned by the token, is always trusted)")
 	_ = cmd.MarkFlagRequired("token")
 	return cmd
 }
@@ -108,7 +112,8 @@ func runJoin(ctx context.Context, server string, o serveOptions, j joinOptions, 
 	start := time.Now()
 
 	// The member's CA must be the one the token pins: no trust on first use.
-	// Its TLS certificate (if any) is not checked here; the pin is.
+	// Its TLS certificate (if any) is not checked for this one call; the
+	// pin is, and every later call trusts only the pinned CA.
 	hc := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the CA is checked against the token's pin
 	}}
@@ -122,6 +127,9 @@ func runJoin(ctx context.Context, server string, o serveOptions, j joinOptions, 
 	}
 	if got := pki.Fingerprint(ca); got != pin {
 		return fmt.Errorf("the CA of %s (sha256 %s) does not match the token's pin (%s): check the URL is a member of the cluster the token came from; nothing was sent", server, got, pin)
+	}
+	if hc, err = pinnedJoinClient(ca, j.caCert); err != nil { // app/join_pinned.go
+		return err
 	}
 
 	keyPEM, csrPEM, err := pki.NewKeyAndCSR(o.name)
@@ -138,7 +146,7 @@ func runJoin(ctx context.Context, server string, o serveOptions, j joinOptions, 
 	}
 	var resp store.JoinResponse
 	if err := joinCall(ctx, hc, "POST", server+"/api/v1/cluster/join", req, &resp); err != nil {
-		return fmt.Errorf("join refused by %s: %w", server, err)
+		return fmt.Errorf("join refused by %s: %w", server, joinTLSHint(err))
 	}
 	// From here on the cluster holds this member as a learner: a failure
 	// before it serves takes the add back, so the cluster stays as it was.
