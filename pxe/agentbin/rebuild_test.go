@@ -41,4 +41,3 @@ func TestEmbeddedAgentRebuildsIdentically(t *testing.T) {
 		}
 	}
 }
-
