@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"log/slog"
 	"net/http"
 	"os"
@@ -40,9 +41,7 @@ const (
 func osImage(t *testing.T) (raw []byte, files map[string]string) {
 	t.Helper()
 	for tool, pkg := range map[string]string{"mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "sfdisk": "fdisk"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required for this test (apt-get install -y --no-install-recommends %s): %v", tool, pkg, err)
-		}
+		testenv.RequireTool(t, tool, pkg)
 	}
 	dir := t.TempDir()
 	noise := make([]byte, 1<<20)
@@ -117,9 +116,7 @@ func encodeImage(t *testing.T, format string, raw []byte) []byte {
 	case imagesrc.Zstd:
 		zw, err = zstd.NewWriter(&buf)
 	case imagesrc.QCOW2:
-		if _, err := exec.LookPath("qemu-img"); err != nil {
-			t.Fatalf("qemu-img is required for the qcow2 test (apt-get install -y --no-install-recommends qemu-utils): %v", err)
-		}
+		testenv.RequireTool(t, "qemu-img", "qemu-utils")
 		dir := t.TempDir()
 		in, out := filepath.Join(dir, "in.raw"), filepath.Join(dir, "out.qcow2")
 		if err := os.WriteFile(in, raw, 0o644); err != nil {

@@ -33,6 +33,10 @@ func Main(version string, args []string) int {
 		if errors.As(err, &ee) {
 			return int(ee)
 		}
+		var ce interface{ ExitCode() int }
+		if errors.As(err, &ce) {
+			return ce.ExitCode()
+		}
 		return 1
 	}
 	return 0

@@ -5,11 +5,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -183,9 +183,7 @@ func TestAttackOversizedHardwareReports(t *testing.T) {
 // of a child limited to 1,024 descriptors: it stays up, and a real client
 // on 127.0.0.1 is answered within 5 s on both ports.
 func TestAttackSlowConnections(t *testing.T) {
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Fatal("prlimit not found: install util-linux")
-	}
+	testenv.RequireTool(t, "prlimit", "util-linux")
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)
 	p := &lpmosProc{dataDir: dir, url: url, ports: ports, prefix: []string{"prlimit", "--nofile=1024:1024", "--"}}

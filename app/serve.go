@@ -150,6 +150,11 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", o.dataDir, err)
 	}
+	unlock, err := lockDataDir(o.dataDir) // app/datadirlock.go: fail at once when another serve uses it
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	imgPolicy, err := o.imagePolicy()
 	if err != nil {
 		return err

@@ -1,11 +1,8 @@
 package app
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -67,6 +64,7 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	f.StringVar(&req.Hostname, "hostname", "", "host name to configure")
 	f.StringSliceVar(&req.SSHAuthorizedKeys, "ssh-key", nil, "SSH public key to authorize (repeatable)")
 	f.StringVar(&req.UserData, "user-data", "", "cloud-init user data")
+	f.BoolVar(&req.AllowMissingImage, "allow-missing-image", false, "create the task although the catalog has no image for --os/--os-version yet (add it before approving)")
 	addRootDeviceFlag(f)
 	nw.addFlags(cmd)
 	for _, name := range []string{"mac", "os", "os-version"} {
@@ -181,66 +179,6 @@ func newTaskActionCmd(o *clientOptions, name, short, method, suffix string) *cob
 			return printTasks(cmd.OutOrStdout(), o.output, t)
 		},
 	}
-}
-
-func newTaskWatchCmd(o *clientOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "watch ID",
-		Short: "Follow a task live until it ends",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			req, err := http.NewRequestWithContext(cmd.Context(), "GET", c.base+"/api/v1/tasks/"+url.PathEscape(args[0])+"/watch", nil)
-			if err != nil {
-				return fmt.Errorf("build request: %w", err)
-			}
-			req.Header.Set("Authorization", "Bearer "+c.token)
-			resp, err := c.http.Do(req)
-			if err != nil {
-				return fmt.Errorf("watch task: %w", err)
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				var e struct{ Error string }
-				_ = json.NewDecoder(resp.Body).Decode(&e)
-				return fmt.Errorf("watch task: %w", &APIError{Status: resp.StatusCode, Message: e.Error})
-			}
-			return printWatch(cmd.OutOrStdout(), o.output, resp.Body)
-		},
-	}
-}
-
-func printWatch(w io.Writer, output string, body io.Reader) error {
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	for sc.Scan() {
-		if output == "json" {
-			fmt.Fprintln(w, sc.Text())
-			continue
-		}
-		var l ui.WatchLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return fmt.Errorf("decode watch line: %w", err)
-		}
-		now := time.Now().Format(time.TimeOnly)
-		switch {
-		case l.Task != nil:
-			fmt.Fprintf(w, "%s  task %s is %s\n", now, l.TaskID, l.Task.Status.Status)
-		case l.Status != nil:
-			fmt.Fprintf(w, "%s  status %s %s\n", now, l.Status.Status, l.Status.Reason)
-		case l.Progress != nil:
-			fmt.Fprintf(w, "%s  [%3d%%] %s: %s\n", now, l.Progress.Percentage, l.Progress.Stage, l.Progress.Message)
-		case l.Hardware != nil:
-			fmt.Fprintf(w, "%s  hardware reported: %s %s\n", now, l.Hardware.DMI.Vendor, l.Hardware.DMI.Product)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("watch stream: %w", err)
-	}
-	return nil
 }
 
 func printTasks(w io.Writer, output string, tasks ...store.Task) error {

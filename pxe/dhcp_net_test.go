@@ -18,8 +18,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"testing"
@@ -48,12 +48,8 @@ func ipCmd(t *testing.T, args ...string) {
 // newTestNet creates the two namespaces and the veth between them.
 func newTestNet(t *testing.T) *testNet {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (network namespaces); CI runs as root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatalf("iproute2 is required: %v", err)
-	}
+	testenv.RequireRoot(t, "network namespaces")
+	testenv.RequireTool(t, "ip", "iproute2")
 	b := make([]byte, 4)
 	rand.Read(b)
 	n := &testNet{srvNS: "lpmos-test-" + hex.EncodeToString(b) + "-s", cliNS: "lpmos-test-" + hex.EncodeToString(b) + "-c"}

@@ -3,6 +3,7 @@ package pxe
 import (
 	"context"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -17,10 +18,7 @@ import (
 // class. In full mode lpmos leases it one by default (AnswerAll), so the
 // installed OS is reachable; with AnswerAll off it stays silent.
 func TestFullDHCPAnswersNonPXEClientUdhcpc(t *testing.T) {
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatalf("busybox (udhcpc) is required for this test (apt-get install -y busybox): %v", err)
-	}
+	busybox := testenv.RequireTool(t, "busybox", "busybox")
 	for _, answerAll := range []bool{true, false} {
 		t.Run(fmt.Sprintf("answer-all=%v", answerAll), func(t *testing.T) {
 			n := newTestNet(t)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"io/fs"
 	"net"
 	"os"
@@ -136,10 +137,7 @@ func TestTFTPRefuses(t *testing.T) {
 
 // TestTFTPCurl fetches with another implementation's client: curl.
 func TestTFTPCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Fatalf("curl is required (apt-get install curl): %v", err)
-	}
+	curl := testenv.RequireTool(t, "curl", "curl")
 	addr := startTFTP(t)
 	want, _ := fs.ReadFile(IPXEFiles(), FileBIOS)
 	for _, args := range [][]string{nil, {"--tftp-blksize", "1468"}} {

@@ -28,6 +28,9 @@ type CreateTaskRequest struct {
 	RootDeviceHints *wire.RootDeviceHints `json:"root_device_hints,omitempty"` // the disk to erase (agent/disksel)
 	// Network is a static address for the installed system; nil: DHCP.
 	Network *wire.StaticNetwork `json:"network,omitempty"`
+	// AllowMissingImage creates the task although the catalog has no
+	// image for OSType/OSVersion yet (ui/create_checks.go).
+	AllowMissingImage bool `json:"allow_missing_image,omitempty"`
 }
 
 // TaskList is the answer of GET /api/v1/tasks.
@@ -192,6 +195,9 @@ func (s *Server) watchTask(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	_ = enc.Encode(WatchLine{Type: "snapshot", TaskID: id, Task: &task})
 	flusher.Flush()
+	if !task.Status.Status.Active() {
+		return // ended already: the snapshot says how, and the stream ends
+	}
 	for {
 		c, ok := <-changes
 		if !ok {

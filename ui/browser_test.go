@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,8 +19,6 @@ import (
 	"github.com/lpmos/lpmos/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-const chromiumPath = "/usr/bin/chromium"
 
 // xssHostname is what a hostile or broken agent could report. The store
 // validates the operator's hostname as a DNS name, but not what the agent
@@ -101,12 +100,10 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 // --ignore-certificate-errors.
 func newBrowser(t *testing.T, spkiPins ...string) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("the browser test needs Debian's chromium at %s (apt-get install -y --no-install-recommends chromium): %v", chromiumPath, err)
-	}
+	chromium := testenv.RequireTool(t, "chromium", "chromium") // Debian's /usr/bin/chromium
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		append(chromedp.DefaultExecAllocatorOptions[:],
-			chromedp.ExecPath(chromiumPath),
+			chromedp.ExecPath(chromium),
 			chromedp.NoSandbox,
 			chromedp.Headless,
 			chromedp.DisableGPU,

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -115,9 +116,7 @@ func TestAddAndRemoveImages(t *testing.T) {
 	xzDerived := img.Derived
 
 	// qcow2: converted once into the derived directory, removed with the entry.
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Fatalf("qemu-img is required (apt-get install -y --no-install-recommends qemu-utils): %v", err)
-	}
+	testenv.RequireTool(t, "qemu-img", "qemu-utils")
 	rawPath := writeImage(t, filepath.Join(t.TempDir(), "in.raw"), disk)
 	q := filepath.Join(e.imagesDir, "os.qcow2")
 	if out, err := exec.Command("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", rawPath, q).CombinedOutput(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,9 +338,7 @@ func TestRegisterBootEntry(t *testing.T) {
 }
 
 func TestFindESP(t *testing.T) {
-	if _, err := exec.LookPath("sfdisk"); err != nil {
-		t.Fatal("sfdisk not found: apt-get install fdisk")
-	}
+	testenv.RequireTool(t, "sfdisk", "fdisk")
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"hash/crc32"
 	"log/slog"
 	"net/http"
@@ -244,9 +245,8 @@ func tCheckGPT(t *testing.T, disk []byte) (alt, lastUsable uint64) {
 // map with `mkfs.ext4 -d`, as image builders do.
 func tMkfsExt4(t *testing.T, size int64, files map[string]string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Fatalf("mkfs.ext4 is required for this test (apt-get install -y e2fsprogs): %v", err)
-	}
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
+	testenv.RequireTool(t, "debugfs", "e2fsprogs")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "root")
 	for name, content := range files {

@@ -1,6 +1,7 @@
 package install
 
 import (
+	"github.com/lpmos/lpmos/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +15,7 @@ import (
 // 22.4, `cloud-init devel net-convert`), rendered for ifupdown as Debian
 // does, and the result must configure the NIC with the task's MAC.
 func TestNoCloudNetworkConfigWithCloudInit(t *testing.T) {
-	if _, err := exec.LookPath("cloud-init"); err != nil {
-		t.Fatalf("cloud-init is required for this test (apt-get install -y --no-install-recommends cloud-init): %v", err)
-	}
+	testenv.RequireTool(t, "cloud-init", "cloud-init")
 	tests := []struct {
 		name string
 		net  *wire.StaticNetwork

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"hash/crc32"
 	"os"
 	"os/exec"
@@ -82,9 +83,7 @@ func tMakeGPTDisk(t *testing.T, extraSectors int64, parts ...tPart) ([]byte, []i
 // tMkfsVfat makes a FAT file system image (an ESP) with mkfs.vfat.
 func tMkfsVfat(t *testing.T, size int64) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.vfat"); err != nil {
-		t.Fatalf("mkfs.vfat is required for this test (apt-get install -y dosfstools): %v", err)
-	}
+	testenv.RequireTool(t, "mkfs.vfat", "dosfstools")
 	p := filepath.Join(t.TempDir(), "esp.img")
 	if out, err := exec.Command("mkfs.vfat", "-C", p, fmt.Sprint(size/1024)).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.vfat: %v\n%s", err, out)
@@ -100,10 +99,9 @@ func tMkfsVfat(t *testing.T, size int64) []byte {
 func tMkfsBtrfs(t *testing.T, size int64, subvol string, files map[string]string) []byte {
 	t.Helper()
 	for _, tool := range []string{"mkfs.btrfs", "btrfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required for this test (apt-get install -y btrfs-progs): %v", tool, err)
-		}
+		testenv.RequireTool(t, tool, "btrfs-progs")
 	}
+	testenv.RequireRoot(t, "loop-mounting a btrfs image")
 	dir := t.TempDir()
 	img, mnt := filepath.Join(dir, "btrfs.img"), filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
@@ -434,9 +432,8 @@ func padTo(b []byte, n int) []byte {
 // appears) it falls back to loop devices over the disk's byte ranges.
 // Either way /boot first must not get the seed.
 func TestInstallRootOnBlockDevice(t *testing.T) {
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Fatalf("losetup is required for this test (apt-get install -y util-linux): %v", err)
-	}
+	testenv.RequireTool(t, "losetup", "util-linux")
+	testenv.RequireRoot(t, "loop devices")
 	boot := tMkfsExt4(t, 4<<20, map[string]string{"vmlinuz-6.1.0-18-amd64": "kernel", "grub/grub.cfg": "x\n"})
 	root := tMkfsExt4(t, 4<<20, map[string]string{"etc/os-release": "ID=rhel\n"})
 	image, starts := tMakeGPTDisk(t, 0,

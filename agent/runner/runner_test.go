@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -180,9 +181,7 @@ func fakeHardware() wire.Hardware {
 // etc/os-release, where the agent writes its seed.
 func image(t *testing.T) ([]byte, string) {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Fatalf("mkfs.ext4 is required for this test (apt-get install -y e2fsprogs): %v", err)
-	}
+	testenv.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "root", "etc"), 0o755); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -84,9 +85,7 @@ func encode(t testing.TB, format string, raw []byte) []byte {
 
 func qcow2Of(t testing.TB, raw []byte) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Fatalf("qemu-img is required for the qcow2 tests (apt-get install -y --no-install-recommends qemu-utils): %v", err)
-	}
+	testenv.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.raw"), filepath.Join(dir, "out.qcow2")
 	if err := os.WriteFile(in, raw, 0o644); err != nil {

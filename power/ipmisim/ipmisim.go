@@ -9,6 +9,7 @@ package ipmisim
 import (
 	"context"
 	"fmt"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -70,9 +71,7 @@ func FreeUDPPort(t testing.TB) int {
 func needTools(t testing.TB) {
 	t.Helper()
 	for tool, pkg := range map[string]string{"ipmi_sim": "openipmi", "ipmitool": "ipmitool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: apt-get install -y --no-install-recommends %s", tool, pkg)
-		}
+		testenv.RequireTool(t, tool, pkg)
 	}
 }
 

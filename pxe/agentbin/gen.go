@@ -9,11 +9,15 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+
+	"github.com/lpmos/lpmos/pxe/agentbin/srcdigest"
 )
 
 var arches = []string{"amd64", "arm64"}
@@ -34,6 +38,15 @@ func run(out string, raw bool) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	goVersion, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOVERSION: %w", err)
+	}
+	src, err := srcdigest.Compute("../..", "gen.go", strings.TrimSpace(string(goVersion)), arches)
+	if err != nil {
+		return err
+	}
+	rec := srcdigest.Record{Source: src, Binaries: map[string]string{}}
 	for _, arch := range arches {
 		bin := filepath.Join(tmp, "lpmos-agent-"+arch)
 		cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=",
@@ -49,6 +62,7 @@ func run(out string, raw bool) error {
 			return err
 		}
 		name := filepath.Join(out, "lpmos-agent-linux-"+arch)
+		rec.Binaries[filepath.Base(name)] = fmt.Sprintf("%x", sha256.Sum256(data))
 		if raw {
 			if err := os.WriteFile(name, data, 0o755); err != nil {
 				return err
@@ -70,6 +84,13 @@ func run(out string, raw bool) error {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "agentbin: %s: %d bytes (%d gzipped)\n", name, len(data), buf.Len())
+	}
+	if !raw {
+		// What the binaries were built from: the test compares it with the
+		// source without rebuilding (srcdigest).
+		if err := os.WriteFile(filepath.Join(out, srcdigest.FileName), []byte(rec.Format(arches)), 0o644); err != nil {
+			return err
+		}
 	}
 	return nil
 }
