@@ -75,6 +75,7 @@ LPMOS_DATA_DIR, --listen-addr is LPMOS_LISTEN_ADDR, and so on.`,
 		newVersionCmd(version),
 		newJoinCmd(version), newTokenCmd(), newMemberCmd(), newLeaveCmd(),
 		newPowerCmd(),
+		newBackupCmd(version), newRestoreCmd(), // app/backup.go
 	)
 	return root
 }
