@@ -385,25 +385,43 @@ func setup(o options, p *proc, agents []*agent) error {
 	return nil
 }
 
-// schedule is the report of an agent k reports into its install of total.
-func schedule(k, total int) (string, int) {
-	switch {
-	case k >= total:
-		return wire.StageCompleted, 100
-	case k == total-1:
-		return wire.StageConfiguring, 100
+var stages = []struct {
+	name     string
+	from, to float64
+}{
+	{wire.StagePartitioning, 0, 20}, {wire.StageDownloading, 20, 60}, {wire.StageInstalling, 60, 90},
+	{wire.StageConfiguring, 90, 100}, {wire.StageCompleted, 100, 100},
+}
+
+func stageIdx(s string) int {
+	for i, st := range stages {
+		if st.name == s {
+			return i
+		}
 	}
-	f := float64(k) / float64(total)
-	span := func(lo, hi, from, to float64) int { return int(from + (to-from)*(f-lo)/(hi-lo)) }
+	return -1
+}
+
+// schedule is the report due at elapsed of an install lasting total:
+// partitioning 5%, downloading 75%, installing 10%, configuring 10%.
+func schedule(elapsed, total time.Duration) (string, int) {
+	f := float64(elapsed) / float64(total)
+	if f >= 1 {
+		return wire.StageCompleted, 100
+	}
+	span := func(i int, lo, hi float64) (string, int) {
+		st := stages[i]
+		return st.name, int(st.from + (st.to-st.from)*(f-lo)/(hi-lo))
+	}
 	switch {
 	case f < 0.05:
-		return wire.StagePartitioning, span(0, 0.05, 0, 20)
+		return span(0, 0, 0.05)
 	case f < 0.8:
-		return wire.StageDownloading, span(0.05, 0.8, 20, 60)
+		return span(1, 0.05, 0.8)
 	case f < 0.9:
-		return wire.StageInstalling, span(0.8, 0.9, 60, 90)
+		return span(2, 0.8, 0.9)
 	}
-	return wire.StageConfiguring, span(0.9, 1, 90, 100)
+	return span(3, 0.9, 1)
 }
 
 // dashboard is one /ws client counting messages and the lag of progress.
@@ -515,6 +533,9 @@ func run(ctx context.Context, o options) error {
 		errSample                       atomic.Value
 	)
 	total := int(o.duration / time.Second)
+	if db0 < 0 {
+		db0 = 0
+	}
 	cpu0, wall0 := p.cpuTicks(), time.Now()
 	var peak atomic.Int64
 	sctx, scancel := context.WithCancel(ctx)
@@ -540,17 +561,23 @@ func run(ctx context.Context, o options) error {
 			interval := time.Second
 			seq := time.Now().UnixMicro()
 			mine := make([]time.Duration, 0, total+2)
-			for k := 0; k <= total; k++ {
-				if k == total {
-					if next.Before(end) {
-						next = end // the final report after the window
-					}
-				} else if next.After(end) {
-					k = total - 1
-					continue
+			last, lastPct := -1, 0
+			for tries := 0; last < len(stages)-1 && tries < 100; {
+				if !next.Before(end) {
+					tries++ // after the window: finish the install, not counted
 				}
 				time.Sleep(time.Until(next))
-				stage, percent := schedule(k, total)
+				stage, percent := schedule(time.Since(wall0), o.duration)
+				// Stages go forward one at a time, completed after configuring at 100.
+				if i := stageIdx(stage); i > last+1 {
+					stage, percent = stages[last+1].name, int(stages[last+1].from)
+				}
+				if stage == wire.StageCompleted && (last != len(stages)-2 || lastPct != 100) {
+					stage, percent = wire.StageConfiguring, 100
+				}
+				if stageIdx(stage) == last {
+					percent = max(percent, lastPct)
+				}
 				seq = max(seq+1, time.Now().UnixMicro())
 				body := wire.Progress{MACAddress: a.mac, TaskID: a.task, Seq: seq, Stage: stage, Percentage: percent, Message: "bench " + stage}
 				t0 := time.Now()
@@ -561,15 +588,19 @@ func run(ctx context.Context, o options) error {
 				}
 				_, err := call(a.c, "POST", p.agentURL+wire.PathProgress, a.session, body, &resp)
 				el := time.Since(t0)
-				if k < total {
+				counted := t0.Before(end)
+				if counted {
 					offered.Add(1)
 				}
 				if err != nil {
 					errs.Add(1)
 					errSample.Store(err.Error())
-				} else if k < total && t0.Before(end) {
-					achieved.Add(1)
-					mine = append(mine, el)
+				} else {
+					last, lastPct = stageIdx(stage), percent
+					if counted {
+						achieved.Add(1)
+						mine = append(mine, el)
+					}
 				}
 				if resp.NextReportMS > 0 {
 					if iv := time.Duration(resp.NextReportMS) * time.Millisecond; iv != interval {
@@ -580,10 +611,9 @@ func run(ctx context.Context, o options) error {
 				next = next.Add(interval)
 				// Ticks missed while a report was in flight count as offered
 				// and not achieved: the agent fell behind.
-				for k < total-1 && time.Now().After(next.Add(interval)) && next.Before(end) {
+				for time.Now().After(next.Add(interval)) && next.Before(end) {
 					next = next.Add(interval)
 					offered.Add(1)
-					k++
 				}
 			}
 			lmu.Lock()
