@@ -180,6 +180,12 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 	if now := time.Now(); e == nil && (p.Seq <= 0 || p.Seq > now.Add(MaxSeqSkew).UnixMicro()) {
 		e = httpapi.Errorf(http.StatusBadRequest, "seq %d: want 1 up to the server clock in unix microseconds (%d) plus %s", p.Seq, now.UnixMicro(), MaxSeqSkew)
 	}
+	if e == nil {
+		if id, res, ok := r.fast.report(ctx, req, p); ok { // agentapi/fastprogress.go
+			r.progressDone(w, req, id, p, res)
+			return
+		}
+	}
 	var (
 		t    store.Task
 		sess store.Session
@@ -210,6 +216,14 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, req, e)
 		return
 	}
+	r.progressDone(w, req, t.ID, p, res)
+}
+
+// progressDone completes a stored report: the final one moves the task to
+// completed; the answer may ask the agent to report less often.
+func (r *Region) progressDone(w http.ResponseWriter, req *http.Request, id string, p wire.Progress, res store.ProgressResult) {
+	ctx := req.Context()
+	t := store.Task{ID: id}
 	status := res.Task.Status.Status
 	if p.Stage == wire.StageCompleted && p.Percentage == 100 {
 		done, err := r.st.Transition(ctx, t.ID, wire.StatusCompleted, "install completed")
@@ -225,7 +239,7 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: status, Duplicate: res.Duplicate})
+	httpapi.WriteJSON(w, http.StatusOK, wire.ProgressResponse{Status: status, Duplicate: res.Duplicate, NextReportMS: r.fast.nextReportMS()})
 }
 
 // failure handles POST /api/v1/agent/failure.

@@ -97,6 +97,15 @@ type Config struct {
 	// StallAfter: an installing task with no report this long becomes
 	// stalled. Default 2m.
 	StallAfter time.Duration
+	// ProgressWindow is how long a within-stage progress report may wait
+	// to be written, coalesced with the task's next ones (store.ProgressPath;
+	// default store.DefaultCoalesceWindow).
+	ProgressWindow time.Duration
+	// ReportRate is the progress reports a second the region asks its
+	// agents to stay under: with more installing tasks than that, each
+	// answer asks for a longer interval (agentapi/fastprogress.go). 0: no
+	// limit.
+	ReportRate float64
 	// Images is where image sources may come from (the images directory,
 	// URL rules); every image is checked against it when served. The zero
 	// value serves no local file and only public URLs.
@@ -180,6 +189,8 @@ type Region struct {
 	wake     chan struct{} // closed and replaced when an own task changes
 	started  bool
 	done     chan struct{} // closed when Start's ctx ends: releases long-polls
+
+	fast *fastProgress // agentapi/fastprogress.go
 }
 
 // New checks cfg and builds a Region. It does not touch the network.
@@ -231,6 +242,7 @@ func New(cfg Config) (*Region, error) {
 		done:     make(chan struct{}),
 	}
 	r.guard = newGuard(cfg)
+	r.fast = newFastProgress(r)
 	now := time.Now().UTC()
 	for _, s := range []string{ServiceRegistration, ServiceTaskSync} {
 		r.services[s] = ServiceState{State: StateStopped, Since: now}
@@ -335,6 +347,7 @@ func (r *Region) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.register(ctx) })
 	wg.Go(func() { r.syncLoop(ctx) })
+	wg.Go(func() { r.fast.pp.Run(ctx) })
 	if r.cfg.Addr != "" {
 		wg.Go(func() { r.serve(ctx) })
 	}

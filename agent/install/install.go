@@ -62,6 +62,9 @@ type Options struct {
 	// /sys/firmware/efi/efivars when the machine booted UEFI and the disk is
 	// a block device (see makeUEFIBootable). Tests point it at a directory.
 	EFIVarsDir string
+	// NextInterval, when set, is the interval the server last asked for
+	// (0: none); within a stage the longer of it and ProgressInterval holds.
+	NextInterval func() time.Duration
 }
 
 // Install writes spec's image to o.Disk and configures it. It returns nil
@@ -139,7 +142,11 @@ func (in *installer) stage(ctx context.Context, p Progress) error {
 
 // tick reports progress within a stage, at most once per ProgressInterval.
 func (in *installer) tick(ctx context.Context, p Progress) error {
-	if time.Since(in.lastSent) < in.o.ProgressInterval {
+	iv := in.o.ProgressInterval
+	if in.o.NextInterval != nil {
+		iv = max(iv, in.o.NextInterval())
+	}
+	if time.Since(in.lastSent) < iv {
 		return nil
 	}
 	return in.stage(ctx, p)

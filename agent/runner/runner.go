@@ -217,6 +217,7 @@ func (r *Runner) install(ctx context.Context, mac, taskID string, hw wire.Hardwa
 	rep := &reporter{api: r.API, mac: mac, taskID: taskID}
 	opts := r.Install
 	opts.Disk, opts.TaskID, opts.Report, opts.Logger = disk, taskID, rep.report, r.Log
+	opts.NextInterval = rep.nextInterval
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = r.ImageClient
 	}
@@ -337,17 +338,29 @@ type reporter struct {
 	taskID string
 	mu     sync.Mutex
 	seq    int64
+	next   time.Duration // the report interval the server asked for; 0: none
+}
+
+// nextInterval is the report interval the server last asked for.
+func (p *reporter) nextInterval() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.next
 }
 
 func (p *reporter) report(ctx context.Context, pr install.Progress) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seq = max(p.seq+1, p.api.ServerNow().UnixMicro())
-	_, err := p.api.ReportProgress(ctx, wire.Progress{
+	resp, err := p.api.ReportProgress(ctx, wire.Progress{
 		MACAddress: p.mac, TaskID: p.taskID, Seq: p.seq, Stage: pr.Stage, Percentage: pr.Percentage,
 		Message: pr.Message, BytesDone: pr.BytesDone, BytesTotal: pr.BytesTotal,
 		Partitions: pr.Partitions,
 	})
+	if err == nil {
+		// A loaded region asks for fewer reports (at most a minute apart).
+		p.next = min(time.Duration(resp.NextReportMS)*time.Millisecond, time.Minute)
+	}
 	if client.IsConflict(err) {
 		return fmt.Errorf("the server refused progress (task cancelled or taken over?): %w", err)
 	}

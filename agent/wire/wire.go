@@ -204,6 +204,10 @@ type Partition struct {
 type ProgressResponse struct {
 	Status    Status `json:"status"`
 	Duplicate bool   `json:"duplicate,omitempty"`
+	// NextReportMS, when set, is the interval the region asks the agent to
+	// keep between its within-stage reports (it is loaded); stage changes
+	// are still reported at once.
+	NextReportMS int64 `json:"next_report_ms,omitempty"`
 }
 
 // FailureReport is the body of POST /api/v1/agent/failure: the agent gives up

@@ -1,0 +1,682 @@
+// Command fleet is the fleet load generator of BENCHMARKS.md: it starts a
+// real `lpmos serve` (a built binary, its own temporary data dir, loopback
+// only), creates N tasks, claims each through /boot/{mac}.ipxe and the
+// agent's session exchange, reports hardware, approves all, then sends
+// progress from every simulated agent once a second (or at the interval
+// the region asks for) while one dashboard WebSocket client counts what it
+// receives. It prints report latency, achieved/offered, lpmos CPU and RSS,
+// etcd bytes per install and the dashboard's lag and drops.
+//
+//	go run ./bench/fleet -n 1000 -duration 30s
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/lpmos/lpmos/agent/wire"
+)
+
+type options struct {
+	n        int
+	duration time.Duration
+	lpmos    string
+	ips      int
+	setupPar int
+	keep     bool
+	extra    string
+	listPage int
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.n, "n", 1000, "simulated agents (tasks)")
+	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long every agent reports progress")
+	flag.StringVar(&o.lpmos, "lpmos", "", "lpmos binary (default: go build . into the temp dir)")
+	flag.IntVar(&o.ips, "ips", 100, "loopback source addresses the agents come from (127.0.1.x)")
+	flag.IntVar(&o.setupPar, "setup-parallel", 32, "parallel requests while creating, claiming and approving")
+	flag.BoolVar(&o.keep, "keep", false, "keep the data dir")
+	flag.StringVar(&o.extra, "serve-args", "", "extra `lpmos serve` flags, space separated")
+	flag.IntVar(&o.listPage, "list-page", 50, "page size of the timed first-page list (0: skip)")
+	flag.Parse()
+	if err := run(context.Background(), o); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type proc struct {
+	cmd      *exec.Cmd
+	dir      string
+	url      string
+	agentURL string
+	token    string
+}
+
+func (p *proc) rss() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+// cpuTicks is utime+stime of the process in clock ticks (100 Hz).
+func (p *proc) cpuTicks() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
+
+// metric reads one sample of lpmos's /metrics.
+func (p *proc) metric(name string) int64 {
+	resp, err := http.Get(p.url + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return int64(v)
+		}
+	}
+	return -1
+}
+
+// dbInUse is etcd's bytes in use, measured by lpmos every second.
+func (p *proc) dbInUse() int64 {
+	time.Sleep(1500 * time.Millisecond)
+	for range 20 {
+		if v := p.metric("lpmos_etcd_db_size_in_use_bytes"); v > 0 {
+			return v
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return -1
+}
+
+func start(o options, dir string) (*proc, error) {
+	bin := o.lpmos
+	if bin == "" {
+		bin = filepath.Join(dir, "lpmos")
+		b := exec.Command("go", "build", "-o", bin, ".")
+		b.Stdout, b.Stderr = os.Stderr, os.Stderr
+		if err := b.Run(); err != nil {
+			return nil, fmt.Errorf("build lpmos (run from the repository root, or pass -lpmos): %w", err)
+		}
+	}
+	// Every agent connection is a descriptor in lpmos.
+	lim := syscall.Rlimit{Cur: 20000, Max: 20000}
+	var cur syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur) == nil && cur.Max < lim.Max {
+		lim = syscall.Rlimit{Cur: cur.Max, Max: cur.Max}
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil, fmt.Errorf("raise the descriptor limit: %w", err)
+	}
+	data := filepath.Join(dir, "data")
+	cp, api := freePort(), freePort()
+	args := []string{"serve", "--data-dir", data,
+		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
+		"--api-port", fmt.Sprint(api),
+		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
+		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
+		"--advertise-ip", "127.0.0.1",
+		"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+		"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+		"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+		"--agent-tls", "off", "--tls=off",
+		"--agent-rate", "0", "--max-conns", "15000", "--max-conns-per-ip", "0",
+		"--etcd-maintenance-interval", "1s", // measures the db's bytes in use
+	}
+	if o.extra != "" {
+		args = append(args, strings.Fields(o.extra)...)
+	}
+	logf, err := os.Create(filepath.Join(dir, "lpmos.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start lpmos: %w", err)
+	}
+	p := &proc{cmd: cmd, dir: data, url: fmt.Sprintf("http://127.0.0.1:%d", cp), agentURL: fmt.Sprintf("http://127.0.0.1:%d", api)}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(p.url + "/api/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("lpmos not healthy within 60s (log: %s)", logf.Name())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	p.token = strings.TrimSpace(string(tok))
+	img := filepath.Join(data, "images", "bench.img")
+	if err := os.WriteFile(img, bytes.Repeat([]byte("lpmos fleet bench\n"), 1<<12), 0o644); err != nil {
+		p.stop()
+		return nil, err
+	}
+	add := exec.Command(bin, "image", "add", "bench", "1", img, "--server", p.url, "--data-dir", data)
+	if out, err := add.CombinedOutput(); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("image add: %v: %s", err, out)
+	}
+	return p, nil
+}
+
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// client is an HTTP client whose connections come from src.
+func client(src string, conns int) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 30 * time.Second}
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DialContext: d.DialContext, MaxIdleConnsPerHost: conns, MaxIdleConns: conns,
+	}}
+}
+
+// call sends a JSON request and decodes a 2xx answer into out.
+func call(c *http.Client, method, url, bearer string, in, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return 0, err
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: decode: %w", method, url, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+type agent struct {
+	i       int
+	mac     string
+	task    string
+	session string
+	c       *http.Client
+}
+
+func parallel(n, par int, f func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  atomic.Int64
+	)
+	for range par {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+var tokenRE = regexp.MustCompile(`lpmos_token=([A-Za-z0-9_-]+)`)
+
+func hardware(mac string) wire.Hardware {
+	return wire.Hardware{
+		CPU:      wire.CPU{Model: "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", Sockets: 2, Cores: 64, Threads: 128},
+		Memory:   wire.Memory{TotalBytes: 512 << 30, TotalGB: 512},
+		Disks:    []wire.Disk{{Name: "nvme0n1", SizeBytes: 3840755982336, Model: "SAMSUNG MZQL23T8HCLS-00A07", Serial: "S64HNE0R" + strings.ReplaceAll(mac, ":", "")}},
+		NICs:     []wire.NIC{{Name: "eno1", MAC: mac, Driver: "ixgbe", SpeedMbps: 10000, Link: true}},
+		DMI:      wire.DMI{Vendor: "Supermicro", Product: "SYS-1029U-TRT"},
+		BootMode: "uefi", Kernel: "6.1.0-18-amd64", CollectedAt: time.Now().UTC(),
+	}
+}
+
+// setup creates, claims, reports and approves every agent's task.
+func setup(o options, p *proc, agents []*agent) error {
+	ctl := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.setupPar}}
+	t0 := time.Now()
+	err := parallel(len(agents), o.setupPar, func(i int) error {
+		a := agents[i]
+		var task struct{ ID string }
+		_, err := call(ctl, "POST", p.url+"/api/v1/tasks", p.token, map[string]any{
+			"region_id": "dc1", "target_mac": a.mac, "os_type": "bench", "os_version": "1", "hostname": fmt.Sprintf("node-%05d", i),
+		}, &task)
+		a.task = task.ID
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create tasks: %w", err)
+	}
+	log.Printf("created %d tasks in %v", len(agents), time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	err = parallel(len(agents), o.setupPar, func(i int) error {
+		a := agents[i]
+		resp, err := a.c.Get(p.agentURL + "/boot/" + a.mac + ".ipxe")
+		if err != nil {
+			return err
+		}
+		script, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := tokenRE.FindSubmatch(script)
+		if resp.StatusCode != 200 || m == nil {
+			return fmt.Errorf("boot script of %s: %d %s", a.mac, resp.StatusCode, script)
+		}
+		var sess wire.SessionResponse
+		if _, err := call(a.c, "POST", p.agentURL+wire.PathSession, string(m[1]), wire.SessionRequest{MACAddress: a.mac, TaskID: a.task}, &sess); err != nil {
+			return err
+		}
+		a.session = sess.SessionToken
+		var hr wire.HardwareResponse
+		if _, err := call(a.c, "POST", p.agentURL+wire.PathHardware, a.session, wire.HardwareReport{MACAddress: a.mac, TaskID: a.task, Hardware: hardware(a.mac)}, &hr); err != nil {
+			return err
+		}
+		if hr.Status != wire.StatusPendingApproval {
+			return fmt.Errorf("task %s is %s after the hardware report", a.task, hr.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("claim and report hardware: %w", err)
+	}
+	log.Printf("claimed (boot script, session, hardware) in %v", time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	err = parallel(len(agents), o.setupPar, func(i int) error {
+		_, err := call(ctl, "PUT", p.url+"/api/v1/tasks/"+agents[i].task+"/approve", p.token, nil, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("approve: %w", err)
+	}
+	log.Printf("approved in %v", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+var stages = []struct {
+	name     string
+	from, to float64
+}{
+	{wire.StagePartitioning, 0, 20}, {wire.StageDownloading, 20, 60}, {wire.StageInstalling, 60, 90},
+	{wire.StageConfiguring, 90, 100}, {wire.StageCompleted, 100, 100},
+}
+
+func stageIdx(s string) int {
+	for i, st := range stages {
+		if st.name == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// schedule is the report due at elapsed of an install lasting total:
+// partitioning 5%, downloading 75%, installing 10%, configuring 10%.
+func schedule(elapsed, total time.Duration) (string, int) {
+	f := float64(elapsed) / float64(total)
+	if f >= 1 {
+		return wire.StageCompleted, 100
+	}
+	span := func(i int, lo, hi float64) (string, int) {
+		st := stages[i]
+		return st.name, int(st.from + (st.to-st.from)*(f-lo)/(hi-lo))
+	}
+	switch {
+	case f < 0.05:
+		return span(0, 0, 0.05)
+	case f < 0.8:
+		return span(1, 0.05, 0.8)
+	case f < 0.9:
+		return span(2, 0.8, 0.9)
+	}
+	return span(3, 0.9, 1)
+}
+
+// dashboard is one /ws client counting messages and the lag of progress.
+type dashboard struct {
+	sent     sync.Map // task+seq -> time sent
+	mu       sync.Mutex
+	lags     []time.Duration
+	counts   map[string]int
+	drops    int
+	snaps    int
+	progress atomic.Int64
+}
+
+func key(task string, seq int64) string { return task + "/" + strconv.FormatInt(seq, 10) }
+
+func (d *dashboard) run(ctx context.Context, p *proc, query string) {
+	for ctx.Err() == nil {
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(p.url, "http")+"/ws"+query, &websocket.DialOptions{
+			HTTPHeader: http.Header{"Authorization": {"Bearer " + p.token}},
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Printf("dashboard: dial: %v", err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		ws.SetReadLimit(256 << 20)
+		for {
+			_, data, err := ws.Read(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					d.mu.Lock()
+					d.drops++
+					d.mu.Unlock()
+					log.Printf("dashboard: connection ended (%v), reconnecting", err)
+				}
+				break
+			}
+			now := time.Now()
+			var m struct {
+				Type   string `json:"type"`
+				TaskID string `json:"task_id"`
+				Seq    int64  `json:"seq"`
+			}
+			_ = json.Unmarshal(data, &m)
+			d.mu.Lock()
+			d.counts[m.Type]++
+			if m.Type == "snapshot" {
+				d.snaps++
+			}
+			if m.Type == "progress" {
+				if t, ok := d.sent.Load(key(m.TaskID, m.Seq)); ok {
+					d.lags = append(d.lags, now.Sub(t.(time.Time)))
+				}
+			}
+			d.mu.Unlock()
+		}
+		ws.CloseNow()
+	}
+}
+
+func pct(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[min(len(ds)-1, int(float64(len(ds))*q))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+func run(ctx context.Context, o options) error {
+	dir, err := os.MkdirTemp("", "lpmos-fleet-")
+	if err != nil {
+		return err
+	}
+	if !o.keep {
+		defer os.RemoveAll(dir)
+	}
+	p, err := start(o, dir)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	db0, rev0, rss0 := p.dbInUse(), p.metric("lpmos_etcd_revision"), p.rss()
+	clients := make([]*http.Client, o.ips)
+	for i := range clients {
+		clients[i] = client(fmt.Sprintf("127.0.1.%d", 1+i%250), o.n/o.ips+2)
+	}
+	agents := make([]*agent, o.n)
+	for i := range agents {
+		agents[i] = &agent{i: i, mac: fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)), c: clients[i%len(clients)]}
+	}
+	if err := setup(o, p, agents); err != nil {
+		return err
+	}
+
+	d := &dashboard{counts: map[string]int{}}
+	dctx, dcancel := context.WithCancel(ctx)
+	var dwg sync.WaitGroup
+	dwg.Go(func() { d.run(dctx, p, "") })
+	time.Sleep(time.Second) // the dashboard's snapshot
+
+	var (
+		offered, achieved, errs, slowed atomic.Int64
+		lmu                             sync.Mutex
+		lat                             = make([]time.Duration, 0, o.n*int(o.duration/time.Second+2))
+		errSample                       atomic.Value
+	)
+	total := int(o.duration / time.Second)
+	if db0 < 0 {
+		db0 = 0
+	}
+	cpu0, wall0 := p.cpuTicks(), time.Now()
+	var peak atomic.Int64
+	sctx, scancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+				if r := p.rss(); r > peak.Load() {
+					peak.Store(r)
+				}
+			}
+		}
+	}()
+	end := wall0.Add(o.duration)
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Go(func() {
+			next := wall0.Add(time.Duration(a.i) * time.Second / time.Duration(o.n)) // spread over the first second
+			interval := time.Second
+			seq := time.Now().UnixMicro()
+			mine := make([]time.Duration, 0, total+2)
+			last, lastPct := -1, 0
+			for tries := 0; last < len(stages)-1 && tries < 100; {
+				if !next.Before(end) {
+					tries++ // after the window: finish the install, not counted
+				}
+				time.Sleep(time.Until(next))
+				stage, percent := schedule(time.Since(wall0), o.duration)
+				// Stages go forward one at a time, completed after configuring at 100.
+				if i := stageIdx(stage); i > last+1 {
+					stage, percent = stages[last+1].name, int(stages[last+1].from)
+				}
+				if stage == wire.StageCompleted && (last != len(stages)-2 || lastPct != 100) {
+					stage, percent = wire.StageConfiguring, 100
+				}
+				if stageIdx(stage) == last {
+					percent = max(percent, lastPct)
+				}
+				seq = max(seq+1, time.Now().UnixMicro())
+				body := wire.Progress{MACAddress: a.mac, TaskID: a.task, Seq: seq, Stage: stage, Percentage: percent, Message: "bench " + stage}
+				t0 := time.Now()
+				d.sent.Store(key(a.task, seq), t0)
+				var resp struct {
+					wire.ProgressResponse
+					NextReportMS int64 `json:"next_report_ms"`
+				}
+				_, err := call(a.c, "POST", p.agentURL+wire.PathProgress, a.session, body, &resp)
+				el := time.Since(t0)
+				counted := t0.Before(end)
+				if counted {
+					offered.Add(1)
+				}
+				if err != nil {
+					errs.Add(1)
+					errSample.Store(err.Error())
+				} else {
+					last, lastPct = stageIdx(stage), percent
+					if counted {
+						achieved.Add(1)
+						mine = append(mine, el)
+					}
+				}
+				if resp.NextReportMS > 0 {
+					if iv := time.Duration(resp.NextReportMS) * time.Millisecond; iv != interval {
+						interval = iv
+						slowed.Add(1)
+					}
+				}
+				next = next.Add(interval)
+				// Ticks missed while a report was in flight count as offered
+				// and not achieved: the agent fell behind.
+				for time.Now().After(next.Add(interval)) && next.Before(end) {
+					next = next.Add(interval)
+					offered.Add(1)
+				}
+			}
+			lmu.Lock()
+			lat = append(lat, mine...)
+			lmu.Unlock()
+		})
+	}
+	wg.Wait()
+	cpu1, wall1 := p.cpuTicks(), time.Now()
+	scancel()
+	time.Sleep(2 * time.Second) // the dashboard catches up
+	dcancel()
+	dwg.Wait()
+
+	// Final state and storage.
+	var list struct {
+		Tasks []struct {
+			Status struct{ Status string } `json:"status"`
+		} `json:"tasks"`
+	}
+	ctl := &http.Client{Timeout: 120 * time.Second}
+	t0 := time.Now()
+	if _, err := call(ctl, "GET", p.url+"/api/v1/tasks", p.token, nil, &list); err != nil {
+		return err
+	}
+	listAll := time.Since(t0)
+	completed := 0
+	for _, t := range list.Tasks {
+		if t.Status.Status == string(wire.StatusCompleted) {
+			completed++
+		}
+	}
+	var listFirst time.Duration
+	if o.listPage > 0 {
+		t0 = time.Now()
+		if _, err := call(ctl, "GET", fmt.Sprintf("%s/api/v1/tasks?limit=%d", p.url, o.listPage), p.token, nil, nil); err == nil {
+			listFirst = time.Since(t0)
+		}
+	}
+	rss1 := p.rss()
+	db1, rev1 := p.dbInUse(), p.metric("lpmos_etcd_revision")
+	secs := wall1.Sub(wall0).Seconds()
+	d.mu.Lock()
+	lags := d.lags
+	d.mu.Unlock()
+
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("\nfleet: N=%d, %v of progress at 1/s, load average before: %s", o.n, o.duration, load)
+	fmt.Printf("report latency: p50 %s  p99 %s  max %s (%d reports)\n", ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), len(lat))
+	fmt.Printf("achieved/offered: %d/%d = %.2f  errors %d (%v)  agents slowed down: %d\n", achieved.Load(), offered.Load(),
+		float64(achieved.Load())/float64(max(1, offered.Load())), errs.Load(), errSample.Load(), slowed.Load())
+	fmt.Printf("lpmos CPU: %.0f%% of one core  RSS: %d MiB before, %d MiB peak, %d MiB after\n",
+		float64(cpu1-cpu0)/secs, rss0>>20, max(peak.Load(), rss1)>>20, rss1>>20)
+	fmt.Printf("etcd in use: %.1f -> %.1f MiB, %.1f KiB and %.1f revisions per install (no compaction); completed %d/%d\n",
+		float64(db0)/(1<<20), float64(db1)/(1<<20), float64(db1-db0)/1024/float64(o.n), float64(rev1-rev0)/float64(o.n), completed, o.n)
+	fmt.Printf("dashboard: %d progress messages for %d reports (%.2f); lag p50 %s p99 %s; drops %d; snapshots %d; by type %v\n",
+		d.counts["progress"], len(lat), float64(d.counts["progress"])/float64(max(1, len(lat))), ms(pct(lags, 0.5)), ms(pct(lags, 0.99)), d.drops, d.snaps, d.counts)
+	fmt.Printf("GET /api/v1/tasks: all %d tasks %s; first page (limit=%d) %s\n", len(list.Tasks), ms(listAll), o.listPage, ms(listFirst))
+	fmt.Printf("| %d | %s | %s | %.0f%% | %d MiB | %.2f | %.1f KiB | %.2f | %s | %d |\n", o.n, ms(pct(lat, 0.5)), ms(pct(lat, 0.99)),
+		float64(cpu1-cpu0)/secs, rss1>>20, float64(achieved.Load())/float64(max(1, offered.Load())),
+		float64(db1-db0)/1024/float64(o.n), float64(d.counts["progress"])/float64(max(1, len(lat))), ms(pct(lags, 0.99)), d.drops)
+	if completed != o.n {
+		return errors.New("not every task completed")
+	}
+	return nil
+}

@@ -1,0 +1,534 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The agent progress hot path (issue 14). A region keeps, from one watch
+// of /tasks/, what checking a progress report needs: each task's region,
+// MAC, status, stored progress and session, with their mod revisions. A
+// report is then checked without reading etcd, and written by one writer
+// goroutine that groups reports into few transactions:
+//
+//   - a report that changes the stage, the run or the status (the first
+//     report moves an approved task to installing), and the final one, is
+//     written at once; the agent's answer waits for the commit;
+//   - a report that only moves the percentage within a stage is coalesced:
+//     answered at once, kept as the task's latest pending report (a newer
+//     one replaces it) and written with the others every window, or just
+//     before the task's next change.
+//
+// Every write is guarded by the mod revisions the check used (status,
+// progress, session): if anything changed meanwhile (an operator cancel,
+// a new session, another writer), the transaction fails and each of its
+// reports goes through the authoritative path (ReportAgentProgress, which
+// reads etcd), so a stale cache never lets a report through that etcd
+// would refuse. One writer and the progress guard keep reports in order:
+// a task's reports are written in the order they were accepted, at most
+// one per transaction round, and one that lost a race is refused by the
+// guard, never written late.
+
+// DefaultCoalesceWindow is how long a within-stage report may wait to be
+// written (the dashboard sees it that much later at most).
+const DefaultCoalesceWindow = 100 * time.Millisecond
+
+// maxTxnOps is etcd's default --max-txn-ops: a transaction holds at most
+// this many comparisons and this many operations.
+const maxTxnOps = 128
+
+type cachedTask struct {
+	region, mac string
+	hasSpec     bool
+	status      *StatusRecord
+	statusRev   int64
+	prog        *wire.Progress
+	progRev     int64
+	sess        *Session // Rev set
+	sessRev     int64
+	events      int            // event keys of the task (for the history bound)
+	pending     *wire.Progress // coalesced, not yet written
+	accepted    *wire.Progress // the newest report answered 200 by this path
+}
+
+// ProgressPath is the cached, coalescing progress path of one region.
+type ProgressPath struct {
+	s      *Store
+	region string
+	window time.Duration
+
+	mu      sync.Mutex
+	tasks   map[string]*cachedTask
+	ready   bool
+	queue   []*progressReq // reports to write at once
+	kick    chan struct{}
+	pending int // tasks with a pending report
+}
+
+type progressReq struct {
+	id      string
+	p       wire.Progress
+	sessRev int64             // the session the report was checked against
+	done    chan progressDone // nil: coalesced, nobody waits
+
+	// Filled by the writer from the cache when it writes the report.
+	from                       Status
+	statusRev, progRev, events int64
+	stageEvent                 bool // the stored report is of another stage or attempt
+}
+
+type progressDone struct {
+	res ProgressResult
+	err error
+}
+
+// NewProgressPath returns the progress path of region; Run feeds its
+// cache and writes its reports. window <= 0 picks DefaultCoalesceWindow.
+func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPath {
+	if window <= 0 {
+		window = DefaultCoalesceWindow
+	}
+	return &ProgressPath{s: s, region: region, window: window, tasks: map[string]*cachedTask{}, kick: make(chan struct{}, 1)}
+}
+
+// ErrNotCached says the fast path cannot decide: the caller uses the
+// authoritative path.
+var ErrNotCached = errors.New("progress: not decidable from the cache")
+
+// Run loads the cache, follows the watch and runs the writer until ctx
+// ends. A watch that must restart reloads the cache; meanwhile every
+// report takes the authoritative path.
+func (pp *ProgressPath) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { pp.writer(ctx) })
+	for ctx.Err() == nil {
+		err := pp.follow(ctx)
+		pp.mu.Lock()
+		pp.ready = false
+		pp.mu.Unlock()
+		if ctx.Err() != nil {
+			break
+		}
+		pp.s.log.Warn("progress cache: reloading", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	wg.Wait()
+}
+
+func (pp *ProgressPath) follow(ctx context.Context) error {
+	resp, err := pp.s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("load tasks: %w", err)
+	}
+	pp.mu.Lock()
+	pp.tasks = map[string]*cachedTask{}
+	pp.pending = 0
+	for _, kv := range resp.Kvs {
+		pp.applyLocked(string(kv.Key), kv.Value, kv.ModRevision, false, true)
+	}
+	pp.ready = true
+	pp.mu.Unlock()
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range pp.s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		if wr.CompactRevision != 0 || wr.Err() != nil {
+			return fmt.Errorf("watch ended: %w (compacted at %d)", wr.Err(), wr.CompactRevision)
+		}
+		pp.mu.Lock()
+		for _, ev := range wr.Events {
+			pp.applyLocked(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision, ev.Type == clientv3.EventTypeDelete, ev.IsCreate())
+		}
+		pp.mu.Unlock()
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("watch closed")
+}
+
+// applyLocked folds one key's change into the cache. A value older than
+// what the writer already stored locally is ignored.
+func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, created bool) {
+	id, kind, ok := taskKeyKind(key)
+	if !ok {
+		return
+	}
+	t := pp.tasks[id]
+	if t == nil {
+		if del {
+			return
+		}
+		t = &cachedTask{}
+		pp.tasks[id] = t
+	}
+	switch kind {
+	case "spec":
+		if del {
+			if t.pending != nil {
+				pp.pending--
+			}
+			delete(pp.tasks, id)
+			return
+		}
+		var sp Spec
+		if json.Unmarshal(val, &sp) == nil {
+			t.region, t.mac, t.hasSpec = sp.RegionID, sp.TargetMAC, true
+		}
+	case "status":
+		if del || rev < t.statusRev {
+			return
+		}
+		var st StatusRecord
+		if json.Unmarshal(val, &st) == nil {
+			t.status, t.statusRev = &st, rev
+		}
+	case "progress":
+		if rev < t.progRev {
+			return
+		}
+		t.progRev = rev
+		t.prog = nil
+		if del {
+			t.progRev = 0
+			return
+		}
+		var p wire.Progress
+		if json.Unmarshal(val, &p) == nil {
+			t.prog = &p
+		}
+	case "session":
+		if rev < t.sessRev {
+			return
+		}
+		t.sess, t.sessRev = nil, rev
+		if del {
+			t.sessRev = 0
+			return
+		}
+		var se Session
+		if json.Unmarshal(val, &se) == nil {
+			se.Rev = rev
+			t.sess = &se
+		}
+	case "events":
+		switch {
+		case del:
+			t.events = max(0, t.events-1)
+		case created:
+			t.events++
+		}
+	}
+}
+
+// Report checks an agent's progress report p (seq, stage and percentage
+// already validated by the caller) against the cache and writes it: at
+// once when it changes the stage, run or status, else coalesced. token is
+// the agent's session token of task id, mac the MAC it names ("" for
+// none). ErrNotCached (or any error) means the caller must take the
+// authoritative path, which also words the refusal.
+func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wire.Progress) (ProgressResult, error) {
+	i := stageIndex(p.Stage)
+	if i < 0 || len(p.Partitions) > 0 {
+		return ProgressResult{}, ErrNotCached
+	}
+	if st := stageOrder[i]; p.Percentage < st.from || p.Percentage > st.to {
+		return ProgressResult{}, ErrNotCached
+	}
+	h := hashSecret(token)
+	now := time.Now().UTC()
+	pp.mu.Lock()
+	t := pp.tasks[id]
+	if !pp.ready || t == nil || !t.hasSpec || t.status == nil || t.sess == nil || t.region != pp.region ||
+		(mac != "" && mac != t.mac) || !hashesEqual(t.sess.SHA256, h) || t.sess.Attempt != t.status.Attempt {
+		pp.mu.Unlock()
+		return ProgressResult{}, ErrNotCached
+	}
+	from := t.status.Status
+	switch from {
+	case wire.StatusApproved, wire.StatusInstalling, wire.StatusStalled:
+	default:
+		pp.mu.Unlock()
+		return ProgressResult{}, ErrNotCached
+	}
+	p.TaskID, p.Attempt, p.Run, p.UpdatedAt = id, t.status.Attempt, t.sess.Run, now
+	latest := t.prog
+	if a := t.accepted; a != nil && (latest == nil || a.Attempt > latest.Attempt || a.Attempt == latest.Attempt && a.Seq > latest.Seq) {
+		latest = a
+	}
+	if latest != nil && latest.Attempt == p.Attempt && p.Seq <= latest.Seq {
+		pp.mu.Unlock()
+		return ProgressResult{}, ErrNotCached // a repeat or an older report: the authoritative path answers it
+	}
+	if checkOrder(latest, p.Attempt, p) != nil {
+		pp.mu.Unlock()
+		return ProgressResult{}, ErrNotCached
+	}
+	task := Task{ID: id, Status: *t.status}
+	task.Status.Status = wire.StatusInstalling
+	t.accepted = &p
+	if from == wire.StatusInstalling && latest != nil && latest.Attempt == p.Attempt && latest.Run == p.Run &&
+		latest.Stage == p.Stage && p.Stage != wire.StageCompleted {
+		// Within a stage: the latest report wins, written within a window.
+		if t.pending == nil {
+			pp.pending++
+		}
+		t.pending = &p
+		pp.mu.Unlock()
+		task.Progress = &p
+		return ProgressResult{Task: task}, nil
+	}
+	// A change: written at once, after the task's pending report (so the
+	// last percentage of the stage is kept, and what etcd holds always
+	// follows the agent's order).
+	if t.pending != nil {
+		pp.queue = append(pp.queue, &progressReq{id: id, p: *t.pending, sessRev: t.sessRev})
+		t.pending = nil
+		pp.pending--
+	}
+	req := &progressReq{id: id, p: p, sessRev: t.sessRev, done: make(chan progressDone, 1)}
+	pp.queue = append(pp.queue, req)
+	pp.mu.Unlock()
+	select {
+	case pp.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case d := <-req.done:
+		return d.res, d.err
+	case <-ctx.Done():
+		return ProgressResult{}, ctx.Err()
+	}
+}
+
+// Ready reports whether the cache is loaded (else every report takes the
+// authoritative path).
+func (pp *ProgressPath) Ready() bool {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.ready
+}
+
+// InstallingTasks counts the region's installing tasks in the cache.
+func (pp *ProgressPath) InstallingTasks() int {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	n := 0
+	for _, t := range pp.tasks {
+		if t.region == pp.region && t.status != nil && t.status.Status == wire.StatusInstalling {
+			n++
+		}
+	}
+	return n
+}
+
+// writer commits queued reports at once and pending ones every window.
+func (pp *ProgressPath) writer(ctx context.Context) {
+	tick := time.NewTicker(pp.window)
+	defer tick.Stop()
+	for {
+		flushPending := false
+		select {
+		case <-ctx.Done():
+			pp.failQueued(ctx.Err())
+			return
+		case <-pp.kick:
+		case <-tick.C:
+			flushPending = true
+		}
+		pp.writeOnce(ctx, flushPending)
+	}
+}
+
+func (pp *ProgressPath) failQueued(err error) {
+	pp.mu.Lock()
+	q := pp.queue
+	pp.queue = nil
+	pp.mu.Unlock()
+	for _, r := range q {
+		r.done <- progressDone{err: err}
+	}
+}
+
+// writeOnce takes every queued report (and, when flushPending, every
+// pending one) and commits them in as few transactions as etcd allows.
+// Each report is checked again against the cache as it is now (a change
+// the watch brought meanwhile sends it the authoritative way) and guarded
+// by the revisions of that check.
+func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
+	pp.mu.Lock()
+	queued := pp.queue
+	pp.queue = nil
+	var (
+		batch, slow, later []*progressReq
+		seen               = map[string]bool{}
+	)
+	for _, r := range queued {
+		if seen[r.id] { // one report of a task per round, in order
+			later = append(later, r)
+			continue
+		}
+		seen[r.id] = true
+		batch = append(batch, r)
+	}
+	if flushPending && pp.pending > 0 {
+		for id, t := range pp.tasks {
+			if t.pending == nil || seen[id] {
+				continue // a queued report of the task goes first
+			}
+			batch = append(batch, &progressReq{id: id, p: *t.pending, sessRev: t.sessRev})
+			t.pending = nil
+			pp.pending--
+		}
+	}
+	ready := batch[:0]
+	for _, r := range batch {
+		t := pp.tasks[r.id]
+		if t == nil || t.status == nil || t.sessRev != r.sessRev || t.status.Attempt != r.p.Attempt {
+			slow = append(slow, r)
+			continue
+		}
+		switch t.status.Status {
+		case wire.StatusApproved, wire.StatusInstalling, wire.StatusStalled:
+		default:
+			slow = append(slow, r)
+			continue
+		}
+		if r.done == nil && t.status.Status != wire.StatusInstalling {
+			slow = append(slow, r) // a coalesced report never changes the status
+			continue
+		}
+		r.from, r.statusRev, r.progRev, r.events = t.status.Status, t.statusRev, t.progRev, int64(t.events)
+		r.stageEvent = t.prog == nil || t.prog.Stage != r.p.Stage || t.prog.Attempt != r.p.Attempt
+		if r.done == nil && r.stageEvent {
+			slow = append(slow, r) // a coalesced report never changes the stage
+			continue
+		}
+		ready = append(ready, r)
+	}
+	batch = ready
+	pp.queue = append(later, pp.queue...)
+	if len(pp.queue) > 0 {
+		select {
+		case pp.kick <- struct{}{}:
+		default:
+		}
+	}
+	pp.mu.Unlock()
+	for _, r := range slow {
+		pp.authoritative(ctx, r)
+	}
+	for len(batch) > 0 {
+		var (
+			chunk []*progressReq
+			ops   []clientv3.Op
+			cmps  []clientv3.Cmp
+		)
+		for len(batch) > 0 {
+			r := batch[0]
+			rops := pp.ops(r)
+			if rops == nil { // the history bound needs a read: alone, the authoritative way
+				batch = batch[1:]
+				pp.authoritative(ctx, r)
+				continue
+			}
+			if len(chunk) > 0 && (len(ops)+len(rops) > maxTxnOps || len(cmps)+3 > maxTxnOps) {
+				break
+			}
+			batch = batch[1:]
+			chunk = append(chunk, r)
+			ops = append(ops, rops...)
+			cmps = append(cmps,
+				clientv3.Compare(clientv3.ModRevision(statusKey(r.id)), "=", r.statusRev),
+				clientv3.Compare(clientv3.ModRevision(progressKey(r.id)), "=", r.progRev),
+				clientv3.Compare(clientv3.ModRevision(sessionKey(r.id)), "=", r.sessRev))
+		}
+		if len(chunk) == 0 {
+			continue
+		}
+		resp, err := pp.s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err == nil && resp.Succeeded {
+			pp.committed(chunk, resp.Header.Revision)
+			continue
+		}
+		if err != nil {
+			pp.s.log.Warn("progress: batch write failed, writing one by one", "reports", len(chunk), "error", err)
+		}
+		// Something changed under a guard: each report the authoritative way.
+		for _, r := range chunk {
+			pp.authoritative(ctx, r)
+		}
+	}
+}
+
+// ops are the writes of report r, or nil when its event would need the
+// history bound's read.
+func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
+	p := r.p
+	now := p.UpdatedAt
+	ops := []clientv3.Op{clientv3.OpPut(progressKey(r.id), mustJSON(p))}
+	events := 0
+	if r.stageEvent {
+		ops = append(ops, eventOp(r.id, Event{At: now, Kind: "stage", Stage: p.Stage, Message: p.Message}))
+		events++
+	}
+	if r.from != wire.StatusInstalling {
+		st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: now, Attempt: p.Attempt}
+		ops = append(ops,
+			clientv3.OpPut(statusKey(r.id), mustJSON(st)),
+			eventOp(r.id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"}))
+		events++
+	}
+	if events > 0 && r.events+int64(events) > int64(pp.s.maxEvents-1) {
+		return nil
+	}
+	return ops
+}
+
+// committed records a committed chunk in the cache and answers its waiters.
+func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
+	pp.mu.Lock()
+	for _, r := range chunk {
+		t := pp.tasks[r.id]
+		if t == nil {
+			continue
+		}
+		p := r.p
+		t.prog, t.progRev = &p, rev
+		if r.from != wire.StatusInstalling {
+			st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: p.UpdatedAt, Attempt: p.Attempt}
+			t.status, t.statusRev = &st, rev
+		}
+	}
+	pp.mu.Unlock()
+	for _, r := range chunk {
+		if r.done != nil {
+			p := r.p
+			r.done <- progressDone{res: ProgressResult{Task: Task{ID: r.id, Revision: rev, Progress: &p,
+				Status: StatusRecord{Status: wire.StatusInstalling, Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}}}}
+		}
+	}
+}
+
+// authoritative writes r through ReportAgentProgress (which reads etcd);
+// a coalesced report it refuses (a newer one is stored, the task was
+// cancelled) is dropped: its agent's next report is told.
+func (pp *ProgressPath) authoritative(ctx context.Context, r *progressReq) {
+	// The cache learns the outcome from the watch.
+	res, err := pp.s.ReportAgentProgress(ctx, r.id, r.p)
+	if r.done != nil {
+		r.done <- progressDone{res: res, err: err}
+	} else if err != nil && !errors.Is(err, context.Canceled) {
+		pp.s.log.Debug("progress: coalesced report not written", "task", r.id, "seq", r.p.Seq, "error", strings.TrimSpace(err.Error()))
+	}
+}

@@ -1,0 +1,247 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/store"
+	"github.com/lpmos/lpmos/store/storetest"
+)
+
+// agentSession walks a new task to approved and opens its agent session.
+func agentSession(t *testing.T, ctx context.Context, s *store.Store, mac string) (store.Task, string) {
+	t.Helper()
+	task := walk(t, ctx, s, mac, wire.StatusPendingApproval)
+	boot, err := s.IssueBootToken(ctx, task.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := s.RedeemBootToken(ctx, task.ID, boot, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task, err = s.Transition(ctx, task.ID, wire.StatusApproved, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return task, sess
+}
+
+func runProgressPath(t *testing.T, s *store.Store, window time.Duration) *store.ProgressPath {
+	t.Helper()
+	pp := s.NewProgressPath("dc1", window)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); pp.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for !pp.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("progress cache not ready within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return pp
+}
+
+// reportCached sends p through pp, waiting (briefly) for the cache to see
+// the task's latest state: ErrNotCached right after a change made
+// elsewhere only means the watch has not delivered it yet.
+func reportCached(t *testing.T, ctx context.Context, pp *store.ProgressPath, id, tok string, p wire.Progress) store.ProgressResult {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := pp.Report(ctx, id, tok, "", p)
+		if err == nil {
+			return res
+		}
+		if !errors.Is(err, store.ErrNotCached) || time.Now().After(deadline) {
+			t.Fatalf("report %s %d%% (seq %d): %v", p.Stage, p.Percentage, p.Seq, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestProgressPathCoalescesInOrder sends a whole install's reports as
+// fast as the path answers them, with an operator-side stall in the
+// middle, and checks what etcd recorded (through the watch): progress
+// writes in seq order, fewer writes than reports, every stage and every
+// status change written, the last report of each stage kept, and the
+// final report stored.
+func TestProgressPathCoalescesInOrder(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:01")
+	pp := runProgressPath(t, s, 300*time.Millisecond)
+	_, rev, err := s.GetTaskRev(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	changes := s.Watch(wctx, rev+1)
+
+	type rep struct {
+		stage string
+		pct   int
+	}
+	var plan []rep
+	for pct := 0; pct <= 20; pct += 5 {
+		plan = append(plan, rep{wire.StagePartitioning, pct})
+	}
+	for pct := 20; pct <= 60; pct++ {
+		plan = append(plan, rep{wire.StageDownloading, pct})
+	}
+	for pct := 60; pct <= 90; pct += 3 {
+		plan = append(plan, rep{wire.StageInstalling, pct})
+	}
+	for pct := 90; pct <= 100; pct += 2 {
+		plan = append(plan, rep{wire.StageConfiguring, pct})
+	}
+	plan = append(plan, rep{wire.StageCompleted, 100})
+	lastOfStage := map[string]int64{} // stage -> seq of its last report
+	stalledAt := len(plan) / 2
+	for i, r := range plan {
+		if i == stalledAt {
+			// The stall detector fires between two reports of a stage; the
+			// next report must move the task back to installing.
+			if _, err := s.Transition(ctx, task.ID, wire.StatusStalled, "test: stalled"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := wire.Progress{Seq: int64(i + 1), Stage: r.stage, Percentage: r.pct, Message: fmt.Sprint(r.pct)}
+		res := reportCached(t, ctx, pp, task.ID, tok, p)
+		if res.Task.Status.Status != wire.StatusInstalling {
+			t.Fatalf("report %d answered status %s", i, res.Task.Status.Status)
+		}
+		lastOfStage[r.stage] = p.Seq
+	}
+	final := int64(len(plan))
+
+	// Collect until the final report is seen, then a little more.
+	var (
+		progSeqs []int64
+		stages   []string
+		statuses []string
+		sawFinal bool
+	)
+	timeout := time.After(10 * time.Second)
+	var drained <-chan time.Time // after the final report: the rest of its transaction
+collect:
+	for {
+		select {
+		case c := <-changes:
+			if c.TaskID != task.ID {
+				continue
+			}
+			switch c.Kind {
+			case store.KindProgress:
+				progSeqs = append(progSeqs, c.Progress.Seq)
+				if c.Progress.Seq == final && !sawFinal {
+					sawFinal, drained = true, time.After(300*time.Millisecond)
+				}
+			case store.KindEvent:
+				if c.Event.Kind == "stage" {
+					stages = append(stages, c.Event.Stage)
+				}
+			case store.KindStatus:
+				statuses = append(statuses, string(c.Status.Status))
+			}
+		case <-drained:
+			break collect
+		case <-timeout:
+			t.Fatalf("final report never written; progress writes %v", progSeqs)
+		}
+	}
+	for i := 1; i < len(progSeqs); i++ {
+		if progSeqs[i] <= progSeqs[i-1] {
+			t.Fatalf("progress written out of order: %v", progSeqs)
+		}
+	}
+	if len(progSeqs) >= len(plan) {
+		t.Errorf("%d reports took %d writes: nothing was coalesced", len(plan), len(progSeqs))
+	}
+	written := map[int64]bool{}
+	for _, q := range progSeqs {
+		written[q] = true
+	}
+	for stage, q := range lastOfStage {
+		if !written[q] {
+			t.Errorf("the last report of stage %s (seq %d) was never written: %v", stage, q, progSeqs)
+		}
+	}
+	wantStages := []string{wire.StagePartitioning, wire.StageDownloading, wire.StageInstalling, wire.StageConfiguring, wire.StageCompleted}
+	if fmt.Sprint(stages) != fmt.Sprint(wantStages) {
+		t.Errorf("stage events %v, want %v", stages, wantStages)
+	}
+	wantStatus := []string{"installing", "stalled", "installing"}
+	if fmt.Sprint(statuses) != fmt.Sprint(wantStatus) {
+		t.Errorf("status changes %v, want %v", statuses, wantStatus)
+	}
+	got, err := s.GetTask(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Progress == nil || got.Progress.Seq != final || got.Progress.Stage != wire.StageCompleted || got.Status.Status != wire.StatusInstalling {
+		t.Fatalf("stored %+v, status %s; want the final report", got.Progress, got.Status.Status)
+	}
+	t.Logf("%d reports, %d progress writes", len(plan), len(progSeqs))
+}
+
+// TestProgressPathGuards: a report pending when the operator cancels is
+// never written after the cancel, a report of a revoked session or a
+// cancelled task is not taken by the cache, and a repeat or an older seq
+// is left to the authoritative path.
+func TestProgressPathGuards(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:02")
+	pp := runProgressPath(t, s, time.Hour) // pending reports wait for a change
+	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 0})
+	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 2, Stage: wire.StagePartitioning, Percentage: 10})
+	for _, p := range []wire.Progress{
+		{Seq: 2, Stage: wire.StagePartitioning, Percentage: 10}, // repeat
+		{Seq: 1, Stage: wire.StagePartitioning, Percentage: 10}, // older
+		{Seq: 3, Stage: wire.StagePartitioning, Percentage: 5},  // percentage back
+		{Seq: 3, Stage: wire.StageInstalling, Percentage: 60},   // skips a stage
+	} {
+		if _, err := pp.Report(ctx, task.ID, tok, "", p); !errors.Is(err, store.ErrNotCached) {
+			t.Errorf("report %+v: err %v, want ErrNotCached", p, err)
+		}
+	}
+	if _, err := pp.Report(ctx, task.ID, tok, "02:00:00:00:0c:99", wire.Progress{Seq: 3, Stage: wire.StagePartitioning, Percentage: 15}); !errors.Is(err, store.ErrNotCached) {
+		t.Errorf("another MAC: err %v, want ErrNotCached", err)
+	}
+	if _, err := pp.Report(ctx, task.ID, tok+"x", "", wire.Progress{Seq: 3, Stage: wire.StagePartitioning, Percentage: 15}); !errors.Is(err, store.ErrNotCached) {
+		t.Errorf("wrong token: err %v, want ErrNotCached", err)
+	}
+	if _, err := s.Transition(ctx, task.ID, wire.StatusCancelled, "test: cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	// The pending report (seq 2) goes out with the next change, which the
+	// cancel refuses: neither is written.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := pp.Report(ctx, task.ID, tok, "", wire.Progress{Seq: 4, Stage: wire.StageDownloading, Percentage: 20})
+		if errors.Is(err, store.ErrNotCached) {
+			break // the cache knows the task is cancelled
+		}
+		var te *store.TransitionError
+		if !errors.As(err, &te) {
+			t.Fatalf("report after cancel: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache never saw the cancel")
+		}
+	}
+	got, err := s.GetTask(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Status != wire.StatusCancelled || got.Progress == nil || got.Progress.Seq != 1 {
+		t.Fatalf("after cancel: status %s, progress %+v; want cancelled with seq 1 stored", got.Status.Status, got.Progress)
+	}
+}
