@@ -9,7 +9,10 @@
 # the next boot still PXE-boots first, lpmos answers "exit 1", the firmware
 # moves on to the disk, and the installed OS prints the task's hostname, ssh
 # key and user_data marker (and, under UEFI, the boot entry it came from).
-# A VM without a task shows up as a discovered machine.
+# A VM without a task shows up as a discovered machine. In power-ipmi a
+# real IPMI BMC (OpenIPMI's ipmi_sim) is the VM's power: lpmos sets PXE and
+# powers it on over IPMI-over-LAN, the VM installs, and lpmos sets disk and
+# reboots it into the installed OS; ipmitool cross-checks what lpmos did.
 #
 # Run as root on Debian 12 (it apt-installs what it needs and downloads a
 # Debian cloud kernel with apt-get download):   bash e2e/pxe.sh
@@ -33,8 +36,9 @@ SCENARIOS=(
   "discover-full    bios      full  52:54:00:e2:00:02 discover"
   "uefi-proxy       uefi      proxy 52:54:00:e2:00:03 task"
   "uefi-tftp-proxy  uefi-tftp proxy 52:54:00:e2:00:04 task"
+  "power-ipmi       bios      full  52:54:00:e2:00:05 power"
 )
-MODES=${LPMOS_E2E_MODES:-"bios-full discover-full uefi-proxy uefi-tftp-proxy"}
+MODES=${LPMOS_E2E_MODES:-"bios-full discover-full uefi-proxy uefi-tftp-proxy power-ipmi"}
 W=${LPMOS_E2E_DIR:-/tmp/lpmos-e2e}
 CACHE=${LPMOS_E2E_CACHE:-/var/cache/lpmos-e2e}
 NSP="lpe2e$$"          # namespace prefix
@@ -82,6 +86,7 @@ rm -rf "$W"; mkdir -p "$W" "$CACHE"; : >"$PIDFILE"
 t=$(now)
 need=(qemu-system-x86 ipxe-qemu ovmf iproute2 cpio e2fsprogs dnsmasq-base curl jq fdisk
   grub-pc-bin grub-efi-amd64-bin grub-common mtools dosfstools)
+need+=(openipmi ipmitool) # power-ipmi: ipmi_sim is the VM's BMC; ipmitool cross-checks lpmos
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -295,6 +300,7 @@ mktap() { # mktap NS TAP
 # the background; everything it prints goes to $W/NAME/run.log.
 scenario() {
   local name=$1 fw=$2 ns=$3 mac=$4 kind=$5
+  [ "$kind" != power ] || { power_scenario "$@"; return; }
   local d=$W/$name tap=t${mac//:/}; tap=${tap:0:15}
   local t_scenario; t_scenario=$(now)
   mkdir -p "$d"
@@ -469,6 +475,215 @@ check_disk() {
     cmp -s <(mtype -i "$disk@@$((ESP_START * 512))" ::/EFI/lpmos/grubx64.efi) <(mtype -i "$disk@@$((ESP_START * 512))" ::/EFI/BOOT/BOOTX64.EFI) ||
       { echo "\\EFI\\BOOT\\BOOTX64.EFI is not a copy of the loader"; return 1; }
   fi
+}
+
+# --- power-ipmi: a real IPMI BMC powers the VM --------------------------------
+# OpenIPMI's ipmi_sim is the VM's BMC: IPMI-over-LAN (RMCP+) on
+# 127.0.0.1:$BMC_PORT inside the namespace (where lpmos runs), a fresh state
+# dir per run, and a chassis_control program (below) that is the VM's power:
+# power on starts qemu with the boot device the BMC was given (PXE: -boot
+# order=n; disk, IPMI's "default hard drive": order=c; none: order=cn), power
+# off stops it, a power cycle is off and, a second later, on (ipmi_sim's own
+# timer); reset is off + on. qemu's BMC link carries no boot device and
+# SeaBIOS never reads IPMI boot flags, so the device is applied from here,
+# like the board's firmware would. qemu's ipmi-bmc-extern device is linked to
+# ipmi_sim over a chardev (the board's KCS interface). -no-reboot: a reboot
+# of the guest is a power-off the BMC then reports.
+BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin BMC_PASS="e2e-bmc-$$-$RANDOM"
+
+# write_chassis_control DIR: the program ipmi_sim runs as
+# "DIR/chassis_control 0x20 get power boot" (it answers "name:value" lines)
+# and "... set power 0|1", "set reset 1", "set boot pxe|default|none".
+# DIR/vm.conf holds the qemu command (QEMU) and the e2e PID file (PIDS).
+# Every call and power-on goes to DIR/calls.log; power-on N's console to
+# DIR/serial.N.log.
+write_chassis_control() {
+  cat >"$1/chassis_control" <<'EOF'
+#!/usr/bin/env bash
+set -u
+d=$(cd "$(dirname "$0")" && pwd)
+. "$d/vm.conf"
+echo "$(date +%T.%3N) $*" >>"$d/calls.log"
+while [ $# -gt 0 ] && [ "$1" != get ] && [ "$1" != set ]; do shift; done
+op=${1:-}; [ $# -gt 0 ] && shift
+vmpid() { cat "$d/vm.pid" 2>/dev/null; }
+# on while the qemu process lives (a zombie is off)
+running() {
+  local p st; p=$(vmpid) && [ -n "$p" ] && st=$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null) && [ "$st" != Z ]
+}
+power_on() {
+  running && return 0
+  local boot order n
+  boot=$(cat "$d/boot" 2>/dev/null || echo none)
+  case $boot in pxe) order=n ;; default) order=c ;; *) order=cn ;; esac
+  n=$(( $(cat "$d/power-ons" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$d/power-ons"
+  echo "$(date +%T.%3N) power-on $n boot=$boot -boot order=$order" >>"$d/calls.log"
+  "${QEMU[@]}" -boot "order=$order" </dev/null >"$d/serial.$n.log" 2>&1 &
+  echo $! >"$d/vm.pid"; echo $! >>"$PIDS"
+}
+power_off() {
+  local p; p=$(vmpid) || return 0
+  kill "$p" 2>/dev/null
+  for _ in $(seq 50); do running || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null
+  rm -f "$d/vm.pid"
+  echo "$(date +%T.%3N) power-off" >>"$d/calls.log"
+}
+case $op in
+get)
+  for p in "$@"; do
+    case $p in
+      power) if running; then echo power:1; else echo power:0; fi ;;
+      boot) echo "boot:$(cat "$d/boot" 2>/dev/null || echo none)" ;;
+      *) echo "$p:0" ;;
+    esac
+  done ;;
+set)
+  while [ $# -gt 1 ]; do
+    case $1 in
+      power) if [ "$2" = 1 ]; then power_on; else power_off; fi ;;
+      reset) running && { power_off; power_on; } ;;
+      boot) echo "$2" >"$d/boot" ;;
+    esac
+    shift 2
+  done ;;
+*) echo "usage: $0 ADDR get NAME... | set NAME VALUE..." >&2; exit 1 ;;
+esac
+EOF
+  chmod 755 "$1/chassis_control"
+}
+
+power_scenario() {
+  local name=$1 fw=$2 ns=$3 mac=$4
+  local d=$W/$name tap=t${mac//:/}; tap=${tap:0:15}
+  local b=$d/bmc t_scenario; t_scenario=$(now)
+  local disk=$d/disk.img serial=$d/bmc/serial.1.log
+  fail() {
+    echo "FAIL [$name]: $*"
+    echo "--- BMC calls ($b/calls.log)"; tail -n 20 "$b/calls.log" 2>/dev/null
+    echo "--- last lines of the VM serial console ($serial)"; tail -n 40 "$serial" 2>/dev/null | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g'
+    echo "--- last lines of ipmi_sim ($b/ipmi_sim.log)"; tail -n 10 "$b/ipmi_sim.log" 2>/dev/null
+    echo "--- last lines of lpmos ($W/$ns/lpmos.log)"; tail -n 25 "$W/$ns/lpmos.log"
+    return 1
+  }
+  trap '[[ $BASH_COMMAND == return* ]] || echo "FAIL [$name]: line $LINENO: $BASH_COMMAND failed"' ERR
+  mkdir -p "$b/state"
+  mktap "$ns" "$tap"
+  truncate -s 128M "$disk"
+  printf '%s\n' "$BMC_PASS" >"$b/password"; chmod 600 "$b/password"
+  local QEMU=(qemu-system-x86_64 -accel tcg -machine pc -m 512 -smp 1 -nographic -no-reboot
+    -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$mac"
+    -drive "file=$disk,if=none,id=d0,format=raw,cache=unsafe" -device virtio-blk-pci,drive=d0
+    -chardev "socket,id=ipmi0,host=127.0.0.1,port=$BMC_VM_PORT,reconnect=10"
+    -device ipmi-bmc-extern,chardev=ipmi0,id=bmc0 -device isa-ipmi-kcs,bmc=bmc0)
+  local PIDS=$PIDFILE
+  declare -p QEMU PIDS >"$b/vm.conf"
+  write_chassis_control "$b"
+  cat >"$b/lan.conf" <<EOF
+name "lpmos-e2e"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 $BMC_PORT
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcd05
+  endlan
+  serial 15 127.0.0.1 $BMC_VM_PORT codec VM
+  chassis_control "$b/chassis_control 0x20"
+  user 2 true "$BMC_USER" "$BMC_PASS" admin 10 none md2 md5 straight
+EOF
+  printf 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n' >"$b/bmc.emu"
+  # -n: stdin is not a tty (else ipmi_sim asserts)
+  ip netns exec "$NSP-$ns" ipmi_sim -n -c "$b/lan.conf" -f "$b/bmc.emu" -s "$b/state" </dev/null >"$b/ipmi_sim.log" 2>&1 &
+  local simpid=$!
+  track $simpid
+  # ipmitool (Debian's client, not lpmos) only cross-checks; -C 3 or every
+  # call stalls ~10 s on cipher suite discovery; -E: the password from the
+  # environment. Its exit code alone proves nothing (a refused boot device
+  # override exits 0): the checks read what it prints.
+  ipmi() { ip netns exec "$NSP-$ns" env IPMI_PASSWORD="$BMC_PASS" timeout 20 ipmitool -I lanplus -C 3 \
+    -H 127.0.0.1 -p "$BMC_PORT" -U "$BMC_USER" -E "$@" 2>&1; }
+  power_is() { ipmi chassis power status | grep -qx "Chassis Power is $1"; }
+  bootdev() { ipmi chassis bootparam get 5 | sed -n 's/^ *- Boot Device Selector *: *//p'; }
+  lpower() { ip netns exec "$NSP-$ns" "$LPMOS" power "$@" --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/password"; }
+  wait_for 20 "ipmi_sim to answer IPMI-over-LAN on 127.0.0.1:$BMC_PORT" power_is off || { fail "BMC did not start: $(ipmi chassis power status)"; return 1; }
+  echo "BMC: ipmi_sim on 127.0.0.1:$BMC_PORT (namespace $NSP-$ns), chassis power off"
+
+  local body id
+  UD_MARKER="# lpmos-e2e-marker $name-$$-$RANDOM"
+  body=$(jq -nc --arg mac "$mac" --arg host "e2e-$name" --arg key "$SSH_KEY" --arg ud "#cloud-config"$'\n'"$UD_MARKER"$'\n' \
+    '{region_id:"dc1", target_mac:$mac, os_type:"debian", os_version:"12", hostname:$host,
+      ssh_authorized_keys:[$key], user_data:$ud}')
+  id=$(api "$ns" POST /api/v1/tasks "$body" | jq -r .id) || { fail "create task"; return 1; }
+  [ -n "$id" ] && [ "$id" != null ] || { fail "create task: no id"; return 1; }
+  echo "task $id for $mac"
+
+  # lpmos: boot from PXE once, power on.
+  local tq out; tq=$(now)
+  out=$(lpower pxe) || { fail "lpmos power pxe: $out"; return 1; }
+  echo "lpmos: $out"
+  [ "$(bootdev)" = "Force PXE" ] || { fail "ipmitool: boot device after lpmos power pxe is '$(bootdev)', want Force PXE"; return 1; }
+  out=$(lpower on) || { fail "lpmos power on: $out"; return 1; }
+  echo "lpmos: $out"
+  power_is on || { fail "ipmitool: chassis power after lpmos power on: $(ipmi chassis power status)"; return 1; }
+  [ "$(lpower status)" = on ] || { fail "lpmos power status after power on: $(lpower status)"; return 1; }
+  grep -q "power-on 1 boot=pxe -boot order=n" "$b/calls.log" || { fail "the BMC did not start the VM network-first"; return 1; }
+  echo "ipmitool: power on, boot device Force PXE; BMC: $(grep -o 'power-on 1 .*' "$b/calls.log")"
+  TIMING "$name" "lpmos power pxe + on (IPMI) -> VM started" "$tq"
+
+  has_hw() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status == "pending_approval" and (.hardware.nics | length > 0)'; }
+  wait_for 240 "status pending_approval with the hardware report" has_hw || { fail "hardware report"; return 1; }
+  TIMING "$name" "power on -> hardware in API" "$tq"
+  check_hw "$(api "$ns" GET "/api/v1/tasks/$id" | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
+  local ta; ta=$(now)
+  api "$ns" PUT "/api/v1/tasks/$id/approve" >/dev/null || { fail "approve"; return 1; }
+  ended() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status | IN("completed","failed","cancelled")'; }
+  wait_for 300 "the task to end" ended || { fail "install"; return 1; }
+  local detail; detail=$(api "$ns" GET "/api/v1/tasks/$id")
+  [ "$(jq -r .status.status <<<"$detail")" = completed ] || { fail "task ended $(jq -c .status <<<"$detail")"; return 1; }
+  TIMING "$name" "approve -> completed" "$ta"
+  grep -q "install complete" "$serial" || { fail "no 'install complete' on the console"; return 1; }
+
+  # The agent reboots the VM; with -no-reboot that is a power-off the BMC sees.
+  wait_for 60 "the BMC to report the VM off after the install" power_is off || { fail "VM still on after completion"; return 1; }
+  check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
+
+  # lpmos: boot from disk, power-cycle (an off machine is powered on).
+  local tr; tr=$(now)
+  out=$(lpower disk) || { fail "lpmos power disk: $out"; return 1; }
+  echo "lpmos: $out"
+  [ "$(bootdev)" = "Force Boot from default Hard-Drive" ] ||
+    { fail "ipmitool: boot device after lpmos power disk is '$(bootdev)', want Force Boot from default Hard-Drive"; return 1; }
+  out=$(lpower cycle) || { fail "lpmos power cycle: $out"; return 1; }
+  echo "lpmos: $out"
+  serial=$b/serial.2.log
+  wait_for 10 "the BMC to power the VM on again" power_is on || { fail "ipmitool: not on after lpmos power cycle: $(ipmi chassis power status)"; return 1; }
+  grep -q "power-on 2 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
+  echo "ipmitool: power on, boot device Force Boot from default Hard-Drive; BMC: $(grep -o 'power-on 2 .*' "$b/calls.log")"
+  local up="LPMOS-OS-UP hostname=e2e-$name key=$SSH_KEY userdata=$UD_MARKER root="
+  wait_for 180 "the installed OS to print its seed" grep -aqF "$up" "$serial" ||
+    { fail "the installed OS did not come up with the task's hostname, key and user_data (want: $up)"; return 1; }
+  TIMING "$name" "lpmos power disk + cycle -> installed OS up" "$tr"
+  grep -a "LPMOS-OS-" "$serial" | tr -d '\r'
+  grep -aq "LPMOS-OS-BOOT firmware=bios" "$serial" || { fail "the installed OS did not boot through BIOS"; return 1; }
+  # straight from the disk: SeaBIOS never ran the NIC's boot ROM (iPXE)
+  grep -aq "Booting from Hard Disk" "$serial" && ! grep -aq "Booting from ROM" "$serial" &&
+    ! grep -aq "nothing to install, booting from local disk" "$serial" || { fail "the second boot went through PXE, not straight to the disk"; return 1; }
+  grep -aq "Booting from ROM" "$b/serial.1.log" || { serial=$b/serial.1.log fail "the first boot did not start from the NIC"; return 1; }
+
+  # lpmos powers it off; the BMC agrees and the qemu process is gone.
+  local qpid; qpid=$(cat "$b/vm.pid" 2>/dev/null || true)
+  out=$(lpower off) || { fail "lpmos power off: $out"; return 1; }
+  echo "lpmos: $out"
+  power_is off || { fail "ipmitool: not off after lpmos power off"; return 1; }
+  [ -z "$qpid" ] || ! kill -0 "$qpid" 2>/dev/null || [ "$(cut -d' ' -f3 "/proc/$qpid/stat" 2>/dev/null)" = Z ] ||
+    { fail "qemu (pid $qpid) still runs after power off"; return 1; }
+  kill "$simpid" 2>/dev/null; wait "$simpid" 2>/dev/null || true
+  TIMING "$name" "whole scenario" "$t_scenario"
+  echo "PASS [$name]"
 }
 
 SSH_KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eTestKey e2e@lpmos"
