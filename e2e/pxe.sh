@@ -632,6 +632,9 @@ EOF
   [ "$(lpower status)" = on ] || { fail "lpmos power status after power on: $(lpower status)"; return 1; }
   grep -q "power-on 1 boot=pxe -boot order=n" "$b/calls.log" || { fail "the BMC did not start the VM network-first"; return 1; }
   echo "ipmitool: power on, boot device Force PXE; BMC: $(grep -o 'power-on 1 .*' "$b/calls.log")"
+  # qemu's ipmi-bmc-extern device is connected to the BMC (the board's KCS link)
+  bmc_link() { [ -n "$(ip netns exec "$NSP-$ns" ss -Htn state established "( sport = :$BMC_VM_PORT )")" ]; }
+  wait_for 15 "qemu's BMC link to ipmi_sim (127.0.0.1:$BMC_VM_PORT)" bmc_link || { fail "qemu did not connect its ipmi-bmc-extern chardev to ipmi_sim"; return 1; }
   TIMING "$name" "lpmos power pxe + on (IPMI) -> VM started" "$tq"
 
   has_hw() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status == "pending_approval" and (.hardware.nics | length > 0)'; }
