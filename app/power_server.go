@@ -102,4 +102,3 @@ func (b *bmcFlags) input() (*store.BMCInput, error) {
 	return &store.BMCInput{Protocol: t.Protocol, Address: t.Address, Username: t.Username, Password: t.Password,
 		SystemID: t.SystemID, InsecureSkipVerify: t.InsecureTLS}, nil
 }
-
