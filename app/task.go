@@ -36,6 +36,7 @@ func newTaskCmd() *cobra.Command {
 func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	var req ui.CreateTaskRequest
 	var nw staticNetFlags
+	var bmc bmcFlags // app/power_server.go
 	cmd := &cobra.Command{
 		Use:     "create --mac MAC --os OS --os-version VERSION",
 		Short:   "Create a task for a machine",
@@ -50,6 +51,9 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 				return err
 			}
 			if req.Network, err = nw.network(); err != nil {
+				return err
+			}
+			if req.BMC, err = bmc.input(); err != nil {
 				return err
 			}
 			var t store.Task
@@ -69,6 +73,7 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	f.StringVar(&req.UserData, "user-data", "", "cloud-init user data")
 	addRootDeviceFlag(f)
 	nw.addFlags(cmd)
+	bmc.addFlags(cmd)
 	for _, name := range []string{"mac", "os", "os-version"} {
 		_ = cmd.MarkFlagRequired(name)
 	}

@@ -28,6 +28,9 @@ type CreateTaskRequest struct {
 	RootDeviceHints *wire.RootDeviceHints `json:"root_device_hints,omitempty"` // the disk to erase (agent/disksel)
 	// Network is a static address for the installed system; nil: DHCP.
 	Network *wire.StaticNetwork `json:"network,omitempty"`
+	// BMC is the machine's BMC (power control, ui/power.go); its password
+	// is sealed in etcd and never in an answer.
+	BMC *store.BMCInput `json:"bmc,omitempty"`
 }
 
 // TaskList is the answer of GET /api/v1/tasks.
@@ -74,6 +77,7 @@ func (s *Server) routesAPI(r chi.Router) {
 		r.Get("/images", serveList(s.cfg.Store.ListImages))
 		r.Post("/images", s.addImage)
 		r.Delete("/images/{os}/{version}", s.deleteImage)
+		s.routesPower(r) // ui/power.go
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -104,7 +108,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		Hostname: req.Hostname, SSHAuthorizedKeys: req.SSHAuthorizedKeys, UserData: req.UserData,
 		RootDeviceHints: req.RootDeviceHints,
 		Network:         req.Network,
-	})
+	}, store.WithBMC(req.BMC))
 	if err != nil {
 		writeStoreError(w, err)
 		return
