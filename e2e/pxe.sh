@@ -10,9 +10,10 @@
 # moves on to the disk, and the installed OS prints the task's hostname, ssh
 # key and user_data marker (and, under UEFI, the boot entry it came from).
 # A VM without a task shows up as a discovered machine. In power-ipmi a
-# real IPMI BMC (OpenIPMI's ipmi_sim) is the VM's power: lpmos sets PXE and
-# powers it on over IPMI-over-LAN, the VM installs, and lpmos sets disk and
-# reboots it into the installed OS; ipmitool cross-checks what lpmos did.
+# real IPMI BMC (OpenIPMI's ipmi_sim) is the VM's power: for a task with a
+# BMC, lpmos sets PXE and powers it on over IPMI-over-LAN, the VM installs,
+# and lpmos sets disk and power-cycles it into the installed OS, each action
+# a task event; ipmitool only cross-checks what lpmos did.
 #
 # Run as root on Debian 12 (it apt-installs what it needs and downloads a
 # Debian cloud kernel with apt-get download):   bash e2e/pxe.sh
@@ -489,6 +490,9 @@ check_disk() {
 # like the board's firmware would. qemu's ipmi-bmc-extern device is linked to
 # ipmi_sim over a chardev (the board's KCS interface). -no-reboot: a reboot
 # of the guest is a power-off the BMC then reports.
+# The flow is hands-free: the task names the BMC; the region sets PXE and
+# powers the VM on, the agent of a power-managed task leaves the reboot to
+# the region, which sets disk and power-cycles the VM into the installed OS.
 BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin BMC_PASS="e2e-bmc-$$-$RANDOM"
 
 # write_chassis_control DIR: the program ipmi_sim runs as
@@ -608,38 +612,34 @@ EOF
     -H 127.0.0.1 -p "$BMC_PORT" -U "$BMC_USER" -E "$@" 2>&1; }
   power_is() { ipmi chassis power status | grep -qx "Chassis Power is $1"; }
   bootdev() { ipmi chassis bootparam get 5 | sed -n 's/^ *- Boot Device Selector *: *//p'; }
-  lpower() { ip netns exec "$NSP-$ns" "$LPMOS" power "$@" --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/password"; }
   wait_for 20 "ipmi_sim to answer IPMI-over-LAN on 127.0.0.1:$BMC_PORT" power_is off || { fail "BMC did not start: $(ipmi chassis power status)"; return 1; }
   echo "BMC: ipmi_sim on 127.0.0.1:$BMC_PORT (namespace $NSP-$ns), chassis power off"
 
-  local body id
+  # The task names the machine's BMC (the password from a file, never on the
+  # command line): from here on lpmos alone drives the power; the script
+  # only watches the VM's console and cross-checks the BMC with ipmitool.
+  local id tq; tq=$(now)
   UD_MARKER="# lpmos-e2e-marker $name-$$-$RANDOM"
-  body=$(jq -nc --arg mac "$mac" --arg host "e2e-$name" --arg key "$SSH_KEY" --arg ud "#cloud-config"$'\n'"$UD_MARKER"$'\n' \
-    '{region_id:"dc1", target_mac:$mac, os_type:"debian", os_version:"12", hostname:$host,
-      ssh_authorized_keys:[$key], user_data:$ud}')
-  id=$(api "$ns" POST /api/v1/tasks "$body" | jq -r .id) || { fail "create task"; return 1; }
-  [ -n "$id" ] && [ "$id" != null ] || { fail "create task: no id"; return 1; }
-  echo "task $id for $mac"
+  id=$(ip netns exec "$NSP-$ns" "$LPMOS" task create --server https://127.0.0.1:8080 --data-dir "$W/$ns/data" -o json \
+    --mac "$mac" --os debian --os-version 12 --hostname "e2e-$name" --ssh-key "$SSH_KEY" \
+    --user-data "#cloud-config"$'\n'"$UD_MARKER"$'\n' \
+    --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/password" | jq -r .id) || { fail "lpmos task create --bmc"; return 1; }
+  [ -n "$id" ] && [ "$id" != null ] || { fail "lpmos task create --bmc: no id"; return 1; }
+  echo "task $id for $mac, BMC ipmi://$BMC_USER@127.0.0.1:$BMC_PORT"
 
-  # lpmos: boot from PXE once, power on.
-  local tq out; tq=$(now)
-  out=$(lpower pxe) || { fail "lpmos power pxe: $out"; return 1; }
-  echo "lpmos: $out"
-  [ "$(bootdev)" = "Force PXE" ] || { fail "ipmitool: boot device after lpmos power pxe is '$(bootdev)', want Force PXE"; return 1; }
-  out=$(lpower on) || { fail "lpmos power on: $out"; return 1; }
-  echo "lpmos: $out"
-  power_is on || { fail "ipmitool: chassis power after lpmos power on: $(ipmi chassis power status)"; return 1; }
-  [ "$(lpower status)" = on ] || { fail "lpmos power status after power on: $(lpower status)"; return 1; }
+  # The region sets PXE once and powers the VM on.
+  wait_for 60 "lpmos (the region) to power the VM on through the BMC" power_is on || { fail "the region did not power the VM on"; return 1; }
+  TIMING "$name" "task created -> VM powered on by lpmos over IPMI" "$tq"
+  [ "$(bootdev)" = "Force PXE" ] || { fail "ipmitool: boot device after the region's power-on is '$(bootdev)', want Force PXE"; return 1; }
   grep -q "power-on 1 boot=pxe -boot order=n" "$b/calls.log" || { fail "the BMC did not start the VM network-first"; return 1; }
   echo "ipmitool: power on, boot device Force PXE; BMC: $(grep -o 'power-on 1 .*' "$b/calls.log")"
   # qemu's ipmi-bmc-extern device is connected to the BMC (the board's KCS link)
   bmc_link() { [ -n "$(ip netns exec "$NSP-$ns" ss -Htn state established "( sport = :$BMC_VM_PORT )")" ]; }
   wait_for 15 "qemu's BMC link to ipmi_sim (127.0.0.1:$BMC_VM_PORT)" bmc_link || { fail "qemu did not connect its ipmi-bmc-extern chardev to ipmi_sim"; return 1; }
-  TIMING "$name" "lpmos power pxe + on (IPMI) -> VM started" "$tq"
 
   has_hw() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status == "pending_approval" and (.hardware.nics | length > 0)'; }
   wait_for 240 "status pending_approval with the hardware report" has_hw || { fail "hardware report"; return 1; }
-  TIMING "$name" "power on -> hardware in API" "$tq"
+  TIMING "$name" "task created -> hardware in API" "$tq"
   check_hw "$(api "$ns" GET "/api/v1/tasks/$id" | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
   local ta; ta=$(now)
   api "$ns" PUT "/api/v1/tasks/$id/approve" >/dev/null || { fail "approve"; return 1; }
@@ -649,27 +649,28 @@ EOF
   [ "$(jq -r .status.status <<<"$detail")" = completed ] || { fail "task ended $(jq -c .status <<<"$detail")"; return 1; }
   TIMING "$name" "approve -> completed" "$ta"
   grep -q "install complete" "$serial" || { fail "no 'install complete' on the console"; return 1; }
+  grep -aq "this machine is power-managed: the region reboots it" "$serial" ||
+    { fail "the agent did not say it leaves the reboot to the region"; return 1; }
 
-  # The agent reboots the VM; with -no-reboot that is a power-off the BMC sees.
-  wait_for 60 "the BMC to report the VM off after the install" power_is off || { fail "VM still on after completion"; return 1; }
-  check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
-
-  # lpmos: boot from disk, power-cycle (an off machine is powered on).
+  # After completed the region sets the boot device to disk and power-cycles
+  # the VM (its agent does not reboot a power-managed machine itself).
   local tr; tr=$(now)
-  out=$(lpower disk) || { fail "lpmos power disk: $out"; return 1; }
-  echo "lpmos: $out"
-  [ "$(bootdev)" = "Force Boot from default Hard-Drive" ] ||
-    { fail "ipmitool: boot device after lpmos power disk is '$(bootdev)', want Force Boot from default Hard-Drive"; return 1; }
-  out=$(lpower cycle) || { fail "lpmos power cycle: $out"; return 1; }
-  echo "lpmos: $out"
+  wait_for 90 "lpmos (the region) to power the VM on again" grep -q "power-on 2 " "$b/calls.log" ||
+    { fail "the region did not power-cycle the VM after completed"; return 1; }
+  TIMING "$name" "completed -> VM power-cycled by lpmos" "$tr"
   serial=$b/serial.2.log
-  wait_for 10 "the BMC to power the VM on again" power_is on || { fail "ipmitool: not on after lpmos power cycle: $(ipmi chassis power status)"; return 1; }
   grep -q "power-on 2 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
+  [ "$(bootdev)" = "Force Boot from default Hard-Drive" ] ||
+    { fail "ipmitool: boot device after the region's reboot is '$(bootdev)', want Force Boot from default Hard-Drive"; return 1; }
+  power_is on || { fail "ipmitool: not on after the region's power cycle"; return 1; }
   echo "ipmitool: power on, boot device Force Boot from default Hard-Drive; BMC: $(grep -o 'power-on 2 .*' "$b/calls.log")"
+  # the VM was still on when lpmos cycled it: a power-off by the BMC, not by the guest
+  sed -n '/power-on 1 /,/power-on 2 /p' "$b/calls.log" | grep -q " set power 0" ||
+    { fail "no BMC power-off between the two power-ons (did the agent reboot the VM itself?)"; return 1; }
   local up="LPMOS-OS-UP hostname=e2e-$name key=$SSH_KEY userdata=$UD_MARKER root="
   wait_for 180 "the installed OS to print its seed" grep -aqF "$up" "$serial" ||
     { fail "the installed OS did not come up with the task's hostname, key and user_data (want: $up)"; return 1; }
-  TIMING "$name" "lpmos power disk + cycle -> installed OS up" "$tr"
+  TIMING "$name" "completed -> installed OS up" "$tr"
   grep -a "LPMOS-OS-" "$serial" | tr -d '\r'
   grep -aq "LPMOS-OS-BOOT firmware=bios" "$serial" || { fail "the installed OS did not boot through BIOS"; return 1; }
   # straight from the disk: SeaBIOS never ran the NIC's boot ROM (iPXE)
@@ -677,13 +678,33 @@ EOF
     ! grep -aq "nothing to install, booting from local disk" "$serial" || { fail "the second boot went through PXE, not straight to the disk"; return 1; }
   grep -aq "Booting from ROM" "$b/serial.1.log" || { serial=$b/serial.1.log fail "the first boot did not start from the NIC"; return 1; }
 
-  # lpmos powers it off; the BMC agrees and the qemu process is gone.
-  local qpid; qpid=$(cat "$b/vm.pid" 2>/dev/null || true)
-  out=$(lpower off) || { fail "lpmos power off: $out"; return 1; }
+  # Every power action is an event of the task; the password is nowhere.
+  detail=$(api "$ns" GET "/api/v1/tasks/$id")
+  echo "power events:"; jq -r '.events[] | select(.kind=="power") | "  " + .message' <<<"$detail"
+  local ev; ev=$(jq -r '[.events[] | select(.kind=="power") | .message] | join("\n")' <<<"$detail")
+  grep -q "^boot into PXE (attempt 1): next boot from pxe, powered on" <<<"$ev" ||
+    { fail "no power event for the PXE boot (want 'boot into PXE (attempt 1): next boot from pxe, powered on ...')"; return 1; }
+  grep -q "^reboot into the installed OS: next boot from disk, power cycled" <<<"$ev" ||
+    { fail "no power event for the reboot to disk (want 'reboot into the installed OS: next boot from disk, power cycled ...')"; return 1; }
+  ! grep -q "failed" <<<"$ev" || { fail "a power action failed"; return 1; }
+  jq -e '.bmc.password_set == true and .bmc.address == "127.0.0.1:'"$BMC_PORT"'"' <<<"$detail" >/dev/null || { fail "task bmc: $(jq -c .bmc <<<"$detail")"; return 1; }
+  ! grep -qF "$BMC_PASS" <<<"$detail" || { fail "the BMC password is in the task's API answer"; return 1; }
+  ! grep -qF "$BMC_PASS" "$W/$ns/lpmos.log" || { fail "the BMC password is in lpmos's log"; return 1; }
+
+  # lpmos powers it off through the server; the BMC agrees, qemu is gone.
+  local qpid out; qpid=$(cat "$b/vm.pid" 2>/dev/null || true)
+  out=$(ip netns exec "$NSP-$ns" "$LPMOS" power off "$id" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data") || { fail "lpmos power off $id: $out"; return 1; }
   echo "lpmos: $out"
-  power_is off || { fail "ipmitool: not off after lpmos power off"; return 1; }
+  wait_for 30 "the region to power the VM off" power_is off || { fail "ipmitool: not off after lpmos power off $id"; return 1; }
   [ -z "$qpid" ] || ! kill -0 "$qpid" 2>/dev/null || [ "$(cut -d' ' -f3 "/proc/$qpid/stat" 2>/dev/null)" = Z ] ||
     { fail "qemu (pid $qpid) still runs after power off"; return 1; }
+  poff_event() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' | grep -q "^power off (requested by .*): powered off"; }
+  wait_for 30 "the power off event" poff_event || { fail "no 'power off (requested by ...): powered off' event"; return 1; }
+  polled_off() { api "$ns" GET "/api/v1/tasks/$id/power" 2>/dev/null | jqok '.state == "off"'; }
+  wait_for 60 "GET /api/v1/tasks/$id/power to say off" polled_off || { fail "power state in the API: $(api "$ns" GET "/api/v1/tasks/$id/power")"; return 1; }
+  echo "lpmos power status $id: $(ip netns exec "$NSP-$ns" "$LPMOS" power status "$id" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data")"
+  echo "BMC power and boot calls (ipmi_sim -> chassis_control):"; grep -v ' get ' "$b/calls.log" | sed 's/^/  /'
+  check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
   kill "$simpid" 2>/dev/null; wait "$simpid" 2>/dev/null || true
   TIMING "$name" "whole scenario" "$t_scenario"
   echo "PASS [$name]"
