@@ -493,7 +493,7 @@ check_disk() {
 # The flow is hands-free: the task names the BMC; the region sets PXE and
 # powers the VM on, the agent of a power-managed task leaves the reboot to
 # the region, which sets disk and power-cycles the VM into the installed OS.
-BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin BMC_PASS="e2e-bmc-$$-$RANDOM"
+BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin BMC_PASS="e2e-bmc-$$-$RANDOM" BMC_BAD_PASS="e2e-wrong-$$-$RANDOM"
 
 # write_chassis_control DIR: the program ipmi_sim runs as
 # "DIR/chassis_control 0x20 get power boot" (it answers "name:value" lines)
@@ -703,6 +703,37 @@ EOF
   polled_off() { api "$ns" GET "/api/v1/tasks/$id/power" 2>/dev/null | jqok '.state == "off"'; }
   wait_for 60 "GET /api/v1/tasks/$id/power to say off" polled_off || { fail "power state in the API: $(api "$ns" GET "/api/v1/tasks/$id/power")"; return 1; }
   echo "lpmos power status $id: $(ip netns exec "$NSP-$ns" "$LPMOS" power status "$id" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data")"
+
+  # Bad input: a wrong BMC password. The action fails with an event naming
+  # the BMC and what it answered, the machine is not touched, the task is
+  # kept, and once the BMC is fixed the same action works.
+  local tb bmcjson lp; tb=$(now)
+  lp() { ip netns exec "$NSP-$ns" "$LPMOS" power "$@" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data"; }
+  bmcjson=$(jq -nc --arg a "127.0.0.1:$BMC_PORT" --arg u "$BMC_USER" --arg p "$BMC_PASS" '{protocol:"ipmi", address:$a, username:$u, password:$p}')
+  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$(jq -c --arg p "$BMC_BAD_PASS" '.password = $p' <<<"$bmcjson")" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (wrong password)"; return 1; }
+  out=$(lp on "$id") || { fail "lpmos power on $id (wrong password): $out"; return 1; }
+  refused() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' |
+    grep -E "^power on \(requested by [^)]*\) failed: .*127\.0\.0\.1:$BMC_PORT.*login refused"; }
+  wait_for 90 "the failed power-on event (wrong BMC password)" refused >/dev/null || { fail "no 'power on ... failed ... login refused' event naming the BMC"; return 1; }
+  echo "event: $(refused | tail -1)"
+  power_is off || { fail "ipmitool: the machine changed power with a wrong password"; return 1; }
+  ! grep -q "power-on 3 " "$b/calls.log" || { fail "the BMC started the VM with a wrong password"; return 1; }
+  [ "$(api "$ns" GET "/api/v1/tasks/$id" | jq -r .status.status)" = completed ] || { fail "the task changed after a failed power action"; return 1; }
+  TIMING "$name" "wrong BMC password -> failure event" "$tb"
+  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$bmcjson" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (fixed)"; return 1; }
+  out=$(lp on "$id") || { fail "lpmos power on $id (fixed): $out"; return 1; }
+  wait_for 30 "the region to power the VM on with the fixed BMC" power_is on || { fail "not on after the BMC was fixed"; return 1; }
+  grep -q "power-on 3 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
+  out=$(lp off "$id") || { fail "lpmos power off $id: $out"; return 1; }
+  wait_for 30 "the region to power the VM off" power_is off || { fail "not off after lpmos power off"; return 1; }
+  TIMING "$name" "wrong BMC password -> fixed -> on/off again" "$tb"
+
+  detail=$(api "$ns" GET "/api/v1/tasks/$id")
+  echo "all power events:"; jq -r '.events[] | select(.kind=="power") | "  " + .message' <<<"$detail"
+  for pw in "$BMC_PASS" "$BMC_BAD_PASS"; do
+    ! grep -qF "$pw" <<<"$detail" || { fail "a BMC password is in the task's API answer"; return 1; }
+    ! grep -qF "$pw" "$W/$ns/lpmos.log" || { fail "a BMC password is in lpmos's log"; return 1; }
+  done
   echo "BMC power and boot calls (ipmi_sim -> chassis_control):"; grep -v ' get ' "$b/calls.log" | sed 's/^/  /'
   check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
   kill "$simpid" 2>/dev/null; wait "$simpid" 2>/dev/null || true
