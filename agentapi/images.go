@@ -81,6 +81,7 @@ func (r *Region) installSpec(ctx context.Context, t store.Task) (*wire.InstallSp
 		Hostname:          sp.Hostname,
 		SSHAuthorizedKeys: sp.SSHAuthorizedKeys,
 		UserData:          sp.UserData,
+		PowerManaged:      t.BMC != nil, // the region reboots it through its BMC (issue 13)
 	}, "", nil
 }
 

@@ -25,10 +25,16 @@ type powerOptions struct {
 
 func newPowerCmd() *cobra.Command {
 	o := &powerOptions{}
+	co := &clientOptions{}
 	cmd := &cobra.Command{
 		Use:   "power",
 		Short: "Power a machine on/off/cycle and set its next boot device through its BMC",
-		Long: `Talk to a machine's BMC directly from this host: IPMI-over-LAN (RMCP+) or Redfish.
+		Long: `Through the server (the task's BMC, performed by the region that owns the task,
+recorded as a task event):
+
+  lpmos power status|on|off|cycle|pxe|disk TASK-ID-or-MAC
+
+Or directly from this host to a BMC: IPMI-over-LAN (RMCP+) or Redfish.
 
   --bmc ipmi://USER@HOST[:PORT]                  (port 623 by default)
   --bmc redfish://USER@HOST[:PORT][/SYSTEM-ID]   (HTTPS, port 443 by default;
@@ -39,16 +45,31 @@ never from the command line:
 
   LPMOS_BMC_PASSWORD_FILE=/etc/lpmos/bmc-r1.pw lpmos power status --bmc ipmi://admin@10.0.0.21`,
 	}
+	co.addFlags(cmd)
 	f := cmd.PersistentFlags()
-	f.StringVar(&o.bmc, "bmc", "", "the BMC: ipmi://user@host[:port] or redfish://user@host[:port][/system-id]")
+	f.StringVar(&o.bmc, "bmc", "", "the BMC: ipmi://user@host[:port] or redfish://user@host[:port][/system-id] (direct mode)")
 	f.StringVar(&o.passwordFile, "bmc-password-file", "", "file whose first line is the BMC password (else $"+bmcPasswordEnv+")")
 	f.BoolVar(&o.insecureTLS, "bmc-insecure-tls", false, "Redfish: do not verify the BMC's TLS certificate (self-signed BMCs)")
 	f.DurationVar(&o.timeout, "bmc-timeout", power.DefaultTimeout, "bound for one power action (connect, login, command)")
 
+	var persistent bool
 	run := func(use, short, done string, fn func(*cobra.Command, power.Driver) error) *cobra.Command {
+		action := strings.Fields(use)[0]
 		return &cobra.Command{
-			Use: use, Short: short, Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
+			Use: use + " [TASK-ID|MAC]", Short: short, Args: cobra.MaximumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if o.bmc == "" {
+					if len(args) != 1 {
+						return fmt.Errorf("name the machine: lpmos power %s TASK-ID-or-MAC (through the server), or --bmc URL (directly)", action)
+					}
+					if persistent {
+						return errors.New("--persistent is for --bmc (direct) mode; through the server, pxe is for the next boot only")
+					}
+					return serverPower(cmd, co, action, args[0])
+				}
+				if len(args) != 0 {
+					return fmt.Errorf("with --bmc the machine is the BMC: drop %q, or drop --bmc to go through the server", args[0])
+				}
 				b, err := o.target()
 				if err != nil {
 					return err
@@ -67,11 +88,10 @@ never from the command line:
 			},
 		}
 	}
-	var persistent bool
 	pxe := run("pxe", "Boot from the network (PXE) at the next boot", "next boot from PXE", func(cmd *cobra.Command, d power.Driver) error {
 		return d.SetBootDevice(cmd.Context(), power.PXE, !persistent)
 	})
-	pxe.Flags().BoolVar(&persistent, "persistent", false, "every boot, not only the next one")
+	pxe.Flags().BoolVar(&persistent, "persistent", false, "every boot, not only the next one (--bmc mode)")
 	disk := run("disk", "Boot from disk at the next boot", "next boot from disk", func(cmd *cobra.Command, d power.Driver) error {
 		return d.SetBootDevice(cmd.Context(), power.Disk, true)
 	})

@@ -29,7 +29,7 @@ func TestParseBMCURL(t *testing.T) {
 		{in: "redfish://root@bmc-r1.example:8443/System.Embedded.1", want: power.BMC{Protocol: "redfish", Address: "bmc-r1.example:8443", Username: "root", SystemID: "System.Embedded.1"}},
 		{in: "redfish://root@bmc/redfish/v1/Systems/1", want: power.BMC{Protocol: "redfish", Address: "bmc", Username: "root", SystemID: "1"}},
 		{in: "redfish+http://root@127.0.0.1:8000/1", want: power.BMC{Protocol: "redfish", Address: "http://127.0.0.1:8000", Username: "root", SystemID: "1"}},
-		{in: "", errHas: "--bmc is required"},
+		{in: "", errHas: "name the machine: lpmos power status TASK-ID-or-MAC (through the server), or --bmc URL (directly)"},
 		{in: "ipmi://admin:hunter2@10.0.0.21", errHas: "do not put the password in the URL"},
 		{in: "ipmi://10.0.0.21", errHas: "name the BMC user"},
 		{in: "ipmi://admin@", errHas: "host is missing"},
@@ -136,8 +136,9 @@ func TestPowerCLI(t *testing.T) {
 		{name: "missing password file", args: []string{"power", "status", "--bmc", bmc, "--bmc-password-file", "/nonexistent/pw"}, errHas: "--bmc-password-file"},
 		{name: "wrong password", args: []string{"power", "on", "--bmc", bmc, "--bmc-password-file", wrongFile}, errHas: "401 (wrong username or password?)"},
 		{name: "no system 7", env: pass, args: []string{"power", "on", "--bmc", bmc + "/7"}, errHas: `no system "7"; the service has: 1`},
-		{name: "no --bmc", env: pass, args: []string{"power", "status"}, errHas: "--bmc is required"},
-		{name: "no subcommand args", env: pass, args: []string{"power", "on", "extra", "--bmc", bmc}, errHas: "unknown command"},
+		{name: "no --bmc", env: pass, args: []string{"power", "status"}, errHas: "name the machine: lpmos power status TASK-ID-or-MAC (through the server), or --bmc URL (directly)"},
+		{name: "no subcommand args", env: pass, args: []string{"power", "on", "extra", "--bmc", bmc}, errHas: `with --bmc the machine is the BMC: drop "extra"`},
+		{name: "persistent through the server", env: pass, args: []string{"power", "pxe", "--persistent", "00:1a:2b:3c:4d:5e"}, errHas: "--persistent is for --bmc (direct) mode"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -53,6 +53,8 @@ type regionalOptions struct {
 
 	agentTLS string // on|off: agent API and images over HTTPS (app/agenttls.go)
 	apiBind  string // interface address the agent API listens on; empty: all
+
+	power powerMgrOptions // BMC power manager (app/power_region.go)
 }
 
 func (o *regionalOptions) addFlags(cmd *cobra.Command) {
@@ -84,6 +86,7 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.kernelArgs, "agent-kernel-args", "", `more arguments for the agent's kernel line, space separated (e.g. "no_timer_check" for VMs on a busy host); each [A-Za-z0-9_.,:/=+@-]`)
 	f.StringVar(&o.agentTLS, "agent-tls", "on", "on: agents call the API and download images over HTTPS (certificate from the cluster CA, pinned on the kernel line as lpmos_ca); iPXE's /boot/* stays plain HTTP on the same port. off: everything plain HTTP (a lab's explicit choice)")
 	f.StringVar(&o.apiBind, "api-bind", "", "IP address the agent API (--api-port) listens on (default: all interfaces)")
+	o.power.addFlags(cmd)
 	f.BoolVar(&o.dhcpAnswerAll, "dhcp-answer-all", true, "full DHCP mode: also give addresses to clients that are not PXE booting (the installed OS); false answers PXE clients only")
 }
 
@@ -180,6 +183,9 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		return out
 	})
 	g.Go(func() error { return region.Start(ctx) })
+	if err := startPowerManager(ctx, g, st, reg, o.regionID, ro.power, log); err != nil {
+		return err
+	}
 
 	if ro.dhcpMode != string(pxe.ModeOff) {
 		dcfg := pxe.DHCPConfig{

@@ -33,6 +33,7 @@ func newTaskCmd() *cobra.Command {
 func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	var req ui.CreateTaskRequest
 	var nw staticNetFlags
+	var bmc bmcFlags // app/power_server.go
 	cmd := &cobra.Command{
 		Use:     "create --mac MAC --os OS --os-version VERSION",
 		Short:   "Create a task for a machine",
@@ -47,6 +48,9 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 				return err
 			}
 			if req.Network, err = nw.network(); err != nil {
+				return err
+			}
+			if req.BMC, err = bmc.input(); err != nil {
 				return err
 			}
 			var t store.Task
@@ -67,6 +71,7 @@ func newTaskCreateCmd(o *clientOptions) *cobra.Command {
 	f.BoolVar(&req.AllowMissingImage, "allow-missing-image", false, "create the task although the catalog has no image for --os/--os-version yet (add it before approving)")
 	addRootDeviceFlag(f)
 	nw.addFlags(cmd)
+	bmc.addFlags(cmd)
 	for _, name := range []string{"mac", "os", "os-version"} {
 		_ = cmd.MarkFlagRequired(name)
 	}

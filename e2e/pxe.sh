@@ -9,7 +9,11 @@
 # the next boot still PXE-boots first, lpmos answers "exit 1", the firmware
 # moves on to the disk, and the installed OS prints the task's hostname, ssh
 # key and user_data marker (and, under UEFI, the boot entry it came from).
-# A VM without a task shows up as a discovered machine.
+# A VM without a task shows up as a discovered machine. In power-ipmi a
+# real IPMI BMC (OpenIPMI's ipmi_sim) is the VM's power: for a task with a
+# BMC, lpmos sets PXE and powers it on over IPMI-over-LAN, the VM installs,
+# and lpmos sets disk and power-cycles it into the installed OS, each action
+# a task event; ipmitool only cross-checks what lpmos did.
 #
 # Run as root on Debian 12 (it apt-installs what it needs and downloads a
 # Debian cloud kernel with apt-get download):   bash e2e/pxe.sh
@@ -33,8 +37,9 @@ SCENARIOS=(
   "discover-full    bios      full  52:54:00:e2:00:02 discover"
   "uefi-proxy       uefi      proxy 52:54:00:e2:00:03 task"
   "uefi-tftp-proxy  uefi-tftp proxy 52:54:00:e2:00:04 task"
+  "power-ipmi       bios      full  52:54:00:e2:00:05 power"
 )
-MODES=${LPMOS_E2E_MODES:-"bios-full discover-full uefi-proxy uefi-tftp-proxy"}
+MODES=${LPMOS_E2E_MODES:-"bios-full discover-full uefi-proxy uefi-tftp-proxy power-ipmi"}
 W=${LPMOS_E2E_DIR:-/tmp/lpmos-e2e}
 CACHE=${LPMOS_E2E_CACHE:-/var/cache/lpmos-e2e}
 NSP="lpe2e$$"          # namespace prefix
@@ -82,6 +87,7 @@ rm -rf "$W"; mkdir -p "$W" "$CACHE"; : >"$PIDFILE"
 t=$(now)
 need=(qemu-system-x86 ipxe-qemu ovmf iproute2 cpio e2fsprogs dnsmasq-base curl jq fdisk
   grub-pc-bin grub-efi-amd64-bin grub-common mtools dosfstools)
+need+=(openipmi ipmitool) # power-ipmi: ipmi_sim is the VM's BMC; ipmitool cross-checks lpmos
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -295,6 +301,7 @@ mktap() { # mktap NS TAP
 # the background; everything it prints goes to $W/NAME/run.log.
 scenario() {
   local name=$1 fw=$2 ns=$3 mac=$4 kind=$5
+  [ "$kind" != power ] || { power_scenario "$@"; return; }
   local d=$W/$name tap=t${mac//:/}; tap=${tap:0:15}
   local t_scenario; t_scenario=$(now)
   mkdir -p "$d"
@@ -469,6 +476,269 @@ check_disk() {
     cmp -s <(mtype -i "$disk@@$((ESP_START * 512))" ::/EFI/lpmos/grubx64.efi) <(mtype -i "$disk@@$((ESP_START * 512))" ::/EFI/BOOT/BOOTX64.EFI) ||
       { echo "\\EFI\\BOOT\\BOOTX64.EFI is not a copy of the loader"; return 1; }
   fi
+}
+
+# --- power-ipmi: a real IPMI BMC powers the VM --------------------------------
+# OpenIPMI's ipmi_sim is the VM's BMC: IPMI-over-LAN (RMCP+) on
+# 127.0.0.1:$BMC_PORT inside the namespace (where lpmos runs), a fresh state
+# dir per run, and a chassis_control program (below) that is the VM's power:
+# power on starts qemu with the boot device the BMC was given (PXE: -boot
+# order=n; disk, IPMI's "default hard drive": order=c; none: order=cn), power
+# off stops it, a power cycle is off and, a second later, on (ipmi_sim's own
+# timer); reset is off + on. qemu's BMC link carries no boot device and
+# SeaBIOS never reads IPMI boot flags, so the device is applied from here,
+# like the board's firmware would. qemu's ipmi-bmc-extern device is linked to
+# ipmi_sim over a chardev (the board's KCS interface). -no-reboot: a reboot
+# of the guest is a power-off the BMC then reports.
+# The flow is hands-free: the task names the BMC; the region sets PXE and
+# powers the VM on, the agent of a power-managed task leaves the reboot to
+# the region, which sets disk and power-cycles the VM into the installed OS.
+BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin BMC_PASS="e2e-bmc-$$-$RANDOM" BMC_BAD_PASS="e2e-wrong-$$-$RANDOM"
+
+# write_chassis_control DIR: the program ipmi_sim runs as
+# "DIR/chassis_control 0x20 get power boot" (it answers "name:value" lines)
+# and "... set power 0|1", "set reset 1", "set boot pxe|default|none".
+# DIR/vm.conf holds the qemu command (QEMU) and the e2e PID file (PIDS).
+# Every call and power-on goes to DIR/calls.log; power-on N's console to
+# DIR/serial.N.log.
+write_chassis_control() {
+  cat >"$1/chassis_control" <<'EOF'
+#!/usr/bin/env bash
+set -u
+d=$(cd "$(dirname "$0")" && pwd)
+. "$d/vm.conf"
+echo "$(date +%T.%3N) $*" >>"$d/calls.log"
+while [ $# -gt 0 ] && [ "$1" != get ] && [ "$1" != set ]; do shift; done
+op=${1:-}; [ $# -gt 0 ] && shift
+vmpid() { cat "$d/vm.pid" 2>/dev/null; }
+# on while the qemu process lives (a zombie is off)
+running() {
+  local p st; p=$(vmpid) && [ -n "$p" ] && st=$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null) && [ "$st" != Z ]
+}
+power_on() {
+  running && return 0
+  local boot order n
+  boot=$(cat "$d/boot" 2>/dev/null || echo none)
+  case $boot in pxe) order=n ;; default) order=c ;; *) order=cn ;; esac
+  n=$(( $(cat "$d/power-ons" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$d/power-ons"
+  echo "$(date +%T.%3N) power-on $n boot=$boot -boot order=$order" >>"$d/calls.log"
+  "${QEMU[@]}" -boot "order=$order" </dev/null >"$d/serial.$n.log" 2>&1 &
+  echo $! >"$d/vm.pid"; echo $! >>"$PIDS"
+}
+power_off() {
+  local p; p=$(vmpid) || return 0
+  kill "$p" 2>/dev/null
+  for _ in $(seq 50); do running || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null
+  rm -f "$d/vm.pid"
+  echo "$(date +%T.%3N) power-off" >>"$d/calls.log"
+}
+case $op in
+get)
+  for p in "$@"; do
+    case $p in
+      power) if running; then echo power:1; else echo power:0; fi ;;
+      boot) echo "boot:$(cat "$d/boot" 2>/dev/null || echo none)" ;;
+      *) echo "$p:0" ;;
+    esac
+  done ;;
+set)
+  while [ $# -gt 1 ]; do
+    case $1 in
+      power) if [ "$2" = 1 ]; then power_on; else power_off; fi ;;
+      reset) running && { power_off; power_on; } ;;
+      boot) echo "$2" >"$d/boot" ;;
+    esac
+    shift 2
+  done ;;
+*) echo "usage: $0 ADDR get NAME... | set NAME VALUE..." >&2; exit 1 ;;
+esac
+EOF
+  chmod 755 "$1/chassis_control"
+}
+
+power_scenario() {
+  local name=$1 fw=$2 ns=$3 mac=$4
+  local d=$W/$name tap=t${mac//:/}; tap=${tap:0:15}
+  local b=$d/bmc t_scenario; t_scenario=$(now)
+  local disk=$d/disk.img serial=$d/bmc/serial.1.log
+  fail() {
+    echo "FAIL [$name]: $*"
+    echo "--- BMC calls ($b/calls.log)"; tail -n 20 "$b/calls.log" 2>/dev/null
+    echo "--- last lines of the VM serial console ($serial)"; tail -n 40 "$serial" 2>/dev/null | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g'
+    echo "--- last lines of ipmi_sim ($b/ipmi_sim.log)"; tail -n 10 "$b/ipmi_sim.log" 2>/dev/null
+    echo "--- last lines of lpmos ($W/$ns/lpmos.log)"; tail -n 25 "$W/$ns/lpmos.log"
+    return 1
+  }
+  trap '[[ $BASH_COMMAND == return* ]] || echo "FAIL [$name]: line $LINENO: $BASH_COMMAND failed"' ERR
+  mkdir -p "$b/state"
+  mktap "$ns" "$tap"
+  truncate -s 128M "$disk"
+  printf '%s\n' "$BMC_PASS" >"$b/password"; chmod 600 "$b/password"
+  local QEMU=(qemu-system-x86_64 -accel tcg -machine pc -m 512 -smp 1 -nographic -no-reboot
+    -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$mac"
+    -drive "file=$disk,if=none,id=d0,format=raw,cache=unsafe" -device virtio-blk-pci,drive=d0
+    -chardev "socket,id=ipmi0,host=127.0.0.1,port=$BMC_VM_PORT,reconnect=10"
+    -device ipmi-bmc-extern,chardev=ipmi0,id=bmc0 -device isa-ipmi-kcs,bmc=bmc0)
+  local PIDS=$PIDFILE
+  declare -p QEMU PIDS >"$b/vm.conf"
+  write_chassis_control "$b"
+  cat >"$b/lan.conf" <<EOF
+name "lpmos-e2e"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 $BMC_PORT
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcd05
+  endlan
+  serial 15 127.0.0.1 $BMC_VM_PORT codec VM
+  chassis_control "$b/chassis_control 0x20"
+  user 2 true "$BMC_USER" "$BMC_PASS" admin 10 none md2 md5 straight
+EOF
+  printf 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n' >"$b/bmc.emu"
+  # -n: stdin is not a tty (else ipmi_sim asserts)
+  ip netns exec "$NSP-$ns" ipmi_sim -n -c "$b/lan.conf" -f "$b/bmc.emu" -s "$b/state" </dev/null >"$b/ipmi_sim.log" 2>&1 &
+  local simpid=$!
+  track $simpid
+  # ipmitool (Debian's client, not lpmos) only cross-checks; -C 3 or every
+  # call stalls ~10 s on cipher suite discovery; -E: the password from the
+  # environment. Its exit code alone proves nothing (a refused boot device
+  # override exits 0): the checks read what it prints.
+  ipmi() { ip netns exec "$NSP-$ns" env IPMI_PASSWORD="$BMC_PASS" timeout 20 ipmitool -I lanplus -C 3 \
+    -H 127.0.0.1 -p "$BMC_PORT" -U "$BMC_USER" -E "$@" 2>&1; }
+  power_is() { ipmi chassis power status | grep -qx "Chassis Power is $1"; }
+  bootdev() { ipmi chassis bootparam get 5 | sed -n 's/^ *- Boot Device Selector *: *//p'; }
+  wait_for 20 "ipmi_sim to answer IPMI-over-LAN on 127.0.0.1:$BMC_PORT" power_is off || { fail "BMC did not start: $(ipmi chassis power status)"; return 1; }
+  echo "BMC: ipmi_sim on 127.0.0.1:$BMC_PORT (namespace $NSP-$ns), chassis power off"
+
+  # The task names the machine's BMC (the password from a file, never on the
+  # command line): from here on lpmos alone drives the power; the script
+  # only watches the VM's console and cross-checks the BMC with ipmitool.
+  local id tq; tq=$(now)
+  UD_MARKER="# lpmos-e2e-marker $name-$$-$RANDOM"
+  id=$(ip netns exec "$NSP-$ns" "$LPMOS" task create --server https://127.0.0.1:8080 --data-dir "$W/$ns/data" -o json \
+    --mac "$mac" --os debian --os-version 12 --hostname "e2e-$name" --ssh-key "$SSH_KEY" \
+    --user-data "#cloud-config"$'\n'"$UD_MARKER"$'\n' \
+    --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/password" | jq -r .id) || { fail "lpmos task create --bmc"; return 1; }
+  [ -n "$id" ] && [ "$id" != null ] || { fail "lpmos task create --bmc: no id"; return 1; }
+  echo "task $id for $mac, BMC ipmi://$BMC_USER@127.0.0.1:$BMC_PORT"
+
+  # The region sets PXE once and powers the VM on.
+  wait_for 60 "lpmos (the region) to power the VM on through the BMC" power_is on || { fail "the region did not power the VM on"; return 1; }
+  TIMING "$name" "task created -> VM powered on by lpmos over IPMI" "$tq"
+  [ "$(bootdev)" = "Force PXE" ] || { fail "ipmitool: boot device after the region's power-on is '$(bootdev)', want Force PXE"; return 1; }
+  grep -q "power-on 1 boot=pxe -boot order=n" "$b/calls.log" || { fail "the BMC did not start the VM network-first"; return 1; }
+  echo "ipmitool: power on, boot device Force PXE; BMC: $(grep -o 'power-on 1 .*' "$b/calls.log")"
+  # qemu's ipmi-bmc-extern device is connected to the BMC (the board's KCS link)
+  bmc_link() { [ -n "$(ip netns exec "$NSP-$ns" ss -Htn state established "( sport = :$BMC_VM_PORT )")" ]; }
+  wait_for 15 "qemu's BMC link to ipmi_sim (127.0.0.1:$BMC_VM_PORT)" bmc_link || { fail "qemu did not connect its ipmi-bmc-extern chardev to ipmi_sim"; return 1; }
+
+  has_hw() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status == "pending_approval" and (.hardware.nics | length > 0)'; }
+  wait_for 240 "status pending_approval with the hardware report" has_hw || { fail "hardware report"; return 1; }
+  TIMING "$name" "task created -> hardware in API" "$tq"
+  check_hw "$(api "$ns" GET "/api/v1/tasks/$id" | jq .hardware)" "$mac" || { fail "hardware report"; return 1; }
+  local ta; ta=$(now)
+  api "$ns" PUT "/api/v1/tasks/$id/approve" >/dev/null || { fail "approve"; return 1; }
+  ended() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jqok '.status.status | IN("completed","failed","cancelled")'; }
+  wait_for 300 "the task to end" ended || { fail "install"; return 1; }
+  local detail; detail=$(api "$ns" GET "/api/v1/tasks/$id")
+  [ "$(jq -r .status.status <<<"$detail")" = completed ] || { fail "task ended $(jq -c .status <<<"$detail")"; return 1; }
+  TIMING "$name" "approve -> completed" "$ta"
+  grep -q "install complete" "$serial" || { fail "no 'install complete' on the console"; return 1; }
+  grep -aq "this machine is power-managed: the region reboots it" "$serial" ||
+    { fail "the agent did not say it leaves the reboot to the region"; return 1; }
+
+  # After completed the region sets the boot device to disk and power-cycles
+  # the VM (its agent does not reboot a power-managed machine itself).
+  local tr; tr=$(now)
+  wait_for 90 "lpmos (the region) to power the VM on again" grep -q "power-on 2 " "$b/calls.log" ||
+    { fail "the region did not power-cycle the VM after completed"; return 1; }
+  TIMING "$name" "completed -> VM power-cycled by lpmos" "$tr"
+  serial=$b/serial.2.log
+  grep -q "power-on 2 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
+  [ "$(bootdev)" = "Force Boot from default Hard-Drive" ] ||
+    { fail "ipmitool: boot device after the region's reboot is '$(bootdev)', want Force Boot from default Hard-Drive"; return 1; }
+  power_is on || { fail "ipmitool: not on after the region's power cycle"; return 1; }
+  echo "ipmitool: power on, boot device Force Boot from default Hard-Drive; BMC: $(grep -o 'power-on 2 .*' "$b/calls.log")"
+  # the VM was still on when lpmos cycled it: a power-off by the BMC, not by the guest
+  sed -n '/power-on 1 /,/power-on 2 /p' "$b/calls.log" | grep -q " set power 0" ||
+    { fail "no BMC power-off between the two power-ons (did the agent reboot the VM itself?)"; return 1; }
+  local up="LPMOS-OS-UP hostname=e2e-$name key=$SSH_KEY userdata=$UD_MARKER root="
+  wait_for 180 "the installed OS to print its seed" grep -aqF "$up" "$serial" ||
+    { fail "the installed OS did not come up with the task's hostname, key and user_data (want: $up)"; return 1; }
+  TIMING "$name" "completed -> installed OS up" "$tr"
+  grep -a "LPMOS-OS-" "$serial" | tr -d '\r'
+  grep -aq "LPMOS-OS-BOOT firmware=bios" "$serial" || { fail "the installed OS did not boot through BIOS"; return 1; }
+  # straight from the disk: SeaBIOS never ran the NIC's boot ROM (iPXE)
+  grep -aq "Booting from Hard Disk" "$serial" && ! grep -aq "Booting from ROM" "$serial" &&
+    ! grep -aq "nothing to install, booting from local disk" "$serial" || { fail "the second boot went through PXE, not straight to the disk"; return 1; }
+  grep -aq "Booting from ROM" "$b/serial.1.log" || { serial=$b/serial.1.log fail "the first boot did not start from the NIC"; return 1; }
+
+  # Every power action is an event of the task; the password is nowhere.
+  detail=$(api "$ns" GET "/api/v1/tasks/$id")
+  echo "power events:"; jq -r '.events[] | select(.kind=="power") | "  " + .message' <<<"$detail"
+  local ev; ev=$(jq -r '[.events[] | select(.kind=="power") | .message] | join("\n")' <<<"$detail")
+  grep -q "^boot into PXE (attempt 1): next boot from pxe, powered on" <<<"$ev" ||
+    { fail "no power event for the PXE boot (want 'boot into PXE (attempt 1): next boot from pxe, powered on ...')"; return 1; }
+  grep -q "^reboot into the installed OS: next boot from disk, power cycled" <<<"$ev" ||
+    { fail "no power event for the reboot to disk (want 'reboot into the installed OS: next boot from disk, power cycled ...')"; return 1; }
+  ! grep -q "failed" <<<"$ev" || { fail "a power action failed"; return 1; }
+  jq -e '.bmc.password_set == true and .bmc.address == "127.0.0.1:'"$BMC_PORT"'"' <<<"$detail" >/dev/null || { fail "task bmc: $(jq -c .bmc <<<"$detail")"; return 1; }
+  ! grep -qF "$BMC_PASS" <<<"$detail" || { fail "the BMC password is in the task's API answer"; return 1; }
+  ! grep -qF "$BMC_PASS" "$W/$ns/lpmos.log" || { fail "the BMC password is in lpmos's log"; return 1; }
+
+  # lpmos powers it off through the server; the BMC agrees, qemu is gone.
+  local qpid out; qpid=$(cat "$b/vm.pid" 2>/dev/null || true)
+  out=$(ip netns exec "$NSP-$ns" "$LPMOS" power off "$id" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data") || { fail "lpmos power off $id: $out"; return 1; }
+  echo "lpmos: $out"
+  wait_for 30 "the region to power the VM off" power_is off || { fail "ipmitool: not off after lpmos power off $id"; return 1; }
+  [ -z "$qpid" ] || ! kill -0 "$qpid" 2>/dev/null || [ "$(cut -d' ' -f3 "/proc/$qpid/stat" 2>/dev/null)" = Z ] ||
+    { fail "qemu (pid $qpid) still runs after power off"; return 1; }
+  poff_event() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' | grep -q "^power off (requested by .*): powered off"; }
+  wait_for 30 "the power off event" poff_event || { fail "no 'power off (requested by ...): powered off' event"; return 1; }
+  polled_off() { api "$ns" GET "/api/v1/tasks/$id/power" 2>/dev/null | jqok '.state == "off"'; }
+  wait_for 60 "GET /api/v1/tasks/$id/power to say off" polled_off || { fail "power state in the API: $(api "$ns" GET "/api/v1/tasks/$id/power")"; return 1; }
+  echo "lpmos power status $id: $(ip netns exec "$NSP-$ns" "$LPMOS" power status "$id" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data")"
+
+  # Bad input: a wrong BMC password. The action fails with an event naming
+  # the BMC and what it answered, the machine is not touched, the task is
+  # kept, and once the BMC is fixed the same action works.
+  local tb bmcjson lp; tb=$(now)
+  lp() { ip netns exec "$NSP-$ns" "$LPMOS" power "$@" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data"; }
+  bmcjson=$(jq -nc --arg a "127.0.0.1:$BMC_PORT" --arg u "$BMC_USER" --arg p "$BMC_PASS" '{protocol:"ipmi", address:$a, username:$u, password:$p}')
+  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$(jq -c --arg p "$BMC_BAD_PASS" '.password = $p' <<<"$bmcjson")" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (wrong password)"; return 1; }
+  out=$(lp on "$id") || { fail "lpmos power on $id (wrong password): $out"; return 1; }
+  refused() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' |
+    grep -E "^power on \(requested by [^)]*\) failed: .*127\.0\.0\.1:$BMC_PORT.*login refused"; }
+  wait_for 90 "the failed power-on event (wrong BMC password)" refused >/dev/null || { fail "no 'power on ... failed ... login refused' event naming the BMC"; return 1; }
+  echo "event: $(refused | tail -1)"
+  power_is off || { fail "ipmitool: the machine changed power with a wrong password"; return 1; }
+  ! grep -q "power-on 3 " "$b/calls.log" || { fail "the BMC started the VM with a wrong password"; return 1; }
+  [ "$(api "$ns" GET "/api/v1/tasks/$id" | jq -r .status.status)" = completed ] || { fail "the task changed after a failed power action"; return 1; }
+  TIMING "$name" "wrong BMC password -> failure event" "$tb"
+  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$bmcjson" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (fixed)"; return 1; }
+  out=$(lp on "$id") || { fail "lpmos power on $id (fixed): $out"; return 1; }
+  wait_for 30 "the region to power the VM on with the fixed BMC" power_is on || { fail "not on after the BMC was fixed"; return 1; }
+  grep -q "power-on 3 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
+  out=$(lp off "$id") || { fail "lpmos power off $id: $out"; return 1; }
+  wait_for 30 "the region to power the VM off" power_is off || { fail "not off after lpmos power off"; return 1; }
+  TIMING "$name" "wrong BMC password -> fixed -> on/off again" "$tb"
+
+  detail=$(api "$ns" GET "/api/v1/tasks/$id")
+  echo "all power events:"; jq -r '.events[] | select(.kind=="power") | "  " + .message' <<<"$detail"
+  for pw in "$BMC_PASS" "$BMC_BAD_PASS"; do
+    ! grep -qF "$pw" <<<"$detail" || { fail "a BMC password is in the task's API answer"; return 1; }
+    ! grep -qF "$pw" "$W/$ns/lpmos.log" || { fail "a BMC password is in lpmos's log"; return 1; }
+  done
+  echo "BMC power and boot calls (ipmi_sim -> chassis_control):"; grep -v ' get ' "$b/calls.log" | sed 's/^/  /'
+  check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
+  kill "$simpid" 2>/dev/null; wait "$simpid" 2>/dev/null || true
+  TIMING "$name" "whole scenario" "$t_scenario"
+  echo "PASS [$name]"
 }
 
 SSH_KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2eTestKey e2e@lpmos"

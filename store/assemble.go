@@ -51,6 +51,12 @@ func assembleTasks(kvs []*mvccpb.KeyValue, log *slog.Logger) []Task {
 			var p wire.Progress
 			err = json.Unmarshal(kv.Value, &p)
 			cur.Progress = &p
+		case "bmc":
+			cur.BMC, err = decodeBMCInfo(kv.Value)
+		case "power":
+			var ps PowerState
+			err = json.Unmarshal(kv.Value, &ps)
+			cur.Power = &ps
 		case "target-disk":
 			var td TargetDisk
 			err = json.Unmarshal(kv.Value, &td)

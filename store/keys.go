@@ -34,6 +34,21 @@ func regionKey(id string) string     { return prefixRegions + id }
 func leaseKey(mac string) string     { return prefixLeases + mac }
 func imageKey(os, ver string) string { return prefixImages + os + "/" + ver }
 
+// Power control (issue 13): the BMC (password sealed, store/bmc.go), the
+// polled power state, the lifecycle marks, and the queue of requested
+// actions per region (store/power.go).
+const prefixPowerRequests = "/power-requests/"
+
+func bmcKey(id string) string            { return prefixTasks + id + "/bmc" }
+func powerKey(id string) string          { return prefixTasks + id + "/power" }
+func powerLifecycleKey(id string) string { return prefixTasks + id + "/power-lifecycle" }
+func powerRequestsPrefix(region string) string {
+	return prefixPowerRequests + region + "/"
+}
+func powerRequestKey(region, id string, at time.Time) string {
+	return fmt.Sprintf("%s%s/%020d", powerRequestsPrefix(region), id, at.UnixNano())
+}
+
 // eventKey orders events by time; the nanosecond stamp is zero-padded so
 // etcd's byte order is time order.
 func eventKey(id string, at time.Time) string {

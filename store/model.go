@@ -53,6 +53,11 @@ type Task struct {
 	TargetDisk *TargetDisk `json:"target_disk,omitempty"`
 	// Partitions is the partition table the agent left on disk.
 	Partitions *PartitionTable `json:"partitions,omitempty"`
+
+	// BMC is the machine's BMC without its password (store/bmc.go);
+	// Power its last polled power state.
+	BMC   *BMCInfo    `json:"bmc,omitempty"`
+	Power *PowerState `json:"power,omitempty"`
 }
 
 // TargetDisk is /tasks/{id}/target-disk: the disk the install erases,

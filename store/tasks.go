@@ -42,30 +42,34 @@ func eventOp(id string, ev Event) clientv3.Op {
 // CreateTask stores a new pending task. A second active task for the same
 // MAC is refused with ErrConflict, atomically: the MAC index and the task's
 // status are both compared in the transaction that writes the new task.
-func (s *Store) CreateTask(ctx context.Context, spec Spec) (Task, error) {
+func (s *Store) CreateTask(ctx context.Context, spec Spec, opts ...CreateOption) (Task, error) {
 	if err := spec.Validate(); err != nil {
 		return Task{}, err
 	}
 	now := time.Now().UTC()
 	spec.CreatedAt = now
 	id := newID()
+	extra, err := s.createOps(id, opts) // store/bmc.go
+	if err != nil {
+		return Task{}, err
+	}
 	st := StatusRecord{Status: wire.StatusPending, UpdatedAt: now, Attempt: 1}
 	for range maxTxnRetries {
 		cmps, err := s.macFreeGuard(ctx, spec.TargetMAC, "")
 		if err != nil {
 			return Task{}, err
 		}
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(append([]clientv3.Op{
 			clientv3.OpPut(specKey(id), mustJSON(spec)),
 			clientv3.OpPut(statusKey(id), mustJSON(st)),
 			clientv3.OpPut(macIndexKey(spec.TargetMAC), id),
 			eventOp(id, Event{At: now, Kind: "status", To: wire.StatusPending, Message: "task created"}),
-		).Commit()
+		}, extra...)...).Commit()
 		if err != nil {
 			return Task{}, fmt.Errorf("create task: %w", err)
 		}
 		if resp.Succeeded {
-			return Task{ID: id, Spec: spec, Status: st, Revision: resp.Header.Revision}, nil
+			return Task{ID: id, Spec: spec, Status: st, Revision: resp.Header.Revision, BMC: bmcInfoOf(opts)}, nil
 		}
 	}
 	return Task{}, fmt.Errorf("create task: %w: too much contention on MAC %s", ErrConflict, spec.TargetMAC)

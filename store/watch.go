@@ -27,6 +27,11 @@ type Change struct {
 	// KindTargetDisk; nil when the choice was removed (retry, or the task
 	// failed because no disk matched).
 	TargetDisk *TargetDisk
+
+	// KindBMC (nil: removed), redacted; KindPower; KindPowerRequest.
+	BMC          *BMCInfo
+	Power        *PowerState
+	PowerRequest *PowerRequest
 }
 
 // ChangeKind names what changed.
@@ -46,6 +51,9 @@ const (
 	KindRegionGone   ChangeKind = "region_deleted"
 	KindWatchRestart ChangeKind = "resync" // history was compacted: reload a snapshot
 	KindTargetDisk   ChangeKind = "target_disk"
+	KindBMC          ChangeKind = "bmc"           // a task's BMC set or removed
+	KindPower        ChangeKind = "power"         // a task's polled power state
+	KindPowerRequest ChangeKind = "power_request" // a power action queued for a region
 )
 
 // Watch streams typed changes after revision fromRev (0: from now) until ctx
@@ -118,6 +126,14 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 			}
 			c.Kind, c.Spec = KindTaskCreated, new(Spec)
 			err = json.Unmarshal(ev.Kv.Value, c.Spec)
+		case kind == "bmc":
+			c.Kind = KindBMC
+			if !del {
+				c.BMC, err = decodeBMCInfo(ev.Kv.Value)
+			}
+		case kind == "power" && !del:
+			c.Kind, c.Power = KindPower, new(PowerState)
+			err = json.Unmarshal(ev.Kv.Value, c.Power)
 		case kind == "target-disk":
 			c.Kind = KindTargetDisk
 			if !del {
@@ -141,6 +157,13 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 		default:
 			return c, false
 		}
+	case strings.HasPrefix(key, prefixPowerRequests):
+		if del {
+			return c, false
+		}
+		c.Kind, c.PowerRequest = KindPowerRequest, new(PowerRequest)
+		err = json.Unmarshal(ev.Kv.Value, c.PowerRequest)
+		c.PowerRequest.Key = key
 	case strings.HasPrefix(key, prefixMachines):
 		if del {
 			c.Kind = KindMachineGone

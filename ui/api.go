@@ -31,6 +31,9 @@ type CreateTaskRequest struct {
 	// AllowMissingImage creates the task although the catalog has no
 	// image for OSType/OSVersion yet (ui/create_checks.go).
 	AllowMissingImage bool `json:"allow_missing_image,omitempty"`
+	// BMC is the machine's BMC (power control, ui/power.go); its password
+	// is sealed in etcd and never in an answer.
+	BMC *store.BMCInput `json:"bmc,omitempty"`
 }
 
 // TaskList is the answer of GET /api/v1/tasks.
@@ -77,6 +80,7 @@ func (s *Server) routesAPI(r chi.Router) {
 		r.Get("/images", serveList(s.cfg.Store.ListImages))
 		r.Post("/images", s.addImage)
 		r.Delete("/images/{os}/{version}", s.deleteImage)
+		s.routesPower(r) // ui/power.go
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -107,7 +111,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 		Hostname: req.Hostname, SSHAuthorizedKeys: req.SSHAuthorizedKeys, UserData: req.UserData,
 		RootDeviceHints: req.RootDeviceHints,
 		Network:         req.Network,
-	})
+	}, store.WithBMC(req.BMC))
 	if err != nil {
 		writeStoreError(w, err)
 		return

@@ -339,6 +339,10 @@ func (h *Hub) apply(c store.Change) {
 			return
 		}
 		msg = HardwareMessage{Type: MsgHardware, TaskID: c.TaskID, Revision: c.Revision, Hardware: c.Hardware}
+	case store.KindBMC, store.KindPower:
+		if msg = h.applyPowerLocked(c); msg == nil { // ui/power_hub.go
+			return
+		}
 	case store.KindTargetDisk:
 		t := h.tasks[c.TaskID]
 		if t == nil {

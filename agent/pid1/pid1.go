@@ -63,6 +63,9 @@ func Reap(ctx context.Context) {
 	}
 }
 
+// Sync flushes every file system's dirty data to disk.
+func Sync() { syscall.Sync() }
+
 // Restart syncs the disks, then reboots, or powers off when powerOff is
 // set. It returns only on failure.
 func Restart(powerOff bool) error {

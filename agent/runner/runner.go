@@ -51,6 +51,11 @@ type Runner struct {
 	AutoDisk bool
 	DevDir   string // where the disks' device nodes are; default /dev (tests: a directory of files)
 
+	// PowerManaged is set by Run when the completed install's task said
+	// the region reboots the machine through its BMC (the agent then
+	// does not reboot by itself).
+	PowerManaged bool
+
 	ImageClient  *http.Client  // for the image download; default plain
 	ApprovalWait time.Duration // long-poll duration; default 30s
 	Backoff      retry.Backoff // between approval polls that fail or return early
@@ -239,6 +244,7 @@ func (r *Runner) install(ctx context.Context, mac, taskID string, hw wire.Hardwa
 		return fmt.Errorf("reporting completion: %w", err)
 	}
 	r.Log.Info(msg, "task", taskID)
+	r.PowerManaged = spec.PowerManaged
 	return nil
 }
 

@@ -224,11 +224,17 @@ func TestRun(t *testing.T) {
 		wantCompleted bool
 		wantFailure   string // substring of the failure report's reason
 		wantHardware  int    // hardware reports (0: 1)
+		wantManaged   bool   // Runner.PowerManaged after Run
 	}{
 		{
 			name: "install to a file disk", token: "b1", disk: true, wantCompleted: true,
 			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved,
 				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw", Hostname: "h1"}},
+		},
+		{
+			name: "power-managed machine: the region reboots it", token: "b1", disk: true, wantCompleted: true, wantManaged: true,
+			api: &fakeAPI{boot: "b1", image: img, status: wire.StatusApproved,
+				spec: wire.InstallSpec{ImageSHA256: sum, ImageSize: int64(len(img)), ImageFormat: "raw", PowerManaged: true}},
 		},
 		{
 			name: "demo: no disk", token: "b1", wantCompleted: true,
@@ -290,6 +296,9 @@ func TestRun(t *testing.T) {
 			}
 			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("Run err = %v, want %q", err, tt.wantErr)
+			}
+			if r.PowerManaged != tt.wantManaged {
+				t.Errorf("PowerManaged = %v, want %v", r.PowerManaged, tt.wantManaged)
 			}
 			if tt.wantBootAgain != errors.As(err, new(*BootAgainError)) {
 				t.Errorf("BootAgainError = %v, want %v", !tt.wantBootAgain, tt.wantBootAgain)

@@ -253,6 +253,11 @@ type InstallSpec struct {
 	// Network is the task's static address, written as the seed's
 	// network-config; nil leaves the installed OS on DHCP.
 	Network *StaticNetwork `json:"network,omitempty"`
+
+	// PowerManaged: the region controls this machine through its BMC and
+	// reboots it (to disk) once the install completed, so the agent does
+	// not reboot by itself: it syncs and waits.
+	PowerManaged bool `json:"power_managed,omitempty"`
 }
 
 // StaticNetwork is a static address for the installed system's NIC.

@@ -78,6 +78,10 @@ func runByHand(args []string, getenv func(string) string, stdout, stderr io.Writ
 	return 0
 }
 
+// powerManagedWait is how long a completed power-managed machine waits for
+// the region's BMC power cycle before rebooting by itself.
+const powerManagedWait = 10 * time.Minute
+
 // runInit is the agent as PID 1 of the initramfs.
 func runInit() {
 	// The kernel gives init the console on fds 0-2.
@@ -134,6 +138,18 @@ func runInit() {
 			}
 		}
 		fatal(cfg, err)
+	}
+	if r.PowerManaged {
+		// The region sets the next boot to disk and power-cycles the
+		// machine through its BMC; rebooting here would race it. If the
+		// BMC never comes, reboot anyway after a while.
+		fmt.Fprintf(os.Stderr, "lpmos-agent: install complete; this machine is power-managed: the region reboots it through its BMC (waiting; rebooting by itself in %s otherwise)\n", powerManagedWait)
+		pid1.Sync()
+		time.Sleep(powerManagedWait)
+		fmt.Fprintln(os.Stderr, "lpmos-agent: no power cycle from the region; rebooting")
+		if err := pid1.Restart(false); err != nil {
+			fatal(cfg, err)
+		}
 	}
 	action := "rebooting"
 	if cfg.PowerOff {

@@ -2,6 +2,7 @@
 // machines and regions; the task list is virtualised (only visible rows
 // exist) and rows are updated in place, keyed by task id.
 import { $, h, setText, clear, bytes, ago, when, toast } from "./dom.js";
+import { paintPowerCell, renderPower, applyPowerMessage, wirePower } from "./power.js";
 
 const STATUSES = ["pending", "ready", "pending_approval", "approved", "installing", "stalled", "completed", "failed", "cancelled"];
 const LABEL = {
@@ -144,6 +145,7 @@ function updateRow(row, t) {
   setText(row.querySelector(".os"), `${t.spec.os_type} ${t.spec.os_version}`);
   paintProgress(row.querySelector(".bar"), row.querySelector(".ptext"), t, false);
   setText(row.querySelector(".upd"), ago(t._updated));
+  paintPowerCell(row, t);
   row.setAttribute("aria-selected", String(t.id === state.selected));
 }
 
@@ -272,6 +274,7 @@ function renderDetail() {
   for (const [k, v] of kv) spec.append(h("dt", null, k), h("dd", null, v));
   renderHardware($("#hw"), t.hardware);
   renderTargetDisk(t);
+  renderPower(t);
 }
 
 // The disk the install erases: chosen by the server from the hardware
@@ -598,6 +601,11 @@ function onMessage(m) {
       refreshTask(t.id);
       return;
     }
+    case "power":
+    case "bmc": {
+      if (applyPowerMessage(state.tasks, m)) refreshTask(m.task_id);
+      return;
+    }
     case "event": {
       if (m.task_id === state.selected) { state.events.push(m.event); renderTimeline(); }
       return;
@@ -789,6 +797,7 @@ function wire() {
   $("#cancel").addEventListener("click", (e) => {
     if (confirm("Cancel this task? The machine will not be provisioned.")) act(e.currentTarget, "DELETE", `/api/v1/tasks/${encodeURIComponent(state.selected)}`, "Task cancelled");
   });
+  wirePower(() => state.selected, api, toast);
   $("#new-task").addEventListener("click", () => openCreate());
   $("#create-form").addEventListener("submit", submitCreate);
   $("#create-cancel").addEventListener("click", () => $("#create-dialog").close());
