@@ -285,15 +285,15 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 		t.Fatalf("LPMOS_ROLE=bogus: %v", err)
 	}
 	// A flag on the command line wins over the environment.
-	t.Setenv("LPMOS_OUTPUT", "yaml")
+	t.Setenv("LPMOS_OUTPUT", "xml")
 	root = app.NewRoot("test", &o, &e)
 	root.SetArgs([]string{"task", "list", "--token", "x", "-o", "json", "--server", "http://127.0.0.1:1"})
-	if err := root.Execute(); err == nil || strings.Contains(err.Error(), "yaml") {
+	if err := root.Execute(); err == nil || strings.Contains(err.Error(), "xml") {
 		t.Fatalf("flag should beat env: %v", err)
 	}
 	root = app.NewRoot("test", &o, &e)
 	root.SetArgs([]string{"task", "list", "--token", "x", "--server", "http://127.0.0.1:1"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `--output "yaml"`) {
-		t.Fatalf("LPMOS_OUTPUT=yaml: %v", err)
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `--output "xml"`) {
+		t.Fatalf("LPMOS_OUTPUT=xml: %v", err)
 	}
 }
