@@ -76,7 +76,9 @@ LPMOS_DATA_DIR, --listen-addr is LPMOS_LISTEN_ADDR, and so on.`,
 		newJoinCmd(version), newTokenCmd(), newMemberCmd(), newLeaveCmd(),
 		newPowerCmd(),
 		newBackupCmd(version), newRestoreCmd(), // app/backup.go
+		newMachineCmd(), newRegionCmd(), // app/machine.go
 	)
+	refuseUnknownSubcommands(root) // app/cli_extra.go
 	return root
 }
 
@@ -106,7 +108,7 @@ func newVersionCmd(version string) *cobra.Command {
 		Short: "Print the lpmos version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "lpmos %s\n", version)
+			fmt.Fprint(cmd.OutOrStdout(), buildInfo(version)) // app/cli_extra.go
 		},
 	}
 }

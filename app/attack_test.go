@@ -274,7 +274,7 @@ func TestAttackSlowConnections(t *testing.T) {
 	}
 	// etcd still writes: the operator can create a task.
 	code, err := apiDo(t, "POST", p.url+"/api/v1/tasks", p.token(t), map[string]any{
-		"region_id": "dc1", "target_mac": "52:54:00:aa:bb:cc", "os_type": "ubuntu", "os_version": "22.04"}, nil)
+		"region_id": "dc1", "target_mac": "52:54:00:aa:bb:cc", "os_type": "ubuntu", "os_version": "22.04", "allow_missing_image": true}, nil)
 	if err != nil || code != http.StatusCreated {
 		t.Errorf("create a task during the attack: %d %v", code, err)
 	}

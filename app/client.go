@@ -28,11 +28,11 @@ type clientOptions struct {
 
 func (o *clientOptions) addFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&o.server, "server", "https://localhost:8080", "control plane URL")
+	f.StringVar(&o.server, "server", "https://localhost:8080", "control plane URL (host:port means https://host:port)")
 	f.StringVar(&o.caCert, "ca-cert", "", "CA certificate the control plane's HTTPS certificate must chain to (default: <data-dir>/pki/ca.crt when it exists, else the system's CAs)")
 	f.StringVar(&o.token, "token", "", "admin token (default: LPMOS_TOKEN, then <data-dir>/admin.token)")
 	f.StringVar(&o.dataDir, "data-dir", "./lpmos-data", "data dir of a local lpmos, to find admin.token")
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide, json, yaml, or name (ids only)")
 }
 
 // apiClient is a small client for the control plane REST API.
@@ -52,9 +52,10 @@ func (o *clientOptions) client() (*apiClient, error) {
 		}
 		tok = strings.TrimSpace(string(data))
 	}
-	if o.output != "table" && o.output != "json" {
-		return nil, fmt.Errorf("--output %q: use table or json", o.output)
+	if err := checkOutput(o.output); err != nil { // app/output.go
+		return nil, err
 	}
+	o.server = normalizeServer(o.server)
 	hc, err := o.httpClient()
 	if err != nil {
 		return nil, err

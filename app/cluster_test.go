@@ -151,7 +151,7 @@ func createTask(t *testing.T, n *clusterNode, token, mac, region string) (store.
 	t.Helper()
 	var task store.Task
 	_, err := apiDo(t, "POST", n.url+"/api/v1/tasks", token, map[string]any{
-		"region_id": region, "target_mac": mac, "os_type": "ubuntu", "os_version": "22.04",
+		"region_id": region, "target_mac": mac, "os_type": "ubuntu", "os_version": "22.04", "allow_missing_image": true,
 	}, &task)
 	return task, err
 }
@@ -409,6 +409,9 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	t.Logf("BENCH leader %s killed (SIGKILL): writes through the API resumed after %s", leaderNode.name, resumed.Round(time.Millisecond))
 	stS := tlsStore(t, survivors[0], survivors[0].clientURL, survivors[1].clientURL)
 	if err := stS.PutImage(context.Background(), store.Image{OSType: "ubuntu", OSVersion: "22.04", Source: "http://127.0.0.1:1/u.img", Format: "raw", SHA256: strings.Repeat("a", 64), Size: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stS.RememberRegion(context.Background(), "dcnone"); err != nil { // the test plays this region
 		t.Fatal(err)
 	}
 	var afterKill []string

@@ -113,7 +113,7 @@ func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
 		}
 	}
 	poll(t, 60*time.Second, "recovery from rewritten keys", func() bool { return recoveries() > rec0 })
-	if out, err := p.cli(t, "task", "create", "--mac", "52:54:00:00:0c:01", "--os", "ubuntu", "--os-version", "22.04"); err != nil {
+	if out, err := p.cli(t, "task", "create", "--mac", "52:54:00:00:0c:01", "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image"); err != nil {
 		t.Fatalf("task create after the first recovery: %v\n%s", err, out)
 	}
 
@@ -151,7 +151,7 @@ func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
 	if db := p.metricExact(t, "lpmos_etcd_db_size_bytes"); db < 0.9*quota {
 		t.Fatalf("db size under NOSPACE: %v", db)
 	}
-	out, err := p.cli(t, "task", "create", "--mac", "52:54:00:00:0c:02", "--os", "ubuntu", "--os-version", "22.04")
+	out, err := p.cli(t, "task", "create", "--mac", "52:54:00:00:0c:02", "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image")
 	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "NOSPACE") {
 		t.Fatalf("task create under NOSPACE: %v\n%s", err, out)
 	}
@@ -169,7 +169,7 @@ func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
 	if v := p.metricExact(t, `lpmos_etcd_alarm{type="NOSPACE"}`); v != 0 {
 		t.Fatalf("alarm gauge after recovery: %v", v)
 	}
-	if out, err := p.cli(t, "task", "create", "--mac", "52:54:00:00:0c:02", "--os", "ubuntu", "--os-version", "22.04"); err != nil {
+	if out, err := p.cli(t, "task", "create", "--mac", "52:54:00:00:0c:02", "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image"); err != nil {
 		t.Fatalf("task create after recovery: %v\n%s", err, out)
 	}
 	for _, want := range []string{"NOSPACE recovery: compacted the history", "defragmented this etcd member", "alarm disarmed", "still over the quota"} {

@@ -95,8 +95,8 @@ is deleted; the source file is left where it is.`,
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/images/"+url.PathEscape(args[0])+"/"+url.PathEscape(args[1]), nil, &got); err != nil {
 				return fmt.Errorf("remove image: %w", err)
 			}
-			if o.output == "json" {
-				return printJSON(cmd.OutOrStdout(), got)
+			if structured(o.output) {
+				return printData(cmd.OutOrStdout(), o.output, got)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "removed %s %s (%s)\n", got.OSType, got.OSVersion, got.Source)
 			return err
@@ -124,11 +124,18 @@ func newImageListCmd(o *clientOptions) *cobra.Command {
 }
 
 func printImages(w io.Writer, output string, imgs ...store.Image) error {
-	if output == "json" {
+	if structured(output) {
 		if len(imgs) == 1 {
-			return printJSON(w, imgs[0])
+			return printData(w, output, imgs[0])
 		}
-		return printJSON(w, imgs)
+		return printData(w, output, imgs)
+	}
+	if output == "name" {
+		names := make([]string, 0, len(imgs))
+		for _, i := range imgs {
+			names = append(names, i.OSType+"/"+i.OSVersion)
+		}
+		return printNames(w, names)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "OS\tVERSION\tFORMAT\tSERVED\tSIZE\tSHA256\tSOURCE")

@@ -158,7 +158,7 @@ func TestOperatorTokens(t *testing.T) {
 	// alice acts: her name is in the task's events.
 	var task store.Task
 	if _, err := apiDo(t, "POST", m1.url+"/api/v1/tasks", alice, map[string]any{
-		"region_id": "dc1", "target_mac": "52:54:00:00:0d:01", "os_type": "ubuntu", "os_version": "22.04",
+		"region_id": "dc1", "target_mac": "52:54:00:00:0d:01", "os_type": "ubuntu", "os_version": "22.04", "allow_missing_image": true,
 	}, &task); err != nil {
 		t.Fatalf("alice creates a task: %v", err)
 	}

@@ -32,8 +32,15 @@ func newMemberCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/cluster/members", nil, &st); err != nil {
 				return fmt.Errorf("list members: %w", err)
 			}
-			if o.output == "json" {
-				return printJSON(cmd.OutOrStdout(), st)
+			if structured(o.output) {
+				return printData(cmd.OutOrStdout(), o.output, st)
+			}
+			if o.output == "name" {
+				var names []string
+				for _, m := range st.Members {
+					names = append(names, m.Name)
+				}
+				return printNames(cmd.OutOrStdout(), names)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tID\tROLE\tLEADER\tHEALTH\tPEER URL\tCLIENT URL\tREGIONS")

@@ -222,7 +222,7 @@ func TestCLIAgainstServeAndRestartKeepsTasks(t *testing.T) {
 	p := startServe(t, dir)
 	p.waitHealthy(t, 30*time.Second)
 
-	out, err := p.cli(t, "task", "create", "--mac", "00-1A-2B-3C-4D-5E", "--os", "ubuntu", "--os-version", "22.04", "--hostname", "web-1", "-o", "json")
+	out, err := p.cli(t, "task", "create", "--mac", "00-1A-2B-3C-4D-5E", "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image", "--hostname", "web-1", "-o", "json")
 	if err != nil {
 		t.Fatalf("task create: %v", err)
 	}
@@ -230,7 +230,7 @@ func TestCLIAgainstServeAndRestartKeepsTasks(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ID == "" {
 		t.Fatalf("create output %q: %v", out, err)
 	}
-	if _, err := p.cli(t, "task", "create", "--mac", "00:1a:2b:3c:4d:5e", "--os", "ubuntu", "--os-version", "22.04"); err == nil || !strings.Contains(err.Error(), "409") {
+	if _, err := p.cli(t, "task", "create", "--mac", "00:1a:2b:3c:4d:5e", "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image"); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Fatalf("duplicate MAC via CLI: %v", err)
 	}
 	out, err = p.cli(t, "task", "list", "--region", "dc1")
@@ -285,15 +285,15 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 		t.Fatalf("LPMOS_ROLE=bogus: %v", err)
 	}
 	// A flag on the command line wins over the environment.
-	t.Setenv("LPMOS_OUTPUT", "yaml")
+	t.Setenv("LPMOS_OUTPUT", "xml")
 	root = app.NewRoot("test", &o, &e)
 	root.SetArgs([]string{"task", "list", "--token", "x", "-o", "json", "--server", "http://127.0.0.1:1"})
-	if err := root.Execute(); err == nil || strings.Contains(err.Error(), "yaml") {
+	if err := root.Execute(); err == nil || strings.Contains(err.Error(), "xml") {
 		t.Fatalf("flag should beat env: %v", err)
 	}
 	root = app.NewRoot("test", &o, &e)
 	root.SetArgs([]string{"task", "list", "--token", "x", "--server", "http://127.0.0.1:1"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `--output "yaml"`) {
-		t.Fatalf("LPMOS_OUTPUT=yaml: %v", err)
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `--output "xml"`) {
+		t.Fatalf("LPMOS_OUTPUT=xml: %v", err)
 	}
 }

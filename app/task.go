@@ -26,7 +26,9 @@ func newTaskCmd() *cobra.Command {
 		newTaskActionCmd(o, "cancel", "Cancel a task", "DELETE", ""),
 		newTaskActionCmd(o, "retry", "Retry a failed or cancelled task", "POST", "/retry"),
 		newTaskWatchCmd(o),
+		newTaskRmCmd(o), // app/machine.go
 	)
+	addTaskCompletions(cmd, o) // app/completion.go
 	return cmd
 }
 
@@ -99,8 +101,8 @@ func newTaskListCmd(o *clientOptions) *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/tasks?"+q.Encode(), nil, &list); err != nil {
 				return fmt.Errorf("list tasks: %w", err)
 			}
-			if o.output == "json" { // always a list, even of one task
-				return printJSON(cmd.OutOrStdout(), list.Tasks)
+			if structured(o.output) { // always a list, even of one task
+				return printData(cmd.OutOrStdout(), o.output, list.Tasks)
 			}
 			return printTasks(cmd.OutOrStdout(), o.output, list.Tasks...)
 		},
@@ -126,8 +128,8 @@ func newTaskGetCmd(o *clientOptions) *cobra.Command {
 				return fmt.Errorf("get task: %w", err)
 			}
 			w := cmd.OutOrStdout()
-			if o.output == "json" {
-				return printJSON(w, d)
+			if structured(o.output) {
+				return printData(w, o.output, d)
 			}
 			if err := printTasks(w, "table", d.Task); err != nil {
 				return err
@@ -136,8 +138,8 @@ func newTaskGetCmd(o *clientOptions) *cobra.Command {
 				fmt.Fprintf(w, "\nreason: %s\n", d.Status.Reason)
 			}
 			if hw := d.Hardware; hw != nil {
-				fmt.Fprintf(w, "\nhardware: %s %s, %d threads, %d GB, %d disks, %d NICs, %s boot\n",
-					hw.DMI.Vendor, hw.DMI.Product, hw.CPU.Threads, hw.Memory.TotalGB, len(hw.Disks), len(hw.NICs), hw.BootMode)
+				fmt.Fprintf(w, "\nhardware: %s, %d disks, %d NICs, %s boot\n",
+					hardwareSummary(hw.DMI.Vendor, hw.DMI.Product, hw.CPU.Threads, hw.Memory.TotalGB), len(hw.Disks), len(hw.NICs), dash(hw.BootMode))
 			}
 			printTargetDisk(w, d.Task)
 			printInstallDetails(w, d.Task)
@@ -187,11 +189,21 @@ func newTaskActionCmd(o *clientOptions, name, short, method, suffix string) *cob
 }
 
 func printTasks(w io.Writer, output string, tasks ...store.Task) error {
-	if output == "json" {
+	if structured(output) {
 		if len(tasks) == 1 {
-			return printJSON(w, tasks[0])
+			return printData(w, output, tasks[0])
 		}
-		return printJSON(w, tasks)
+		return printData(w, output, tasks)
+	}
+	if output == "name" {
+		names := make([]string, 0, len(tasks))
+		for _, t := range tasks {
+			names = append(names, t.ID)
+		}
+		return printNames(w, names)
+	}
+	if output == "wide" {
+		return printTasksWide(w, tasks)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tMAC\tREGION\tOS\tHOSTNAME\tSTATUS\tPROGRESS\tCREATED")

@@ -62,7 +62,7 @@ another one of the reported disks instead (kernel name, serial, wwn or by-path).
 			if err := printTasks(cmd.OutOrStdout(), o.output, t); err != nil {
 				return err
 			}
-			if o.output != "json" {
+			if !structured(o.output) && o.output != "name" {
 				printTargetDisk(cmd.OutOrStdout(), t)
 			}
 			return nil

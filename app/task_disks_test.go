@@ -42,7 +42,7 @@ func TestCLIRootDeviceAndApproveDisk(t *testing.T) {
 		"name=/dev/disk/by-id/wwn1": "use by_path",
 		"rotational=maybe":          "rotational",
 	} {
-		_, err := p.cli(t, "task", "create", "--mac", mac, "--os", "ubuntu", "--os-version", "22.04", "--root-device", arg)
+		_, err := p.cli(t, "task", "create", "--mac", mac, "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image", "--root-device", arg)
 		if err == nil || !strings.Contains(err.Error(), "--root-device") || !strings.Contains(err.Error(), msg) {
 			t.Errorf("--root-device %s: %v, want an error mentioning %q", arg, err, msg)
 		}
@@ -51,7 +51,7 @@ func TestCLIRootDeviceAndApproveDisk(t *testing.T) {
 		t.Fatalf("refused creates left tasks: %s", out)
 	}
 
-	out, err := p.cli(t, "task", "create", "--mac", mac, "--os", "ubuntu", "--os-version", "22.04", "--root-device", "model=SAMSUNG MZQLB480HAJQ-00007,min-size=400G", "-o", "json")
+	out, err := p.cli(t, "task", "create", "--mac", mac, "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image", "--root-device", "model=SAMSUNG MZQLB480HAJQ-00007,min-size=400G", "-o", "json")
 	if err != nil {
 		t.Fatalf("task create: %v", err)
 	}

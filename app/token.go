@@ -42,8 +42,8 @@ shows the tokens and 'lpmos token rm ID' revokes one.`,
 			if err := c.do(cmd.Context(), "POST", "/api/v1/cluster/tokens", req, &tok); err != nil {
 				return fmt.Errorf("create join token: %w", err)
 			}
-			if o.output == "json" {
-				return printJSON(cmd.OutOrStdout(), tok)
+			if structured(o.output) {
+				return printData(cmd.OutOrStdout(), o.output, tok)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), tok.Token)
 			use := "any number of joins"
@@ -73,8 +73,15 @@ shows the tokens and 'lpmos token rm ID' revokes one.`,
 			if err := c.do(cmd.Context(), "GET", "/api/v1/cluster/tokens", nil, &toks); err != nil {
 				return fmt.Errorf("list join tokens: %w", err)
 			}
-			if o.output == "json" {
-				return printJSON(cmd.OutOrStdout(), toks)
+			if structured(o.output) {
+				return printData(cmd.OutOrStdout(), o.output, toks)
+			}
+			if o.output == "name" {
+				var names []string
+				for _, t := range toks {
+					names = append(names, t.ID)
+				}
+				return printNames(cmd.OutOrStdout(), names)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tUSE\tEXPIRES\tUSED BY\tSTATE")

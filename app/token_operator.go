@@ -35,8 +35,8 @@ func newOperatorTokenCmd(o *clientOptions) *cobra.Command {
 			if err := c.do(cmd.Context(), "POST", "/api/v1/auth/operators", req, &op); err != nil {
 				return fmt.Errorf("create operator token: %w", err)
 			}
-			if o.output == "json" {
-				return printJSON(cmd.OutOrStdout(), op)
+			if structured(o.output) {
+				return printData(cmd.OutOrStdout(), o.output, op)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), op.Token)
 			fmt.Fprintf(cmd.ErrOrStderr(), "%s operator token %q: use it as --token or LPMOS_TOKEN; it is not shown again (`lpmos token operator rm %s` revokes it)\n", op.Kind, op.Name, op.Name)
@@ -57,8 +57,15 @@ func newOperatorTokenCmd(o *clientOptions) *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/auth/operators", nil, &ops); err != nil {
 				return fmt.Errorf("list operator tokens: %w", err)
 			}
-			if o.output == "json" {
-				return printJSON(cmd.OutOrStdout(), ops)
+			if structured(o.output) {
+				return printData(cmd.OutOrStdout(), o.output, ops)
+			}
+			if o.output == "name" {
+				var names []string
+				for _, op := range ops {
+					names = append(names, op.Name)
+				}
+				return printNames(cmd.OutOrStdout(), names)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tKIND\tCREATED")

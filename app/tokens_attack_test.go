@@ -91,7 +91,7 @@ func TestAgentCredentialAttacks(t *testing.T) {
 	}
 	const mac = "52:54:00:a7:7a:01"
 	const secret = "chpasswd-hunter2"
-	out, err := p.cli(t, "task", "create", "--mac", mac, "--os", "ubuntu", "--os-version", "22.04", "--user-data", "#cloud-config\n# "+secret+"\n", "-o", "json")
+	out, err := p.cli(t, "task", "create", "--mac", mac, "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image", "--user-data", "#cloud-config\n# "+secret+"\n", "-o", "json")
 	if err != nil {
 		t.Fatalf("task create: %v", err)
 	}

@@ -35,6 +35,9 @@ func (s *Store) RegisterRegion(ctx context.Context, r Region, ttl int64) error {
 		if _, err := s.cli.Put(ctx, regionKey(r.ID), mustJSON(r), clientv3.WithLease(lease.ID)); err != nil {
 			return nil, fmt.Errorf("register region %s: %w", r.ID, err)
 		}
+		if err := s.RememberRegion(ctx, r.ID); err != nil { // store/regions_known.go
+			return nil, err
+		}
 		return s.cli.KeepAlive(ctx, lease.ID)
 	}
 	ka, err := register()

@@ -81,6 +81,7 @@ func (s *Server) routesAPI(r chi.Router) {
 		r.Post("/images", s.addImage)
 		r.Delete("/images/{os}/{version}", s.deleteImage)
 		s.routesPower(r) // ui/power.go
+		s.routesOperatorExtra(r) // ui/firsthour_api.go
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -106,12 +107,17 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	task, err := s.cfg.Store.CreateTask(r.Context(), store.Spec{
+	spec := store.Spec{
 		RegionID: req.RegionID, TargetMAC: req.TargetMAC, OSType: req.OSType, OSVersion: req.OSVersion,
 		Hostname: req.Hostname, SSHAuthorizedKeys: req.SSHAuthorizedKeys, UserData: req.UserData,
 		RootDeviceHints: req.RootDeviceHints,
 		Network:         req.Network,
-	}, store.WithBMC(req.BMC))
+	}
+	if e := s.checkCreate(r.Context(), spec, req.AllowMissingImage); e != nil { // ui/create_checks.go
+		httpapi.Fail(w, e)
+		return
+	}
+	task, err := s.cfg.Store.CreateTask(r.Context(), spec, store.WithBMC(req.BMC))
 	if err != nil {
 		writeStoreError(w, err)
 		return
@@ -280,6 +286,10 @@ func (s *Server) approveTask(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("purge") == "true" { // delete an ended task (ui/firsthour_api.go)
+		s.deleteTask(w, r)
+		return
+	}
 	s.transition(w, r, chi.URLParam(r, "id"), wire.StatusCancelled, "cancelled by "+store.ActorFrom(r.Context()))
 }
 

@@ -36,6 +36,7 @@ func newAPI(t *testing.T) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	seedCreatable(t, st) // ui/create_checks_test.go: region dc1 known, image ubuntu 22.04
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
 	imagesDir := t.TempDir()
@@ -90,8 +91,9 @@ const createBody = `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type
 
 func TestCreateGetListApprove(t *testing.T) {
 	e := newAPI(t)
+	unseedImage(t, e) // this test adds the image after creating the task
 	var task store.Task
-	if code := e.do(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"00-1A-2B-3C-4D-5E","os_type":"ubuntu","os_version":"22.04","hostname":"web-1","ssh_authorized_keys":["ssh-ed25519 AAAAC3Nz op@lab"],"user_data":"#cloud-config\n"}`, &task); code != 201 {
+	if code := e.do(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","allow_missing_image":true,"target_mac":"00-1A-2B-3C-4D-5E","os_type":"ubuntu","os_version":"22.04","hostname":"web-1","ssh_authorized_keys":["ssh-ed25519 AAAAC3Nz op@lab"],"user_data":"#cloud-config\n"}`, &task); code != 201 {
 		t.Fatalf("create: %d", code)
 	}
 	if task.Spec.TargetMAC != "00:1a:2b:3c:4d:5e" || task.Status.Status != wire.StatusPending || task.Spec.Hostname != "web-1" {

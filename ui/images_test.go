@@ -46,6 +46,7 @@ func imageBody(src string, extra string) string {
 // enters the catalog.
 func TestAddImageRefusesBadSources(t *testing.T) {
 	e := newAPI(t)
+	unseedImage(t, e) // this test counts the catalog from empty
 	root := filepath.Dir(e.imagesDir)
 	disk := bytes.Repeat([]byte("disk"), 4096)
 	good := writeImage(t, filepath.Join(e.imagesDir, "good.img"), disk)
@@ -98,6 +99,7 @@ func TestAddImageRefusesBadSources(t *testing.T) {
 
 func TestAddAndRemoveImages(t *testing.T) {
 	e := newAPI(t)
+	unseedImage(t, e) // this test counts the catalog from empty
 	ctx := context.Background()
 	disk := bytes.Repeat([]byte("0123456789abcdef"), 8192) // 128 KiB: whole sectors
 	var xzb bytes.Buffer

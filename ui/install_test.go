@@ -79,7 +79,7 @@ func TestTaskShowsPartitionsLeftOnDisk(t *testing.T) {
 func TestCreateTaskWithStaticNetwork(t *testing.T) {
 	e := newAPI(t)
 	var task store.Task
-	body := `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type":"debian","os_version":"12",` +
+	body := `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type":"ubuntu","os_version":"22.04",` +
 		`"network":{"address":"10.0.0.5/24","gateway":"10.0.0.1","dns":["10.0.0.53"]}}`
 	if code := e.do(t, "POST", "/api/v1/tasks", body, &task); code != 201 {
 		t.Fatalf("create: %d", code)

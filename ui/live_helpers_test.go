@@ -44,6 +44,7 @@ func newLiveOn(t testing.TB, st *store.Store) *liveEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	seedCreatable(t, st) // ui/create_checks_test.go: region dc1 known, image ubuntu 22.04
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
 	return serveLive(t, st, tok, ui.Config{Store: st, Health: reg, Version: "test", Logger: slog.New(slog.DiscardHandler)})

@@ -30,6 +30,7 @@ func newLiveTLS(t testing.TB) *liveEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	seedCreatable(t, st) // ui/create_checks_test.go: region dc1 known, image ubuntu 22.04
 	ca, err := pki.NewCA("test cluster CA")
 	if err != nil {
 		t.Fatal(err)

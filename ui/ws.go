@@ -23,6 +23,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.operatorAuth(w, r); !ok { // any operator credential; read-only may watch
 		return
 	}
+	if !wsOriginAllowed(w, r) { // ui/ws_extra.go: the JSON error, not the library's plain text
+		return
+	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		s.log.Warn("websocket refused", "remote", r.RemoteAddr, "error", err)
@@ -63,7 +66,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case msg := <-sub.C:
-			if err := write(msg); err != nil {
+			if err := write(withFreshServerTime(msg, time.Now())); err != nil { // ui/ws_extra.go
 				return
 			}
 		case <-sub.Done():

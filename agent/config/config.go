@@ -234,20 +234,26 @@ func parseMask(s string) (net.IPMask, error) {
 }
 
 // FromArgs parses the command line of an agent run by hand. getenv supplies
-// REGIONAL_CLIENT_URL (the seed's variable), LPMOS_TASK and LPMOS_TOKEN
-// (a token in the environment stays out of ps output). Flags win over env.
+// LPMOS_AGENT_SERVER (or the seed's REGIONAL_CLIENT_URL), LPMOS_AGENT_TASK,
+// LPMOS_AGENT_TOKEN and LPMOS_AGENT_CA_PIN (a token in the environment stays
+// out of ps output). The prefix keeps them apart from the lpmos CLI's
+// LPMOS_TOKEN (the admin token), which the agent never reads. Flags win
+// over env.
 func FromArgs(args []string, getenv func(string) string, output io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("lpmos-agent", flag.ContinueOnError)
 	fs.SetOutput(output)
-	server := getenv("REGIONAL_CLIENT_URL")
+	server := getenv("LPMOS_AGENT_SERVER")
+	if server == "" {
+		server = getenv("REGIONAL_CLIENT_URL")
+	}
 	if server == "" {
 		server = DefaultServerURL
 	}
 	var cfg Config
-	fs.StringVar(&cfg.ServerURL, "server", server, "regional agent API base URL (env REGIONAL_CLIENT_URL)")
-	fs.StringVar(&cfg.TaskID, "task", getenv("LPMOS_TASK"), "task id (env LPMOS_TASK; optional, the approval names it)")
-	fs.StringVar(&cfg.Token, "token", getenv("LPMOS_TOKEN"), "boot token of the task (lpmos_token in its iPXE script), exchanged once for a session (env LPMOS_TOKEN)")
-	fs.StringVar(&cfg.CAPin, "ca-pin", getenv("LPMOS_CA_PIN"), "sha256:<hex> of the cluster CA certificate (lpmos_ca in the iPXE script): talk HTTPS to the server and trust only that CA (env LPMOS_CA_PIN)")
+	fs.StringVar(&cfg.ServerURL, "server", server, "regional agent API base URL (env LPMOS_AGENT_SERVER, or the seed's REGIONAL_CLIENT_URL)")
+	fs.StringVar(&cfg.TaskID, "task", getenv("LPMOS_AGENT_TASK"), "task id (env LPMOS_AGENT_TASK; optional, the approval names it)")
+	fs.StringVar(&cfg.Token, "token", getenv("LPMOS_AGENT_TOKEN"), "boot token of the task (lpmos_token in its iPXE script), exchanged once for a session (env LPMOS_AGENT_TOKEN)")
+	fs.StringVar(&cfg.CAPin, "ca-pin", getenv("LPMOS_AGENT_CA_PIN"), "sha256:<hex> of the cluster CA certificate (lpmos_ca in the iPXE script): talk HTTPS to the server and trust only that CA (env LPMOS_AGENT_CA_PIN)")
 	fs.StringVar(&cfg.MAC, "mac", "", "MAC address to report as (default: first NIC with a link)")
 	fs.StringVar(&cfg.Disk, "disk", "", "target disk: a block device or an existing regular file; without it nothing is written (demo)")
 	fs.BoolVar(&cfg.PowerOff, "poweroff", false, "power off instead of rebooting at the end (PID-1 mode only)")

@@ -131,8 +131,21 @@ func TestFromArgs(t *testing.T) {
 	}{
 		{name: "defaults: the seed's demo", want: Config{ServerURL: DefaultServerURL, SysRoot: "/"}},
 		{
-			name: "env", env: map[string]string{"REGIONAL_CLIENT_URL": "http://r1:9000/", "LPMOS_TOKEN": "tok", "LPMOS_TASK": "t1"},
+			name: "env", env: map[string]string{"LPMOS_AGENT_SERVER": "http://r1:9000/", "LPMOS_AGENT_TOKEN": "tok", "LPMOS_AGENT_TASK": "t1"},
 			want: Config{ServerURL: "http://r1:9000", Token: "tok", TaskID: "t1", SysRoot: "/"},
+		},
+		{
+			name: "the seed's REGIONAL_CLIENT_URL, LPMOS_AGENT_SERVER wins", env: map[string]string{"REGIONAL_CLIENT_URL": "http://seed:1", "LPMOS_AGENT_SERVER": "http://r1:9000"},
+			want: Config{ServerURL: "http://r1:9000", SysRoot: "/"},
+		},
+		{
+			name: "seed variable alone", env: map[string]string{"REGIONAL_CLIENT_URL": "http://seed:1"},
+			want: Config{ServerURL: "http://seed:1", SysRoot: "/"},
+		},
+		{
+			// The lpmos CLI's variables (the admin token) are not the agent's.
+			name: "LPMOS_TOKEN and LPMOS_TASK are ignored", env: map[string]string{"LPMOS_TOKEN": "admin-secret", "LPMOS_TASK": "t1", "LPMOS_CA_PIN": "x"},
+			want: Config{ServerURL: DefaultServerURL, SysRoot: "/"},
 		},
 		{
 			name: "flags win over env",

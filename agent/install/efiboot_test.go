@@ -390,6 +390,7 @@ func TestFindESP(t *testing.T) {
 // (chattr +i); rewriting and deleting one must clear the flag first. The
 // temp dir's file system (ext4 here) has the same flag.
 func TestEfiVarsImmutable(t *testing.T) {
+	testenv.RequireRoot(t, "the immutable flag (FS_IOC_SETFLAGS)")
 	dir := t.TempDir()
 	tVar(t, dir, "BootOrder", encodeU16s([]uint16{1, 2, 3}))
 	tVar(t, dir, "Boot0009", []byte{1, 2, 3})

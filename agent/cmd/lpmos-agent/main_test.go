@@ -52,7 +52,7 @@ func TestRunByHand(t *testing.T) {
 		wantStdout string
 	}{
 		{
-			name: "demo against a server", env: map[string]string{"REGIONAL_CLIENT_URL": srv.URL, "LPMOS_TOKEN": "b1"},
+			name: "demo against a server", env: map[string]string{"REGIONAL_CLIENT_URL": srv.URL, "LPMOS_AGENT_TOKEN": "b1"},
 			args: []string{"--sysroot", fixture}, wantCode: 0,
 			wantFirst: "lpmos-agent: demo mode: no --disk given, nothing will be written to any disk",
 		},
@@ -61,7 +61,7 @@ func TestRunByHand(t *testing.T) {
 			wantStdout: `"product": "Standard PC (i440FX + PIIX, 1996)"`,
 		},
 		{
-			name: "boot token refused", env: map[string]string{"REGIONAL_CLIENT_URL": srv.URL, "LPMOS_TOKEN": "used"},
+			name: "boot token refused", env: map[string]string{"REGIONAL_CLIENT_URL": srv.URL, "LPMOS_AGENT_TOKEN": "used"},
 			args: []string{"--sysroot", fixture}, wantCode: 1,
 		},
 		{name: "bad flag", args: []string{"--bogus"}, wantCode: 2},

@@ -369,7 +369,7 @@ function renderHardware(box, hw) {
     h("thead", null, h("tr", null, h("th", null, "Disk"), h("th", null, "Size"), h("th", null, "Model"), h("th", null, "Type"))),
     h("tbody", null, disks.length ? disks.map((x) => h("tr", null,
       h("td", { class: "mono" }, x.name), h("td", null, bytes(x.size_bytes)),
-      h("td", null, [x.model, x.serial].filter(Boolean).join(" · ")),
+      h("td", null, [x.model || "—", x.serial && `serial ${x.serial}`].filter(Boolean).join(" · ")),
       h("td", null, `${x.rotational ? "HDD" : "SSD"}${x.removable ? ", removable" : ""}`)))
       : h("tr", null, h("td", { colspan: "4", class: "muted" }, "no disks reported")))));
   const nics = hw.nics || [];
