@@ -80,6 +80,7 @@ func New(cfg Config) (*Server, error) {
 		r.Post("/session", s.login)
 		r.Get("/session", s.currentSession)
 		r.Delete("/session", s.logout)
+		r.Get("/openapi.json", serveOpenAPI) // ui/openapi.go
 		s.routesAPI(r)
 	})
 	s.router = r
