@@ -174,6 +174,7 @@ type Region struct {
 	log     *slog.Logger
 	handler http.Handler
 	guard   *guard
+	metrics *regionMetrics // agentapi/metrics.go
 
 	mu       sync.Mutex
 	services map[string]ServiceState
@@ -231,6 +232,7 @@ func New(cfg Config) (*Region, error) {
 		done:     make(chan struct{}),
 	}
 	r.guard = newGuard(cfg)
+	r.metrics = newRegionMetrics(cfg.RegionID)
 	now := time.Now().UTC()
 	for _, s := range []string{ServiceRegistration, ServiceTaskSync} {
 		r.services[s] = ServiceState{State: StateStopped, Since: now}
