@@ -74,6 +74,7 @@ func TestOpenAPIValidatesRealResponses(t *testing.T) {
 	}{
 		{"GET", "/api/v1/health", "/api/v1/health", "", "", 200},
 		{"GET", "/api/v1/openapi.json", "/api/v1/openapi.json", "", "", 200},
+		{"GET", "/api/v1/cluster/ca", "/api/v1/cluster/ca", "", "", 200},
 		{"POST", "/api/v1/tasks", "/api/v1/tasks", tok, `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type":"ubuntu","os_version":"22.04","hostname":"web-1"}`, 201},
 		{"POST", "/api/v1/tasks", "/api/v1/tasks", tok, `{"region_id":"dc1","target_mac":"zz","os_type":"ubuntu","os_version":"22.04"}`, 400},
 		{"POST", "/api/v1/tasks", "/api/v1/tasks", tok, `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5f","os_type":"ubuntu","os_version":"22.04"}`, 409},
