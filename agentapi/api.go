@@ -24,6 +24,7 @@ const (
 
 func (r *Region) routes(boot http.Handler) http.Handler {
 	m := chi.NewRouter()
+	m.Use(r.metrics.http.Middleware) // agentapi/metrics.go
 	m.Use(r.recoverer)
 	m.Use(r.rateLimit)
 	m.Use(netlimit.ClearDeadlines(streaming)) // agentapi/guard.go
@@ -67,6 +68,7 @@ func (r *Region) recoverer(next http.Handler) http.Handler {
 }
 
 func (r *Region) fail(w http.ResponseWriter, req *http.Request, e *httpapi.Error) {
+	r.metrics.refused(req, e.Code)
 	if e.Code >= 500 {
 		r.log.Error("agent API error", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e.Msg)
 	} else {

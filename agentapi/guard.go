@@ -143,6 +143,7 @@ func (r *Region) tooMany(w http.ResponseWriter, req *http.Request, src string, r
 	secs := max(int(math.Ceil(retry.Seconds())), 1)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	r.log.Debug("agent API rate limited", "path", req.URL.Path, "remote", req.RemoteAddr)
+	r.metrics.refused(req, http.StatusTooManyRequests) // route: unmatched (refused before routing)
 	httpapi.WriteError(w, http.StatusTooManyRequests, "too many requests from "+src+": retry after "+strconv.Itoa(secs)+"s")
 }
 

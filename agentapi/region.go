@@ -183,6 +183,7 @@ type Region struct {
 	log     *slog.Logger
 	handler http.Handler
 	guard   *guard
+	metrics *regionMetrics // agentapi/metrics.go
 
 	mu       sync.Mutex
 	services map[string]ServiceState
@@ -243,6 +244,7 @@ func New(cfg Config) (*Region, error) {
 	}
 	r.guard = newGuard(cfg)
 	r.fast = newFastProgress(r)
+	r.metrics = newRegionMetrics(cfg.RegionID)
 	now := time.Now().UTC()
 	for _, s := range []string{ServiceRegistration, ServiceTaskSync} {
 		r.services[s] = ServiceState{State: StateStopped, Since: now}

@@ -172,6 +172,9 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	if err != nil {
 		return fmt.Errorf("region %s: %w", o.regionID, err)
 	}
+	if err := registerAgentAPIMetrics(metrics, region); err != nil { // app/metrics.go
+		return err
+	}
 	if err := registerRegionLimitMetrics(metrics, o.regionID, region); err != nil {
 		return err
 	}
@@ -219,6 +222,9 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		tftp, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: ro.tftpAddr, Interface: ro.dhcpIface, Logger: log})
 		if err != nil {
 			return fmt.Errorf("tftp: %w", err)
+		}
+		if err := registerTFTPMetrics(metrics, o.regionID, tftp); err != nil { // app/metrics.go
+			return err
 		}
 		runOptional(ctx, g, reg, "region/"+o.regionID+"/tftp", log, tftp.Start)
 	} else {

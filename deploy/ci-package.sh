@@ -77,6 +77,15 @@ if [ "${1:-}" = --in-netns ]; then
 		owner=$(stat -c %U /var/lib/lpmos/admin.token)
 		[ "$owner" = lpmos ] || die "data written as $owner, not lpmos"
 		pgrep -u lpmos -x lpmos >/dev/null || die "lpmos does not run as user lpmos"
+		if [ "$mode" = proxy ]; then
+			# lpmos backup from the packaged service, restored into a new dir.
+			b=$(mktemp -d /tmp/lpmos-pkg-backup.XXXXXX)
+			/usr/bin/lpmos backup "$b/lpmos.backup" --data-dir /var/lib/lpmos >/dev/null || { rm -rf "$b"; die "lpmos backup of the packaged service failed"; }
+			/usr/bin/lpmos restore "$b/lpmos.backup" --data-dir "$b/restored" >/dev/null || { rm -rf "$b"; die "lpmos restore failed"; }
+			[ -d "$b/restored/etcd/member/wal" ] && [ -f "$b/restored/pki/ca.crt" ] || { rm -rf "$b"; die "restored data dir incomplete"; }
+			rm -rf "$b"
+			say "lpmos backup of the packaged service and lpmos restore: ok"
+		fi
 	fi
 	say "caps=$caps dhcp-mode=$mode: DHCP and TFTP ${want}; health: $(jq -c '[.status, ([.services[] | .name + "=" + .state])]' <<<"$body")"
 	kill -TERM "$pid"

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pin/tftp/v3"
@@ -36,6 +37,19 @@ type TFTP struct {
 	cfg   TFTPConfig
 	log   *slog.Logger
 	files map[string]bool
+	stats tftpCounters
+}
+
+// TFTPStats counts transfers by outcome: Sent completed, Refused were
+// answered with an error (unknown file, write request), Failed broke off
+// (timeout, client error).
+type TFTPStats struct{ Sent, Refused, Failed uint64 }
+
+type tftpCounters struct{ sent, refused, failed atomic.Uint64 }
+
+// Stats returns the transfer counters.
+func (t *TFTP) Stats() TFTPStats {
+	return TFTPStats{Sent: t.stats.sent.Load(), Refused: t.stats.refused.Load(), Failed: t.stats.failed.Load()}
 }
 
 // NewTFTP checks cfg and returns the service.
@@ -83,7 +97,7 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 		},
 	)
 	s.SetTimeout(t.cfg.Timeout)
-	s.SetHook(tftpHook{ctx: ctx, log: t.log})
+	s.SetHook(tftpHook{ctx: ctx, log: t.log, stats: &t.stats})
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -134,15 +148,22 @@ func (t *TFTP) read(ctx context.Context, name string, rf io.ReaderFrom) error {
 }
 
 type tftpHook struct {
-	ctx context.Context
-	log *slog.Logger
+	ctx   context.Context
+	log   *slog.Logger
+	stats *tftpCounters
 }
 
 func (h tftpHook) OnSuccess(st tftp.TransferStats) {
+	h.stats.sent.Add(1)
 	h.log.InfoContext(h.ctx, "tftp: sent", "file", st.Filename, "peer", st.RemoteAddr.String(),
 		"duration", st.Duration.String(), "datagrams", st.DatagramsSent)
 }
 
 func (h tftpHook) OnFailure(st tftp.TransferStats, err error) {
+	if msg := err.Error(); strings.HasPrefix(msg, "file not found") || strings.HasPrefix(msg, "access violation") {
+		h.stats.refused.Add(1) // the errors read and write answer with
+	} else {
+		h.stats.failed.Add(1)
+	}
 	h.log.InfoContext(h.ctx, "tftp: transfer failed", "file", st.Filename, "peer", st.RemoteAddr.String(), "err", err)
 }

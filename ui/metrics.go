@@ -2,11 +2,13 @@ package ui
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // metricsHandler serves /metrics: lpmos's own gauges next to the Go and
@@ -36,7 +38,27 @@ func (s *Server) metricsHandler() http.Handler {
 		}},
 	)
 	reg.MustRegister(s.spaceCollectors()...) // ui/space.go
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	reg.MustRegister(s.httpm.Collector())
+	reg.MustRegister(s.tasksm.collectors()...)
+	return promhttp.HandlerFor(prometheus.Gatherers{reg, etcdGatherer{}}, promhttp.HandlerOpts{})
+}
+
+// etcdGatherer serves the embedded etcd member's own metrics (etcd_*:
+// etcd_server_has_leader, etcd_server_leader_changes_seen_total,
+// etcd_mvcc_db_total_size_in_bytes, etcd_server_quota_backend_bytes, disk
+// and network latencies), which etcd registers with the default registry.
+// Only etcd_* families are taken: the Go and process collectors are lpmos's.
+type etcdGatherer struct{}
+
+func (etcdGatherer) Gather() ([]*dto.MetricFamily, error) {
+	mfs, _ := prometheus.DefaultGatherer.Gather() // a partial answer still serves; lpmos's own never fail for etcd's
+	out := mfs[:0]
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "etcd_") {
+			out = append(out, mf)
+		}
+	}
+	return out, nil
 }
 
 // collectorFunc is a prometheus.Collector made of one description and a

@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/internal/httpmetrics"
 	"github.com/lpmos/lpmos/internal/imagesrc"
 	"github.com/lpmos/lpmos/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,8 @@ type Server struct {
 	router chi.Router
 	hub    *Hub
 	wrapLn func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
+	httpm  *httpmetrics.Metrics            // ui/metrics.go
+	tasksm *taskMetrics                    // ui/taskmetrics.go
 }
 
 // New builds the control plane; Start serves it.
@@ -64,10 +67,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("ui: give both --tls-cert and --tls-key, or neither")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "control-plane")}
+	s.httpm = httpmetrics.New("control-plane", "")
+	s.tasksm = newTaskMetrics(cfg.Store, s.log)
 	s.hub = NewHub(cfg.Store, HubConfig{Health: cfg.Health, Logger: cfg.Logger})
 	cfg.Health.AddSource(s.spaceHealth) // ui/space.go
 	index, assets := dashboard()
 	r := chi.NewRouter()
+	r.Use(s.httpm.Middleware) // requests by route, code, duration
 	r.Use(middleware.Recoverer)
 	r.Use(securityHeaders)
 	r.Use(clearStreamDeadlines) // ui/timeouts.go
@@ -79,6 +85,7 @@ func New(cfg Config) (*Server, error) {
 		r.Post("/session", s.login)
 		r.Get("/session", s.currentSession)
 		r.Delete("/session", s.logout)
+		r.Get("/openapi.json", serveOpenAPI) // ui/openapi.go
 		s.routesAPI(r)
 	})
 	s.router = r
@@ -112,9 +119,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(hubDone)
 		_ = s.hub.Run(hubCtx)
 	}()
+	tmDone := make(chan struct{})
+	go func() { defer close(tmDone); s.tasksm.run(hubCtx) }() // ui/taskmetrics.go
 	defer func() {
 		stopHub()
 		<-hubDone
+		<-tmDone
 	}()
 	if s.wrapLn != nil {
 		ln = s.wrapLn(ln)

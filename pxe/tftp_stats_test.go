@@ -1,0 +1,50 @@
+package pxe
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestTFTPStatsCountOutcomes: a served file counts as sent, an unknown
+// name and a write request as refused (lpmos_tftp_transfers_total).
+func TestTFTPStatsCountOutcomes(t *testing.T) {
+	srv, err := NewTFTP(TFTPConfig{Logger: testLogger(t), Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.serve(ctx, conn) }()
+	defer func() { cancel(); <-done }()
+	addr := conn.LocalAddr().String()
+
+	wt, err := tftpClient(t, addr, 0, false).Receive("undionly.kpxe", "octet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if _, err := wt.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tftpClient(t, addr, 0, false).Receive("nope.efi", "octet"); err == nil {
+		t.Fatal("nope.efi served")
+	}
+	if rf, err := tftpClient(t, addr, 0, false).Send("undionly.kpxe", "octet"); err == nil {
+		_, _ = rf.ReadFrom(bytes.NewReader([]byte("x")))
+	}
+	want := TFTPStats{Sent: 1, Refused: 2}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, want %+v", srv.Stats(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
