@@ -52,6 +52,14 @@ func TestOpenAPIValidatesRealResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Task creation needs a registered region and a catalog image.
+	if err := st.RememberRegion(context.Background(), "dc1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutImage(context.Background(), store.Image{OSType: "ubuntu", OSVersion: "22.04", Source: "/srv/ubuntu.img", Format: "raw",
+		SHA256: strings.Repeat("ab", 32), Size: 1 << 30, FileSize: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
 	srv, err := ui.New(ui.Config{Store: st, Health: reg, Version: "test", Images: imagesrc.Policy{Dir: t.TempDir()}})
