@@ -23,6 +23,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !s.operatorAuth(w, r) {
 		return
 	}
+	filter, err := wsFilter(r) // ui/ws_filter.go
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		s.log.Warn("websocket refused", "remote", r.RemoteAddr, "error", err)
@@ -33,7 +38,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The page sends nothing; CloseRead answers pings and notices closes.
 	ctx := conn.CloseRead(r.Context())
 
-	sub, err := s.hub.Subscribe(ctx)
+	sub, err := s.hub.SubscribeFilter(ctx, filter)
 	if err != nil {
 		conn.Close(websocket.StatusTryAgainLater, "live updates are not ready")
 		return
@@ -67,8 +72,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-sub.Done():
-			// Dropped for being slow (or the hub stopped). Flush nothing
-			// more: the client reconnects and resyncs from a snapshot.
+			// The hub stopped (a slow client is resynced, not dropped).
+			// Flush nothing more: the client reconnects and resyncs from a
+			// snapshot.
 			conn.Close(websocket.StatusTryAgainLater, "too slow: reconnect to resync")
 			return
 		case <-ping.C:
