@@ -150,6 +150,12 @@ func (s *Subscription) pump() {
 // view arrives whole, as a "task" message; one leaving it gets its last
 // status message).
 func (h *Hub) SubscribeFilter(ctx context.Context, f SubFilter) (*Subscription, error) {
+	return h.subscribe(ctx, f, true)
+}
+
+// subscribe is SubscribeFilter; without pump nothing feeds C and the
+// caller pops its queue itself (serveWS: no goroutine hop per message).
+func (h *Hub) subscribe(ctx context.Context, f SubFilter, pump bool) (*Subscription, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
@@ -161,7 +167,11 @@ func (h *Hub) SubscribeFilter(ctx context.Context, f SubFilter) (*Subscription, 
 	defer h.mu.Unlock()
 	s.q.reset(h.snapshotForLocked(s, false))
 	h.clients[s] = struct{}{}
-	go s.pump()
+	if pump {
+		go s.pump()
+	} else {
+		close(s.pumped)
+	}
 	return s, nil
 }
 

@@ -38,7 +38,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The page sends nothing; CloseRead answers pings and notices closes.
 	ctx := conn.CloseRead(r.Context())
 
-	sub, err := s.hub.SubscribeFilter(ctx, filter)
+	sub, err := s.hub.subscribe(ctx, filter, false) // read with sub.next: no pump goroutine
 	if err != nil {
 		conn.Close(websocket.StatusTryAgainLater, "live updates are not ready")
 		return
@@ -66,16 +66,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
 	for {
-		select {
-		case msg := <-sub.C:
+		if msg, ok := sub.q.pop(); ok { // the client's queue (ui/hub_queue.go)
 			if err := write(msg); err != nil {
 				return
 			}
+			continue
+		}
+		select {
+		case <-sub.q.signal:
 		case <-sub.Done():
 			// The hub stopped (a slow client is resynced, not dropped).
-			// Flush nothing more: the client reconnects and resyncs from a
-			// snapshot.
-			conn.Close(websocket.StatusTryAgainLater, "too slow: reconnect to resync")
+			// The client reconnects and resyncs from a snapshot.
+			conn.Close(websocket.StatusTryAgainLater, "live updates restarting: reconnect to resync")
 			return
 		case <-ping.C:
 			pctx, cancel := context.WithTimeout(wctx, wsWriteTimeout)
