@@ -425,50 +425,65 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 		}
 	}
 	pp.mu.Unlock()
-	for _, r := range slow {
-		pp.authoritative(ctx, r)
+	// Chunks of one round hold distinct tasks: they are committed
+	// concurrently (etcd syncs concurrent transactions together).
+	type chunkTxn struct {
+		reqs []*progressReq
+		ops  []clientv3.Op
+		cmps []clientv3.Cmp
 	}
+	var chunks []chunkTxn
 	for len(batch) > 0 {
-		var (
-			chunk []*progressReq
-			ops   []clientv3.Op
-			cmps  []clientv3.Cmp
-		)
+		var c chunkTxn
 		for len(batch) > 0 {
 			r := batch[0]
 			rops := pp.ops(r)
 			if rops == nil { // the history bound needs a read: alone, the authoritative way
 				batch = batch[1:]
-				pp.authoritative(ctx, r)
+				slow = append(slow, r)
 				continue
 			}
-			if len(chunk) > 0 && (len(ops)+len(rops) > maxTxnOps || len(cmps)+3 > maxTxnOps) {
+			if len(c.reqs) > 0 && (len(c.ops)+len(rops) > maxTxnOps || len(c.cmps)+3 > maxTxnOps) {
 				break
 			}
 			batch = batch[1:]
-			chunk = append(chunk, r)
-			ops = append(ops, rops...)
-			cmps = append(cmps,
+			c.reqs = append(c.reqs, r)
+			c.ops = append(c.ops, rops...)
+			c.cmps = append(c.cmps,
 				clientv3.Compare(clientv3.ModRevision(statusKey(r.id)), "=", r.statusRev),
 				clientv3.Compare(clientv3.ModRevision(progressKey(r.id)), "=", r.progRev),
 				clientv3.Compare(clientv3.ModRevision(sessionKey(r.id)), "=", r.sessRev))
 		}
-		if len(chunk) == 0 {
-			continue
-		}
-		resp, err := pp.s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err == nil && resp.Succeeded {
-			pp.committed(chunk, resp.Header.Revision)
-			continue
-		}
-		if err != nil {
-			pp.s.log.Warn("progress: batch write failed, writing one by one", "reports", len(chunk), "error", err)
-		}
-		// Something changed under a guard: each report the authoritative way.
-		for _, r := range chunk {
-			pp.authoritative(ctx, r)
+		if len(c.reqs) > 0 {
+			chunks = append(chunks, c)
 		}
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32) // authoritative writes read etcd: a bounded few at a time
+	for _, r := range slow {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			pp.authoritative(ctx, r)
+		})
+	}
+	for _, c := range chunks {
+		wg.Go(func() {
+			resp, err := pp.s.cli.Txn(ctx).If(c.cmps...).Then(c.ops...).Commit()
+			if err == nil && resp.Succeeded {
+				pp.committed(c.reqs, resp.Header.Revision)
+				return
+			}
+			if err != nil {
+				pp.s.log.Warn("progress: batch write failed, writing one by one", "reports", len(c.reqs), "error", err)
+			}
+			// Something changed under a guard: each report the authoritative way.
+			for _, r := range c.reqs {
+				pp.authoritative(ctx, r)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // ops are the writes of report r, or nil when its event would need the

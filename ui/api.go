@@ -41,6 +41,9 @@ type TaskList struct {
 	Tasks    []store.Task `json:"tasks"`
 	Count    int          `json:"count"`
 	Revision int64        `json:"revision"`
+	// Continue, on a paged list (?limit= or ?continue=), fetches the next
+	// page: pass it as ?continue=; absent on the last page.
+	Continue string `json:"continue,omitempty"`
 }
 
 // TaskDetail is the answer of GET /api/v1/tasks/{id}.
@@ -80,7 +83,7 @@ func (s *Server) routesAPI(r chi.Router) {
 		r.Get("/images", serveList(s.cfg.Store.ListImages))
 		r.Post("/images", s.addImage)
 		r.Delete("/images/{os}/{version}", s.deleteImage)
-		s.routesPower(r) // ui/power.go
+		s.routesPower(r)         // ui/power.go
 		s.routesOperatorExtra(r) // ui/firsthour_api.go
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -140,6 +143,14 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.MAC = mac
+	}
+	if limit, cur, paged, err := pageParams(r); err != nil || paged { // ui/tasks_page.go
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		s.listTasksPage(w, r, f, limit, cur)
+		return
 	}
 	tasks, rev, err := s.cfg.Store.ListTasks(r.Context(), f)
 	if err != nil {

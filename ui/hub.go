@@ -43,6 +43,9 @@ type Snapshot struct {
 	Tasks      []store.Task    `json:"tasks"`
 	Machines   []store.Machine `json:"machines"`
 	Regions    []store.Region  `json:"regions"`
+	// Resync is set on a snapshot that replaced messages the client was
+	// too slow to take (or a reload after etcd compacted the watch).
+	Resync bool `json:"resync,omitempty"`
 }
 
 // ProgressMessage is the seed's progress shape, plus bytes and seq.
@@ -121,16 +124,19 @@ type RegionMessage struct {
 
 // HubConfig tunes a Hub; zero values pick the defaults.
 type HubConfig struct {
-	QueueLen int // messages buffered per client before it is dropped (default 256)
+	QueueLen int // messages other than progress buffered per client before it is resynced from a snapshot (default 1024)
 	Health   *health.Registry
 	Logger   *slog.Logger
 	Retry    time.Duration // wait before reloading after a store error (default 1s)
 }
 
 // Hub keeps the dashboard's view of etcd (tasks, machines, regions) from ONE
-// store.Watch and fans every change out to the subscribed clients. A client
-// whose queue is full is dropped (it reconnects and gets a fresh snapshot),
-// so a slow browser never slows the others.
+// store.Watch and fans every change out to the subscribed clients, each
+// message encoded once. Each client has its own queue (ui/hub_queue.go):
+// a client slower than the event rate gets the latest progress of each
+// task instead of every report, and one that still falls QueueLen
+// messages behind is resynced from a snapshot; a slow browser never
+// slows the others and is never dropped.
 type Hub struct {
 	st    *store.Store
 	cfg   HubConfig
@@ -147,6 +153,7 @@ type Hub struct {
 	snap     []byte // encoded snapshot; nil when stale
 	clients  map[*Subscription]struct{}
 	dropped  int64
+	resyncs  int64
 }
 
 type hubTask struct {
@@ -161,6 +168,10 @@ type Subscription struct {
 	c      chan []byte
 	done   chan struct{}
 	closed bool // guarded by Hub.mu
+
+	q      *outQueue
+	filter SubFilter
+	pumped chan struct{} // closed when pump returns
 }
 
 // Done is closed when the subscription ends.
@@ -169,7 +180,7 @@ func (s *Subscription) Done() <-chan struct{} { return s.done }
 // NewHub returns a hub for st; Run feeds it.
 func NewHub(st *store.Store, cfg HubConfig) *Hub {
 	if cfg.QueueLen <= 0 {
-		cfg.QueueLen = 256
+		cfg.QueueLen = 1024
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -276,8 +287,10 @@ func (h *Hub) load(ctx context.Context) (int64, error) {
 	if !h.isReady {
 		h.isReady = true
 		close(h.ready)
-	} else if len(h.clients) > 0 {
-		h.broadcastLocked(h.snapshotLocked())
+	} else {
+		for s := range h.clients {
+			s.q.reset(h.snapshotForLocked(s, true))
+		}
 	}
 	h.log.Info("live updates: snapshot loaded", "revision", rev, "tasks", len(tasks), "machines", len(machines), "regions", len(regions))
 	return rev, nil
@@ -290,6 +303,11 @@ func (h *Hub) apply(c store.Change) {
 	if c.Revision > h.rev {
 		h.rev = c.Revision
 	}
+	f := fan{task: c.TaskID}
+	if t := h.tasks[c.TaskID]; t != nil {
+		f.region, f.old = t.Spec.RegionID, t.Status.Status
+	}
+	f.st = f.old
 	var msg any
 	switch c.Kind {
 	case store.KindTaskCreated:
@@ -305,6 +323,7 @@ func (h *Hub) apply(c store.Change) {
 			return
 		}
 		t.complete = true
+		f.region, f.st = t.Spec.RegionID, t.Status.Status
 		msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(t.Task)}
 	case store.KindTaskDeleted:
 		delete(h.tasks, c.TaskID)
@@ -317,12 +336,14 @@ func (h *Hub) apply(c store.Change) {
 		}
 		t.Status = *c.Status
 		t.Revision = c.Revision
+		f.st, f.statusChange = c.Status.Status, true
 		switch {
 		case t.complete:
 			msg = StatusMessage{Type: MsgStatus, TaskID: c.TaskID, Revision: c.Revision, Status: c.Status.Status,
 				Reason: c.Status.Reason, Attempt: c.Status.Attempt, UpdatedAt: c.Status.UpdatedAt}
 		case t.Spec.TargetMAC != "":
 			t.complete = true
+			f.region, f.statusChange = t.Spec.RegionID, false
 			msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(t.Task)}
 		default:
 			h.snap = nil
@@ -365,6 +386,7 @@ func (h *Hub) apply(c store.Change) {
 			return
 		}
 		p := c.Progress
+		f.progress = true
 		msg = ProgressMessage{Type: MsgProgress, TaskID: c.TaskID, Revision: c.Revision, Percentage: p.Percentage,
 			Stage: p.Stage, Message: p.Message, Seq: p.Seq, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal,
 			Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}
@@ -395,26 +417,52 @@ func (h *Hub) apply(c store.Change) {
 		h.log.Error("live updates: encode message", "kind", c.Kind, "error", err)
 		return
 	}
-	h.broadcastLocked(b)
+	f.b = b
+	h.fanLocked(f, c.Revision)
+}
+
+// fan is one encoded message and what the clients' filters need of it.
+type fan struct {
+	task, region string
+	old, st      store.Status // the task's status before and after the change
+	statusChange bool
+	progress     bool
+	b            []byte
+}
+
+// fanLocked queues f for every client whose view it concerns. A status
+// change that brings a task into a filtered view sends the whole task
+// (encoded once, for all such clients); one that takes it out sends the
+// status message, so the client removes it.
+func (h *Hub) fanLocked(f fan, rev int64) {
+	var whole []byte
+	for s := range h.clients {
+		switch {
+		case f.task == "" || s.filter.empty():
+		case f.statusChange:
+			inOld := s.filter.match(f.task, f.region, f.old)
+			if s.filter.match(f.task, f.region, f.st) && !inOld {
+				if whole == nil {
+					t := h.tasks[f.task]
+					whole, _ = json.Marshal(TaskMessage{Type: MsgTask, TaskID: f.task, Revision: rev, Task: ptr(t.Task)})
+				}
+				h.sendLocked(s, f.task, whole, false)
+				continue
+			}
+			if !inOld {
+				continue
+			}
+		case !s.filter.match(f.task, f.region, f.st):
+			continue
+		}
+		h.sendLocked(s, f.task, f.b, f.progress)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }
 
 func lastSegment(key string) string {
 	return key[strings.LastIndexByte(key, '/')+1:]
-}
-
-// broadcastLocked queues b for every client; a client whose queue is full
-// is dropped instead of waited for.
-func (h *Hub) broadcastLocked(b []byte) {
-	for s := range h.clients {
-		select {
-		case s.c <- b:
-		default:
-			h.dropped++
-			h.dropLocked(s)
-		}
-	}
 }
 
 func (h *Hub) dropLocked(s *Subscription) {
@@ -431,13 +479,25 @@ func (h *Hub) snapshotLocked() []byte {
 	if h.snap != nil {
 		return h.snap
 	}
+	b, err := json.Marshal(h.buildSnapshotLocked(nil))
+	if err != nil { // our own types always marshal
+		h.log.Error("live updates: encode snapshot", "error", err)
+		return []byte(`{"type":"snapshot","tasks":[],"machines":[],"regions":[]}`)
+	}
+	h.snap = b
+	return b
+}
+
+// buildSnapshotLocked is the hub's state with the tasks match selects
+// (nil: all).
+func (h *Hub) buildSnapshotLocked(match func(*hubTask) bool) Snapshot {
 	snap := Snapshot{Type: MsgSnapshot, Revision: h.rev, ServerTime: time.Now().UTC(),
 		Tasks:    make([]store.Task, 0, len(h.tasks)),
 		Machines: make([]store.Machine, 0, len(h.machines)),
 		Regions:  make([]store.Region, 0, len(h.regions)),
 	}
 	for _, t := range h.tasks {
-		if t.complete {
+		if t.complete && (match == nil || match(t)) {
 			snap.Tasks = append(snap.Tasks, t.Task)
 		}
 	}
@@ -456,31 +516,14 @@ func (h *Hub) snapshotLocked() []byte {
 		snap.Regions = append(snap.Regions, r)
 	}
 	sort.Slice(snap.Regions, func(i, j int) bool { return snap.Regions[i].ID < snap.Regions[j].ID })
-	b, err := json.Marshal(snap)
-	if err != nil { // our own types always marshal
-		h.log.Error("live updates: encode snapshot", "error", err)
-		return []byte(`{"type":"snapshot","tasks":[],"machines":[],"regions":[]}`)
-	}
-	h.snap = b
-	return b
+	return snap
 }
 
 // Subscribe waits until the hub has its first snapshot, then returns a
 // subscription whose first message is the current snapshot, followed by
 // every later change in order: nothing between the two is lost.
 func (h *Hub) Subscribe(ctx context.Context) (*Subscription, error) {
-	select {
-	case <-h.ready:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for live updates: %w", ctx.Err())
-	}
-	c := make(chan []byte, h.cfg.QueueLen)
-	s := &Subscription{C: c, c: c, done: make(chan struct{})}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	c <- h.snapshotLocked()
-	h.clients[s] = struct{}{}
-	return s, nil
+	return h.SubscribeFilter(ctx, SubFilter{})
 }
 
 // Unsubscribe ends s; safe to call more than once and after a drop.
@@ -507,13 +550,15 @@ func (h *Hub) StatusCounts() map[store.Status]int {
 type HubStats struct {
 	Clients  int   `json:"clients"`
 	Dropped  int64 `json:"dropped"`
+	Resyncs  int64 `json:"resyncs"` // clients too far behind, sent a fresh snapshot
 	Revision int64 `json:"revision"`
 }
 
-// Stats reports the connected clients, the clients dropped for being too
-// slow since start, and the last revision seen.
+// Stats reports the connected clients, the clients dropped (none since
+// per-client queues; kept for the metric), the clients resynced for being
+// too slow since start, and the last revision seen.
 func (h *Hub) Stats() HubStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return HubStats{Clients: len(h.clients), Dropped: h.dropped, Revision: h.rev}
+	return HubStats{Clients: len(h.clients), Dropped: h.dropped, Resyncs: h.resyncs, Revision: h.rev}
 }

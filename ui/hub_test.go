@@ -126,11 +126,15 @@ func TestHubSnapshotThenChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for seq := int64(1); seq <= 5; seq++ {
+	// A client that was not reading gets the latest progress, coalesced:
+	// in order, ending with the last report.
+	for last := int64(0); last < 5; {
 		m := nextOf(t, sub, ui.MsgProgress, task.ID)
-		if m.Seq != seq || m.Percentage != 20+int(seq)*5 || m.Stage != wire.StageDownloading || m.BytesDone != seq<<20 || m.BytesTotal != 5<<20 || m.Message != fmt.Sprintf("chunk %d", seq) {
-			t.Fatalf("progress %d: %+v", seq, m)
+		seq := m.Seq
+		if seq <= last || m.Percentage != 20+int(seq)*5 || m.Stage != wire.StageDownloading || m.BytesDone != seq<<20 || m.BytesTotal != 5<<20 || m.Message != fmt.Sprintf("chunk %d", seq) {
+			t.Fatalf("progress after seq %d: %+v", last, m)
 		}
+		last = seq
 	}
 
 	// A client subscribing now sees all of that in its snapshot.
@@ -151,7 +155,14 @@ func TestHubSnapshotThenChanges(t *testing.T) {
 	}
 }
 
-func TestHubFanOutAndSlowClientDropped(t *testing.T) {
+// TestHubSlowClientGetsLatestStateNoDrop: three clients read as fast as
+// they can while a fourth reads nothing as 40 progress reports and a
+// status change are written. Every client sees progress in order ending
+// with the last report; the slow one is not dropped and, once it reads,
+// receives fewer, fresher messages: the latest progress and the status.
+// One falling more than QueueLen other messages behind is resynced from a
+// snapshot instead.
+func TestHubSlowClientGetsLatestStateNoDrop(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.New(t)
 	task := walkToApproved(t, ctx, st, "52:54:00:00:01:01")
@@ -166,14 +177,15 @@ func TestHubFanOutAndSlowClientDropped(t *testing.T) {
 		defer h.Unsubscribe(s)
 		fast = append(fast, s)
 	}
-	slow, err := h.Subscribe(ctx) // never reads
+	slow, err := h.Subscribe(ctx) // reads nothing until the end
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Unsubscribe(slow)
+	if m := next(t, slow); m.Type != ui.MsgSnapshot {
+		t.Fatalf("first message %+v", m)
+	}
 
-	// Readers drain concurrently while 40 progress reports are written:
-	// far more than the slow client's queue of 8.
 	const n = 40
 	type result struct {
 		seqs []int64
@@ -184,7 +196,7 @@ func TestHubFanOutAndSlowClientDropped(t *testing.T) {
 		go func() {
 			var r result
 			deadline := time.After(20 * time.Second)
-			for len(r.seqs) < n {
+			for len(r.seqs) == 0 || r.seqs[len(r.seqs)-1] < n {
 				select {
 				case b := <-s.C:
 					var m wsMsg
@@ -201,7 +213,7 @@ func TestHubFanOutAndSlowClientDropped(t *testing.T) {
 					results <- r
 					return
 				case <-deadline:
-					r.err = fmt.Errorf("timeout after %d", len(r.seqs))
+					r.err = fmt.Errorf("timeout after %v", r.seqs)
 					results <- r
 					return
 				}
@@ -210,7 +222,7 @@ func TestHubFanOutAndSlowClientDropped(t *testing.T) {
 		}()
 	}
 	for seq := int64(1); seq <= n; seq++ {
-		if _, err := st.ReportProgress(ctx, task.ID, wire.Progress{Seq: seq, Stage: wire.StageInstalling, Percentage: int(seq)}); err != nil {
+		if _, err := st.ReportProgress(ctx, task.ID, wire.Progress{Seq: seq, Stage: wire.StageInstalling, Percentage: 60 + int(seq)/2}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -219,30 +231,77 @@ func TestHubFanOutAndSlowClientDropped(t *testing.T) {
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
-		for i, s := range r.seqs {
-			if s != int64(i+1) {
-				t.Fatalf("fast client got seqs out of order or with gaps: %v", r.seqs)
+		for i := 1; i < len(r.seqs); i++ {
+			if r.seqs[i] <= r.seqs[i-1] {
+				t.Fatalf("fast client got progress out of order: %v", r.seqs)
 			}
 		}
 	}
-	select {
-	case <-slow.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("slow client was not dropped")
+	// Wait until the hub has applied everything, then let the slow client read.
+	waitRev := func() {
+		_, rev, err := st.GetTaskRev(ctx, task.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for h.Stats().Revision < rev {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
-	stats := h.Stats()
-	if stats.Dropped != 1 || stats.Clients != 3 {
-		t.Fatalf("stats: %+v", stats)
+	waitRev()
+	var got []wsMsg
+	for {
+		select {
+		case b := <-slow.C:
+			var m wsMsg
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, m)
+			continue
+		case <-slow.Done():
+			t.Fatal("slow client dropped")
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
 	}
-	// Dropped means resubscribe: the new snapshot has the latest progress.
-	again, err := h.Subscribe(ctx)
-	if err != nil {
+	var progress []int64
+	for _, m := range got {
+		if m.Type == ui.MsgProgress {
+			progress = append(progress, m.Seq)
+		}
+	}
+	// The first report came with the move to installing (its status
+	// message keeps it in place); the other 39 collapse into the latest.
+	if len(progress) != 2 || progress[0] != 1 || progress[1] != n {
+		t.Fatalf("slow client got progress %v, want [1 %d]; all: %+v", progress, n, got)
+	}
+	// Status changes always arrive.
+	if _, err := st.Transition(ctx, task.ID, wire.StatusCompleted, "done"); err != nil {
 		t.Fatal(err)
 	}
-	defer h.Unsubscribe(again)
-	snap := next(t, again)
-	if len(snap.Tasks) != 1 || snap.Tasks[0].Progress == nil || snap.Tasks[0].Progress.Seq != n {
-		t.Fatalf("resync snapshot: %+v", snap.Tasks)
+	if m := nextOf(t, slow, ui.MsgStatus, task.ID); m.Status != wire.StatusCompleted {
+		t.Fatalf("status %+v", m)
+	}
+	if stats := h.Stats(); stats.Dropped != 0 || stats.Resyncs != 0 || stats.Clients != 4 {
+		t.Fatalf("stats: %+v", stats)
+	}
+
+	// More than QueueLen (8) other messages behind: resynced, not dropped.
+	for i := range 12 {
+		if _, err := st.RecordMachine(ctx, "dc1", fmt.Sprintf("52:54:00:00:02:%02x", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRev2 := func() bool { return h.Stats().Resyncs >= 1 }
+	for deadline := time.Now().Add(5 * time.Second); !waitRev2(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no resync: %+v", h.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	snap := nextOf(t, slow, ui.MsgSnapshot, "")
+	if !snap.Resync || len(snap.Tasks) != 1 || snap.Tasks[0].Progress == nil || snap.Tasks[0].Progress.Seq != n || snap.Tasks[0].Status.Status != wire.StatusCompleted {
+		t.Fatalf("resync snapshot: %+v", snap)
 	}
 }
 

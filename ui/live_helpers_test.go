@@ -113,6 +113,7 @@ type wsMsg struct {
 	Machine    *store.Machine  `json:"machine"`
 	RegionID   string          `json:"region_id"`
 	Event      *store.Event    `json:"event"`
+	Resync     bool            `json:"resync"`
 }
 
 func readMsg(t testing.TB, ctx context.Context, c *websocket.Conn) wsMsg {

@@ -26,6 +26,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !wsOriginAllowed(w, r) { // ui/ws_extra.go: the JSON error, not the library's plain text
 		return
 	}
+	filter, err := wsFilter(r) // ui/ws_filter.go
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		s.log.Warn("websocket refused", "remote", r.RemoteAddr, "error", err)
@@ -36,7 +41,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The page sends nothing; CloseRead answers pings and notices closes.
 	ctx := conn.CloseRead(r.Context())
 
-	sub, err := s.hub.Subscribe(ctx)
+	sub, err := s.hub.subscribe(ctx, filter, false) // read with sub.next: no pump goroutine
 	if err != nil {
 		conn.Close(websocket.StatusTryAgainLater, "live updates are not ready")
 		return
@@ -64,15 +69,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
 	for {
-		select {
-		case msg := <-sub.C:
+		if msg, ok := sub.q.pop(); ok { // the client's queue (ui/hub_queue.go)
 			if err := write(withFreshServerTime(msg, time.Now())); err != nil { // ui/ws_extra.go
 				return
 			}
+			continue
+		}
+		select {
+		case <-sub.q.signal:
 		case <-sub.Done():
-			// Dropped for being slow (or the hub stopped). Flush nothing
-			// more: the client reconnects and resyncs from a snapshot.
-			conn.Close(websocket.StatusTryAgainLater, "too slow: reconnect to resync")
+			// The hub stopped (a slow client is resynced, not dropped).
+			// The client reconnects and resyncs from a snapshot.
+			conn.Close(websocket.StatusTryAgainLater, "live updates restarting: reconnect to resync")
 			return
 		case <-ping.C:
 			pctx, cancel := context.WithTimeout(wctx, wsWriteTimeout)

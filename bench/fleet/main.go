@@ -562,7 +562,7 @@ func run(ctx context.Context, o options) error {
 			seq := time.Now().UnixMicro()
 			mine := make([]time.Duration, 0, total+2)
 			last, lastPct := -1, 0
-			for tries := 0; last < len(stages)-1 && tries < 100; {
+			for tries := 0; last < len(stages)-1 && tries < 15; {
 				if !next.Before(end) {
 					tries++ // after the window: finish the install, not counted
 				}

@@ -643,6 +643,12 @@ function applySnapshot(m) {
   }
   document.body.dataset.revision = String(m.revision);
   setConn("live", "live");
+  // The server resent the whole state (this page fell behind, or etcd's
+  // history was compacted): say so, the rows were rebuilt.
+  if (m.resync) {
+    setConn("live", "live · resynced");
+    toast("Live view resynced from a fresh snapshot");
+  }
 }
 
 // ---------- API ----------

@@ -1,0 +1,203 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/lpmos/lpmos/store"
+)
+
+// SubFilter selects what one client receives (/ws?status=..&region=..&task=..);
+// empty fields match everything. Machines and regions go to every client.
+type SubFilter struct {
+	Status []store.Status
+	Region string
+	Tasks  []string
+}
+
+func (f SubFilter) empty() bool { return len(f.Status) == 0 && f.Region == "" && len(f.Tasks) == 0 }
+
+// matchTask reports whether a task of region in status st, id id, is in
+// the client's view.
+func (f SubFilter) match(id, region string, st store.Status) bool {
+	return (len(f.Status) == 0 || slices.Contains(f.Status, st)) &&
+		(f.Region == "" || f.Region == region) &&
+		(len(f.Tasks) == 0 || slices.Contains(f.Tasks, id))
+}
+
+// outQueue is one client's pending messages: in order, except that an
+// unsent progress message of a task is replaced by the task's newer one
+// (latest wins) as long as no other message of that task came after it.
+// A client slower than the event rate thus receives fewer, fresher
+// progress messages and every other message. Past max other messages it
+// is resynced: the queue is replaced by a fresh snapshot.
+type outQueue struct {
+	mu     sync.Mutex
+	items  []queued
+	head   int
+	prog   map[string]int // task -> index in items of its unsent progress
+	others int            // unsent messages that are not progress
+	signal chan struct{}  // cap 1: something was queued
+}
+
+type queued struct {
+	task     string
+	b        []byte
+	progress bool
+}
+
+func newOutQueue() *outQueue {
+	return &outQueue{prog: map[string]int{}, signal: make(chan struct{}, 1)}
+}
+
+func (q *outQueue) wake() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// push queues b; it reports false (nothing queued) when the client holds
+// max other messages already and must be resynced.
+func (q *outQueue) push(task string, b []byte, progress bool, max int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if progress {
+		if i, ok := q.prog[task]; ok {
+			q.items[i].b = b
+			return true
+		}
+		q.prog[task] = len(q.items)
+	} else {
+		if q.others >= max {
+			return false
+		}
+		q.others++
+		delete(q.prog, task) // a later progress message goes after this one
+	}
+	q.items = append(q.items, queued{task: task, b: b, progress: progress})
+	q.wake()
+	return true
+}
+
+// reset replaces everything queued with b (a snapshot).
+func (q *outQueue) reset(b []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	clear(q.items)
+	q.items, q.head, q.others = q.items[:0], 0, 0
+	clear(q.prog)
+	q.items = append(q.items, queued{b: b})
+	q.others = 1
+	q.wake()
+}
+
+// pop takes the oldest message, if any.
+func (q *outQueue) pop() ([]byte, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.items) {
+		return nil, false
+	}
+	it := q.items[q.head]
+	q.items[q.head] = queued{}
+	if it.progress {
+		if i, ok := q.prog[it.task]; ok && i == q.head {
+			delete(q.prog, it.task)
+		}
+	} else {
+		q.others = max(0, q.others-1)
+	}
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	} else if q.head > 1024 && q.head > len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		for task, i := range q.prog {
+			q.prog[task] = i - q.head
+		}
+		q.items, q.head = q.items[:n], 0
+	}
+	return it.b, true
+}
+
+// pump feeds the subscription's channel from its queue until it ends.
+func (s *Subscription) pump() {
+	defer close(s.pumped)
+	for {
+		b, ok := s.q.pop()
+		if !ok {
+			select {
+			case <-s.q.signal:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		select {
+		case s.c <- b:
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// SubscribeFilter is Subscribe for the tasks f selects: the snapshot
+// holds them, and later messages are about them (a task entering the
+// view arrives whole, as a "task" message; one leaving it gets its last
+// status message).
+func (h *Hub) SubscribeFilter(ctx context.Context, f SubFilter) (*Subscription, error) {
+	return h.subscribe(ctx, f, true)
+}
+
+// subscribe is SubscribeFilter; without pump nothing feeds C and the
+// caller pops its queue itself (serveWS: no goroutine hop per message).
+func (h *Hub) subscribe(ctx context.Context, f SubFilter, pump bool) (*Subscription, error) {
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for live updates: %w", ctx.Err())
+	}
+	c := make(chan []byte)
+	s := &Subscription{C: c, c: c, done: make(chan struct{}), pumped: make(chan struct{}), q: newOutQueue(), filter: f}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.q.reset(h.snapshotForLocked(s, false))
+	h.clients[s] = struct{}{}
+	if pump {
+		go s.pump()
+	} else {
+		close(s.pumped)
+	}
+	return s, nil
+}
+
+// snapshotForLocked is the encoded snapshot of s's view.
+func (h *Hub) snapshotForLocked(s *Subscription, resync bool) []byte {
+	if s.filter.empty() && !resync {
+		return h.snapshotLocked()
+	}
+	snap := h.buildSnapshotLocked(func(t *hubTask) bool {
+		return s.filter.match(t.ID, t.Spec.RegionID, t.Status.Status)
+	})
+	snap.Resync = resync
+	b, err := json.Marshal(snap)
+	if err != nil { // our own types always marshal
+		h.log.Error("live updates: encode snapshot", "error", err)
+		return []byte(`{"type":"snapshot","tasks":[],"machines":[],"regions":[]}`)
+	}
+	return b
+}
+
+// sendLocked queues b for s; a client already holding QueueLen other
+// messages is resynced from a snapshot instead of dropped.
+func (h *Hub) sendLocked(s *Subscription, task string, b []byte, progress bool) {
+	if s.closed || s.q.push(task, b, progress, h.cfg.QueueLen) {
+		return
+	}
+	h.resyncs++
+	s.q.reset(h.snapshotForLocked(s, true))
+}
