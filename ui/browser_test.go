@@ -385,13 +385,14 @@ func setInput(t *testing.T, tab context.Context, sel, value, event string) {
 func TestDashboardShowsNoSpaceBanner(t *testing.T) {
 	st, ctx := smallStore(t, 24<<20)
 	e := newLiveOn(t, st)
-	fillLive(t, ctx, st)
-	waitUntil(t, 10*time.Second, "the alarm in health", func() bool { _, rep := healthOf(t, e); return rep.Alarm != "" })
-
+	// Sign in first: a dashboard session is an etcd write, which NOSPACE
+	// refuses (the sign-in page then names the alarm).
 	tab := newBrowser(t)
 	var problems pageWatch
 	watchPage(t, tab, "tab", &problems)
 	browserLogin(t, tab, e)
+	fillLive(t, ctx, st)
+	waitUntil(t, 10*time.Second, "the alarm in health", func() bool { _, rep := healthOf(t, e); return rep.Alarm != "" })
 	banner := `document.querySelector("#alarm-banner")`
 	poll(t, tab, "NOSPACE banner", `!`+banner+`.hidden && `+banner+`.textContent.includes("out of space (NOSPACE)")`)
 	if got := eval[string](t, tab, banner+`.getAttribute("role")`); got != "alert" {

@@ -76,6 +76,7 @@ func TestBMCCredentialsNeverLeak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	seedCreatable(t, st)
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
 	e := serveLive(t, st, tok, ui.Config{Store: st, Health: reg, Version: "test", Logger: log})
@@ -97,7 +98,7 @@ func TestBMCCredentialsNeverLeak(t *testing.T) {
 	}
 	readRaw() // snapshot
 
-	body := `{"region_id":"dc1","target_mac":"52:54:00:00:13:01","os_type":"debian","os_version":"12",
+	body := `{"region_id":"dc1","target_mac":"52:54:00:00:13:01","os_type":"ubuntu","os_version":"22.04",
 		"bmc":{"protocol":"ipmi","address":"127.0.0.1:6230","username":"admin","password":"` + pw + `"}}`
 	code, data := e.call(t, "POST", "/api/v1/tasks", body)
 	seen.Write(data)
@@ -225,7 +226,7 @@ func errOf(data []byte) string {
 
 func TestBMCBadInput(t *testing.T) {
 	e := newLive(t)
-	base := `"region_id":"dc1","target_mac":"52:54:00:00:13:02","os_type":"debian","os_version":"12"`
+	base := `"region_id":"dc1","target_mac":"52:54:00:00:13:02","os_type":"ubuntu","os_version":"22.04"`
 	tests := []struct {
 		name, bmc, want string
 	}{

@@ -30,6 +30,7 @@ func openStore(t *testing.T, cfg store.Config) *store.Store {
 // serveOn serves a control plane on st until the (sub)test ends.
 func serveOn(t *testing.T, st *store.Store, tok string) *liveEnv {
 	t.Helper()
+	seedCreatable(t, st) // ui/create_checks_test.go: region dc1 known, image ubuntu 22.04
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
 	return serveLive(t, st, tok, ui.Config{Store: st, Health: reg, Version: "test", Logger: slog.New(slog.DiscardHandler)})
