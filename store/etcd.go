@@ -206,6 +206,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.ensureClusterKey(); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	s.renewBeforeStart() // store/membercerts.go: after a long outage
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name

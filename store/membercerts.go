@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -210,6 +211,21 @@ func (s *Store) renewMemberCert(ctx context.Context) (*x509.Certificate, error) 
 	if err != nil {
 		return nil, fmt.Errorf("renew member certificate: %w", err)
 	}
+	certPEM, err := s.signRenewal(ca)
+	if err != nil {
+		return nil, err
+	}
+	if err := registerCertPEM(ctx, s.cli, certPEM); err != nil {
+		return nil, fmt.Errorf("renew member certificate: %w", err)
+	}
+	if err := pki.WriteFile(s.tls.CertFile, certPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("renew member certificate: %w", err)
+	}
+	return pki.ParseCertPEM(certPEM)
+}
+
+// signRenewal signs the renewal of this member's certificate with ca.
+func (s *Store) signRenewal(ca *pki.CA) ([]byte, error) {
 	old, err := readCert(s.tls.CertFile)
 	if err != nil {
 		return nil, fmt.Errorf("renew member certificate: %w", err)
@@ -230,13 +246,70 @@ func (s *Store) renewMemberCert(ctx context.Context) (*x509.Certificate, error) 
 	if err != nil {
 		return nil, fmt.Errorf("renew member certificate: %w", err)
 	}
-	if err := registerCertPEM(ctx, s.cli, certPEM); err != nil {
-		return nil, fmt.Errorf("renew member certificate: %w", err)
+	return certPEM, nil
+}
+
+// sealedCACacheFile keeps a copy of etcd's sealed CA record in the PKI
+// dir, so a member that was down longer than its certificate's life can
+// renew it before etcd starts (the others refuse an expired certificate,
+// and without them its etcd cannot serve). It holds nothing the member's
+// etcd data does not: the key stays sealed under cluster.key.
+const sealedCACacheFile = "ca-sealed.json"
+
+// cacheSealedCA refreshes the cached sealed CA record from etcd.
+func (s *Store) cacheSealedCA(ctx context.Context) error {
+	resp, err := s.cli.Get(ctx, keyClusterCA)
+	if err != nil {
+		return fmt.Errorf("read cluster CA: %w", err)
 	}
-	if err := pki.WriteFile(s.tls.CertFile, certPEM, 0o644); err != nil {
-		return nil, fmt.Errorf("renew member certificate: %w", err)
+	if len(resp.Kvs) == 0 {
+		return nil
 	}
-	return pki.ParseCertPEM(certPEM)
+	var rec caRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil || rec.KeySealed == "" {
+		return nil // a plain record is never cached
+	}
+	return pki.WriteFile(s.pkiDir.Path(sealedCACacheFile), resp.Kvs[0].Value, 0o600)
+}
+
+// renewBeforeStart renews this member's certificate before etcd starts
+// when it is due (expired after a long outage, or near it), with the local
+// CA key or the cached sealed record. Without either it leaves the
+// certificate as it is (the running member renews it, if it can connect).
+func (s *Store) renewBeforeStart() {
+	cert, err := readCert(s.tls.CertFile)
+	if err != nil || time.Now().Before(memberCertRenewAt(cert, s.memberCertTTL())) {
+		return
+	}
+	ca := s.ca
+	if ca.Key == nil {
+		data, err := os.ReadFile(s.pkiDir.Path(sealedCACacheFile))
+		var rec caRecord
+		if err == nil {
+			err = json.Unmarshal(data, &rec)
+		}
+		if err == nil {
+			ca, err = openCA(rec, s.clusterKey)
+		}
+		if err == nil && !pki.SameCert(ca.CertPEM, s.ca.CertPEM) {
+			err = errors.New("the cached CA is not this member's CA")
+		}
+		if err != nil {
+			if time.Now().After(cert.NotAfter) {
+				s.log.Warn("store: this member's certificate expired and it cannot renew it before starting; the other members will refuse it", "expired", cert.NotAfter, "error", err)
+			}
+			return
+		}
+	}
+	certPEM, err := s.signRenewal(ca)
+	if err == nil {
+		err = pki.WriteFile(s.tls.CertFile, certPEM, 0o644)
+	}
+	if err != nil {
+		s.log.Warn("store: could not renew this member's certificate before starting", "error", err)
+		return
+	}
+	s.log.Info("store: member certificate renewed before start", "was_expiring", cert.NotAfter.UTC().Format(time.RFC3339))
 }
 
 func readCert(path string) (*x509.Certificate, error) {
@@ -257,6 +330,9 @@ func (s *Store) renewLoop(ctx context.Context) {
 	}
 	if _, err := s.cli.Do(ctx, registerCertOp(cert)); err != nil && ctx.Err() == nil {
 		s.log.Warn("store: could not record this member's certificate serial (a removal could not revoke it)", "error", err)
+	}
+	if err := s.cacheSealedCA(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("store: could not cache the sealed CA record (renewal after a long outage needs it)", "error", err)
 	}
 	ttl := s.memberCertTTL()
 	for {
@@ -279,9 +355,25 @@ func (s *Store) renewLoop(ctx context.Context) {
 			}
 			continue
 		}
+		_ = s.cacheSealedCA(ctx)
+		s.pruneOwnCerts(ctx, next.Subject.CommonName)
 		s.log.Info("store: member certificate renewed", "cn", next.Subject.CommonName, "serial", serialHex(next.SerialNumber),
 			"expires", next.NotAfter.UTC().Format(time.RFC3339), "previous_serial", serialHex(cert.SerialNumber))
 		cert = next
+	}
+}
+
+// pruneOwnCerts forgets the recorded serials of this member's expired
+// certificates (TLS refuses them anyway).
+func (s *Store) pruneOwnCerts(ctx context.Context, cn string) {
+	resp, err := s.cli.Get(ctx, prefixMemberCerts+cn+"/", clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	for _, kv := range resp.Kvs {
+		if notAfter, err := time.Parse(time.RFC3339, string(kv.Value)); err == nil && time.Now().After(notAfter.Add(time.Hour)) {
+			_, _ = s.cli.Delete(ctx, string(kv.Key))
+		}
 	}
 }
 

@@ -133,9 +133,6 @@ func TestMemberCertRenewedWhileRunning(t *testing.T) {
 	if renewed.Subject.CommonName != first.Subject.CommonName || !renewed.NotAfter.After(first.NotAfter) {
 		t.Fatalf("renewed certificate CN %q expires %s; first CN %q expires %s", renewed.Subject.CommonName, renewed.NotAfter, first.Subject.CommonName, first.NotAfter)
 	}
-	if !strings.Contains(logs.String(), "member certificate renewed") {
-		t.Error("the renewal is not logged")
-	}
 	// Wait until the first certificate has expired.
 	time.Sleep(time.Until(first.NotAfter) + 200*time.Millisecond)
 	for name, u := range map[string]string{"client": cfg.ClientURL, "peer": cfg.PeerURL} {
@@ -167,6 +164,9 @@ func TestMemberCertRenewedWhileRunning(t *testing.T) {
 	defer cancel()
 	if r, err := fresh.Get(gctx, "/test/renewed"); err != nil || len(r.Kvs) != 1 {
 		t.Fatalf("a new client with the renewed certificate: %v", err)
+	}
+	if !strings.Contains(logs.String(), "member certificate renewed") {
+		t.Error("the renewal is not logged")
 	}
 	// Every certificate the member had is recorded for revocation.
 	r, err := s.cli.Get(ctx, prefixMemberCerts+first.Subject.CommonName+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -264,5 +264,81 @@ func TestRevokedCertRefusedAtHandshake(t *testing.T) {
 	defer s2.Close()
 	if _, err := handshake(t, cfg.ClientURL, pool, ghost); err == nil {
 		t.Fatal("the revoked certificate is accepted after a restart")
+	}
+}
+
+// TestExpiredMemberCertRenewedBeforeStart: a member without the CA key on
+// disk (as a joined member) that was down past its certificate's expiry
+// renews it from the cached sealed CA record before etcd starts, and
+// serves again.
+func TestExpiredMemberCertRenewedBeforeStart(t *testing.T) {
+	ctx := context.Background()
+	logs := newLogBuffer()
+	s, cfg, closeOnCleanup := openShortCertMember(t, time.Hour, logs)
+	ca, err := s.signer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The renewal loop caches the sealed CA record at start.
+	cache := filepath.Join(cfg.DataDir, "pki", sealedCACacheFile)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(cache); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 5 s", sealedCACacheFile)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	*closeOnCleanup = false
+	// Down past the certificate's expiry, and no ca.key on disk.
+	if err := os.Remove(filepath.Join(cfg.DataDir, "pki", pki.CAKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	old, err := readCert(filepath.Join(cfg.DataDir, "pki", pki.MemberCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(cfg.DataDir, "pki", pki.MemberKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.ParseKeyPEM(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := ca.SignMemberFor(old.Subject.CommonName, &key.PublicKey, []string{"127.0.0.1"}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteFile(filepath.Join(cfg.DataDir, "pki", pki.MemberCertFile), expired, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+
+	s2, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restart after the certificate expired: %v\n%s", err, logs.String())
+	}
+	defer s2.Close()
+	if s2.ca.Key != nil {
+		t.Fatal("the test meant a member without ca.key")
+	}
+	cert, err := readCert(s2.tls.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Now().After(cert.NotAfter) || cert.Subject.CommonName != old.Subject.CommonName {
+		t.Fatalf("certificate after restart: CN %q expires %s", cert.Subject.CommonName, cert.NotAfter)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s2.cli.Put(pctx, "/test/after-outage", "ok"); err != nil {
+		t.Fatalf("write after the restart: %v", err)
+	}
+	if !strings.Contains(logs.String(), "member certificate renewed before start") {
+		t.Error("the renewal before start is not logged")
 	}
 }
