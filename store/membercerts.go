@@ -166,19 +166,31 @@ func (s *Store) refreshCRL(ctx context.Context) (int, error) {
 	return len(serials), nil
 }
 
-// crlLoop keeps crl.der in step with /cluster/revoked-certs/ until ctx ends.
+// crlLoop keeps crl.der in step with /cluster/revoked-certs/ until ctx
+// ends. Without quorum it retries with back-off (up to 30 s), warning once
+// per outage.
 func (s *Store) crlLoop(ctx context.Context) {
-	last := -1
+	last, fails := -1, 0
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		wch := s.cli.Watch(wctx, prefixRevokedCerts, clientv3.WithPrefix())
 		for {
 			n, err := s.refreshCRL(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("store: could not refresh the certificate revocation list", "error", err)
-			} else if err == nil && n != last {
-				s.log.Info("store: certificate revocation list updated", "revoked", n, "file", s.pkiDir.Path(CRLFile))
-				last = n
+			switch {
+			case err != nil && ctx.Err() == nil:
+				if fails == 0 {
+					s.log.Warn("store: could not refresh the certificate revocation list; retrying", "error", err)
+				}
+				fails++
+			case err == nil:
+				fails = 0
+				if n != last {
+					s.log.Info("store: certificate revocation list updated", "revoked", n, "file", s.pkiDir.Path(CRLFile))
+					last = n
+				}
+			}
+			if err != nil {
+				break
 			}
 			if _, ok := <-wch; !ok {
 				break
@@ -187,7 +199,7 @@ func (s *Store) crlLoop(ctx context.Context) {
 		cancel()
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(min(30*time.Second, time.Second<<min(fails, 5))):
 		}
 	}
 }
