@@ -47,6 +47,7 @@ type Server struct {
 	router chi.Router
 	hub    *Hub
 	wrapLn func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
+	local  localSessions                   // dashboard sessions while etcd is full (ui/session_local.go)
 }
 
 // New builds the control plane; Start serves it.

@@ -37,7 +37,7 @@ func (s *Server) credentialEnded(ctx context.Context, r *http.Request) string {
 	if err != nil {
 		return ""
 	}
-	_, err = s.cfg.Store.CheckDashboardSession(ctx, c.Value)
+	_, err = s.checkSession(ctx, c.Value)
 	switch {
 	case errors.Is(err, store.ErrSessionEnded):
 		return strings.TrimPrefix(err.Error(), store.ErrSessionEnded.Error()+": ")
