@@ -146,6 +146,10 @@ type Config struct {
 	// serves /boot/* (iPXE) and /healthz. Nil: everything plain HTTP.
 	TLSCert *tls.Certificate
 	CAPin   string
+	// GetCertificate, when set with TLSCert, hands out the current
+	// certificate at each handshake (renewal without a restart); TLSCert
+	// is then the first one, checked by New.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// BootURL is the plain-HTTP base URL iPXE fetches kernel and initramfs
 	// from; default PublicURL with the http scheme.
 	BootURL string
@@ -427,8 +431,9 @@ func (r *Region) serve(ctx context.Context) {
 	}
 	if r.cfg.TLSCert != nil {
 		ln = newSniffListener(ln, &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{*r.cfg.TLSCert},
+			MinVersion:     tls.VersionTLS12,
+			Certificates:   []tls.Certificate{*r.cfg.TLSCert},
+			GetCertificate: r.cfg.GetCertificate,
 		}, r.log)
 	}
 	srv := &http.Server{

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/lpmos/lpmos/store"
 )
@@ -43,10 +44,10 @@ type agentTLSConfig struct {
 }
 
 // issueAgentTLS issues the agent API's serving certificate from the
-// cluster CA for the advertise IP, the public URL's host and the hostname.
-// It is issued afresh on every start (5-year lifetime, like member
-// certificates).
-func issueAgentTLS(ctx context.Context, st *store.Store, member string, ip net.IP, publicURL string) (agentTLSConfig, error) {
+// cluster CA for the advertise IP, the public URL's host and the hostname,
+// living lifetime. It is issued afresh on every start and renewed while
+// the region runs (app/agentcert.go).
+func issueAgentTLS(ctx context.Context, st *store.Store, member string, ip net.IP, publicURL string, lifetime time.Duration) (agentTLSConfig, error) {
 	hosts := []string{ip.String()}
 	if u, err := url.Parse(publicURL); err == nil && u.Hostname() != "" && u.Hostname() != ip.String() {
 		hosts = append(hosts, u.Hostname())
@@ -54,7 +55,7 @@ func issueAgentTLS(ctx context.Context, st *store.Store, member string, ip net.I
 	if h, err := os.Hostname(); err == nil && h != "" {
 		hosts = append(hosts, h)
 	}
-	cert, pin, err := st.IssueAgentAPICert(ctx, member+"-agent-api", hosts)
+	cert, pin, err := st.IssueAgentAPICertFor(ctx, member+"-agent-api", hosts, lifetime)
 	if errors.Is(err, store.ErrNotEmbedded) {
 		return agentTLSConfig{}, errors.New("--agent-tls=on needs the cluster CA, which only an embedded etcd member has: run the region on a member, or pass --agent-tls=off")
 	}

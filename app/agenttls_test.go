@@ -44,6 +44,18 @@ func TestAgentAPIOverTLS(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	// /api/v1/health can be ok before the region has registered (its
+	// certificate is issued first): wait for the agent port itself.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(plainURL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent API not listening after 20 s: %v", err)
+		}
+	}
 	code, script := get(http.DefaultClient, plainURL+"/boot/52:54:00:ab:00:01.ipxe")
 	if code != 200 || !strings.Contains(script, "lpmos_client="+httpsURL+" lpmos_ca="+pin+" ") {
 		t.Fatalf("plain iPXE script %d, want lpmos_client=%s lpmos_ca=%s:\n%s", code, httpsURL, pin, script)

@@ -29,6 +29,9 @@ func joinPreflight(o serveOptions) error {
 	if err := o.checkEtcdSpace(); err != nil {
 		return err
 	}
+	if err := o.checkMemberCertTTL(); err != nil { // app/membercerts.go
+		return err
+	}
 	if _, err := o.imagePolicy(); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,11 +124,18 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		publicURL = fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(ip.String(), fmt.Sprint(o.apiPort)))
 	}
 	var tlsCfg agentTLSConfig
+	var getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	if agentTLS {
-		if tlsCfg, err = issueAgentTLS(ctx, st, o.name, ip, publicURL); err != nil {
+		if tlsCfg, err = issueAgentTLS(ctx, st, o.name, ip, publicURL, agentCertLifetime); err != nil {
 			return err
 		}
 		log.Info("agent API on HTTPS", "ca_pin", "sha256:"+tlsCfg.pin, "sans", tlsCfg.hosts)
+		ac := newAgentCert(tlsCfg.cert, agentCertLifetime, func(ctx context.Context) (*tls.Certificate, error) { // app/agentcert.go
+			next, err := issueAgentTLS(ctx, st, o.name, ip, publicURL, agentCertLifetime)
+			return next.cert, err
+		}, log)
+		getCert = ac.GetCertificate
+		g.Go(func() error { ac.run(ctx); return nil })
 	}
 	bootDir := ro.bootDir
 	if bootDir == "" {
@@ -152,6 +160,7 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		WrapListener:    wrap,
 		Addr:            apiAddr,
 		TLSCert:         tlsCfg.cert,
+		GetCertificate:  getCert,
 		CAPin:           tlsCfg.pin,
 		PublicURL:       publicURL,
 		BootDir:         bootDir,

@@ -52,6 +52,8 @@ type serveOptions struct {
 	// onReady (set by `lpmos join`, not a flag) runs once every service
 	// has started.
 	onReady func()
+	// memberCertTTL: --member-cert-ttl (app/membercerts.go)
+	memberCertTTL time.Duration
 }
 
 // roles is the parsed --role list.
@@ -120,6 +122,7 @@ func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	o.regional.addFlags(cmd)
 	o.images.addFlags(cmd)
 	addEtcdSpaceFlags(cmd, o)
+	addMemberCertFlags(cmd, o) // app/membercerts.go
 }
 
 func runServe(ctx context.Context, o serveOptions, version string, logOut io.Writer) error {
@@ -132,6 +135,9 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		return err
 	}
 	if err := o.checkEtcdSpace(); err != nil {
+		return err
+	}
+	if err := o.checkMemberCertTTL(); err != nil {
 		return err
 	}
 	tlsOn, err := tlsMode(o.tls)
@@ -177,6 +183,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		InitialCluster: o.initialCluster,
 		Logger:         log,
 		Space:          o.etcdSpace(),
+		MemberCertTTL:  o.memberCertTTL,
 	})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)

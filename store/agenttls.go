@@ -18,6 +18,12 @@ import (
 // it pins in it); pin is the CA's hex sha256 (lpmos_ca=sha256:<pin>). It
 // needs an embedded member (ErrNotEmbedded otherwise).
 func (s *Store) IssueAgentAPICert(ctx context.Context, name string, hosts []string) (cert *tls.Certificate, pin string, err error) {
+	return s.IssueAgentAPICertFor(ctx, name, hosts, 365*24*time.Hour)
+}
+
+// IssueAgentAPICertFor is IssueAgentAPICert with the certificate's
+// lifetime (the region renews it while running: app/agentcert.go).
+func (s *Store) IssueAgentAPICertFor(ctx context.Context, name string, hosts []string, lifetime time.Duration) (cert *tls.Certificate, pin string, err error) {
 	ca, err := s.signer(ctx)
 	if err != nil {
 		return nil, "", fmt.Errorf("agent API certificate: %w", err)
@@ -28,9 +34,8 @@ func (s *Store) IssueAgentAPICert(ctx context.Context, name string, hosts []stri
 	}
 	// Server authentication only: etcd takes a client certificate's CN as
 	// its user, so a certificate that could also authenticate a client
-	// would be an etcd identity (store/memberauth.go). Re-issued at every
-	// start; a year is ample.
-	certPEM, err := ca.SignServing("agent-api "+name, &key.PublicKey, hosts, 365*24*time.Hour)
+	// would be an etcd identity (store/memberauth.go).
+	certPEM, err := ca.SignServing("agent-api "+name, &key.PublicKey, hosts, lifetime)
 	if err != nil {
 		return nil, "", fmt.Errorf("agent API certificate: %w", err)
 	}

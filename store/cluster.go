@@ -437,8 +437,11 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	if err != nil {
 		return JoinResponse{}, err
 	}
-	certPEM, err := ca.SignMember(user, csr.PublicKey, []string{purl.Hostname(), curl.Hostname()})
+	certPEM, err := ca.SignMemberFor(user, csr.PublicKey, []string{purl.Hostname(), curl.Hostname()}, s.memberCertTTL())
 	if err != nil {
+		return JoinResponse{}, err
+	}
+	if err := registerCertPEM(ctx, s.cli, certPEM); err != nil { // store/membercerts.go: revocable from now on
 		return JoinResponse{}, err
 	}
 	if err := addMemberUser(ctx, s.cli, user); err != nil {

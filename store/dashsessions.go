@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -194,27 +195,48 @@ func (s *Store) CheckDashboardSession(ctx context.Context, id string) (Dashboard
 	if err := json.Unmarshal(sk[0].Value, &sess); err != nil {
 		return DashboardSession{}, fmt.Errorf("decode dashboard session: %w", err)
 	}
+	return sess, s.validateDashboardSession(ctx, sess, resp.Responses[1].GetResponseRange().Kvs)
+}
+
+// ValidateDashboardSession checks a session record kept elsewhere (a
+// control plane's own memory, while etcd refuses writes): its expiry and
+// its credential's revision, as CheckDashboardSession does.
+func (s *Store) ValidateDashboardSession(ctx context.Context, sess DashboardSession) error {
+	resp, err := s.cli.Get(ctx, keyAdminToken)
+	if err != nil {
+		return fmt.Errorf("read admin token: %w", err)
+	}
+	return s.validateDashboardSession(ctx, sess, resp.Kvs)
+}
+
+// LocalDashboardSession makes a session for cred without storing it (the
+// caller keeps it: etcd refused the write, NOSPACE).
+func LocalDashboardSession(cred Credential, ttl time.Duration) (string, DashboardSession) {
+	now := time.Now().UTC()
+	return NewSecret(), DashboardSession{Actor: cred.Actor, Kind: cred.Kind, Via: cred.Via, CredRev: cred.rev, CreatedAt: now, ExpiresAt: now.Add(ttl)}
+}
+
+func (s *Store) validateDashboardSession(ctx context.Context, sess DashboardSession, admin []*mvccpb.KeyValue) error {
 	if now := time.Now(); now.After(sess.ExpiresAt) {
-		return sess, fmt.Errorf("%w: it expired at %s", ErrSessionEnded, sess.ExpiresAt.Format(time.RFC3339))
+		return fmt.Errorf("%w: it expired at %s", ErrSessionEnded, sess.ExpiresAt.Format(time.RFC3339))
 	}
 	switch sess.Via {
 	case ViaAdminToken:
-		ak := resp.Responses[1].GetResponseRange().Kvs
-		if len(ak) == 0 || ak[0].ModRevision != sess.CredRev {
-			return sess, fmt.Errorf("%w: the admin token was rotated; sign in with the new one", ErrSessionEnded)
+		if len(admin) == 0 || admin[0].ModRevision != sess.CredRev {
+			return fmt.Errorf("%w: the admin token was rotated; sign in with the new one", ErrSessionEnded)
 		}
 	case ViaOperatorToken:
 		or, err := s.cli.Get(ctx, prefixOperators+sess.Actor)
 		if err != nil {
-			return DashboardSession{}, fmt.Errorf("read operator token: %w", err)
+			return fmt.Errorf("read operator token: %w", err)
 		}
 		if len(or.Kvs) == 0 || or.Kvs[0].CreateRevision != sess.CredRev {
-			return sess, fmt.Errorf("%w: operator token %q was removed", ErrSessionEnded, sess.Actor)
+			return fmt.Errorf("%w: operator token %q was removed", ErrSessionEnded, sess.Actor)
 		}
 	default:
-		return sess, fmt.Errorf("%w: unknown credential kind %q", ErrSessionEnded, sess.Via)
+		return fmt.Errorf("%w: unknown credential kind %q", ErrSessionEnded, sess.Via)
 	}
-	return sess, nil
+	return nil
 }
 
 // EndDashboardSession signs a session out (no error when it is unknown).

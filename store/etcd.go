@@ -60,6 +60,10 @@ type Config struct {
 	// DefaultMaxTaskEvents): past it the oldest events are dropped and the
 	// drop is recorded (store/events_bound.go).
 	MaxTaskEvents int
+	// MemberCertTTL is the lifetime of the member certificates this member
+	// issues and renews (default pki.DefaultMemberLifetime, 7 days;
+	// store/membercerts.go).
+	MemberCertTTL time.Duration
 }
 
 // Store is lpmos's only source of state: a thin typed layer over etcd.
@@ -89,6 +93,10 @@ type Store struct {
 	spaceMu   sync.Mutex
 	spaceNow  SpaceStatus // last measurement of the maintenance loop
 	defragRev int64       // revision at the last defrag (maintenance loop only)
+
+	// Member certificate renewal and CRL loops (store/membercerts.go).
+	certsStop context.CancelFunc
+	certsDone sync.WaitGroup
 }
 
 // Open starts the embedded etcd member (or connects to external endpoints)
@@ -173,21 +181,32 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	pdir := pki.Dir(filepath.Join(cfg.DataDir, "pki"))
 	// A first start creates the CA; so does the restart of a member from
 	// before mutual TLS (a single member: joining did not exist then).
-	ca, err := pdir.Ensure(cfg.Name, []string{curl.Hostname(), purl.Hostname()}, !joining)
+	certTTL := cfg.MemberCertTTL
+	if certTTL <= 0 {
+		certTTL = pki.DefaultMemberLifetime
+	}
+	ca, err := pdir.EnsureFor(cfg.Name, []string{curl.Hostname(), purl.Hostname()}, !joining, certTTL)
 	if err != nil {
 		return nil, fmt.Errorf("store: member certificates: %w", err)
+	}
+	// The revocation list etcd checks at every handshake (removed members'
+	// certificates; store/membercerts.go).
+	if err := ensureCRLFile(pdir, ca); err != nil {
+		return nil, fmt.Errorf("store: certificate revocation list: %w", err)
 	}
 	tlsInfo := transport.TLSInfo{
 		CertFile:       pdir.Path(pki.MemberCertFile),
 		KeyFile:        pdir.Path(pki.MemberKeyFile),
 		TrustedCAFile:  pdir.Path(pki.CACertFile),
 		ClientCertAuth: true,
+		CRLFile:        pdir.Path(CRLFile),
 	}
 	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, ca: ca, tls: tlsInfo, lost: make(chan struct{})}
 	s.applySpaceDefaults(cfg)
 	if err := s.ensureClusterKey(); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	s.renewBeforeStart() // store/membercerts.go: after a long outage
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
@@ -291,6 +310,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	cancel()
 	go s.watchMember()
+	s.startMemberCerts() // store/membercerts.go
 	return s, nil
 }
 
@@ -405,6 +425,7 @@ func (s *Store) Health(ctx context.Context) error {
 // Close stops the client and, when embedded, the etcd member.
 func (s *Store) Close() error {
 	s.closing.Store(true)
+	s.stopMemberCerts()
 	s.remoteMu.Lock()
 	if s.remote != nil {
 		_ = s.remote.Close()

@@ -169,6 +169,11 @@ func (s *Store) deleteMemberUsersWith(ctx context.Context, cli *clientv3.Client,
 		users = append(users, self)
 	}
 	for _, u := range users {
+		if n, err := revokeCertsOf(ctx, cli, u); err != nil { // store/membercerts.go: the CRL refuses them
+			return err
+		} else if n > 0 {
+			s.log.Info("store: revoked the certificates of a removed member", "user", u, "certificates", n)
+		}
 		if _, err := cli.UserDelete(ctx, u); err != nil && !errors.Is(err, rpctypes.ErrUserNotFound) {
 			return fmt.Errorf("delete etcd user %q: %w", u, err)
 		}

@@ -50,6 +50,7 @@ type Server struct {
 	wrapLn func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
 	httpm  *httpmetrics.Metrics            // ui/metrics.go
 	tasksm *taskMetrics                    // ui/taskmetrics.go
+	local  localSessions                   // dashboard sessions while etcd is full (ui/session_local.go)
 }
 
 // New builds the control plane; Start serves it.

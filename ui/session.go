@@ -56,7 +56,7 @@ func (s *Server) sessionFrom(r *http.Request) (id string, sess store.DashboardSe
 	if cerr != nil || c.Value == "" {
 		return "", store.DashboardSession{}, false, nil
 	}
-	sess, err = s.cfg.Store.CheckDashboardSession(r.Context(), c.Value)
+	sess, err = s.checkSession(r.Context(), c.Value) // ui/session_local.go
 	switch {
 	case err == nil:
 		return c.Value, sess, true, nil
@@ -120,9 +120,10 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if old, err := r.Cookie(sessionCookie); err == nil { // no session fixation
+		s.local.delete(old.Value)
 		_ = s.cfg.Store.EndDashboardSession(r.Context(), old.Value)
 	}
-	id, sess, err := s.cfg.Store.CreateDashboardSession(r.Context(), cred, sessionTTL)
+	id, sess, err := s.openSession(r.Context(), cred) // ui/session_local.go
 	if err != nil {
 		writeStoreError(w, err)
 		return
@@ -164,6 +165,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if ok || errors.Is(err, store.ErrSessionEnded) {
+		s.local.delete(id)
 		if err := s.cfg.Store.EndDashboardSession(r.Context(), id); err != nil {
 			writeError(w, http.StatusServiceUnavailable, err)
 			return

@@ -210,6 +210,20 @@ func TestDashboardSessionsInEtcd(t *testing.T) {
 			t.Fatalf("alice's session on %s after rotation: %d %s", name, code, msg)
 		}
 	}
+	// An open /ws of grafana's session, and one of its bearer token.
+	var open []*websocket.Conn
+	for _, hdr := range []http.Header{
+		{"Cookie": {grafana.String()}, "Origin": {c.url}},
+		{"Authorization": {"Bearer " + grafanaTok}},
+	} {
+		ws, _, err := websocket.Dial(wctx, wsURL, &websocket.DialOptions{HTTPHeader: hdr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.SetReadLimit(64 << 20)
+		defer ws.CloseNow()
+		open = append(open, ws)
+	}
 	// Removing grafana's token ends its sessions (and its /ws).
 	if resp, body := d.request(t, "DELETE", "/api/v1/auth/operators/grafana", "", nil, alice); resp.StatusCode != 403 {
 		t.Fatalf("remove without CSRF: %d %s", resp.StatusCode, body)
@@ -222,6 +236,17 @@ func TestDashboardSessionsInEtcd(t *testing.T) {
 	}
 	if _, resp, err := websocket.Dial(wctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {grafana.String()}, "Origin": {c.url}}}); err == nil || resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("/ws with a removed operator's session: %v", err)
+	}
+	for i, ws := range open {
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		var err error
+		for err == nil {
+			_, _, err = ws.Read(rctx)
+		}
+		cancel()
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "removed") {
+			t.Fatalf("open /ws %d of the removed operator: %v, want closed 1008 naming the removal", i, err)
+		}
 	}
 	// A re-created token of the same name does not revive old sessions.
 	bearer = http.Header{"Authorization": {"Bearer " + aliceTok}}

@@ -40,6 +40,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(4096)
 	// The page sends nothing; CloseRead answers pings and notices closes.
 	ctx := conn.CloseRead(r.Context())
+	go s.closeWhenCredentialEnds(ctx, r, conn) // ui/ws_auth.go
 
 	sub, err := s.hub.subscribe(ctx, filter, false) // read with sub.next: no pump goroutine
 	if err != nil {

@@ -32,11 +32,14 @@ const (
 )
 
 // Lifetimes: the CA outlives any realistic cluster; member certificates
-// are re-issued on start when they come close to expiry or lack a host.
+// are short-lived, renewed by the running member (store/membercerts.go)
+// and re-issued on start when they come close to expiry or lack a host.
 const (
-	caLifetime     = 20 * 365 * 24 * time.Hour
-	memberLifetime = 5 * 365 * 24 * time.Hour
-	renewBefore    = 30 * 24 * time.Hour
+	caLifetime = 20 * 365 * 24 * time.Hour
+	// DefaultMemberLifetime is a member certificate's life unless the
+	// member is configured otherwise (--member-cert-ttl).
+	DefaultMemberLifetime = 7 * 24 * time.Hour
+	renewBefore           = 30 * 24 * time.Hour
 )
 
 // CA is the cluster CA. Key is nil on a member that only holds the
@@ -200,6 +203,14 @@ func ParseCSR(data []byte) (*x509.CertificateRequest, error) {
 // the SANs are hosts (IPs or DNS names) plus loopback; usable for serving
 // and as a client certificate.
 func (ca *CA) SignMember(name string, pub any, hosts []string) ([]byte, error) {
+	return ca.SignMemberFor(name, pub, hosts, DefaultMemberLifetime)
+}
+
+// SignMemberFor is SignMember with the certificate's lifetime.
+func (ca *CA) SignMemberFor(name string, pub any, hosts []string, lifetime time.Duration) ([]byte, error) {
+	if lifetime <= 0 {
+		return nil, fmt.Errorf("pki: member certificate lifetime %s must be positive", lifetime)
+	}
 	if ca.Key == nil {
 		return nil, errors.New("pki: this member holds no CA key")
 	}
@@ -212,7 +223,7 @@ func (ca *CA) SignMember(name string, pub any, hosts []string) ([]byte, error) {
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: name, Organization: []string{"lpmos"}},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(memberLifetime),
+		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
@@ -246,9 +257,10 @@ func withLoopback(hosts []string) []string {
 	return out
 }
 
-// Covers reports whether cert is valid for every host for a while more.
+// Covers reports whether cert is valid for every host for a while more:
+// more than a third of its life (at most 30 days) is left.
 func Covers(cert *x509.Certificate, hosts []string) bool {
-	if time.Until(cert.NotAfter) < renewBefore {
+	if time.Until(cert.NotAfter) < RenewWindow(cert) {
 		return false
 	}
 	for _, h := range hosts {
@@ -257,6 +269,12 @@ func Covers(cert *x509.Certificate, hosts []string) bool {
 		}
 	}
 	return true
+}
+
+// RenewWindow is how long before its expiry a certificate is renewed: a
+// third of its life, at most 30 days.
+func RenewWindow(cert *x509.Certificate) time.Duration {
+	return min(renewBefore, cert.NotAfter.Sub(cert.NotBefore)/3)
 }
 
 // Dir is a member's PKI directory (<data-dir>/pki).
@@ -285,6 +303,11 @@ func (d Dir) LoadCA() (*CA, error) {
 // certificate when it is missing, near expiry or lacks a host, if the CA
 // key is here. It returns the CA.
 func (d Dir) Ensure(name string, hosts []string, createCA bool) (*CA, error) {
+	return d.EnsureFor(name, hosts, createCA, DefaultMemberLifetime)
+}
+
+// EnsureFor is Ensure issuing member certificates that live lifetime.
+func (d Dir) EnsureFor(name string, hosts []string, createCA bool, lifetime time.Duration) (*CA, error) {
 	if err := os.MkdirAll(string(d), 0o700); err != nil {
 		return nil, fmt.Errorf("pki: create %s: %w", d, err)
 	}
@@ -331,7 +354,7 @@ func (d Dir) Ensure(name string, hosts []string, createCA bool) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	certPEM, err := ca.SignMember(name, csr.PublicKey, hosts)
+	certPEM, err := ca.SignMemberFor(name, csr.PublicKey, hosts, lifetime)
 	if err != nil {
 		return nil, err
 	}
