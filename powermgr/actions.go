@@ -187,6 +187,10 @@ func (m *Manager) finish(ctx context.Context, id string, attempt int) {
 	if err != nil || !ok {
 		return
 	}
+	if ago := time.Since(t.Status.UpdatedAt); ago > finishWithin {
+		m.event(ctx, id, fmt.Sprintf("completed %s ago: its agent rebooted the machine by itself; not power-cycling the installed OS", ago.Round(time.Second)), false)
+		return
+	}
 	if m.run(ctx, id, "reboot into the installed OS", []step{setBoot(power.Disk), stepCycle}) {
 		m.poll(ctx, id)
 	}
