@@ -46,7 +46,7 @@ const (
 	// agent reboots by itself after 10 minutes without the region's
 	// power cycle, e.g. while the region was down).
 	finishWithin = 9 * time.Minute
-	maxBackoff          = 60 * time.Second
+	maxBackoff   = 60 * time.Second
 )
 
 // Config configures a Manager; zero values pick the defaults.
