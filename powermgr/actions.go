@@ -129,8 +129,8 @@ func (m *Manager) run(ctx context.Context, id, title string, steps []step) bool 
 				return false
 			}
 			if try >= tries {
-				m.event(ctx, id, fmt.Sprintf("%s failed: %s failed after %d tries: %s; the task is unchanged: fix the BMC (PUT /api/v1/tasks/%s/bmc) and ask again, or power the machine by hand",
-					title, s.name, tries, msg, id), true)
+				m.event(ctx, id, fmt.Sprintf("%s failed: %s failed after %d tries: %s; the task is unchanged: fix the BMC (lpmos power set-bmc %s, or PUT /api/v1/tasks/%s/bmc) and ask again (lpmos power on|cycle|pxe, or retry the task), or power the machine by hand",
+					title, s.name, tries, msg, id, id), true)
 				return false
 			}
 			m.event(ctx, id, fmt.Sprintf("%s: %s failed (try %d of %d), retrying in %s: %s", title, s.name, try, tries, wait, msg), true)
