@@ -196,16 +196,20 @@ func (m *Manager) finish(ctx context.Context, id string, attempt int) {
 	}
 }
 
-// request performs an action asked through the API, then deletes it.
+// request takes an action asked through the API off the queue (deleting
+// it: of two processes serving the region, one performs it) and performs
+// it.
 func (m *Manager) request(ctx context.Context, id string, r store.PowerRequest) {
-	defer func() {
-		if ctx.Err() != nil {
-			return // performed again after a restart: better twice than never
+	took, err := m.st.DonePowerRequest(ctx, r.Key)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("power: take request", "task", id, "key", r.Key, "error", err)
 		}
-		if _, err := m.st.DonePowerRequest(context.WithoutCancel(ctx), r.Key); err != nil {
-			m.log.Warn("power: delete request", "task", id, "key", r.Key, "error", err)
-		}
-	}()
+		return // still queued: the next listing (a restart, a resync) takes it
+	}
+	if !took {
+		return
+	}
 	steps := actionSteps(r.Action)
 	if steps == nil {
 		m.event(ctx, id, fmt.Sprintf("power %q requested by %s: unknown action, ignored", r.Action, r.RequestedBy), true)
