@@ -27,7 +27,7 @@ func TestBackupRestoreServesTheSameTasks(t *testing.T) {
 	for i, mac := range []string{"00:1a:2b:3c:4d:01", "00:1a:2b:3c:4d:02"} {
 		var task store.Task
 		if _, err := apiDo(t, "POST", a.url+"/api/v1/tasks", tok, map[string]any{
-			"region_id": "dc1", "target_mac": mac, "os_type": "ubuntu", "os_version": "22.04", "hostname": "web-" + string(rune('1'+i)),
+			"region_id": "dc1", "target_mac": mac, "os_type": "ubuntu", "os_version": "22.04", "hostname": "web-" + string(rune('1'+i)), "allow_missing_image": true,
 		}, &task); err != nil {
 			t.Fatal(err)
 		}

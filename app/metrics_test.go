@@ -19,7 +19,7 @@ func TestServeScrapeHasTheDeployedMetrics(t *testing.T) {
 	p.waitHealthy(t, 30*time.Second)
 	tok := p.token(t)
 	if _, err := apiDo(t, "POST", p.url+"/api/v1/tasks", tok, map[string]any{
-		"region_id": "dc1", "target_mac": "00:1a:2b:3c:4d:91", "os_type": "ubuntu", "os_version": "22.04",
+		"region_id": "dc1", "target_mac": "00:1a:2b:3c:4d:91", "os_type": "ubuntu", "os_version": "22.04", "allow_missing_image": true,
 	}, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -291,3 +291,93 @@ func TestBMCBadInput(t *testing.T) {
 		t.Fatalf("PUT bmc of an unknown task: %d, want 404", code)
 	}
 }
+
+// A discovered machine's BMC is taken by the next task for its MAC.
+func TestMachineBMCGoesToItsTask(t *testing.T) {
+	e := newLive(t)
+	const mac = "52:54:00:00:13:30"
+	bmc := `{"protocol":"redfish","address":"https://10.0.0.30","username":"root","password":"machine-pw-7","system_id":"1"}`
+	if code, data := e.call(t, "PUT", "/api/v1/machines/"+mac+"/bmc", bmc); code != http.StatusNotFound || !strings.Contains(errOf(data), "no discovered machine") {
+		t.Fatalf("PUT BMC of an unknown machine: %d %s", code, data)
+	}
+	if _, err := e.store.RecordMachine(context.Background(), "dc1", mac, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, data := e.call(t, "PUT", "/api/v1/machines/"+mac+"/bmc", `{"protocol":"redfish","address":"https://10.0.0.30","username":"root"}`); code != http.StatusBadRequest || !strings.Contains(errOf(data), "bmc.password: missing") {
+		t.Fatalf("PUT a BMC without password: %d %s", code, data)
+	}
+	code, data := e.call(t, "PUT", "/api/v1/machines/"+mac+"/bmc", bmc)
+	if code != http.StatusOK || strings.Contains(string(data), "machine-pw-7") || !strings.Contains(string(data), `"password_set":true`) {
+		t.Fatalf("PUT machine BMC: %d %s", code, data)
+	}
+	if code, data = e.call(t, "GET", "/api/v1/machines/"+mac+"/bmc", ""); code != http.StatusOK || !strings.Contains(string(data), `"system_id":"1"`) || strings.Contains(string(data), "machine-pw-7") {
+		t.Fatalf("GET machine BMC: %d %s", code, data)
+	}
+	code, data = e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"`+mac+`","os_type":"debian","os_version":"12"}`)
+	if code != http.StatusCreated || !strings.Contains(string(data), `"address":"https://10.0.0.30"`) || strings.Contains(string(data), "machine-pw-7") {
+		t.Fatalf("create for the machine: %d %s", code, data)
+	}
+	var task store.Task
+	_ = json.Unmarshal(data, &task)
+	b, err := e.store.TaskBMC(context.Background(), task.ID)
+	if err != nil || b.Password != "machine-pw-7" || b.SystemID != "1" {
+		t.Fatalf("the task's BMC: %v (password carried: %v)", err, b.Password == "machine-pw-7")
+	}
+	code, data = e.call(t, "GET", "/api/v1/tasks/"+task.ID+"/events", "")
+	if code != http.StatusOK || !strings.Contains(string(data), "BMC taken from the discovered machine "+mac) {
+		t.Fatalf("events: %d %s", code, data)
+	}
+	if code, _ = e.call(t, "DELETE", "/api/v1/machines/"+mac+"/bmc", ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE machine BMC: %d", code)
+	}
+	if code, _ = e.call(t, "GET", "/api/v1/machines/"+mac+"/bmc", ""); code != http.StatusNotFound {
+		t.Fatalf("GET removed machine BMC: %d", code)
+	}
+}
+
+// GET /api/v1/tasks/{id}/watch (lpmos task watch) carries the power state
+// and BMC changes, the BMC without its password.
+func TestWatchStreamsPower(t *testing.T) {
+	e := newLive(t)
+	code, data := e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"52:54:00:00:13:50","os_type":"debian","os_version":"12",
+		"bmc":{"protocol":"ipmi","address":"10.0.0.50","username":"admin","password":"watch-pw-1"}}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, data)
+	}
+	var task store.Task
+	_ = json.Unmarshal(data, &task)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/api/v1/tasks/"+task.ID+"/watch", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	var first ui.WatchLine
+	if err := dec.Decode(&first); err != nil || first.Type != "snapshot" || first.Task == nil || first.Task.BMC == nil {
+		t.Fatalf("first line %+v, %v", first, err)
+	}
+	if _, err := e.store.SetTaskBMC(ctx, task.ID, &store.BMCInput{Protocol: "ipmi", Address: "10.0.0.51", Username: "admin", Password: "watch-pw-2"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.SetPowerState(ctx, task.ID, store.PowerState{State: "off", CheckedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	var sawBMC, sawPower bool
+	for !(sawBMC && sawPower) {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			t.Fatalf("watch: %v (bmc %v, power %v)", err, sawBMC, sawPower)
+		}
+		if strings.Contains(string(raw), "watch-pw") {
+			t.Fatalf("watch line holds the password: %s", raw)
+		}
+		var l ui.WatchLine
+		_ = json.Unmarshal(raw, &l)
+		sawBMC = sawBMC || l.Type == "bmc" && l.BMC != nil && l.BMC.Address == "10.0.0.51" && l.BMC.PasswordSet
+		sawPower = sawPower || l.Type == "power" && l.Power != nil && l.Power.State == "off"
+	}
+}
