@@ -61,7 +61,7 @@ func TestBackupRestoreServesTheSameTasks(t *testing.T) {
 	}
 	// Written after the backup: the restore must not have it.
 	if _, err := apiDo(t, "POST", a.url+"/api/v1/tasks", tok, map[string]any{
-		"region_id": "dc1", "target_mac": "00:1a:2b:3c:4d:03", "os_type": "ubuntu", "os_version": "22.04",
+		"region_id": "dc1", "target_mac": "00:1a:2b:3c:4d:03", "os_type": "ubuntu", "os_version": "22.04", "allow_missing_image": true,
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestBackupRestoreServesTheSameTasks(t *testing.T) {
 		t.Errorf("restored task detail: %v, %d events", err, len(detail.Events))
 	}
 	if _, err := apiDo(t, "POST", b.url+"/api/v1/tasks", tok, map[string]any{
-		"region_id": "dc1", "target_mac": "00:1a:2b:3c:4d:04", "os_type": "ubuntu", "os_version": "22.04",
+		"region_id": "dc1", "target_mac": "00:1a:2b:3c:4d:04", "os_type": "ubuntu", "os_version": "22.04", "allow_missing_image": true,
 	}, nil); err != nil {
 		t.Fatalf("the restored member does not take writes: %v", err)
 	}

@@ -48,7 +48,7 @@ func TestPowerThroughServe(t *testing.T) {
 	if _, err := p.cli(t, "task", "create", "--mac", mac, "--os", "debian", "--os-version", "12", "--bmc", "ipmi://admin:pw@127.0.0.1"); err == nil || !strings.Contains(err.Error(), "do not put the password in the URL") {
 		t.Fatalf("password in the URL: %v", err)
 	}
-	out := cli("task", "create", "--mac", mac, "--os", "debian", "--os-version", "12", "--bmc", bmcURL, "--bmc-password-file", pwFile, "-o", "json")
+	out := cli("task", "create", "--mac", mac, "--os", "debian", "--os-version", "12", "--allow-missing-image", "--bmc", bmcURL, "--bmc-password-file", pwFile, "-o", "json")
 	var task store.Task
 	if err := json.Unmarshal([]byte(out), &task); err != nil || task.BMC == nil || !task.BMC.PasswordSet {
 		t.Fatalf("task create answered %s (%v)", out, err)
