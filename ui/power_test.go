@@ -313,7 +313,7 @@ func TestMachineBMCGoesToItsTask(t *testing.T) {
 	if code, data = e.call(t, "GET", "/api/v1/machines/"+mac+"/bmc", ""); code != http.StatusOK || !strings.Contains(string(data), `"system_id":"1"`) || strings.Contains(string(data), "machine-pw-7") {
 		t.Fatalf("GET machine BMC: %d %s", code, data)
 	}
-	code, data = e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"`+mac+`","os_type":"debian","os_version":"12"}`)
+	code, data = e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"`+mac+`","os_type":"ubuntu","os_version":"22.04"}`)
 	if code != http.StatusCreated || !strings.Contains(string(data), `"address":"https://10.0.0.30"`) || strings.Contains(string(data), "machine-pw-7") {
 		t.Fatalf("create for the machine: %d %s", code, data)
 	}
@@ -339,7 +339,7 @@ func TestMachineBMCGoesToItsTask(t *testing.T) {
 // and BMC changes, the BMC without its password.
 func TestWatchStreamsPower(t *testing.T) {
 	e := newLive(t)
-	code, data := e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"52:54:00:00:13:50","os_type":"debian","os_version":"12",
+	code, data := e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"52:54:00:00:13:50","os_type":"ubuntu","os_version":"22.04",
 		"bmc":{"protocol":"ipmi","address":"10.0.0.50","username":"admin","password":"watch-pw-1"}}`)
 	if code != http.StatusCreated {
 		t.Fatalf("create: %d %s", code, data)
