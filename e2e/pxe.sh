@@ -221,6 +221,9 @@ for n in $NSES; do
     mkdir -p "$W/full/boot"; cp "$VMLINUZ" "$W/full/boot/vmlinuz"
     args+=(--boot-dir "$W/full/boot" --kernel-modules-dir "$K/lib/modules"
       --dhcp-range-start 10.55.0.100 --dhcp-range-end 10.55.0.150 --dhcp-router 10.55.0.1)
+    # power-ipmi's wrong-password check: the region's BMC retries (3) come
+    # 0.5+1+2 s apart instead of 2+4+8 s
+    args+=(--bmc-retry-backoff 500ms)
   else
     args+=(--boot-dir "$W/boot")
   fi
@@ -493,7 +496,9 @@ check_disk() {
 # The flow is hands-free: the task names the BMC; the region sets PXE and
 # powers the VM on, the agent of a power-managed task leaves the reboot to
 # the region, which sets disk and power-cycles the VM into the installed OS.
-BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin BMC_PASS="e2e-bmc-$$-$RANDOM" BMC_BAD_PASS="e2e-wrong-$$-$RANDOM"
+# (IPMI passwords are at most 20 bytes)
+BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin
+BMC_PASS=pw-$(printf %04x%04x $RANDOM $RANDOM) BMC_BAD_PASS=bad-$(printf %04x%04x $RANDOM $RANDOM)
 
 # write_chassis_control DIR: the program ipmi_sim runs as
 # "DIR/chassis_control 0x20 get power boot" (it answers "name:value" lines)
@@ -710,7 +715,7 @@ EOF
   local tb bmcjson lp; tb=$(now)
   lp() { ip netns exec "$NSP-$ns" "$LPMOS" power "$@" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data"; }
   bmcjson=$(jq -nc --arg a "127.0.0.1:$BMC_PORT" --arg u "$BMC_USER" --arg p "$BMC_PASS" '{protocol:"ipmi", address:$a, username:$u, password:$p}')
-  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$(jq -c --arg p "$BMC_BAD_PASS" '.password = $p' <<<"$bmcjson")" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (wrong password)"; return 1; }
+  out=$(api "$ns" PUT "/api/v1/tasks/$id/bmc" "$(jq -c --arg p "$BMC_BAD_PASS" '.password = $p' <<<"$bmcjson")") || { fail "PUT /api/v1/tasks/$id/bmc (wrong password): $out"; return 1; }
   out=$(lp on "$id") || { fail "lpmos power on $id (wrong password): $out"; return 1; }
   refused() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' |
     grep -E "^power on \(requested by [^)]*\) failed: .*127\.0\.0\.1:$BMC_PORT.*login refused"; }
@@ -720,7 +725,7 @@ EOF
   ! grep -q "power-on 3 " "$b/calls.log" || { fail "the BMC started the VM with a wrong password"; return 1; }
   [ "$(api "$ns" GET "/api/v1/tasks/$id" | jq -r .status.status)" = completed ] || { fail "the task changed after a failed power action"; return 1; }
   TIMING "$name" "wrong BMC password -> failure event" "$tb"
-  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$bmcjson" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (fixed)"; return 1; }
+  out=$(api "$ns" PUT "/api/v1/tasks/$id/bmc" "$bmcjson") || { fail "PUT /api/v1/tasks/$id/bmc (fixed): $out"; return 1; }
   out=$(lp on "$id") || { fail "lpmos power on $id (fixed): $out"; return 1; }
   wait_for 30 "the region to power the VM on with the fixed BMC" power_is on || { fail "not on after the BMC was fixed"; return 1; }
   grep -q "power-on 3 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
