@@ -108,6 +108,7 @@ never from the command line:
 		run("off", "Power off hard (no OS shutdown)", "powered off", func(cmd *cobra.Command, d power.Driver) error { return d.Off(cmd.Context()) }),
 		run("cycle", "Power-cycle (or power on a machine that is off)", "power cycled", func(cmd *cobra.Command, d power.Driver) error { return d.Cycle(cmd.Context()) }),
 		pxe, disk,
+		newPowerSetBMCCmd(o, co), // app/power_server.go
 	)
 	return cmd
 }

@@ -102,3 +102,60 @@ func (b *bmcFlags) input() (*store.BMCInput, error) {
 	return &store.BMCInput{Protocol: t.Protocol, Address: t.Address, Username: t.Username, Password: t.Password,
 		SystemID: t.SystemID, InsecureSkipVerify: t.InsecureTLS}, nil
 }
+
+// newPowerSetBMCCmd stores a BMC on a task (by id) or a discovered machine
+// (by MAC: its next task takes it), through the server.
+func newPowerSetBMCCmd(o *powerOptions, co *clientOptions) *cobra.Command {
+	var remove bool
+	cmd := &cobra.Command{
+		Use:   "set-bmc TASK-ID|MAC --bmc URL --bmc-password-file FILE",
+		Short: "Give a task (or a discovered machine, by MAC) its BMC; the password is sealed in etcd",
+		Example: "  lpmos power set-bmc 52:54:00:12:34:56 --bmc ipmi://admin@10.0.0.21 --bmc-password-file bmc.pw\n" +
+			"  lpmos power set-bmc TASK-ID --remove",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/api/v1/tasks/" + args[0] + "/bmc"
+			if !looksLikeTaskID(args[0]) {
+				mac, err := store.ParseMAC(args[0])
+				if err != nil {
+					return fmt.Errorf("%q is neither a task id nor a MAC address", args[0])
+				}
+				path = "/api/v1/machines/" + mac + "/bmc"
+			}
+			c, err := co.client()
+			if err != nil {
+				return err
+			}
+			if remove {
+				if o.bmc != "" {
+					return errors.New("--remove takes no --bmc")
+				}
+				if err := c.do(cmd.Context(), "DELETE", path, nil, nil); err != nil {
+					return fmt.Errorf("remove BMC of %s: %w", args[0], err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: BMC removed\n", args[0])
+				return nil
+			}
+			if o.bmc == "" {
+				return errors.New("--bmc is required: ipmi://user@host[:port] or redfish://user@host[:port][/system-id]")
+			}
+			t, err := o.target()
+			if err != nil {
+				return err
+			}
+			in := store.BMCInput{Protocol: t.Protocol, Address: t.Address, Username: t.Username, Password: t.Password,
+				SystemID: t.SystemID, InsecureSkipVerify: t.InsecureTLS}
+			var info store.BMCInfo
+			if err := c.do(cmd.Context(), "PUT", path, in, &info); err != nil {
+				return fmt.Errorf("set BMC of %s: %w", args[0], err)
+			}
+			if co.output == "json" {
+				return printJSON(cmd.OutOrStdout(), info)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: BMC set to %s (user %s)\n", args[0], info.String(), info.Username)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&remove, "remove", false, "remove the BMC instead")
+	return cmd
+}

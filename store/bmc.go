@@ -235,37 +235,104 @@ type createOptions struct{ bmc *BMCInput }
 // password sealed), in the same transaction. nil: none.
 func WithBMC(b *BMCInput) CreateOption { return func(o *createOptions) { o.bmc = b } }
 
-// bmcInfoOf is the redacted BMC of CreateTask's options (nil: none).
-func bmcInfoOf(opts []CreateOption) *BMCInfo {
+// createOps returns the extra ops of CreateTask's transaction for task id
+// and the task's BMC as answers show it: the BMC of the options, else the
+// one stored for the MAC's discovered machine (re-sealed for the task).
+func (s *Store) createOps(ctx context.Context, id, mac string, now time.Time, opts []CreateOption) ([]clientv3.Op, *BMCInfo, error) {
 	var o createOptions
 	for _, fn := range opts {
 		fn(&o)
 	}
-	if o.bmc == nil {
-		return nil
+	in, from := o.bmc, ""
+	if in == nil {
+		m, err := s.machineBMC(ctx, mac)
+		if err != nil || m == nil {
+			return nil, nil, err
+		}
+		in, from = m, "BMC taken from the discovered machine "+mac+": "
+	} else if err := in.Validate(); err != nil {
+		return nil, nil, err
 	}
-	b := o.bmc
-	return &BMCInfo{Protocol: b.Protocol, Address: b.Address, Username: b.Username, SystemID: b.SystemID,
-		InsecureSkipVerify: b.InsecureSkipVerify, PasswordSet: b.Password != ""}
+	rec, err := s.sealBMC(bmcKey(id), *in)
+	if err != nil {
+		return nil, nil, err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(bmcKey(id), mustJSON(rec))}
+	if from != "" {
+		ops = append(ops, eventOp(id, Event{At: now.Add(time.Nanosecond), Kind: EventKindPower, Message: from + rec.BMCInfo.String()}))
+	}
+	return ops, &rec.BMCInfo, nil
 }
 
-// createOps returns the extra ops of CreateTask's transaction for task id.
-func (s *Store) createOps(id string, opts []CreateOption) ([]clientv3.Op, error) {
-	var o createOptions
-	for _, fn := range opts {
-		fn(&o)
+// machineBMC opens the BMC stored for a MAC's discovered machine (nil: none).
+func (s *Store) machineBMC(ctx context.Context, mac string) (*BMCInput, error) {
+	resp, err := s.cli.Get(ctx, machineBMCKey(mac))
+	if err != nil {
+		return nil, fmt.Errorf("read BMC of machine %s: %w", mac, err)
 	}
-	if o.bmc == nil {
+	if len(resp.Kvs) == 0 {
 		return nil, nil
 	}
-	if err := o.bmc.Validate(); err != nil {
-		return nil, err
+	var rec bmcRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return nil, fmt.Errorf("decode BMC of machine %s: %w", mac, err)
 	}
-	rec, err := s.sealBMC(bmcKey(id), *o.bmc)
+	in, err := s.openBMC(machineBMCKey(mac), rec)
+	if err != nil {
+		return nil, fmt.Errorf("BMC of machine %s: %w", mac, err)
+	}
+	return &in, nil
+}
+
+// SetMachineBMC sets (nil: removes) the BMC of a discovered machine; the
+// next task created for its MAC without a BMC of its own takes it.
+func (s *Store) SetMachineBMC(ctx context.Context, mac string, in *BMCInput) (*BMCInfo, error) {
+	mac, err := ParseMAC(mac)
 	if err != nil {
 		return nil, err
 	}
-	return []clientv3.Op{clientv3.OpPut(bmcKey(id), mustJSON(rec))}, nil
+	if in == nil {
+		resp, err := s.cli.Delete(ctx, machineBMCKey(mac))
+		if err != nil {
+			return nil, fmt.Errorf("delete BMC of machine %s: %w", mac, err)
+		}
+		if resp.Deleted == 0 {
+			return nil, fmt.Errorf("%w: machine %s has no BMC", ErrNotFound, mac)
+		}
+		return nil, nil
+	}
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	rec, err := s.sealBMC(machineBMCKey(mac), *in)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(machineKey(mac)), ">", 0)).
+		Then(clientv3.OpPut(machineBMCKey(mac), mustJSON(rec))).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("store BMC of machine %s: %w", mac, err)
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("%w: no discovered machine %s (a machine's BMC is for a discovered machine; give a task its BMC with --bmc)", ErrNotFound, mac)
+	}
+	return &rec.BMCInfo, nil
+}
+
+// MachineBMC returns a discovered machine's BMC without its password.
+func (s *Store) MachineBMC(ctx context.Context, mac string) (*BMCInfo, error) {
+	mac, err := ParseMAC(mac)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.cli.Get(ctx, machineBMCKey(mac))
+	if err != nil {
+		return nil, fmt.Errorf("read BMC of machine %s: %w", mac, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%w: machine %s has no BMC", ErrNotFound, mac)
+	}
+	return decodeBMCInfo(resp.Kvs[0].Value)
 }
 
 // SetTaskBMC sets (or, with nil, removes) the BMC of an existing task and

@@ -37,7 +37,12 @@ func imageKey(os, ver string) string { return prefixImages + os + "/" + ver }
 // Power control (issue 13): the BMC (password sealed, store/bmc.go), the
 // polled power state, the lifecycle marks, and the queue of requested
 // actions per region (store/power.go).
-const prefixPowerRequests = "/power-requests/"
+const (
+	prefixPowerRequests = "/power-requests/"
+	prefixMachineBMC    = "/machine-bmc/" // a discovered machine's BMC, taken by its next task
+)
+
+func machineBMCKey(mac string) string { return prefixMachineBMC + mac }
 
 func bmcKey(id string) string            { return prefixTasks + id + "/bmc" }
 func powerKey(id string) string          { return prefixTasks + id + "/power" }

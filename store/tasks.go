@@ -49,7 +49,7 @@ func (s *Store) CreateTask(ctx context.Context, spec Spec, opts ...CreateOption)
 	now := time.Now().UTC()
 	spec.CreatedAt = now
 	id := newID()
-	extra, err := s.createOps(id, opts) // store/bmc.go
+	extra, bmcInfo, err := s.createOps(ctx, id, spec.TargetMAC, now, opts) // store/bmc.go
 	if err != nil {
 		return Task{}, err
 	}
@@ -69,7 +69,7 @@ func (s *Store) CreateTask(ctx context.Context, spec Spec, opts ...CreateOption)
 			return Task{}, fmt.Errorf("create task: %w", err)
 		}
 		if resp.Succeeded {
-			return Task{ID: id, Spec: spec, Status: st, Revision: resp.Header.Revision, BMC: bmcInfoOf(opts)}, nil
+			return Task{ID: id, Spec: spec, Status: st, Revision: resp.Header.Revision, BMC: bmcInfo}, nil
 		}
 	}
 	return Task{}, fmt.Errorf("create task: %w: too much contention on MAC %s", ErrConflict, spec.TargetMAC)

@@ -39,6 +39,44 @@ func (s *Server) routesPower(r chi.Router) {
 	r.Post("/tasks/{id}/power", s.postPower)
 	r.Put("/tasks/{id}/bmc", s.putBMC)
 	r.Delete("/tasks/{id}/bmc", s.deleteBMC)
+	r.Get("/machines/{mac}/bmc", s.getMachineBMC)
+	r.Put("/machines/{mac}/bmc", s.putMachineBMC)
+	r.Delete("/machines/{mac}/bmc", s.deleteMachineBMC)
+}
+
+// A discovered machine's BMC: the next task created for its MAC (without
+// a BMC of its own) takes it.
+
+func (s *Server) getMachineBMC(w http.ResponseWriter, r *http.Request) {
+	info, err := s.cfg.Store.MachineBMC(r.Context(), chi.URLParam(r, "mac"))
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) putMachineBMC(w http.ResponseWriter, r *http.Request) {
+	var in store.BMCInput
+	if !decodeBody(w, r, &in) {
+		return
+	}
+	mac := chi.URLParam(r, "mac")
+	info, err := s.cfg.Store.SetMachineBMC(r.Context(), mac, &in)
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	s.log.Info("machine BMC set", "mac", mac, "bmc", info.String(), "by", store.ActorFrom(r.Context()))
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) deleteMachineBMC(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.cfg.Store.SetMachineBMC(r.Context(), chi.URLParam(r, "mac"), nil); err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) getPower(w http.ResponseWriter, r *http.Request) {

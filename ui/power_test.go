@@ -290,3 +290,46 @@ func TestBMCBadInput(t *testing.T) {
 		t.Fatalf("PUT bmc of an unknown task: %d, want 404", code)
 	}
 }
+
+// A discovered machine's BMC is taken by the next task for its MAC.
+func TestMachineBMCGoesToItsTask(t *testing.T) {
+	e := newLive(t)
+	const mac = "52:54:00:00:13:30"
+	bmc := `{"protocol":"redfish","address":"https://10.0.0.30","username":"root","password":"machine-pw-7","system_id":"1"}`
+	if code, data := e.call(t, "PUT", "/api/v1/machines/"+mac+"/bmc", bmc); code != http.StatusNotFound || !strings.Contains(errOf(data), "no discovered machine") {
+		t.Fatalf("PUT BMC of an unknown machine: %d %s", code, data)
+	}
+	if _, err := e.store.RecordMachine(context.Background(), "dc1", mac, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, data := e.call(t, "PUT", "/api/v1/machines/"+mac+"/bmc", `{"protocol":"redfish","address":"https://10.0.0.30","username":"root"}`); code != http.StatusBadRequest || !strings.Contains(errOf(data), "bmc.password: missing") {
+		t.Fatalf("PUT a BMC without password: %d %s", code, data)
+	}
+	code, data := e.call(t, "PUT", "/api/v1/machines/"+mac+"/bmc", bmc)
+	if code != http.StatusOK || strings.Contains(string(data), "machine-pw-7") || !strings.Contains(string(data), `"password_set":true`) {
+		t.Fatalf("PUT machine BMC: %d %s", code, data)
+	}
+	if code, data = e.call(t, "GET", "/api/v1/machines/"+mac+"/bmc", ""); code != http.StatusOK || !strings.Contains(string(data), `"system_id":"1"`) || strings.Contains(string(data), "machine-pw-7") {
+		t.Fatalf("GET machine BMC: %d %s", code, data)
+	}
+	code, data = e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"`+mac+`","os_type":"debian","os_version":"12"}`)
+	if code != http.StatusCreated || !strings.Contains(string(data), `"address":"https://10.0.0.30"`) || strings.Contains(string(data), "machine-pw-7") {
+		t.Fatalf("create for the machine: %d %s", code, data)
+	}
+	var task store.Task
+	_ = json.Unmarshal(data, &task)
+	b, err := e.store.TaskBMC(context.Background(), task.ID)
+	if err != nil || b.Password != "machine-pw-7" || b.SystemID != "1" {
+		t.Fatalf("the task's BMC: %v (password carried: %v)", err, b.Password == "machine-pw-7")
+	}
+	code, data = e.call(t, "GET", "/api/v1/tasks/"+task.ID+"/events", "")
+	if code != http.StatusOK || !strings.Contains(string(data), "BMC taken from the discovered machine "+mac) {
+		t.Fatalf("events: %d %s", code, data)
+	}
+	if code, _ = e.call(t, "DELETE", "/api/v1/machines/"+mac+"/bmc", ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE machine BMC: %d", code)
+	}
+	if code, _ = e.call(t, "GET", "/api/v1/machines/"+mac+"/bmc", ""); code != http.StatusNotFound {
+		t.Fatalf("GET removed machine BMC: %d", code)
+	}
+}
