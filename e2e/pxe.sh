@@ -711,11 +711,13 @@ EOF
 
   # Bad input: a wrong BMC password. The action fails with an event naming
   # the BMC and what it answered, the machine is not touched, the task is
-  # kept, and once the BMC is fixed the same action works.
-  local tb bmcjson lp; tb=$(now)
+  # kept, and once the BMC is fixed (lpmos power set-bmc) the same action
+  # works.
+  local tb lp; tb=$(now)
   lp() { ip netns exec "$NSP-$ns" "$LPMOS" power "$@" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data"; }
-  bmcjson=$(jq -nc --arg a "127.0.0.1:$BMC_PORT" --arg u "$BMC_USER" --arg p "$BMC_PASS" '{protocol:"ipmi", address:$a, username:$u, password:$p}')
-  out=$(api "$ns" PUT "/api/v1/tasks/$id/bmc" "$(jq -c --arg p "$BMC_BAD_PASS" '.password = $p' <<<"$bmcjson")") || { fail "PUT /api/v1/tasks/$id/bmc (wrong password): $out"; return 1; }
+  printf '%s\n' "$BMC_BAD_PASS" >"$b/wrong-password"
+  out=$(lp set-bmc "$id" --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/wrong-password" 2>&1) ||
+    { fail "lpmos power set-bmc $id (wrong password): $out"; return 1; }
   out=$(lp on "$id") || { fail "lpmos power on $id (wrong password): $out"; return 1; }
   refused() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' |
     grep -E "^power on \(requested by [^)]*\) failed: .*127\.0\.0\.1:$BMC_PORT.*login refused"; }
@@ -725,7 +727,8 @@ EOF
   ! grep -q "power-on 3 " "$b/calls.log" || { fail "the BMC started the VM with a wrong password"; return 1; }
   [ "$(api "$ns" GET "/api/v1/tasks/$id" | jq -r .status.status)" = completed ] || { fail "the task changed after a failed power action"; return 1; }
   TIMING "$name" "wrong BMC password -> failure event" "$tb"
-  out=$(api "$ns" PUT "/api/v1/tasks/$id/bmc" "$bmcjson") || { fail "PUT /api/v1/tasks/$id/bmc (fixed): $out"; return 1; }
+  out=$(lp set-bmc "$id" --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/password" 2>&1) ||
+    { fail "lpmos power set-bmc $id (fixed): $out"; return 1; }
   out=$(lp on "$id") || { fail "lpmos power on $id (fixed): $out"; return 1; }
   wait_for 30 "the region to power the VM on with the fixed BMC" power_is on || { fail "not on after the BMC was fixed"; return 1; }
   grep -q "power-on 3 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
