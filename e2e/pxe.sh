@@ -490,7 +490,8 @@ check_disk() {
 # off stops it, a power cycle is off and, a second later, on (ipmi_sim's own
 # timer); reset is off + on. qemu's BMC link carries no boot device and
 # SeaBIOS never reads IPMI boot flags, so the device is applied from here,
-# like the board's firmware would. qemu's ipmi-bmc-extern device is linked to
+# like the board's firmware would; it stays until changed (ipmi_sim passes
+# the device only, not IPMI's once/persistent bit). qemu's ipmi-bmc-extern device is linked to
 # ipmi_sim over a chardev (the board's KCS interface). -no-reboot: a reboot
 # of the guest is a power-off the BMC then reports.
 # The flow is hands-free: the task names the BMC; the region sets PXE and
