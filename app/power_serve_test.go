@@ -66,6 +66,9 @@ func TestPowerThroughServe(t *testing.T) {
 		t.Fatalf("ipmitool: %s", out)
 	}
 	waitFor(t, "power status off", func() bool { return strings.TrimSpace(cli("power", "status", mac)) == "off" })
+	if out := cli("task", "get", task.ID); !strings.Contains(out, "bmc: ipmi BMC 127.0.0.1:"+strconv.Itoa(sim.Port)+", user admin; power: off") {
+		t.Fatalf("task get lacks the BMC and power line:\n%s", out)
+	}
 	out = cli("task", "get", task.ID, "-o", "json")
 	for _, want := range []string{"boot into PXE (attempt 1): next boot from pxe, powered on", "power off (requested by", "ipmi BMC 127.0.0.1:" + strconv.Itoa(sim.Port)} {
 		if !strings.Contains(out, want) {

@@ -3,8 +3,10 @@ package app
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/ui"
@@ -158,4 +160,20 @@ func newPowerSetBMCCmd(o *powerOptions, co *clientOptions) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&remove, "remove", false, "remove the BMC instead")
 	return cmd
+}
+
+// printPower prints a task's BMC (never its password) and power state.
+func printPower(w io.Writer, t store.Task) {
+	if t.BMC == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nbmc: %s, user %s", t.BMC.String(), t.BMC.Username)
+	switch p := t.Power; {
+	case p == nil:
+		fmt.Fprintln(w, "; power: not polled yet")
+	case p.Error != "":
+		fmt.Fprintf(w, "; power: %s, BMC not answering (%s): %s\n", p.State, p.CheckedAt.Local().Format(time.DateTime), p.Error)
+	default:
+		fmt.Fprintf(w, "; power: %s (%s)\n", p.State, p.CheckedAt.Local().Format(time.DateTime))
+	}
 }

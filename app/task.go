@@ -143,6 +143,7 @@ func newTaskGetCmd(o *clientOptions) *cobra.Command {
 			}
 			printTargetDisk(w, d.Task)
 			printInstallDetails(w, d.Task)
+			printPower(w, d.Task) // app/power_server.go
 			fmt.Fprintln(w, "\nhistory:")
 			for _, ev := range d.Events {
 				fmt.Fprintf(w, "  %s  %s\n", ev.At.Local().Format(time.DateTime), describeEvent(ev))

@@ -129,8 +129,8 @@ func (m *Manager) run(ctx context.Context, id, title string, steps []step) bool 
 				return false
 			}
 			if try >= tries {
-				m.event(ctx, id, fmt.Sprintf("%s failed: %s failed after %d tries: %s; the task is unchanged: fix the BMC (PUT /api/v1/tasks/%s/bmc) and ask again, or power the machine by hand",
-					title, s.name, tries, msg, id), true)
+				m.event(ctx, id, fmt.Sprintf("%s failed: %s failed after %d tries: %s; the task is unchanged: fix the BMC (lpmos power set-bmc %s, or PUT /api/v1/tasks/%s/bmc) and ask again (lpmos power on|cycle|pxe, or retry the task), or power the machine by hand",
+					title, s.name, tries, msg, id, id), true)
 				return false
 			}
 			m.event(ctx, id, fmt.Sprintf("%s: %s failed (try %d of %d), retrying in %s: %s", title, s.name, try, tries, wait, msg), true)
@@ -187,21 +187,29 @@ func (m *Manager) finish(ctx context.Context, id string, attempt int) {
 	if err != nil || !ok {
 		return
 	}
+	if ago := time.Since(t.Status.UpdatedAt); ago > finishWithin {
+		m.event(ctx, id, fmt.Sprintf("completed %s ago: its agent rebooted the machine by itself; not power-cycling the installed OS", ago.Round(time.Second)), false)
+		return
+	}
 	if m.run(ctx, id, "reboot into the installed OS", []step{setBoot(power.Disk), stepCycle}) {
 		m.poll(ctx, id)
 	}
 }
 
-// request performs an action asked through the API, then deletes it.
+// request takes an action asked through the API off the queue (deleting
+// it: of two processes serving the region, one performs it) and performs
+// it.
 func (m *Manager) request(ctx context.Context, id string, r store.PowerRequest) {
-	defer func() {
-		if ctx.Err() != nil {
-			return // performed again after a restart: better twice than never
+	took, err := m.st.DonePowerRequest(ctx, r.Key)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("power: take request", "task", id, "key", r.Key, "error", err)
 		}
-		if _, err := m.st.DonePowerRequest(context.WithoutCancel(ctx), r.Key); err != nil {
-			m.log.Warn("power: delete request", "task", id, "key", r.Key, "error", err)
-		}
-	}()
+		return // still queued: the next listing (a restart, a resync) takes it
+	}
+	if !took {
+		return
+	}
 	steps := actionSteps(r.Action)
 	if steps == nil {
 		m.event(ctx, id, fmt.Sprintf("power %q requested by %s: unknown action, ignored", r.Action, r.RequestedBy), true)

@@ -42,7 +42,11 @@ const (
 	DefaultRetries      = 3
 	DefaultBackoff      = 2 * time.Second
 	DefaultRebootDelay  = 5 * time.Second
-	maxBackoff          = 60 * time.Second
+	// finishWithin: a completion older than this is not rebooted (the
+	// agent reboots by itself after 10 minutes without the region's
+	// power cycle, e.g. while the region was down).
+	finishWithin = 9 * time.Minute
+	maxBackoff   = 60 * time.Second
 )
 
 // Config configures a Manager; zero values pick the defaults.
@@ -240,7 +244,9 @@ func (m *Manager) change(ctx context.Context, c store.Change, own map[string]*tr
 			had := tr.bmc
 			tr.bmc = c.BMC != nil
 			if tr.bmc && !had {
-				m.react(ctx, c.TaskID, tr)
+				if tr.status == wire.StatusReady { // never reboot a completed machine because it got a BMC
+					m.react(ctx, c.TaskID, tr)
+				}
 				m.enqueuePoll(ctx, c.TaskID)
 			}
 		}

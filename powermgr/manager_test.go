@@ -3,6 +3,7 @@ package powermgr_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -56,7 +57,11 @@ func start(t *testing.T, st *store.Store, logs *lockedBuffer) {
 
 func createTask(t *testing.T, st *store.Store, mac string, b *store.BMCInput) store.Task {
 	t.Helper()
-	task, err := st.CreateTask(context.Background(), store.Spec{RegionID: "dc1", TargetMAC: mac, OSType: "debian", OSVersion: "12"}, store.WithBMC(b))
+	var opts []store.CreateOption
+	if b != nil {
+		opts = append(opts, store.WithBMC(b))
+	}
+	task, err := st.CreateTask(context.Background(), store.Spec{RegionID: "dc1", TargetMAC: mac, OSType: "debian", OSVersion: "12"}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,4 +317,45 @@ func TestBMCFailuresAreEventsAndRetryable(t *testing.T) {
 			t.Fatalf("task without BMC got power %+v bmc %+v", got.Power, got.BMC)
 		}
 	})
+}
+
+// A completion the region learns of late (it was down) is not rebooted:
+// the agent rebooted by itself meanwhile, into the installed OS. Nor is a
+// completed machine rebooted because it gets a BMC later.
+func TestLateCompletionIsNotRebooted(t *testing.T) {
+	st := storetest.New(t)
+	sim := ipmisim.Start(t, true)
+	ctx := context.Background()
+	task := createTask(t, st, "52:54:00:00:13:25", simInput(sim))
+	transition(t, st, task.ID, wire.StatusReady, wire.StatusPendingApproval, wire.StatusApproved, wire.StatusInstalling, wire.StatusCompleted)
+	got, err := st.GetTask(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := got.Status
+	old.UpdatedAt = time.Now().Add(-time.Hour).UTC()
+	raw, _ := json.Marshal(old)
+	if _, err := st.Client().Put(ctx, "/tasks/"+task.ID+"/status", string(raw)); err != nil {
+		t.Fatal(err)
+	}
+	later := createTask(t, st, "52:54:00:00:13:26", nil)
+	transition(t, st, later.ID, wire.StatusReady, wire.StatusPendingApproval, wire.StatusApproved, wire.StatusInstalling, wire.StatusCompleted)
+
+	logs := &lockedBuffer{}
+	start(t, st, logs)
+	waitEvent(t, st, task.ID, "completed 1h0m0s ago: its agent rebooted the machine by itself; not power-cycling")
+	if _, err := st.SetTaskBMC(ctx, later.ID, simInput(sim), "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitPower(t, st, later.ID, "off", "")
+	time.Sleep(300 * time.Millisecond)
+	if calls := sim.Record("calls.log"); strings.Contains(calls, "set") {
+		t.Fatalf("the BMC was told to act: %q", calls)
+	}
+	evs, _ := st.Events(ctx, later.ID)
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, "reboot") {
+			t.Fatalf("a completed task that got a BMC was rebooted: %s", ev.Message)
+		}
+	}
 }
