@@ -221,9 +221,9 @@ for n in $NSES; do
     mkdir -p "$W/full/boot"; cp "$VMLINUZ" "$W/full/boot/vmlinuz"
     args+=(--boot-dir "$W/full/boot" --kernel-modules-dir "$K/lib/modules"
       --dhcp-range-start 10.55.0.100 --dhcp-range-end 10.55.0.150 --dhcp-router 10.55.0.1)
-    # power-ipmi's wrong-password check: the region's BMC retries (3) come
-    # 0.5+1+2 s apart instead of 2+4+8 s
-    args+=(--bmc-retry-backoff 500ms)
+    # power-ipmi: the region's BMC retries (3) come 0.5+1+2 s apart instead
+    # of 2+4+8 s, and it polls power states every 3 s instead of a minute
+    args+=(--bmc-retry-backoff 500ms --bmc-poll-interval 3s)
   else
     args+=(--boot-dir "$W/boot")
   fi
@@ -745,7 +745,15 @@ EOF
   done
   echo "BMC power and boot calls (ipmi_sim -> chassis_control):"; grep -v ' get ' "$b/calls.log" | sed 's/^/  /'
   check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
+
+  # The BMC stops answering: the region's poll stores it, the CLI says it.
+  local td; td=$(now)
   kill "$simpid" 2>/dev/null; wait "$simpid" 2>/dev/null || true
+  bmc_down() { api "$ns" GET "/api/v1/tasks/$id/power" 2>/dev/null | jqok '.state == "unknown" and (.error // "" | contains("127.0.0.1:'"$BMC_PORT"'"))'; }
+  wait_for 60 "GET /api/v1/tasks/$id/power to report the BMC not answering" bmc_down ||
+    { fail "power state in the API with the BMC gone: $(api "$ns" GET "/api/v1/tasks/$id/power")"; return 1; }
+  TIMING "$name" "BMC gone -> the region's poll reports it" "$td"
+  echo "lpmos power status $id: $(lp status "$id")"
   TIMING "$name" "whole scenario" "$t_scenario"
   echo "PASS [$name]"
 }
