@@ -71,6 +71,15 @@ func TestDashboardPowerButtons(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	// The region's result arrives as a task event: the timeline shows it.
+	if err := e.store.AddPowerEvent(ctx, id, "power on (requested by operator): powered on (ipmi BMC 10.0.0.21)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.AddPowerEvent(ctx, id, "power cycle (requested by operator) failed: power cycle failed after 4 tries: ipmi BMC 10.0.0.21: no answer"); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, tab, "power events in the timeline", `[...document.querySelectorAll("#timeline li")].some((li) => li.querySelector("b").textContent === "Power" && li.textContent.includes("powered on (ipmi BMC 10.0.0.21)")) &&
+		[...document.querySelectorAll("#timeline li")].some((li) => li.querySelector("b").textContent === "Power action failed" && li.dataset.status === "failed")`)
 	if html := eval[string](t, tab, `document.documentElement.outerHTML`); strings.Contains(html, "dash-pw") {
 		t.Fatal("the page holds the BMC password")
 	}

@@ -391,9 +391,10 @@ function renderTimeline() {
     if (ev.kind === "status") title = ev.from ? `${LABEL[ev.from] || ev.from} → ${LABEL[ev.to] || ev.to}` : (LABEL[ev.to] || ev.to);
     else if (ev.kind === "stage") title = `Stage: ${ev.stage}`;
     else if (ev.kind === "error") title = "Agent error";
+    else if (ev.kind === "power") title = / failed/.test(ev.message || "") ? "Power action failed" : "Power";
     else title = ev.kind;
     const multi = ev.message && ev.message.includes("\n");
-    const li = h("li", { dataset: { status: ev.to || (ev.kind === "error" ? "failed" : "installing") } },
+    const li = h("li", { dataset: { status: ev.to || (ev.kind === "error" || title === "Power action failed" ? "failed" : "installing") } },
       h("time", { datetime: ev.at }, when(ev.at)), h("b", null, title),
       ev.message && !multi ? h("div", { class: "muted" }, ev.message) : null,
       multi ? h("pre", null, ev.message) : null);
