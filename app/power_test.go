@@ -29,7 +29,7 @@ func TestParseBMCURL(t *testing.T) {
 		{in: "redfish://root@bmc-r1.example:8443/System.Embedded.1", want: power.BMC{Protocol: "redfish", Address: "bmc-r1.example:8443", Username: "root", SystemID: "System.Embedded.1"}},
 		{in: "redfish://root@bmc/redfish/v1/Systems/1", want: power.BMC{Protocol: "redfish", Address: "bmc", Username: "root", SystemID: "1"}},
 		{in: "redfish+http://root@127.0.0.1:8000/1", want: power.BMC{Protocol: "redfish", Address: "http://127.0.0.1:8000", Username: "root", SystemID: "1"}},
-		{in: "", errHas: "name the machine: lpmos power status TASK-ID-or-MAC (through the server), or --bmc URL (directly)"},
+		{in: "", errHas: "--bmc is required"},
 		{in: "ipmi://admin:hunter2@10.0.0.21", errHas: "do not put the password in the URL"},
 		{in: "ipmi://10.0.0.21", errHas: "name the BMC user"},
 		{in: "ipmi://admin@", errHas: "host is missing"},

@@ -241,6 +241,10 @@ func printWatch(w io.Writer, output string, body io.Reader) error {
 			fmt.Fprintf(w, "%s  [%3d%%] %s: %s\n", now, l.Progress.Percentage, l.Progress.Stage, l.Progress.Message)
 		case l.Hardware != nil:
 			fmt.Fprintf(w, "%s  hardware reported: %s %s\n", now, l.Hardware.DMI.Vendor, l.Hardware.DMI.Product)
+		case l.Power != nil:
+			fmt.Fprintf(w, "%s  power %s %s\n", now, l.Power.State, l.Power.Error)
+		case l.Event != nil && l.Event.Kind == store.EventKindPower:
+			fmt.Fprintf(w, "%s  power: %s\n", now, l.Event.Message)
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -162,11 +162,32 @@ func (m *Manager) boot(ctx context.Context, id string, attempt int) {
 	default:
 		return
 	}
+	// The machine may be booting already (it PXE-booted by itself and
+	// the region claimed the task for it), or a live agent took the task:
+	// give that a moment to show, and leave such a machine alone.
+	if !sleep(ctx, m.cfg.SettleDelay) {
+		return
+	}
+	if t, err = m.st.GetTask(ctx, id); err != nil || t.Status.Status != wire.StatusReady || t.Status.Attempt != attempt {
+		if err == nil && t.Status.Attempt == attempt {
+			m.boot(ctx, id, attempt) // moved on: the agent runs
+		}
+		return
+	}
+	why, err := m.st.MachineBooting(ctx, id, attempt)
+	if err != nil {
+		m.log.Warn("power: read boot state", "task", id, "error", err)
+		return
+	}
 	ok, err := m.st.MarkPowerLifecycle(ctx, id, "booted", attempt)
 	if err != nil || !ok {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			m.log.Warn("power: mark boot", "task", id, "error", err)
 		}
+		return
+	}
+	if why != "" {
+		m.event(ctx, id, fmt.Sprintf("attempt %d: not powering the machine on: %s", attempt, why), false)
 		return
 	}
 	if m.run(ctx, id, fmt.Sprintf("boot into PXE (attempt %d)", attempt), []step{setBoot(power.PXE), stepOnOrCycle}) {

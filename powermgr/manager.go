@@ -42,6 +42,7 @@ const (
 	DefaultRetries      = 3
 	DefaultBackoff      = 2 * time.Second
 	DefaultRebootDelay  = 5 * time.Second
+	DefaultSettleDelay  = 2 * time.Second
 	// finishWithin: a completion older than this is not rebooted (the
 	// agent reboots by itself after 10 minutes without the region's
 	// power cycle, e.g. while the region was down).
@@ -67,6 +68,9 @@ type Config struct {
 	// RebootDelay is the wait between a task's completion and its reboot
 	// to disk, so the agent's last writes settle.
 	RebootDelay time.Duration
+	// SettleDelay is the wait between a task becoming ready and its power-on,
+	// for a machine that is booting already (or a live agent) to show.
+	SettleDelay time.Duration
 	// NewDriver builds a BMC's driver; default power.New.
 	NewDriver func(power.BMC) (power.Driver, error)
 	Logger    *slog.Logger
@@ -111,6 +115,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.RebootDelay == 0 {
 		cfg.RebootDelay = DefaultRebootDelay
+	}
+	if cfg.SettleDelay == 0 {
+		cfg.SettleDelay = DefaultSettleDelay
 	}
 	if cfg.NewDriver == nil {
 		cfg.NewDriver = power.New

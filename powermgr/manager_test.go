@@ -41,9 +41,14 @@ func (l *lockedBuffer) String() string {
 // start runs a manager for region dc1 with test timings until the test ends.
 func start(t *testing.T, st *store.Store, logs *lockedBuffer) {
 	t.Helper()
+	startSettle(t, st, logs, 10*time.Millisecond)
+}
+
+func startSettle(t *testing.T, st *store.Store, logs *lockedBuffer, settle time.Duration) {
+	t.Helper()
 	m, err := powermgr.New(powermgr.Config{
 		Store: st, RegionID: "dc1", PollInterval: 300 * time.Millisecond, Concurrency: 2,
-		Retries: 1, Backoff: 50 * time.Millisecond, Timeout: 3 * time.Second, RebootDelay: 10 * time.Millisecond,
+		Retries: 1, Backoff: 50 * time.Millisecond, Timeout: 3 * time.Second, RebootDelay: 10 * time.Millisecond, SettleDelay: settle,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -357,5 +362,27 @@ func TestLateCompletionIsNotRebooted(t *testing.T) {
 		if strings.Contains(ev.Message, "reboot") {
 			t.Fatalf("a completed task that got a BMC was rebooted: %s", ev.Message)
 		}
+	}
+}
+
+// A machine that PXE-booted by itself (the region served its iPXE script
+// for the attempt) or whose live agent took the task is not powered on or
+// cycled by the region.
+func TestBootingMachineIsLeftAlone(t *testing.T) {
+	st := storetest.New(t)
+	sim := ipmisim.Start(t, true)
+	startSettle(t, st, &lockedBuffer{}, 500*time.Millisecond)
+	ctx := context.Background()
+	task := createTask(t, st, "52:54:00:00:13:27", simInput(sim))
+	if _, err := st.ClaimTask(ctx, task.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.IssueBootToken(ctx, task.ID, time.Minute); err != nil { // the iPXE script of the machine's own PXE boot
+		t.Fatal(err)
+	}
+	waitEvent(t, st, task.ID, "attempt 1: not powering the machine on: an iPXE script was served for attempt 1")
+	waitPower(t, st, task.ID, "off", "")
+	if calls := sim.Record("calls.log"); strings.Contains(calls, "set") {
+		t.Fatalf("the BMC was told to act: %q", calls)
 	}
 }

@@ -198,3 +198,26 @@ func (s *Store) MarkPowerLifecycle(ctx context.Context, id, step string, attempt
 	}
 	return false, fmt.Errorf("mark power lifecycle of %s: %w: too much contention", id, ErrConflict)
 }
+
+// MachineBooting says why a task's machine needs no power-on for attempt:
+// an iPXE script was served for the attempt (the machine is booting), or
+// an agent holds a session of the attempt (it runs). "" when neither.
+func (s *Store) MachineBooting(ctx context.Context, id string, attempt int) (string, error) {
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(bootstrapKey(id)), clientv3.OpGet(sessionKey(id))).Commit()
+	if err != nil {
+		return "", fmt.Errorf("read boot state of %s: %w", id, err)
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		var bt bootToken
+		if json.Unmarshal(kvs[0].Value, &bt) == nil && bt.Attempt == attempt {
+			return fmt.Sprintf("an iPXE script was served for attempt %d at %s: the machine is booting", attempt, bt.IssuedAt.Format(time.TimeOnly)), nil
+		}
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		var se Session
+		if json.Unmarshal(kvs[0].Value, &se) == nil && se.Attempt == attempt {
+			return fmt.Sprintf("its agent holds a session of attempt %d (%s): it runs", attempt, se.describe()), nil
+		}
+	}
+	return "", nil
+}

@@ -218,6 +218,7 @@ func (s *Server) watchTask(w http.ResponseWriter, r *http.Request) {
 			line.Hardware = c.Hardware
 		}
 		line.TargetDisk = c.TargetDisk
+		line.BMC, line.Power = c.BMC, c.Power // power control (issue 13); the BMC without its password
 		if err := enc.Encode(line); err != nil {
 			return
 		}
@@ -239,6 +240,9 @@ type WatchLine struct {
 	Event    *store.Event        `json:"event,omitempty"`
 
 	TargetDisk *store.TargetDisk `json:"target_disk,omitempty"`
+
+	BMC   *store.BMCInfo    `json:"bmc,omitempty"`
+	Power *store.PowerState `json:"power,omitempty"`
 }
 
 func (s *Server) approveTask(w http.ResponseWriter, r *http.Request) {

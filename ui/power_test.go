@@ -333,3 +333,50 @@ func TestMachineBMCGoesToItsTask(t *testing.T) {
 		t.Fatalf("GET removed machine BMC: %d", code)
 	}
 }
+
+// GET /api/v1/tasks/{id}/watch (lpmos task watch) carries the power state
+// and BMC changes, the BMC without its password.
+func TestWatchStreamsPower(t *testing.T) {
+	e := newLive(t)
+	code, data := e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"52:54:00:00:13:50","os_type":"debian","os_version":"12",
+		"bmc":{"protocol":"ipmi","address":"10.0.0.50","username":"admin","password":"watch-pw-1"}}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, data)
+	}
+	var task store.Task
+	_ = json.Unmarshal(data, &task)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/api/v1/tasks/"+task.ID+"/watch", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	var first ui.WatchLine
+	if err := dec.Decode(&first); err != nil || first.Type != "snapshot" || first.Task == nil || first.Task.BMC == nil {
+		t.Fatalf("first line %+v, %v", first, err)
+	}
+	if _, err := e.store.SetTaskBMC(ctx, task.ID, &store.BMCInput{Protocol: "ipmi", Address: "10.0.0.51", Username: "admin", Password: "watch-pw-2"}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.SetPowerState(ctx, task.ID, store.PowerState{State: "off", CheckedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	var sawBMC, sawPower bool
+	for !(sawBMC && sawPower) {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			t.Fatalf("watch: %v (bmc %v, power %v)", err, sawBMC, sawPower)
+		}
+		if strings.Contains(string(raw), "watch-pw") {
+			t.Fatalf("watch line holds the password: %s", raw)
+		}
+		var l ui.WatchLine
+		_ = json.Unmarshal(raw, &l)
+		sawBMC = sawBMC || l.Type == "bmc" && l.BMC != nil && l.BMC.Address == "10.0.0.51" && l.BMC.PasswordSet
+		sawPower = sawPower || l.Type == "power" && l.Power != nil && l.Power.State == "off"
+	}
+}
