@@ -614,7 +614,7 @@ EOF
   # call stalls ~10 s on cipher suite discovery; -E: the password from the
   # environment. Its exit code alone proves nothing (a refused boot device
   # override exits 0): the checks read what it prints.
-  ipmi() { ip netns exec "$NSP-$ns" env IPMI_PASSWORD="$BMC_PASS" timeout 20 ipmitool -I lanplus -C 3 \
+  ipmi() { IPMI_PASSWORD=$BMC_PASS ip netns exec "$NSP-$ns" timeout 20 ipmitool -I lanplus -C 3 \
     -H 127.0.0.1 -p "$BMC_PORT" -U "$BMC_USER" -E "$@" 2>&1; }
   power_is() { ipmi chassis power status | grep -qx "Chassis Power is $1"; }
   bootdev() { ipmi chassis bootparam get 5 | sed -n 's/^ *- Boot Device Selector *: *//p'; }
