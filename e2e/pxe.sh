@@ -221,6 +221,9 @@ for n in $NSES; do
     mkdir -p "$W/full/boot"; cp "$VMLINUZ" "$W/full/boot/vmlinuz"
     args+=(--boot-dir "$W/full/boot" --kernel-modules-dir "$K/lib/modules"
       --dhcp-range-start 10.55.0.100 --dhcp-range-end 10.55.0.150 --dhcp-router 10.55.0.1)
+    # power-ipmi: the region's BMC retries (3) come 0.5+1+2 s apart instead
+    # of 2+4+8 s, and it polls power states every 3 s instead of a minute
+    args+=(--bmc-retry-backoff 500ms --bmc-poll-interval 3s)
   else
     args+=(--boot-dir "$W/boot")
   fi
@@ -487,13 +490,16 @@ check_disk() {
 # off stops it, a power cycle is off and, a second later, on (ipmi_sim's own
 # timer); reset is off + on. qemu's BMC link carries no boot device and
 # SeaBIOS never reads IPMI boot flags, so the device is applied from here,
-# like the board's firmware would. qemu's ipmi-bmc-extern device is linked to
+# like the board's firmware would; it stays until changed (ipmi_sim passes
+# the device only, not IPMI's once/persistent bit). qemu's ipmi-bmc-extern device is linked to
 # ipmi_sim over a chardev (the board's KCS interface). -no-reboot: a reboot
 # of the guest is a power-off the BMC then reports.
 # The flow is hands-free: the task names the BMC; the region sets PXE and
 # powers the VM on, the agent of a power-managed task leaves the reboot to
 # the region, which sets disk and power-cycles the VM into the installed OS.
-BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin BMC_PASS="e2e-bmc-$$-$RANDOM" BMC_BAD_PASS="e2e-wrong-$$-$RANDOM"
+# (IPMI passwords are at most 20 bytes)
+BMC_PORT=623 BMC_VM_PORT=9002 BMC_USER=admin
+BMC_PASS=pw-$(printf %04x%04x $RANDOM $RANDOM) BMC_BAD_PASS=bad-$(printf %04x%04x $RANDOM $RANDOM)
 
 # write_chassis_control DIR: the program ipmi_sim runs as
 # "DIR/chassis_control 0x20 get power boot" (it answers "name:value" lines)
@@ -608,7 +614,7 @@ EOF
   # call stalls ~10 s on cipher suite discovery; -E: the password from the
   # environment. Its exit code alone proves nothing (a refused boot device
   # override exits 0): the checks read what it prints.
-  ipmi() { ip netns exec "$NSP-$ns" env IPMI_PASSWORD="$BMC_PASS" timeout 20 ipmitool -I lanplus -C 3 \
+  ipmi() { IPMI_PASSWORD=$BMC_PASS ip netns exec "$NSP-$ns" timeout 20 ipmitool -I lanplus -C 3 \
     -H 127.0.0.1 -p "$BMC_PORT" -U "$BMC_USER" -E "$@" 2>&1; }
   power_is() { ipmi chassis power status | grep -qx "Chassis Power is $1"; }
   bootdev() { ipmi chassis bootparam get 5 | sed -n 's/^ *- Boot Device Selector *: *//p'; }
@@ -706,11 +712,13 @@ EOF
 
   # Bad input: a wrong BMC password. The action fails with an event naming
   # the BMC and what it answered, the machine is not touched, the task is
-  # kept, and once the BMC is fixed the same action works.
-  local tb bmcjson lp; tb=$(now)
+  # kept, and once the BMC is fixed (lpmos power set-bmc) the same action
+  # works.
+  local tb lp; tb=$(now)
   lp() { ip netns exec "$NSP-$ns" "$LPMOS" power "$@" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data"; }
-  bmcjson=$(jq -nc --arg a "127.0.0.1:$BMC_PORT" --arg u "$BMC_USER" --arg p "$BMC_PASS" '{protocol:"ipmi", address:$a, username:$u, password:$p}')
-  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$(jq -c --arg p "$BMC_BAD_PASS" '.password = $p' <<<"$bmcjson")" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (wrong password)"; return 1; }
+  printf '%s\n' "$BMC_BAD_PASS" >"$b/wrong-password"
+  out=$(lp set-bmc "$id" --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/wrong-password" 2>&1) ||
+    { fail "lpmos power set-bmc $id (wrong password): $out"; return 1; }
   out=$(lp on "$id") || { fail "lpmos power on $id (wrong password): $out"; return 1; }
   refused() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' |
     grep -E "^power on \(requested by [^)]*\) failed: .*127\.0\.0\.1:$BMC_PORT.*login refused"; }
@@ -720,7 +728,8 @@ EOF
   ! grep -q "power-on 3 " "$b/calls.log" || { fail "the BMC started the VM with a wrong password"; return 1; }
   [ "$(api "$ns" GET "/api/v1/tasks/$id" | jq -r .status.status)" = completed ] || { fail "the task changed after a failed power action"; return 1; }
   TIMING "$name" "wrong BMC password -> failure event" "$tb"
-  api "$ns" PUT "/api/v1/tasks/$id/bmc" "$bmcjson" >/dev/null || { fail "PUT /api/v1/tasks/$id/bmc (fixed)"; return 1; }
+  out=$(lp set-bmc "$id" --bmc "ipmi://$BMC_USER@127.0.0.1:$BMC_PORT" --bmc-password-file "$b/password" 2>&1) ||
+    { fail "lpmos power set-bmc $id (fixed): $out"; return 1; }
   out=$(lp on "$id") || { fail "lpmos power on $id (fixed): $out"; return 1; }
   wait_for 30 "the region to power the VM on with the fixed BMC" power_is on || { fail "not on after the BMC was fixed"; return 1; }
   grep -q "power-on 3 boot=default -boot order=c" "$b/calls.log" || { fail "the BMC did not start the VM disk-first"; return 1; }
@@ -736,7 +745,15 @@ EOF
   done
   echo "BMC power and boot calls (ipmi_sim -> chassis_control):"; grep -v ' get ' "$b/calls.log" | sed 's/^/  /'
   check_disk "$disk" "e2e-$name" "$id" "$fw" || { fail "disk contents"; return 1; }
+
+  # The BMC stops answering: the region's poll stores it, the CLI says it.
+  local td; td=$(now)
   kill "$simpid" 2>/dev/null; wait "$simpid" 2>/dev/null || true
+  bmc_down() { api "$ns" GET "/api/v1/tasks/$id/power" 2>/dev/null | jqok '.state == "unknown" and (.error // "" | contains("127.0.0.1:'"$BMC_PORT"'"))'; }
+  wait_for 60 "GET /api/v1/tasks/$id/power to report the BMC not answering" bmc_down ||
+    { fail "power state in the API with the BMC gone: $(api "$ns" GET "/api/v1/tasks/$id/power")"; return 1; }
+  TIMING "$name" "BMC gone -> the region's poll reports it" "$td"
+  echo "lpmos power status $id: $(lp status "$id")"
   TIMING "$name" "whole scenario" "$t_scenario"
   echo "PASS [$name]"
 }
