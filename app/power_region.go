@@ -10,6 +10,7 @@ import (
 	"github.com/lpmos/lpmos/power"
 	"github.com/lpmos/lpmos/powermgr"
 	"github.com/lpmos/lpmos/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 )
@@ -35,7 +36,7 @@ func (o *powerMgrOptions) addFlags(cmd *cobra.Command) {
 }
 
 // startPowerManager runs the region's power manager beside the region.
-func startPowerManager(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, regionID string, o powerMgrOptions, log *slog.Logger) error {
+func startPowerManager(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, regionID string, o powerMgrOptions, log *slog.Logger) error {
 	if o.concurrency < 1 {
 		return fmt.Errorf("--bmc-poll-concurrency %d: at least 1", o.concurrency)
 	}
@@ -51,14 +52,50 @@ func startPowerManager(ctx context.Context, g *errgroup.Group, st *store.Store, 
 		retries = -1 // powermgr: none
 	}
 	name := "region/" + regionID + "/power"
+	observe, err := bmcMetrics(metrics, regionID)
+	if err != nil {
+		return err
+	}
 	m, err := powermgr.New(powermgr.Config{
 		Store: st, RegionID: regionID, PollInterval: interval, Concurrency: o.concurrency,
 		Retries: retries, Backoff: o.backoff, Timeout: o.timeout, RebootDelay: o.rebootDelay, Logger: log,
-		Health: func(state string, err error) { reg.Set(name, state, err) },
+		Health:  func(state string, err error) { reg.Set(name, state, err) },
+		Observe: observe,
 	})
 	if err != nil {
 		return err
 	}
 	g.Go(func() error { return m.Run(ctx) })
 	return nil
+}
+
+// bmcMetrics registers the region's BMC call metrics and returns the
+// powermgr hook that feeds them; a nil registerer records nothing.
+func bmcMetrics(reg prometheus.Registerer, regionID string) (func(string, error, time.Duration), error) {
+	if reg == nil {
+		return nil, nil
+	}
+	labels := prometheus.Labels{"region": regionID}
+	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lpmos_bmc_calls_total", ConstLabels: labels,
+		Help: "BMC calls by the region's power manager, by step (power on, power off, power cycle, power on or cycle, set next boot to pxe|disk, status) and outcome (ok, error).",
+	}, []string{"step", "outcome"})
+	seconds := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "lpmos_bmc_call_seconds", ConstLabels: labels,
+		Help:    "Duration of BMC calls by step.",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{"step"})
+	for _, c := range []prometheus.Collector{calls, seconds} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register BMC metrics: %w", err)
+		}
+	}
+	return func(step string, err error, took time.Duration) {
+		outcome := "ok"
+		if err != nil {
+			outcome = "error"
+		}
+		calls.WithLabelValues(step, outcome).Inc()
+		seconds.WithLabelValues(step).Observe(took.Seconds())
+	}, nil
 }

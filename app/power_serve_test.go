@@ -66,6 +66,17 @@ func TestPowerThroughServe(t *testing.T) {
 		t.Fatalf("ipmitool: %s", out)
 	}
 	waitFor(t, "power status off", func() bool { return strings.TrimSpace(cli("power", "status", mac)) == "off" })
+	// The region's BMC calls are counted in /metrics by step and outcome.
+	_, scrape := p.get(t, "/metrics")
+	for _, want := range []string{
+		`lpmos_bmc_calls_total{outcome="ok",region="dc1",step="power off"} `,
+		`lpmos_bmc_calls_total{outcome="ok",region="dc1",step="status"} `,
+		`lpmos_bmc_call_seconds_count{region="dc1",step="power off"} `,
+	} {
+		if !strings.Contains(scrape, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	if out := cli("task", "get", task.ID); !strings.Contains(out, "bmc: ipmi BMC 127.0.0.1:"+strconv.Itoa(sim.Port)+", user admin; power: off") {
 		t.Fatalf("task get lacks the BMC and power line:\n%s", out)
 	}

@@ -195,7 +195,7 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		return out
 	})
 	g.Go(func() error { return region.Start(ctx) })
-	if err := startPowerManager(ctx, g, st, reg, o.regionID, ro.power, log); err != nil {
+	if err := startPowerManager(ctx, g, st, reg, metrics, o.regionID, ro.power, log); err != nil {
 		return err
 	}
 

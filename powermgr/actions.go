@@ -119,7 +119,9 @@ func (m *Manager) run(ctx context.Context, id, title string, steps []step) bool 
 	for _, s := range steps {
 		wait := m.cfg.Backoff
 		for try := 1; ; try++ {
+			t0 := time.Now()
 			what, err := s.fn(ctx, d)
+			m.observe(s.name, err, time.Since(t0))
 			if err == nil {
 				done = append(done, what)
 				break
@@ -260,7 +262,9 @@ func (m *Manager) poll(ctx context.Context, id string) {
 	ps := store.PowerState{State: store.PowerUnknown, CheckedAt: time.Now().UTC()}
 	if err == nil {
 		var st power.State
+		t0 := time.Now()
 		st, err = d.Status(ctx)
+		m.observe("status", err, time.Since(t0))
 		ps.State = string(st)
 	}
 	if err != nil {
@@ -291,4 +295,11 @@ func (m *Manager) poll(ctx context.Context, id string) {
 	m.mu.Lock()
 	m.written[id] = ps
 	m.mu.Unlock()
+}
+
+// observe tells Config.Observe about one BMC call.
+func (m *Manager) observe(step string, err error, took time.Duration) {
+	if m.cfg.Observe != nil {
+		m.cfg.Observe(step, err, took)
+	}
 }

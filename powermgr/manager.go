@@ -76,6 +76,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// Health, when set, is told the manager's state.
 	Health func(state string, err error)
+	// Observe, when set, is told every BMC call: the step ("power on",
+	// "status", ...), its error (nil: done) and how long it took (metrics).
+	Observe func(step string, err error, took time.Duration)
 }
 
 // Manager is one region's power manager. Build it with New, run it with Run.
