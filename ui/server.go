@@ -43,14 +43,15 @@ type Config struct {
 
 // Server serves the control plane.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	router chi.Router
-	hub    *Hub
-	wrapLn func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
-	httpm  *httpmetrics.Metrics            // ui/metrics.go
-	tasksm *taskMetrics                    // ui/taskmetrics.go
-	local  localSessions                   // dashboard sessions while etcd is full (ui/session_local.go)
+	cfg     Config
+	log     *slog.Logger
+	router  chi.Router
+	hub     *Hub
+	wrapLn  func(net.Listener) net.Listener // connection caps (ui/timeouts.go)
+	httpm   *httpmetrics.Metrics            // ui/metrics.go
+	tasksm  *taskMetrics                    // ui/taskmetrics.go
+	wsCreds credMemo                        // one credential re-check per token for every /ws (ui/ws_auth.go)
+	local   localSessions                   // dashboard sessions while etcd is full (ui/session_local.go)
 }
 
 // New builds the control plane; Start serves it.

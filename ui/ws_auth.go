@@ -2,9 +2,11 @@ package ui
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -59,9 +61,7 @@ func (s *Server) closeWhenCredentialEnds(ctx context.Context, r *http.Request, c
 			return
 		case <-t.C:
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		why := s.credentialEnded(cctx, r)
-		cancel()
+		why := s.wsCreds.check(ctx, r, s.credentialEnded)
 		if why != "" {
 			s.log.Info("closing /ws: its credential ended", "remote", r.RemoteAddr, "reason", why)
 			msg := "credential ended: " + why
@@ -72,4 +72,53 @@ func (s *Server) closeWhenCredentialEnds(ctx context.Context, r *http.Request, c
 			return
 		}
 	}
+}
+
+// credMemo shares one re-check per credential among the /ws connections
+// that use it: a thousand dashboards signed in with one token cost one
+// etcd read per wsRecheck, not a thousand.
+type credMemo struct {
+	mu sync.Mutex
+	m  map[[32]byte]credResult
+}
+
+type credResult struct {
+	why string
+	at  time.Time
+}
+
+// check answers credentialEnded for r's credential, from a result younger
+// than wsRecheck when there is one.
+func (c *credMemo) check(ctx context.Context, r *http.Request, ended func(context.Context, *http.Request) string) string {
+	cred := httpapi.Bearer(r)
+	if cred == "" {
+		if ck, err := r.Cookie(sessionCookie); err == nil {
+			cred = "cookie:" + ck.Value
+		}
+	}
+	key := sha256.Sum256([]byte(cred))
+	now := time.Now()
+	c.mu.Lock()
+	if res, ok := c.m[key]; ok && now.Sub(res.at) < wsRecheck {
+		c.mu.Unlock()
+		return res.why
+	}
+	c.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	why := ended(cctx, r)
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[[32]byte]credResult)
+	}
+	if len(c.m) >= 10_000 { // forget what is stale before growing
+		for k, res := range c.m {
+			if now.Sub(res.at) >= wsRecheck {
+				delete(c.m, k)
+			}
+		}
+	}
+	c.m[key] = credResult{why: why, at: now}
+	return why
 }
