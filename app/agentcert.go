@@ -41,39 +41,25 @@ func (c *agentCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 }
 
 // run renews the certificate a third of its lifetime before it expires,
-// until ctx ends; a failed renewal is retried every minute (sooner for
-// short lifetimes).
+// until ctx ends (renewLoop, app/servecert.go).
 func (c *agentCert) run(ctx context.Context) {
-	retry := min(time.Minute, c.lifetime/10)
-	for {
-		wait := time.Until(c.current().Leaf.NotAfter.Add(-c.lifetime / 3))
-		t := time.NewTimer(max(wait, 0))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		for {
-			next, err := c.issue(ctx)
-			if err == nil {
-				old := c.current()
-				c.mu.Lock()
-				c.cert = next
-				c.mu.Unlock()
-				c.log.Info("agent API certificate renewed", "expires", next.Leaf.NotAfter.UTC().Format(time.RFC3339),
-					"serial", next.Leaf.SerialNumber.Text(16), "previous_serial", old.Leaf.SerialNumber.Text(16))
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
+	renewLoop(ctx, c.lifetime, func() time.Time { return c.current().Leaf.NotAfter.Add(-c.lifetime / 3) }, c.renew,
+		func(err error, retry time.Duration) {
 			c.log.Warn("agent API certificate renewal failed; retrying", "error", err, "in", retry, "expires", c.current().Leaf.NotAfter)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(retry):
-			}
-		}
+		})
+}
+
+// renew issues the next certificate and serves it from now on.
+func (c *agentCert) renew(ctx context.Context) error {
+	next, err := c.issue(ctx)
+	if err != nil {
+		return err
 	}
+	old := c.current()
+	c.mu.Lock()
+	c.cert = next
+	c.mu.Unlock()
+	c.log.Info("agent API certificate renewed", "expires", next.Leaf.NotAfter.UTC().Format(time.RFC3339),
+		"serial", next.Leaf.SerialNumber.Text(16), "previous_serial", old.Leaf.SerialNumber.Text(16))
+	return nil
 }

@@ -260,13 +260,21 @@ func (c *servingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 	return c.current(), nil
 }
 
-// run renews the certificate at 2/3 of its life until ctx ends; a failed
-// renewal is retried every minute (or sooner for short lifetimes).
+// run renews the certificate at 2/3 of its life until ctx ends.
 func (c *servingCert) run(ctx context.Context) {
-	retry := min(time.Minute, c.lifetime/10)
+	renewLoop(ctx, c.lifetime, func() time.Time { return renewAt(c.current().Leaf) }, c.issue,
+		func(err error, retry time.Duration) {
+			c.log.Warn("control plane certificate renewal failed; retrying", "error", err, "in", retry)
+		})
+}
+
+// renewLoop waits until next() and calls renew, until ctx ends; a failed
+// renewal is reported to failed and retried every minute (sooner for
+// short lifetimes). The serving and agent API certificates renew this way.
+func renewLoop(ctx context.Context, lifetime time.Duration, next func() time.Time, renew func(context.Context) error, failed func(err error, retry time.Duration)) {
+	retry := min(time.Minute, lifetime/10)
 	for {
-		wait := time.Until(renewAt(c.current().Leaf))
-		t := time.NewTimer(max(wait, 0))
+		t := time.NewTimer(max(time.Until(next()), 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -274,11 +282,14 @@ func (c *servingCert) run(ctx context.Context) {
 		case <-t.C:
 		}
 		for {
-			err := c.issue(ctx)
+			err := renew(ctx)
 			if err == nil {
 				break
 			}
-			c.log.Warn("control plane certificate renewal failed; retrying", "error", err, "in", retry)
+			if ctx.Err() != nil {
+				return
+			}
+			failed(err, retry)
 			select {
 			case <-ctx.Done():
 				return
