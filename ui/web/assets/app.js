@@ -331,7 +331,8 @@ async function approveSelected(btn) {
   const t = state.tasks.get(state.selected);
   if (!t) return;
   const d = t.target_disk;
-  const who = hostOf(t) || t.spec.target_mac;
+  const host = hostOf(t);
+  const who = host ? `${host} (MAC ${t.spec.target_mac})` : `MAC ${t.spec.target_mac}`;
   const msg = d ? `Approve the install of ${t.spec.os_type} ${t.spec.os_version} on ${who}?\n\nThis will ERASE ${diskText(d)}.`
     : `Approve the install of ${t.spec.os_type} ${t.spec.os_version} on ${who}?\n\nThe agent will choose the disk to erase (smallest fixed disk that holds the image).`;
   if (!confirm(msg)) return;
