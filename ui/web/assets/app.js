@@ -221,8 +221,32 @@ function setStatusFilter(s) {
 
 // ---------- detail panel ----------
 
-async function select(id) {
+// A URL per task: #/tasks/{id}. Selecting pushes a history entry, so the
+// back button returns to the previous selection (or none).
+function routeId() {
+  const m = /^#\/tasks\/([^/?#]+)$/.exec(location.hash);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+function pushRoute(id) {
+  if (routeId() === id) return;
+  history.pushState(null, "", id ? `#/tasks/${encodeURIComponent(id)}` : `${location.pathname}${location.search}`);
+}
+
+// applyRoute follows the URL (load, back, forward, an edited hash).
+function applyRoute() {
+  const id = routeId();
+  if (id === state.selected) return;
+  if (!id) { closeDetail(false); return; }
+  if (state.tasks.has(id)) select(id, { push: false });
+  else if (state.revision) toast(`No task ${id}`, true);
+}
+
+async function select(id, opts = {}) {
+  const { push = true, focus = true } = opts;
+  if (push) pushRoute(id);
   const prev = state.rows.get(state.selected);
+  const changed = state.selected !== id;
   state.selected = id;
   if (prev) prev.setAttribute("aria-selected", "false");
   const row = state.rows.get(id);
@@ -231,6 +255,13 @@ async function select(id) {
   $("#detail").hidden = false;
   $(".layout").classList.add("with-detail");
   renderDetail();
+  if (changed || focus) {
+    // A new selection starts at the top (Approve is there), with focus.
+    const d = $("#detail");
+    d.scrollTop = 0;
+    if (focus) d.focus({ preventScroll: true });
+    if (d.getBoundingClientRect().top < 0 || d.getBoundingClientRect().top > innerHeight) d.scrollIntoView({ block: "start" });
+  }
   try {
     const d = await api("GET", `/api/v1/tasks/${encodeURIComponent(id)}`);
     if (state.selected !== id) return;
@@ -241,7 +272,8 @@ async function select(id) {
   }
 }
 
-function closeDetail() {
+function closeDetail(push = true) {
+  if (push) pushRoute("");
   const row = state.rows.get(state.selected);
   if (row) row.setAttribute("aria-selected", "false");
   state.selected = "";
@@ -555,7 +587,7 @@ function onMessage(m) {
     }
     case "task_deleted": {
       state.tasks.delete(m.task_id);
-      if (m.task_id === state.selected) closeDetail();
+      if (m.task_id === state.selected) closeDetail(false);
       scheduleRelayout();
       return;
     }
@@ -641,8 +673,9 @@ function applySnapshot(m) {
   renderMachines();
   renderRegions();
   if (state.selected) {
-    if (state.tasks.has(state.selected)) { renderDetail(); select(state.selected); } else closeDetail();
+    if (state.tasks.has(state.selected)) { renderDetail(); select(state.selected, { push: false, focus: false }); } else closeDetail(false);
   }
+  applyRoute(); // a deep link (#/tasks/{id}) opens once the tasks are known
   document.body.dataset.revision = String(m.revision);
   setConn("live", "live");
   // The server resent the whole state (this page fell behind, or etcd's
@@ -799,7 +832,9 @@ function wire() {
     requestAnimationFrame(() => { scrollQueued = false; renderRows(true); });
   }, { passive: true });
   new ResizeObserver(() => renderRows(true)).observe($("#task-scroll"));
-  $("#d-close").addEventListener("click", closeDetail);
+  $("#d-close").addEventListener("click", () => closeDetail());
+  window.addEventListener("popstate", applyRoute);
+  window.addEventListener("hashchange", applyRoute);
   $("#approve").addEventListener("click", (e) => approveSelected(e.currentTarget));
   $("#retry").addEventListener("click", (e) => act(e.currentTarget, "POST", `/api/v1/tasks/${encodeURIComponent(state.selected)}/retry`, "Task queued again"));
   $("#cancel").addEventListener("click", (e) => {
