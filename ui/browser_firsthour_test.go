@@ -145,3 +145,85 @@ func TestDashboardTaskDeepLink(t *testing.T) {
 		t.Fatalf("page problems:\n%s", strings.Join(p, "\n"))
 	}
 }
+
+// Issue 15 item 10: bulk select. Three tasks ticked, one Approve, one
+// confirmation naming the count: all three approved through the API; the
+// select-all box ticks every shown row.
+func TestDashboardBulkApprove(t *testing.T) {
+	ctx := context.Background()
+	e := newLive(t)
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, pendingApproval(t, ctx, e.store, fmt.Sprintf("52:54:00:15:0b:%02x", i+1), fmt.Sprintf("bulk-%d", i+1)).ID)
+	}
+	other, err := e.store.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: "52:54:00:15:0b:10", OSType: "ubuntu", OSVersion: "22.04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := newBrowser(t)
+	var problems pageWatch
+	watchPage(t, tab, "tab", &problems)
+	browserLogin(t, tab, e)
+	poll(t, tab, "rows", `document.querySelectorAll("#task-scroll .tr").length === 4`)
+	if !eval[bool](t, tab, `document.querySelector("#bulk").hidden`) {
+		t.Fatal("bulk bar shown with nothing selected")
+	}
+
+	// Select all shown, then clear.
+	click(t, tab, "#select-all")
+	poll(t, tab, "all 4 ticked", `document.querySelectorAll("#task-scroll .tr .sel:checked").length === 4 && document.querySelector("#bulk-count").textContent === "4 selected"`)
+	click(t, tab, "#bulk-clear")
+	poll(t, tab, "cleared", `document.querySelectorAll("#task-scroll .tr .sel:checked").length === 0 && document.querySelector("#bulk").hidden && !document.querySelector("#select-all").checked`)
+
+	// Tick the three awaiting approval; ticking does not open the detail.
+	for _, id := range ids {
+		click(t, tab, rowSel(id)+" .sel")
+	}
+	poll(t, tab, "3 selected", `document.querySelector("#bulk-count").textContent === "3 selected" && document.querySelector("#select-all").indeterminate`)
+	if !eval[bool](t, tab, `document.querySelector("#detail").hidden`) {
+		t.Fatal("ticking a row opened its detail")
+	}
+
+	// Dismissed: nothing approved.
+	shown := problems.expectConfirm(false)
+	click(t, tab, "#bulk-approve")
+	if msg := waitConfirm(t, shown); !strings.HasPrefix(msg, "Approve 3 tasks?") || !strings.Contains(msg, "bulk-2 (MAC 52:54:00:15:0b:02): ERASE /dev/nvme0n1") {
+		t.Fatalf("bulk confirmation %q", msg)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, id := range ids {
+		if st := taskStatus(t, ctx, e.store, id); st != wire.StatusPendingApproval {
+			t.Fatalf("after dismissing: %s %s", id, st)
+		}
+	}
+
+	// With the pending task ticked too: it is named as left alone.
+	click(t, tab, rowSel(other.ID)+" .sel")
+	poll(t, tab, "4 selected", `document.querySelector("#bulk-count").textContent === "4 selected"`)
+	shown = problems.expectConfirm(true)
+	click(t, tab, "#bulk-approve")
+	if msg := waitConfirm(t, shown); !strings.HasPrefix(msg, "Approve 3 tasks? (1 other selected task(s) cannot be approved") {
+		t.Fatalf("bulk confirmation %q", msg)
+	}
+	for _, id := range ids {
+		poll(t, tab, "approved "+id, `document.querySelector('`+rowSel(id)+` .badge').dataset.status === "approved"`)
+		if st := taskStatus(t, ctx, e.store, id); st != wire.StatusApproved {
+			t.Fatalf("store: %s %s", id, st)
+		}
+	}
+	if st := taskStatus(t, ctx, e.store, other.ID); st != wire.StatusPending {
+		t.Fatalf("the pending task became %s", st)
+	}
+	poll(t, tab, "approved ones unticked", `document.querySelector("#bulk-count").textContent === "1 selected"`)
+
+	// Bulk cancel of what is left ticked.
+	shown = problems.expectConfirm(true)
+	click(t, tab, "#bulk-cancel")
+	if msg := waitConfirm(t, shown); !strings.HasPrefix(msg, "Cancel 1 task?") {
+		t.Fatalf("cancel confirmation %q", msg)
+	}
+	poll(t, tab, "cancelled", `document.querySelector('`+rowSel(other.ID)+` .badge').dataset.status === "cancelled" && document.querySelector("#bulk").hidden`)
+	if p := problems.list(); len(p) > 0 {
+		t.Fatalf("page problems:\n%s", strings.Join(p, "\n"))
+	}
+}

@@ -23,6 +23,7 @@ const state = {
   rows: new Map(),      // id -> row element (visible rows only)
   pool: [],             // detached row elements for reuse
   selected: "",
+  checked: new Set(),   // ids ticked for a bulk action
   events: [],           // timeline of the selected task
   filter: { q: "", status: "", region: "" },
   sort: "created",
@@ -86,6 +87,65 @@ function relayout() {
   $("#task-table").setAttribute("aria-rowcount", String(state.view.length + 1));
   renderRows(true);
   renderSummary();
+  paintBulk();
+}
+
+// ---------- bulk select ----------
+
+function setChecked(id, on) { if (on) state.checked.add(id); else state.checked.delete(id); }
+
+function paintBulk() {
+  for (const id of state.checked) if (!state.tasks.has(id)) state.checked.delete(id);
+  const n = state.checked.size;
+  $("#bulk").hidden = n === 0;
+  setText($("#bulk-count"), `${n} selected`);
+  const all = $("#select-all");
+  const shown = state.view.filter((id) => state.checked.has(id)).length;
+  all.checked = shown > 0 && shown === state.view.length;
+  all.indeterminate = shown > 0 && shown < state.view.length;
+  for (const [id, row] of state.rows) row.querySelector(".sel").checked = state.checked.has(id);
+}
+
+// selectAllShown ticks (or unticks) every task the filter shows.
+function selectAllShown(on) {
+  for (const id of state.view) setChecked(id, on);
+  paintBulk();
+}
+
+const BULK = {
+  approve: { verb: "Approve", ok: (st) => st === "pending_approval", done: "approved" },
+  retry: { verb: "Retry", ok: (st) => st === "failed" || st === "cancelled", done: "queued again" },
+  cancel: { verb: "Cancel", ok: (st) => ACTIVE.has(st), done: "cancelled" },
+};
+
+// bulkAct asks once, naming the count (and for Approve each machine and
+// the disk it will erase), then acts through the API task by task.
+async function bulkAct(kind, btn) {
+  const b = BULK[kind];
+  const tasks = [...state.checked].map((id) => state.tasks.get(id)).filter(Boolean);
+  const todo = tasks.filter((t) => b.ok(t.status.status));
+  if (!todo.length) { toast(`None of the ${tasks.length} selected task(s) can be ${b.done}.`, true); return; }
+  const noun = `${todo.length} task${todo.length === 1 ? "" : "s"}`;
+  const skipped = tasks.length - todo.length;
+  let msg = `${b.verb} ${noun}?`;
+  if (skipped) msg += ` (${skipped} other selected task(s) cannot be ${b.done} and are left alone.)`;
+  if (kind === "approve") {
+    const lines = todo.slice(0, 10).map((t) => `• ${hostOf(t) || "(no hostname)"} (MAC ${t.spec.target_mac}): ${t.target_disk ? `ERASE ${diskShort(t.target_disk)}` : "agent chooses the disk"}`);
+    if (todo.length > 10) lines.push(`… and ${todo.length - 10} more`);
+    msg += `\n\nThis will ERASE a disk on each machine:\n${lines.join("\n")}`;
+  } else if (kind === "cancel") msg += "\n\nThese machines will not be provisioned.";
+  if (!confirm(msg)) return;
+  btn.disabled = true;
+  const path = (t) => `/api/v1/tasks/${encodeURIComponent(t.id)}${kind === "cancel" ? "" : `/${kind}`}`;
+  const method = { approve: "PUT", retry: "POST", cancel: "DELETE" }[kind];
+  const results = await Promise.allSettled(todo.map((t) =>
+    api(method, path(t), kind === "approve" && t.target_disk ? { disk: t.target_disk.name } : undefined)));
+  btn.disabled = false;
+  const failed = results.map((r, i) => [r, todo[i]]).filter(([r]) => r.status === "rejected");
+  for (const [, t] of results.map((r, i) => [r, todo[i]]).filter(([r]) => r.status === "fulfilled")) state.checked.delete(t.id);
+  paintBulk();
+  if (failed.length) toast(`${todo.length - failed.length} of ${noun} ${b.done}; ${failed.length} failed: ${failed.map(([r, t]) => `${hostOf(t) || t.spec.target_mac}: ${r.reason.message}`).join("; ")}`, true);
+  else toast(`${noun} ${b.done}`);
 }
 
 // ---------- virtualised task rows ----------
@@ -114,8 +174,10 @@ function renderRows(moved) {
 }
 
 function makeRow() {
+  const box = h("input", { type: "checkbox", class: "sel", "aria-label": "Select task" });
   const row = h("div", { class: "tr", role: "row", tabindex: "0" },
-    h("span", { role: "cell" }, h("span", { class: "badge" })),
+    h("span", { role: "cell", class: "selcol" }, box),
+    h("span", { role: "cell", class: "stcell" }, h("span", { class: "badge" })),
     h("span", { role: "cell", class: "host" }, h("b"), h("small")),
     h("span", { role: "cell", class: "mono mac" }),
     h("span", { role: "cell", class: "region" }),
@@ -124,8 +186,10 @@ function makeRow() {
       h("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, h("div", { class: "fill" })),
       h("p", { class: "ptext" })),
     h("span", { role: "cell", class: "muted upd" }));
+  box.addEventListener("click", (e) => e.stopPropagation());
+  box.addEventListener("change", () => { setChecked(row.dataset.id, box.checked); paintBulk(); });
   row.addEventListener("click", () => select(row.dataset.id));
-  row.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(row.dataset.id); } });
+  row.addEventListener("keydown", (e) => { if (e.target === box) return; if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(row.dataset.id); } });
   return row;
 }
 
@@ -147,6 +211,7 @@ function updateRow(row, t) {
   setText(row.querySelector(".upd"), ago(t._updated));
   paintPowerCell(row, t);
   row.setAttribute("aria-selected", String(t.id === state.selected));
+  row.querySelector(".sel").checked = state.checked.has(t.id);
 }
 
 function paintProgress(bar, text, t, long) {
@@ -842,6 +907,9 @@ function wire() {
   });
   wirePower(() => state.selected, api, toast);
   $("#new-task").addEventListener("click", () => openCreate());
+  $("#select-all").addEventListener("change", (e) => selectAllShown(e.target.checked));
+  for (const kind of Object.keys(BULK)) $(`#bulk-${kind}`).addEventListener("click", (e) => bulkAct(kind, e.currentTarget));
+  $("#bulk-clear").addEventListener("click", () => { state.checked.clear(); paintBulk(); });
   $("#create-form").addEventListener("submit", submitCreate);
   $("#create-cancel").addEventListener("click", () => $("#create-dialog").close());
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showTab(b.dataset.tab));
