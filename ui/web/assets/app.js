@@ -179,13 +179,13 @@ function makeRow() {
     h("span", { role: "cell", class: "selcol" }, box),
     h("span", { role: "cell", class: "stcell" }, h("span", { class: "badge" })),
     h("span", { role: "cell", class: "host" }, h("b"), h("small")),
-    h("span", { role: "cell", class: "mono mac" }),
-    h("span", { role: "cell", class: "region" }),
-    h("span", { role: "cell", class: "os" }),
-    h("span", { role: "cell", class: "prog" },
+    h("span", { role: "cell", class: "mono mac c-mac" }),
+    h("span", { role: "cell", class: "region c-region" }),
+    h("span", { role: "cell", class: "os c-os" }),
+    h("span", { role: "cell", class: "prog c-prog" },
       h("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, h("div", { class: "fill" })),
       h("p", { class: "ptext" })),
-    h("span", { role: "cell", class: "muted upd" }));
+    h("span", { role: "cell", class: "muted upd c-upd" }));
   box.addEventListener("click", (e) => e.stopPropagation());
   box.addEventListener("change", () => { setChecked(row.dataset.id, box.checked); paintBulk(); });
   row.addEventListener("click", () => select(row.dataset.id));
