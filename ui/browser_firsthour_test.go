@@ -282,3 +282,82 @@ func TestDashboardLayoutKeepsProgressVisible(t *testing.T) {
 		t.Fatalf("page problems:\n%s", strings.Join(p, "\n"))
 	}
 }
+
+// Issue 15 item 10: throughput and ETA on the progress bar while
+// downloading (from successive reports), and a create dialog whose
+// placeholders are examples (italic, "e.g."), with "allow missing image".
+func TestDashboardThroughputAndCreateDialog(t *testing.T) {
+	ctx := context.Background()
+	e := newLive(t)
+	withBytes := pendingApproval(t, ctx, e.store, "52:54:00:15:0d:01", "eta-bytes")
+	pctOnly := pendingApproval(t, ctx, e.store, "52:54:00:15:0d:02", "eta-pct")
+	for _, id := range []string{withBytes.ID, pctOnly.ID} {
+		if _, err := e.store.Transition(ctx, id, wire.StatusApproved, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tab := newBrowser(t)
+	var problems pageWatch
+	watchPage(t, tab, "tab", &problems)
+	browserLogin(t, tab, e)
+	poll(t, tab, "live", `document.querySelector("#conn").dataset.state === "live" && document.querySelectorAll("#task-scroll .tr").length === 2`)
+
+	report := func(id string, seq int64, pct int, done, total int64) {
+		t.Helper()
+		if _, err := e.store.ReportProgress(ctx, id, wire.Progress{Seq: seq, Stage: wire.StageDownloading, Percentage: pct,
+			Message: "Downloading ubuntu 22.04", BytesDone: done, BytesTotal: total}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ptext := func(id string) string { return `document.querySelector('` + rowSel(id) + ` .ptext').textContent` }
+	report(withBytes.ID, 1, 10, 100<<20, 1<<30)
+	report(pctOnly.ID, 1, 10, 0, 0)
+	poll(t, tab, "first reports shown", ptext(withBytes.ID)+`.includes("10% · downloading") && `+ptext(pctOnly.ID)+`.includes("10% · downloading")`)
+	if got := eval[string](t, tab, ptext(withBytes.ID)); strings.Contains(got, "ETA") {
+		t.Fatalf("ETA from a single report: %q", got)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	report(withBytes.ID, 2, 30, 300<<20, 1<<30)
+	report(pctOnly.ID, 2, 20, 0, 0)
+	// ~200 MiB in ~1.1 s: about 190 MB/s, 724 MiB left: about 4 s.
+	poll(t, tab, "rate and ETA from bytes", `/\d+(\.\d)? MB\/s, ETA \d\d:\d\d$/.test(`+ptext(withBytes.ID)+`)`)
+	poll(t, tab, "ETA from the percentage", `/ETA \d\d:\d\d$/.test(`+ptext(pctOnly.ID)+`) && !`+ptext(pctOnly.ID)+`.includes("MB/s")`)
+	t.Logf("with bytes: %q; percent only: %q", eval[string](t, tab, ptext(withBytes.ID)), eval[string](t, tab, ptext(pctOnly.ID)))
+	mbps := eval[float64](t, tab, `parseFloat(/([\d.]+) MB\/s/.exec(`+ptext(withBytes.ID)+`)[1])`)
+	if mbps < 20 || mbps > 300 { // under load the reports may land further apart
+		t.Fatalf("throughput %v MB/s, want about 190", mbps)
+	}
+	click(t, tab, rowSel(withBytes.ID))
+	poll(t, tab, "detail shows the ETA", `document.querySelector("#d-ptext").textContent.includes("MB/s, ETA")`)
+
+	// The create dialog: examples, not values.
+	click(t, tab, "#new-task")
+	poll(t, tab, "create dialog", `document.querySelector("#create-dialog").open`)
+	bad := eval[string](t, tab, `[...document.querySelectorAll("#create-form input[placeholder], #create-form textarea")].map((el) => {
+		const ph = getComputedStyle(el, "::placeholder");
+		if (!el.placeholder.startsWith("e.g. ")) return el.name + ": placeholder " + JSON.stringify(el.placeholder);
+		if (ph.fontStyle !== "italic") return el.name + ": placeholder not italic";
+		if (ph.color === getComputedStyle(el).color && ph.opacity === "1") return el.name + ": placeholder styled as a value";
+		return "";
+	}).filter(Boolean).join("; ")`)
+	if bad != "" {
+		t.Fatal(bad)
+	}
+	for sel, v := range map[string]string{`[name="target_mac"]`: "52:54:00:15:0d:03", `[name="region_id"]`: "dc1",
+		`[name="os_type"]`: "ubuntu", `[name="os_version"]`: "99.04"} {
+		setInput(t, tab, "#create-form "+sel, v, "input")
+	}
+	click(t, tab, "#create-submit")
+	poll(t, tab, "missing image refused", `document.querySelector("#create-error").textContent.includes("no image for ubuntu 99.04")`)
+	click(t, tab, `#create-form [name="allow_missing_image"]`)
+	click(t, tab, "#create-submit")
+	poll(t, tab, "dialog closed", `!document.querySelector("#create-dialog").open`)
+	tasks, _, err := e.store.ListTasks(ctx, store.Filter{MAC: "52:54:00:15:0d:03"})
+	if err != nil || len(tasks) != 1 || tasks[0].Spec.OSVersion != "99.04" {
+		t.Fatalf("created with allow missing image: %+v %v", tasks, err)
+	}
+	poll(t, tab, "the new task opens", `document.querySelector("#d-id").textContent === "`+tasks[0].ID+`" && location.hash === "#/tasks/`+tasks[0].ID+`"`)
+	if p := problems.list(); len(p) > 0 {
+		t.Fatalf("page problems:\n%s", strings.Join(p, "\n"))
+	}
+}

@@ -224,8 +224,7 @@ function paintProgress(bar, text, t, long) {
     const parts = [`${w}%`, p.stage];
     if (p.message) parts.push(p.message);
     if (p.bytes_total) parts.push(`${bytes(p.bytes_done)} / ${bytes(p.bytes_total)}`);
-    const r = state.rates.get(t.id);
-    if (r && r.rate > 0 && st === "installing") parts.push(`${bytes(r.rate)}/s`);
+    if (st === "installing") { const tp = throughput(t); if (tp) parts.push(tp); }
     label = parts.filter(Boolean).join(" · ");
   } else if (st === "completed") {
     w = 100; label = "100% · completed";
@@ -246,6 +245,49 @@ function paintProgress(bar, text, t, long) {
   const width = `${w}%`;
   if (fill.style.width !== width) fill.style.width = width;
   setText(text, label);
+}
+
+// throughput says how fast an install moves and when it should be done,
+// from successive progress reports: "12.3 MB/s, ETA 01:05" with bytes,
+// "ETA 01:05" from the percentage alone.
+function throughput(t) {
+  const r = state.rates.get(t.id);
+  const p = t.progress;
+  if (!r || !p) return "";
+  let eta = -1;
+  const out = [];
+  if (r.rate > 0) {
+    out.push(`${(r.rate / 1e6).toFixed(r.rate >= 1e8 ? 0 : 1)} MB/s`);
+    if (p.bytes_total > p.bytes_done) eta = (p.bytes_total - p.bytes_done) / r.rate;
+  }
+  if (eta < 0 && r.prate > 0 && p.percentage < 100) eta = (100 - p.percentage) / r.prate;
+  if (eta >= 0) out.push(`ETA ${clock(eta)}`);
+  return out.join(", ");
+}
+
+function clock(sec) {
+  const s = Math.max(0, Math.round(sec));
+  const two = (n) => String(n).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${two(Math.floor(s / 60) % 60)}:${two(s % 60)}` : `${two(Math.floor(s / 60))}:${two(s % 60)}`;
+}
+
+// trackRate folds one progress report into the task's smoothed rates
+// (bytes/s and percent/s); a new stage or a step back starts over.
+function trackRate(id, m, at) {
+  const prev = state.rates.get(id);
+  const fresh = { stage: m.stage, t: at, bytes: m.bytes_done || 0, pct: m.percentage, rate: 0, prate: 0 };
+  if (!prev || prev.stage !== m.stage || at <= prev.t) {
+    if (prev && prev.stage === m.stage && at <= prev.t) return; // same instant: keep the estimate
+    state.rates.set(id, fresh);
+    return;
+  }
+  const dt = (at - prev.t) / 1000;
+  const smooth = (old, inst) => (old > 0 ? old * 0.6 + inst * 0.4 : inst);
+  if (fresh.bytes > prev.bytes) fresh.rate = smooth(prev.rate, (fresh.bytes - prev.bytes) / dt);
+  else if (fresh.bytes === prev.bytes && fresh.bytes > 0) fresh.rate = prev.rate;
+  if (fresh.pct > prev.pct) fresh.prate = smooth(prev.prate, (fresh.pct - prev.pct) / dt);
+  else if (fresh.pct === prev.pct) fresh.prate = prev.prate;
+  state.rates.set(id, fresh);
 }
 
 function refreshTask(id) {
@@ -670,13 +712,7 @@ function onMessage(m) {
       const t = state.tasks.get(m.task_id);
       if (!t) return;
       const at = Date.parse(m.updated_at) || Date.now();
-      const prev = state.rates.get(t.id);
-      if (m.bytes_done && prev && at > prev.t && m.bytes_done >= prev.bytes) {
-        const inst = ((m.bytes_done - prev.bytes) * 1000) / (at - prev.t);
-        state.rates.set(t.id, { bytes: m.bytes_done, t: at, rate: prev.rate ? prev.rate * 0.6 + inst * 0.4 : inst });
-      } else if (m.bytes_done) {
-        state.rates.set(t.id, { bytes: m.bytes_done, t: at, rate: 0 });
-      }
+      trackRate(t.id, m, at);
       t.progress = { stage: m.stage, percentage: m.percentage, message: m.message, seq: m.seq,
         bytes_done: m.bytes_done, bytes_total: m.bytes_total, attempt: m.attempt, updated_at: m.updated_at };
       t._updated = Math.max(t._updated, at);
@@ -801,6 +837,7 @@ async function submitCreate(e) {
     os_type: f.os_type.value.trim(), os_version: f.os_version.value.trim(),
   };
   if (f.hostname.value.trim()) body.hostname = f.hostname.value.trim();
+  if (f.allow_missing_image.checked) body.allow_missing_image = true;
   const keys = f.ssh_keys.value.split("\n").map((s) => s.trim()).filter(Boolean);
   if (keys.length) body.ssh_authorized_keys = keys;
   try {
