@@ -23,6 +23,7 @@ const state = {
   rows: new Map(),      // id -> row element (visible rows only)
   pool: [],             // detached row elements for reuse
   selected: "",
+  checked: new Set(),   // ids ticked for a bulk action
   events: [],           // timeline of the selected task
   filter: { q: "", status: "", region: "" },
   sort: "created",
@@ -86,6 +87,65 @@ function relayout() {
   $("#task-table").setAttribute("aria-rowcount", String(state.view.length + 1));
   renderRows(true);
   renderSummary();
+  paintBulk();
+}
+
+// ---------- bulk select ----------
+
+function setChecked(id, on) { if (on) state.checked.add(id); else state.checked.delete(id); }
+
+function paintBulk() {
+  for (const id of state.checked) if (!state.tasks.has(id)) state.checked.delete(id);
+  const n = state.checked.size;
+  $("#bulk").hidden = n === 0;
+  setText($("#bulk-count"), `${n} selected`);
+  const all = $("#select-all");
+  const shown = state.view.filter((id) => state.checked.has(id)).length;
+  all.checked = shown > 0 && shown === state.view.length;
+  all.indeterminate = shown > 0 && shown < state.view.length;
+  for (const [id, row] of state.rows) row.querySelector(".sel").checked = state.checked.has(id);
+}
+
+// selectAllShown ticks (or unticks) every task the filter shows.
+function selectAllShown(on) {
+  for (const id of state.view) setChecked(id, on);
+  paintBulk();
+}
+
+const BULK = {
+  approve: { verb: "Approve", ok: (st) => st === "pending_approval", done: "approved" },
+  retry: { verb: "Retry", ok: (st) => st === "failed" || st === "cancelled", done: "queued again" },
+  cancel: { verb: "Cancel", ok: (st) => ACTIVE.has(st), done: "cancelled" },
+};
+
+// bulkAct asks once, naming the count (and for Approve each machine and
+// the disk it will erase), then acts through the API task by task.
+async function bulkAct(kind, btn) {
+  const b = BULK[kind];
+  const tasks = [...state.checked].map((id) => state.tasks.get(id)).filter(Boolean);
+  const todo = tasks.filter((t) => b.ok(t.status.status));
+  if (!todo.length) { toast(`None of the ${tasks.length} selected task(s) can be ${b.done}.`, true); return; }
+  const noun = `${todo.length} task${todo.length === 1 ? "" : "s"}`;
+  const skipped = tasks.length - todo.length;
+  let msg = `${b.verb} ${noun}?`;
+  if (skipped) msg += ` (${skipped} other selected task(s) cannot be ${b.done} and are left alone.)`;
+  if (kind === "approve") {
+    const lines = todo.slice(0, 10).map((t) => `• ${hostOf(t) || "(no hostname)"} (MAC ${t.spec.target_mac}): ${t.target_disk ? `ERASE ${diskShort(t.target_disk)}` : "agent chooses the disk"}`);
+    if (todo.length > 10) lines.push(`… and ${todo.length - 10} more`);
+    msg += `\n\nThis will ERASE a disk on each machine:\n${lines.join("\n")}`;
+  } else if (kind === "cancel") msg += "\n\nThese machines will not be provisioned.";
+  if (!confirm(msg)) return;
+  btn.disabled = true;
+  const path = (t) => `/api/v1/tasks/${encodeURIComponent(t.id)}${kind === "cancel" ? "" : `/${kind}`}`;
+  const method = { approve: "PUT", retry: "POST", cancel: "DELETE" }[kind];
+  const results = await Promise.allSettled(todo.map((t) =>
+    api(method, path(t), kind === "approve" && t.target_disk ? { disk: t.target_disk.name } : undefined)));
+  btn.disabled = false;
+  const failed = results.map((r, i) => [r, todo[i]]).filter(([r]) => r.status === "rejected");
+  for (const [, t] of results.map((r, i) => [r, todo[i]]).filter(([r]) => r.status === "fulfilled")) state.checked.delete(t.id);
+  paintBulk();
+  if (failed.length) toast(`${todo.length - failed.length} of ${noun} ${b.done}; ${failed.length} failed: ${failed.map(([r, t]) => `${hostOf(t) || t.spec.target_mac}: ${r.reason.message}`).join("; ")}`, true);
+  else toast(`${noun} ${b.done}`);
 }
 
 // ---------- virtualised task rows ----------
@@ -114,18 +174,22 @@ function renderRows(moved) {
 }
 
 function makeRow() {
+  const box = h("input", { type: "checkbox", class: "sel", "aria-label": "Select task" });
   const row = h("div", { class: "tr", role: "row", tabindex: "0" },
-    h("span", { role: "cell" }, h("span", { class: "badge" })),
+    h("span", { role: "cell", class: "selcol" }, box),
+    h("span", { role: "cell", class: "stcell" }, h("span", { class: "badge" })),
     h("span", { role: "cell", class: "host" }, h("b"), h("small")),
-    h("span", { role: "cell", class: "mono mac" }),
-    h("span", { role: "cell", class: "region" }),
-    h("span", { role: "cell", class: "os" }),
-    h("span", { role: "cell", class: "prog" },
+    h("span", { role: "cell", class: "mono mac c-mac" }),
+    h("span", { role: "cell", class: "region c-region" }),
+    h("span", { role: "cell", class: "os c-os" }),
+    h("span", { role: "cell", class: "prog c-prog" },
       h("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, h("div", { class: "fill" })),
       h("p", { class: "ptext" })),
-    h("span", { role: "cell", class: "muted upd" }));
+    h("span", { role: "cell", class: "muted upd c-upd" }));
+  box.addEventListener("click", (e) => e.stopPropagation());
+  box.addEventListener("change", () => { setChecked(row.dataset.id, box.checked); paintBulk(); });
   row.addEventListener("click", () => select(row.dataset.id));
-  row.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(row.dataset.id); } });
+  row.addEventListener("keydown", (e) => { if (e.target === box) return; if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(row.dataset.id); } });
   return row;
 }
 
@@ -147,6 +211,7 @@ function updateRow(row, t) {
   setText(row.querySelector(".upd"), ago(t._updated));
   paintPowerCell(row, t);
   row.setAttribute("aria-selected", String(t.id === state.selected));
+  row.querySelector(".sel").checked = state.checked.has(t.id);
 }
 
 function paintProgress(bar, text, t, long) {
@@ -159,8 +224,7 @@ function paintProgress(bar, text, t, long) {
     const parts = [`${w}%`, p.stage];
     if (p.message) parts.push(p.message);
     if (p.bytes_total) parts.push(`${bytes(p.bytes_done)} / ${bytes(p.bytes_total)}`);
-    const r = state.rates.get(t.id);
-    if (r && r.rate > 0 && st === "installing") parts.push(`${bytes(r.rate)}/s`);
+    if (st === "installing") { const tp = throughput(t); if (tp) parts.push(tp); }
     label = parts.filter(Boolean).join(" · ");
   } else if (st === "completed") {
     w = 100; label = "100% · completed";
@@ -181,6 +245,49 @@ function paintProgress(bar, text, t, long) {
   const width = `${w}%`;
   if (fill.style.width !== width) fill.style.width = width;
   setText(text, label);
+}
+
+// throughput says how fast an install moves and when it should be done,
+// from successive progress reports: "12.3 MB/s, ETA 01:05" with bytes,
+// "ETA 01:05" from the percentage alone.
+function throughput(t) {
+  const r = state.rates.get(t.id);
+  const p = t.progress;
+  if (!r || !p) return "";
+  let eta = -1;
+  const out = [];
+  if (r.rate > 0) {
+    out.push(`${(r.rate / 1e6).toFixed(r.rate >= 1e8 ? 0 : 1)} MB/s`);
+    if (p.bytes_total > p.bytes_done) eta = (p.bytes_total - p.bytes_done) / r.rate;
+  }
+  if (eta < 0 && r.prate > 0 && p.percentage < 100) eta = (100 - p.percentage) / r.prate;
+  if (eta >= 0) out.push(`ETA ${clock(eta)}`);
+  return out.join(", ");
+}
+
+function clock(sec) {
+  const s = Math.max(0, Math.round(sec));
+  const two = (n) => String(n).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${two(Math.floor(s / 60) % 60)}:${two(s % 60)}` : `${two(Math.floor(s / 60))}:${two(s % 60)}`;
+}
+
+// trackRate folds one progress report into the task's smoothed rates
+// (bytes/s and percent/s); a new stage or a step back starts over.
+function trackRate(id, m, at) {
+  const prev = state.rates.get(id);
+  const fresh = { stage: m.stage, t: at, bytes: m.bytes_done || 0, pct: m.percentage, rate: 0, prate: 0 };
+  if (!prev || prev.stage !== m.stage || at <= prev.t) {
+    if (prev && prev.stage === m.stage && at <= prev.t) return; // same instant: keep the estimate
+    state.rates.set(id, fresh);
+    return;
+  }
+  const dt = (at - prev.t) / 1000;
+  const smooth = (old, inst) => (old > 0 ? old * 0.6 + inst * 0.4 : inst);
+  if (fresh.bytes > prev.bytes) fresh.rate = smooth(prev.rate, (fresh.bytes - prev.bytes) / dt);
+  else if (fresh.bytes === prev.bytes && fresh.bytes > 0) fresh.rate = prev.rate;
+  if (fresh.pct > prev.pct) fresh.prate = smooth(prev.prate, (fresh.pct - prev.pct) / dt);
+  else if (fresh.pct === prev.pct) fresh.prate = prev.prate;
+  state.rates.set(id, fresh);
 }
 
 function refreshTask(id) {
@@ -221,8 +328,32 @@ function setStatusFilter(s) {
 
 // ---------- detail panel ----------
 
-async function select(id) {
+// A URL per task: #/tasks/{id}. Selecting pushes a history entry, so the
+// back button returns to the previous selection (or none).
+function routeId() {
+  const m = /^#\/tasks\/([^/?#]+)$/.exec(location.hash);
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+function pushRoute(id) {
+  if (routeId() === id) return;
+  history.pushState(null, "", id ? `#/tasks/${encodeURIComponent(id)}` : `${location.pathname}${location.search}`);
+}
+
+// applyRoute follows the URL (load, back, forward, an edited hash).
+function applyRoute() {
+  const id = routeId();
+  if (id === state.selected) return;
+  if (!id) { closeDetail(false); return; }
+  if (state.tasks.has(id)) select(id, { push: false });
+  else if (state.revision) toast(`No task ${id}`, true);
+}
+
+async function select(id, opts = {}) {
+  const { push = true, focus = true } = opts;
+  if (push) pushRoute(id);
   const prev = state.rows.get(state.selected);
+  const changed = state.selected !== id;
   state.selected = id;
   if (prev) prev.setAttribute("aria-selected", "false");
   const row = state.rows.get(id);
@@ -231,6 +362,13 @@ async function select(id) {
   $("#detail").hidden = false;
   $(".layout").classList.add("with-detail");
   renderDetail();
+  if (changed || focus) {
+    // A new selection starts at the top (Approve is there), with focus.
+    const d = $("#detail");
+    d.scrollTop = 0;
+    if (focus) d.focus({ preventScroll: true });
+    if (d.getBoundingClientRect().top < 0 || d.getBoundingClientRect().top > innerHeight) d.scrollIntoView({ block: "start" });
+  }
   try {
     const d = await api("GET", `/api/v1/tasks/${encodeURIComponent(id)}`);
     if (state.selected !== id) return;
@@ -241,7 +379,8 @@ async function select(id) {
   }
 }
 
-function closeDetail() {
+function closeDetail(push = true) {
+  if (push) pushRoute("");
   const row = state.rows.get(state.selected);
   if (row) row.setAttribute("aria-selected", "false");
   state.selected = "";
@@ -331,7 +470,8 @@ async function approveSelected(btn) {
   const t = state.tasks.get(state.selected);
   if (!t) return;
   const d = t.target_disk;
-  const who = hostOf(t) || t.spec.target_mac;
+  const host = hostOf(t);
+  const who = host ? `${host} (MAC ${t.spec.target_mac})` : `MAC ${t.spec.target_mac}`;
   const msg = d ? `Approve the install of ${t.spec.os_type} ${t.spec.os_version} on ${who}?\n\nThis will ERASE ${diskText(d)}.`
     : `Approve the install of ${t.spec.os_type} ${t.spec.os_version} on ${who}?\n\nThe agent will choose the disk to erase (smallest fixed disk that holds the image).`;
   if (!confirm(msg)) return;
@@ -554,7 +694,7 @@ function onMessage(m) {
     }
     case "task_deleted": {
       state.tasks.delete(m.task_id);
-      if (m.task_id === state.selected) closeDetail();
+      if (m.task_id === state.selected) closeDetail(false);
       scheduleRelayout();
       return;
     }
@@ -572,13 +712,7 @@ function onMessage(m) {
       const t = state.tasks.get(m.task_id);
       if (!t) return;
       const at = Date.parse(m.updated_at) || Date.now();
-      const prev = state.rates.get(t.id);
-      if (m.bytes_done && prev && at > prev.t && m.bytes_done >= prev.bytes) {
-        const inst = ((m.bytes_done - prev.bytes) * 1000) / (at - prev.t);
-        state.rates.set(t.id, { bytes: m.bytes_done, t: at, rate: prev.rate ? prev.rate * 0.6 + inst * 0.4 : inst });
-      } else if (m.bytes_done) {
-        state.rates.set(t.id, { bytes: m.bytes_done, t: at, rate: 0 });
-      }
+      trackRate(t.id, m, at);
       t.progress = { stage: m.stage, percentage: m.percentage, message: m.message, seq: m.seq,
         bytes_done: m.bytes_done, bytes_total: m.bytes_total, attempt: m.attempt, updated_at: m.updated_at };
       t._updated = Math.max(t._updated, at);
@@ -640,8 +774,9 @@ function applySnapshot(m) {
   renderMachines();
   renderRegions();
   if (state.selected) {
-    if (state.tasks.has(state.selected)) { renderDetail(); select(state.selected); } else closeDetail();
+    if (state.tasks.has(state.selected)) { renderDetail(); select(state.selected, { push: false, focus: false }); } else closeDetail(false);
   }
+  applyRoute(); // a deep link (#/tasks/{id}) opens once the tasks are known
   document.body.dataset.revision = String(m.revision);
   setConn("live", "live");
   // The server resent the whole state (this page fell behind, or etcd's
@@ -702,6 +837,7 @@ async function submitCreate(e) {
     os_type: f.os_type.value.trim(), os_version: f.os_version.value.trim(),
   };
   if (f.hostname.value.trim()) body.hostname = f.hostname.value.trim();
+  if (f.allow_missing_image.checked) body.allow_missing_image = true;
   const keys = f.ssh_keys.value.split("\n").map((s) => s.trim()).filter(Boolean);
   if (keys.length) body.ssh_authorized_keys = keys;
   try {
@@ -798,7 +934,9 @@ function wire() {
     requestAnimationFrame(() => { scrollQueued = false; renderRows(true); });
   }, { passive: true });
   new ResizeObserver(() => renderRows(true)).observe($("#task-scroll"));
-  $("#d-close").addEventListener("click", closeDetail);
+  $("#d-close").addEventListener("click", () => closeDetail());
+  window.addEventListener("popstate", applyRoute);
+  window.addEventListener("hashchange", applyRoute);
   $("#approve").addEventListener("click", (e) => approveSelected(e.currentTarget));
   $("#retry").addEventListener("click", (e) => act(e.currentTarget, "POST", `/api/v1/tasks/${encodeURIComponent(state.selected)}/retry`, "Task queued again"));
   $("#cancel").addEventListener("click", (e) => {
@@ -806,6 +944,9 @@ function wire() {
   });
   wirePower(() => state.selected, api, toast);
   $("#new-task").addEventListener("click", () => openCreate());
+  $("#select-all").addEventListener("change", (e) => selectAllShown(e.target.checked));
+  for (const kind of Object.keys(BULK)) $(`#bulk-${kind}`).addEventListener("click", (e) => bulkAct(kind, e.currentTarget));
+  $("#bulk-clear").addEventListener("click", () => { state.checked.clear(); paintBulk(); });
   $("#create-form").addEventListener("submit", submitCreate);
   $("#create-cancel").addEventListener("click", () => $("#create-dialog").close());
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => showTab(b.dataset.tab));

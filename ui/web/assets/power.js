@@ -24,7 +24,7 @@ export function paintPowerCell(row, t) {
   if (!t.bmc) { if (el) el.remove(); return; }
   if (!el) {
     el = h("span", { class: "pw", role: "img" });
-    row.firstElementChild.append(el);
+    (row.querySelector(".stcell") || row.firstElementChild).append(el);
   }
   el.dataset.power = powerState(t);
   const text = powerText(t);
