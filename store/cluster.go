@@ -535,6 +535,36 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 	return out, nil
 }
 
+// memberGone reports whether member id is removed: applied by this
+// member, or absent from the member list of the others (false when none
+// answers).
+func (s *Store) memberGone(ctx context.Context, list []*etcdserverpb.Member, id uint64) bool {
+	if s.etcd != nil && s.etcd.Server.IsIDRemoved(id) { // applied here (this member may be the one removed)
+		return true
+	}
+	var eps []string
+	for _, m := range list {
+		if m.ID != id {
+			eps = append(eps, m.ClientURLs...)
+		}
+	}
+	cli, err := s.tlsClient(eps)
+	if err != nil {
+		return false
+	}
+	defer cli.Close()
+	for range 10 { // the remaining members may still be applying it
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		resp, err := cli.MemberList(lctx)
+		cancel()
+		if err == nil && !slices.ContainsFunc(resp.Members, func(m *etcdserverpb.Member) bool { return m.ID == id }) {
+			return true
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return false
+}
+
 // RemoveMember removes a member by name, hex id or peer URL (retrying
 // "unhealthy cluster"). The removed member stops and tombstones its data
 // dir when it learns of it.
@@ -562,6 +592,12 @@ func (s *Store) RemoveMember(ctx context.Context, who string) (Member, error) {
 		_, err := s.cli.MemberRemove(rctx, target.ID)
 		cancel()
 		if err == nil {
+			break
+		}
+		// A member removing itself (`lpmos leave`) may stop before it
+		// answers ("server stopped") although the removal applied: ask
+		// the members that remain.
+		if !strings.Contains(err.Error(), "unhealthy cluster") && s.memberGone(ctx, list.Members, target.ID) {
 			break
 		}
 		if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) || ctx.Err() != nil {
