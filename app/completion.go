@@ -69,13 +69,7 @@ func completeMACs(o *clientOptions) completeFunc {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		defer cancel()
-		seen := map[string]string{}
-		var ms []store.Machine
-		if c.do(ctx, "GET", "/api/v1/machines", nil, &ms) == nil {
-			for _, m := range ms {
-				seen[m.MAC] = "discovered in " + m.RegionID
-			}
-		}
+		seen := discoveredMACs(ctx, c)
 		var list ui.TaskList
 		if c.do(ctx, "GET", "/api/v1/tasks", nil, &list) == nil {
 			for _, t := range list.Tasks {
@@ -99,13 +93,7 @@ func completeMachineMACs(o *clientOptions) completeFunc {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		defer cancel()
-		seen := map[string]string{}
-		var ms []store.Machine
-		if c.do(ctx, "GET", "/api/v1/machines", nil, &ms) == nil {
-			for _, m := range ms {
-				seen[m.MAC] = "discovered in " + m.RegionID
-			}
-		}
+		seen := discoveredMACs(ctx, c)
 		return described(seen, toComplete), cobra.ShellCompDirectiveNoFileComp
 	}
 }
@@ -221,4 +209,17 @@ func onlyFirst(f completeFunc) completeFunc {
 		}
 		return f(cmd, args, toComplete)
 	}
+}
+
+// discoveredMACs maps each discovered machine's MAC to a description
+// (empty when the server does not answer: completion offers less).
+func discoveredMACs(ctx context.Context, c *apiClient) map[string]string {
+	seen := map[string]string{}
+	var ms []store.Machine
+	if c.do(ctx, "GET", "/api/v1/machines", nil, &ms) == nil {
+		for _, m := range ms {
+			seen[m.MAC] = "discovered in " + m.RegionID
+		}
+	}
+	return seen
 }
