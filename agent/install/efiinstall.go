@@ -58,7 +58,11 @@ func (in *installer) makeUEFIBootable(t *target) (string, error) {
 		return "", fmt.Errorf("mount point: %w", err)
 	}
 	defer os.Remove(dir)
-	if err := syscall.Mount(dev, dir, "vfat", 0, ""); err != nil {
+	var fs espMounter = kernelVFAT{}
+	if in.o.espFS != nil {
+		fs = in.o.espFS
+	}
+	if err := fs.mount(dev, dir); err != nil {
 		return "", fmt.Errorf("%s: mounting %s (vfat): %w", where, dev, err)
 	}
 	arch := efiArch(runtime.GOARCH)
@@ -68,7 +72,7 @@ func (in *installer) makeUEFIBootable(t *target) (string, error) {
 		copied, ferr = installFallback(dir, loader, arch)
 	}
 	syscall.Sync()
-	if err := syscall.Unmount(dir, 0); err != nil {
+	if err := fs.unmount(dir); err != nil {
 		return "", errors.Join(ferr, fmt.Errorf("unmounting %s: %w", dir, err))
 	}
 	if ferr != nil {

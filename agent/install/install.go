@@ -65,7 +65,26 @@ type Options struct {
 	// NextInterval, when set, is the interval the server last asked for
 	// (0: none); within a stage the longer of it and ProgressInterval holds.
 	NextInterval func() time.Duration
+
+	// espFS, when set, mounts and unmounts the EFI system partition
+	// instead of the kernel's vfat driver: tests on a kernel built without
+	// one (this project's CI host) reach the ESP through mtools.
+	espFS espMounter
 }
+
+// espMounter mounts a FAT file system read-write on dir and unmounts it,
+// writing back what changed.
+type espMounter interface {
+	mount(dev, dir string) error
+	unmount(dir string) error
+}
+
+// kernelVFAT mounts through the kernel's vfat driver (the agent's kernel
+// has it built in).
+type kernelVFAT struct{}
+
+func (kernelVFAT) mount(dev, dir string) error { return syscall.Mount(dev, dir, "vfat", 0, "") }
+func (kernelVFAT) unmount(dir string) error    { return syscall.Unmount(dir, 0) }
 
 // Install writes spec's image to o.Disk and configures it. It returns nil
 // only when everything was written and verified.
