@@ -11,6 +11,7 @@ package install
 
 import (
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -277,7 +278,7 @@ func (in *installer) stream(ctx context.Context, w io.WriterAt, limit int64, tic
 			return 0, nil, fmt.Errorf("image: gzip: %w", err)
 		}
 		defer zr.Close()
-		r = zr
+		r = corruptReader{r: zr, format: "gzip"}
 	}
 	h := sha256.New()
 	dw := &diskWriter{w: w, h: h, limit: limit, tick: tick}
@@ -285,6 +286,27 @@ func (in *installer) stream(ctx context.Context, w io.WriterAt, limit int64, tic
 		return dw.off, nil, err
 	}
 	return dw.off, h.Sum(nil), nil
+}
+
+// corruptReader names a decompressor's complaint about its input as what
+// it is, a corrupt or truncated image stream; errors of the download
+// itself pass through unchanged (they say what happened already).
+type corruptReader struct {
+	r      io.Reader
+	format string
+}
+
+func (c corruptReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	var flateErr flate.CorruptInputError
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		err = fmt.Errorf("image: the %s stream ends early (truncated image): %w", c.format, err)
+	case errors.As(err, &flateErr), errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader):
+		err = fmt.Errorf("image: the %s stream is corrupt: %w", c.format, err)
+	}
+	return n, err
 }
 
 // diskWriter writes sequentially with WriteAt (block devices and files

@@ -116,9 +116,17 @@ func TestInstallFailures(t *testing.T) {
 	good := bytes.Repeat([]byte("lpmos image "), 200_000) // 2.4 MB
 	corrupt := bytes.Clone(good)
 	corrupt[1_000_000] ^= 0xff
+	// A gzip stream with a flipped byte after its first blocks, and one
+	// cut short: the disk has been written to when the decompressor
+	// notices, so both must leave it wiped.
+	gzGood := gz(t, good)
+	gzCorrupt := bytes.Clone(gzGood)
+	gzCorrupt[len(gzCorrupt)*3/4] ^= 0xff
+	gzTruncated := gzGood[:len(gzGood)*3/4]
 	tests := []struct {
 		name     string
 		served   []byte
+		format   string // default raw
 		status   int
 		diskSize int64
 		size     int64
@@ -129,6 +137,8 @@ func TestInstallFailures(t *testing.T) {
 		{name: "disk smaller than image", served: good, diskSize: 1 << 20, wantErr: "is too small"},
 		{name: "image larger than announced", served: append(bytes.Clone(good), 1), diskSize: 4 << 20, wantErr: "bytes, the install spec says", wantWipe: true},
 		{name: "image larger than disk", served: good, diskSize: 2 << 20, size: 1 << 20, wantErr: "larger than the disk", wantWipe: true},
+		{name: "corrupt gzip stream", served: gzCorrupt, format: "gzip", diskSize: 4 << 20, wantErr: "image: the gzip stream is corrupt", wantWipe: true},
+		{name: "truncated gzip stream", served: gzTruncated, format: "gzip", diskSize: 4 << 20, wantErr: "image: the gzip stream ends early (truncated image)", wantWipe: true},
 		{name: "image missing", status: 404, diskSize: 4 << 20, wantErr: "HTTP 404"},
 		{name: "server keeps failing", status: 503, diskSize: 4 << 20, wantErr: "giving up after"},
 	}
@@ -158,7 +168,11 @@ func TestInstallFailures(t *testing.T) {
 				size = int64(len(good))
 			}
 			rec := &recorder{}
-			spec := wire.InstallSpec{ImageURL: srv.URL + "/img", ImageSHA256: sha(good), ImageSize: size, ImageFormat: "raw"}
+			format := tt.format
+			if format == "" {
+				format = "raw"
+			}
+			spec := wire.InstallSpec{ImageURL: srv.URL + "/img", ImageSHA256: sha(good), ImageSize: size, ImageFormat: format}
 			err = Install(context.Background(), spec, testOptions(t, disk, rec))
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want it to mention %q", err, tt.wantErr)
