@@ -25,6 +25,7 @@ const state = {
   selected: "",
   checked: new Set(),   // ids ticked for a bulk action
   events: [],           // timeline of the selected task
+  parts: null,          // {id, table}: the partition table GET /api/v1/tasks/{id} returned
   filter: { q: "", status: "", region: "" },
   sort: "created",
   ws: null, attempt: 0, relayoutQueued: false, revision: 0,
@@ -373,7 +374,9 @@ async function select(id, opts = {}) {
     const d = await api("GET", `/api/v1/tasks/${encodeURIComponent(id)}`);
     if (state.selected !== id) return;
     state.events = d.events || [];
+    state.parts = { id, table: d.partitions || null };
     renderTimeline();
+    renderPartitions(state.tasks.get(id) || d);
   } catch (e) {
     toast(`Could not load the task's history: ${e.message}`, true);
   }
@@ -412,6 +415,7 @@ function renderDetail() {
   if (t.spec.ssh_authorized_keys && t.spec.ssh_authorized_keys.length) kv.push(["SSH keys", `${t.spec.ssh_authorized_keys.length} key(s)`]);
   for (const [k, v] of kv) spec.append(h("dt", null, k), h("dd", null, v));
   renderHardware($("#hw"), t.hardware);
+  renderPartitions(t);
   renderTargetDisk(t);
   renderPower(t);
 }
@@ -480,6 +484,32 @@ async function approveSelected(btn) {
     await api("PUT", `/api/v1/tasks/${encodeURIComponent(t.id)}/approve`, d ? { disk: d.name } : undefined);
     toast(d ? `Installation approved: erasing /dev/${d.name}` : "Installation approved");
   } catch (e) { toast(e.message, true); } finally { btn.disabled = false; }
+}
+
+async function loadPartitions(id) {
+  try {
+    const d = await api("GET", `/api/v1/tasks/${encodeURIComponent(id)}`);
+    if (state.selected !== id) return;
+    state.parts = { id, table: d.partitions || null };
+    renderPartitions(state.tasks.get(id) || d);
+  } catch (e) {
+    toast(`Could not load the task's partition table: ${e.message}`, true);
+  }
+}
+
+// The partition table the agent left on disk (its last configuring
+// report), with the file system and role it found in each partition.
+function renderPartitions(t) {
+  const old = $("#d-parts");
+  if (old) old.remove();
+  const pt = t.partitions || (state.parts && state.parts.id === t.id ? state.parts.table : null);
+  if (!pt || !(pt.partitions || []).length) return;
+  $("#hw").append(h("table", { class: "mini", id: "d-parts" },
+    h("caption", null, `Partitions left on disk (attempt ${pt.attempt})`),
+    h("thead", null, h("tr", null, h("th", null, "#"), h("th", null, "Name"), h("th", null, "Size"), h("th", null, "File system"), h("th", null, "Role"))),
+    h("tbody", null, pt.partitions.map((p) => h("tr", null,
+      h("td", { class: "mono" }, String(p.number)), h("td", null, p.name || "—"), h("td", null, bytes(p.size_bytes)),
+      h("td", null, p.fs || "—"), h("td", null, p.role || "—"))))));
 }
 
 function renderHardware(box, hw) {
@@ -706,6 +736,9 @@ function onMessage(m) {
       index(t);
       refreshTask(t.id);
       scheduleRelayout();
+      // The partition table came with the agent's last report (progress
+      // messages do not carry it): fetch it for the open detail.
+      if (m.status === "completed" && m.task_id === state.selected) loadPartitions(m.task_id);
       return;
     }
     case "progress": {
