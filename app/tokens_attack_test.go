@@ -156,8 +156,9 @@ func TestAgentCredentialAttacks(t *testing.T) {
 	stolen := sr.SessionToken
 	code, body = agentCall(t, "GET", api+"/api/v1/agent/approval/"+mac, machine, nil)
 	wantStatus(t, "the raced session", code, body, http.StatusUnauthorized, "revoked")
-	if ev := events(); !strings.Contains(ev, "previous session") || !strings.Contains(ev, "revoked") {
-		t.Errorf("no revocation event: %s", ev)
+	// The event names the address that redeemed the stolen script.
+	if ev := events(); !strings.Contains(ev, "boot token redeemed by 127.0.0.1:") || !strings.Contains(ev, "previous session") || !strings.Contains(ev, "revoked") {
+		t.Errorf("no revocation event naming the redeeming address: %s", ev)
 	}
 
 	// 3. user_data is not readable before approval, nor is the image.

@@ -380,6 +380,11 @@ scenario() {
     [[ " $stages " == *" $s "* ]] || { fail "stage $s never reported (got: $stages)"; return 1; }
   done
   [ "$(jq -r .progress.percentage <<<"$detail")" = 100 ] || { fail "final progress $(jq -c .progress <<<"$detail")"; return 1; }
+  # The real boot path went through the bootstrap exchange: the agent
+  # redeemed the iPXE script's boot token (lpmos_token) once for its session.
+  jq -r '.events[].message' <<<"$detail" | grep -q "^agent session opened: boot token redeemed by " ||
+    { fail "no boot token exchange in the task's events"; return 1; }
+  grep -aq "agent session opened" "$serial" || { fail "the agent's console does not show the boot token exchange"; return 1; }
 
   # The agent reboots when done; with -no-reboot qemu exits.
   wait_for 60 "the VM to reboot after the install" bash -c "! kill -0 $qpid 2>/dev/null" || { fail "VM still running after completion"; return 1; }

@@ -234,6 +234,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	// compactor); watchers that fall behind resync from a snapshot.
 	ec.AutoCompactionRetention = s.space.CompactionRetention.String()
 	ec.QuotaBackendBytes = s.space.QuotaBytes
+	disableEtcdPurge(ec) // lpmos purges: store/purge.go
 	ec.ListenMetricsUrls = nil
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), func() { s.removed.Store(true) })))
 
@@ -266,6 +267,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: start embedded etcd: %w", ctx.Err())
 	}
 	s.etcd = e
+	s.startPurge(dir, e.Server.StoppingNotify())
 	if !e.Server.IsLearner() {
 		in := v3client.New(e.Server)
 		actx, cancel := context.WithTimeout(ctx, 15*time.Second)

@@ -50,12 +50,18 @@ type SpaceConfig struct {
 	// Defragment when both thresholds are exceeded.
 	DefragMinFreeRatio float64
 	DefragMinFreeBytes int64
+	// PurgeInterval of the purge of old WAL and snapshot files
+	// (store/purge.go); default DefaultPurgeInterval.
+	PurgeInterval time.Duration
 }
 
 func (s *Store) applySpaceDefaults(cfg Config) {
 	sc := cfg.Space
 	if sc.QuotaBytes <= 0 {
 		sc.QuotaBytes = DefaultQuotaBytes
+	}
+	if sc.PurgeInterval <= 0 {
+		sc.PurgeInterval = DefaultPurgeInterval
 	}
 	if sc.CompactionRetention <= 0 {
 		sc.CompactionRetention = DefaultCompactionRetention
@@ -92,7 +98,10 @@ type SpaceStatus struct {
 	// not free enough (the space is live data) to disarm.
 	NeedsOperator bool `json:"needs_operator,omitempty"`
 	// Counters since start.
-	Defrags      int64     `json:"defrags"`
+	Defrags int64 `json:"defrags"`
+	// PurgeErrors: purges of old WAL/snapshot files that failed (and
+	// were retried) since start, e.g. out of file descriptors.
+	PurgeErrors  int64     `json:"purge_errors,omitempty"`
 	Recoveries   int64     `json:"nospace_recoveries"`
 	LastRecovery time.Time `json:"last_recovery,omitzero"`
 }

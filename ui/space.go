@@ -85,6 +85,7 @@ func (s *Server) spaceCollectors() []prometheus.Collector {
 		gauge("lpmos_etcd_quota_bytes", "Backend quota of the embedded etcd member (0: external etcd).", func(sp store.SpaceStatus) int64 { return sp.QuotaBytes }),
 		counter("lpmos_etcd_defrags_total", "Defragmentations of this etcd member by lpmos.", func(sp store.SpaceStatus) int64 { return sp.Defrags }),
 		counter("lpmos_etcd_nospace_recoveries_total", "NOSPACE alarms lpmos disarmed after compaction and defragmentation.", func(sp store.SpaceStatus) int64 { return sp.Recoveries }),
+		counter("lpmos_etcd_purge_errors_total", "Failed purges of old etcd WAL/snapshot files (e.g. out of file descriptors), logged and retried.", func(sp store.SpaceStatus) int64 { return sp.PurgeErrors }),
 	}
 }
 

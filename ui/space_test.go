@@ -94,6 +94,25 @@ func TestNoSpaceShownAndRecovered(t *testing.T) {
 	if m := readMsg(t, ctx, ws); m.Type != ui.MsgSnapshot {
 		t.Fatalf("first /ws message %q", m.Type)
 	}
+	// The dashboard keeps reading, as a browser does: a reader answers the
+	// server's pings (every 25 s), and filling etcd on a loaded machine
+	// takes longer than that.
+	wsMsgs, wsErr := make(chan wsMsg, 4096), make(chan error, 1)
+	go func() {
+		for {
+			_, data, err := ws.Read(ctx)
+			if err != nil {
+				wsErr <- err
+				return
+			}
+			var m wsMsg
+			if err := json.Unmarshal(data, &m); err != nil {
+				wsErr <- fmt.Errorf("decode %s: %w", data, err)
+				return
+			}
+			wsMsgs <- m
+		}
+	}()
 
 	fillLive(t, ctx, st)
 	waitUntil(t, 10*time.Second, "the alarm in /api/v1/health", func() bool {
@@ -134,12 +153,23 @@ func TestNoSpaceShownAndRecovered(t *testing.T) {
 	_ = json.Unmarshal([]byte(body), &task)
 	// The dashboard connection survived the compaction to the current
 	// revision and sees the new task live.
-	m, _ := readUntil(t, ctx, ws, func(m wsMsg) bool {
-		return m.Type == ui.MsgTask && m.TaskID == task.ID ||
-			m.Type == ui.MsgSnapshot && len(m.Tasks) == 1 && m.Tasks[0].ID == task.ID
-	})
-	if m.Type == ui.MsgTask && m.Task.Status.Status != wire.StatusPending {
-		t.Fatalf("task message %+v", m)
+	timeout := time.After(10 * time.Second)
+	for {
+		var m wsMsg
+		select {
+		case m = <-wsMsgs:
+		case err := <-wsErr:
+			t.Fatalf("read /ws: %v", err)
+		case <-timeout:
+			t.Fatalf("no /ws message for task %s within 10 s of its creation", task.ID)
+		}
+		if m.Type == ui.MsgTask && m.TaskID == task.ID ||
+			m.Type == ui.MsgSnapshot && len(m.Tasks) == 1 && m.Tasks[0].ID == task.ID {
+			if m.Type == ui.MsgTask && m.Task.Status.Status != wire.StatusPending {
+				t.Fatalf("task message %+v", m)
+			}
+			break
+		}
 	}
 }
 
