@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/testenv"
@@ -104,10 +104,34 @@ func TestDashboardWith10kTasks(t *testing.T) {
 	}
 }
 
+// pageClock records, in the page's own clock, when the sign-in button is
+// clicked, when a /ws message of over 1 MB (the snapshot) is dispatched,
+// and when the count shows all the tasks (the rows are drawn by then, in
+// the same task): the split of the wait between server and page.
+const pageClock = `window.__clock = {};
+document.addEventListener("click", (e) => { if (e.target.id === "login-submit") window.__clock.click = performance.now(); }, true);
+const NativeWS = window.WebSocket;
+window.WebSocket = class extends NativeWS {
+	constructor(...args) {
+		super(...args);
+		this.addEventListener("message", (e) => { if (e.data.length > 1e6 && !window.__clock.snapshot) { window.__clock.snapshot = performance.now(); window.__clock.bytes = e.data.length; } });
+	}
+};
+document.addEventListener("DOMContentLoaded", () => new MutationObserver(() => {
+	if (document.querySelector("#count-tasks").innerText === "%d" && !window.__clock.rendered) window.__clock.rendered = performance.now();
+}).observe(document.querySelector("#count-tasks"), {childList: true, characterData: true, subtree: true}));`
+
 // BenchmarkDashboardRender10k times what an operator waits for with
 // 10,000 tasks: from opening the dashboard (signed out) and signing in to
 // the list rendered (snapshot over /ws, rows drawn). Each iteration clears
 // the cookies, so it signs in afresh; the seeding is not timed.
+// ms/signin-to-rendered is the figure: from the click on "Sign in" to the
+// list drawn, in the page's own clock; of that, ms/click-to-snapshot
+// (sign-in, /ws, the server's snapshot) and ms/snapshot-to-rendered (the
+// page parsing and drawing it). ns/op is the same span seen from the test
+// through chromedp (click, then polling every 10 ms), which on a busy box
+// adds seconds of DevTools latency. Untimed: ms/signin-page, opening the
+// dashboard until the sign-in form shows.
 //
 //	go test -run '^$' -bench BenchmarkDashboardRender10k -benchtime 5x ./ui/
 func BenchmarkDashboardRender10k(b *testing.B) {
@@ -124,23 +148,12 @@ func BenchmarkDashboardRender10k(b *testing.B) {
 	if err := chromedp.Do(tab, chromedp.Navigate("about:blank")); err != nil { // starts the browser
 		b.Fatal(err)
 	}
-	// The largest /ws frame received: the snapshot of the 10,000 tasks.
-	var mu sync.Mutex
-	var frame int
-	var frameAt time.Time // when the last frame of over 1 MB arrived
-	if err := chromedp.Listen(tab, func(ev any) {
-		if f, ok := ev.(*network.EventWebSocketFrameReceived); ok && f.Response != nil {
-			mu.Lock()
-			frame = max(frame, len(f.Response.PayloadData))
-			if len(f.Response.PayloadData) > 1e6 {
-				frameAt = time.Now()
-			}
-			mu.Unlock()
-		}
-	}); err != nil {
+	if _, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: fmt.Sprintf(pageClock, tasks10k)}); err != nil {
 		b.Fatal(err)
 	}
-	var total, afterClick, toSnapshot time.Duration
+	type clock struct{ Click, Snapshot, Rendered, Bytes float64 }
+	var load time.Duration
+	var sum clock
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -150,35 +163,39 @@ func BenchmarkDashboardRender10k(b *testing.B) {
 		if _, err := chromedp.Call(tab, network.ClearBrowserCookies, cdp.Empty{}); err != nil {
 			b.Fatal(err)
 		}
-		b.StartTimer()
-		start := time.Now()
+		loading := time.Now()
 		if err := chromedp.Do(tab,
 			chromedp.Navigate(e.url+"/"),
 			chromedp.WaitVisible(chromedp.CSS("#token")),
-			chromedp.SendKeys(chromedp.CSS("#token"), e.token),
 		); err != nil {
 			b.Fatalf("sign-in page: %v", err)
 		}
-		clicked := time.Now()
+		load += time.Since(loading)
+		if err := chromedp.Do(tab, chromedp.SendKeys(chromedp.CSS("#token"), e.token)); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 		if err := chromedp.Do(tab,
 			chromedp.Click(chromedp.CSS("#login-submit")),
 			chromedp.Poll[chromedp.Void](rendered10k, chromedp.WithPollingTimeout(60*time.Second), chromedp.WithPollingInterval(10*time.Millisecond)),
 		); err != nil {
 			b.Fatalf("sign in and render: %v", err)
 		}
-		total += time.Since(start)
-		afterClick += time.Since(clicked)
-		mu.Lock()
-		toSnapshot += frameAt.Sub(clicked)
-		mu.Unlock()
+		b.StopTimer()
+		c, err := chromedp.Run(tab, chromedp.Evaluate[clock](`window.__clock`))
+		if err != nil || c.Click == 0 || c.Snapshot < c.Click || c.Rendered < c.Snapshot {
+			b.Fatalf("page clock %+v: %v", c, err)
+		}
+		sum.Click += c.Snapshot - c.Click
+		sum.Snapshot += c.Rendered - c.Snapshot
+		sum.Bytes = c.Bytes
+		b.StartTimer()
 	}
 	b.StopTimer()
-	mu.Lock()
-	defer mu.Unlock()
-	b.ReportMetric(float64(frame)/1e6, "MB/snapshot")
-	b.ReportMetric(float64(afterClick.Milliseconds())/float64(b.N), "ms/signin-to-rendered")
-	// Of that: until the snapshot arrived (server and transfer), the rest
-	// is the page parsing and drawing it.
-	b.ReportMetric(float64(toSnapshot.Milliseconds())/float64(b.N), "ms/signin-to-snapshot")
-	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/render")
+	n := float64(b.N)
+	b.ReportMetric(float64(load.Milliseconds())/n, "ms/signin-page")
+	b.ReportMetric((sum.Click+sum.Snapshot)/n, "ms/signin-to-rendered")
+	b.ReportMetric(sum.Click/n, "ms/click-to-snapshot")
+	b.ReportMetric(sum.Snapshot/n, "ms/snapshot-to-rendered")
+	b.ReportMetric(sum.Bytes/1e6, "MB/snapshot")
 }
