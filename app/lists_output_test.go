@@ -84,6 +84,10 @@ func TestCLIListsOutputFormats(t *testing.T) {
 				t.Errorf("%s: %q must be in -o wide only:\n%s\n%s", what, c, table, wide)
 			}
 		}
+		// -o completes its formats.
+		if out, _, code := runLpmos(t, 10*time.Second, append(append([]string{"__complete"}, l.args...), "-o", "")...); code != 0 || !strings.Contains(out, "table\nwide\njson\nyaml\nname\n") {
+			t.Errorf("%s -o completion: exit %d\n%s", what, code, out)
+		}
 		// name: ids only, one a line.
 		names := strings.Fields(lp(append(l.args, "-o", "name")...))
 		if l.args[0] == "member" {
