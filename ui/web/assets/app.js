@@ -379,9 +379,9 @@ async function select(id, opts = {}) {
   const row = state.rows.get(id);
   if (row) row.setAttribute("aria-selected", "true");
   state.events = [];
-  delete $("#detail").dataset.missing;
   $("#detail").hidden = false;
   $(".layout").classList.add("with-detail");
+  delete $("#detail").dataset.missing;
   renderDetail();
   if (changed || focus) {
     // A new selection starts at the top (Approve is there), with focus.
@@ -405,9 +405,9 @@ function closeDetail(push = true) {
   const row = state.rows.get(state.selected);
   if (row) row.setAttribute("aria-selected", "false");
   state.selected = "";
-  delete $("#detail").dataset.missing;
   $("#detail").hidden = true;
   $(".layout").classList.remove("with-detail");
+  delete $("#detail").dataset.missing;
 }
 
 function renderDetail() {
