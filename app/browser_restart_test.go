@@ -17,6 +17,8 @@ import (
 // and ports: the same tab, never reloaded, reconnects its live view and
 // shows a task created after the restart; a reload stays signed in.
 func TestDashboardSessionSurvivesServeRestart(t *testing.T) {
+	// Not parallel: the second serve takes the first one's ports back, which
+	// must stay free meanwhile.
 	chromium := testenv.RequireTool(t, "chromium", "chromium") // Debian's /usr/bin/chromium
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)

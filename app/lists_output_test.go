@@ -19,6 +19,7 @@ import (
 // only, json and yaml the data (the same, as a list), wide the table's
 // columns and more.
 func TestCLIListsOutputFormats(t *testing.T) {
+	t.Parallel() // own data dir and ports, processes only
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	p.waitHealthy(t, 30*time.Second)
