@@ -33,6 +33,7 @@ func (o *clientOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.token, "token", "", "admin token (default: LPMOS_TOKEN, then <data-dir>/admin.token)")
 	f.StringVar(&o.dataDir, "data-dir", "./lpmos-data", "data dir of a local lpmos, to find admin.token")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide, json, yaml, or name (ids only)")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeOutput) // every list completes -o (app/completion.go)
 }
 
 // apiClient is a small client for the control plane REST API.

@@ -181,7 +181,6 @@ func described(m map[string]string, prefix string) []string {
 // addTaskCompletions wires the task commands' completions: ids for the
 // commands that take one, and the flags' values.
 func addTaskCompletions(task *cobra.Command, o *clientOptions) {
-	_ = task.RegisterFlagCompletionFunc("output", completeOutput)
 	for _, c := range task.Commands() {
 		switch c.Name() {
 		case "get", "approve", "cancel", "retry", "watch":

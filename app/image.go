@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/url"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
 	"github.com/lpmos/lpmos/internal/imagesrc"
@@ -118,6 +117,9 @@ func newImageListCmd(o *clientOptions) *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/images", nil, &imgs); err != nil {
 				return fmt.Errorf("list images: %w", err)
 			}
+			if structured(o.output) { // a list, even of one image
+				return printData(cmd.OutOrStdout(), o.output, imgs)
+			}
 			return printImages(cmd.OutOrStdout(), o.output, imgs...)
 		},
 	}
@@ -137,10 +139,17 @@ func printImages(w io.Writer, output string, imgs ...store.Image) error {
 		}
 		return printNames(w, names)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "OS\tVERSION\tFORMAT\tSERVED\tSIZE\tSHA256\tSOURCE")
+	// wide: the whole sha256 (to compare with a published checksum), the
+	// file's size, when it was added and the derived file served instead.
+	tw := tableWriter(w) // app/output_lists.go
+	row(tw, output, []string{"OS", "VERSION", "FORMAT", "SERVED", "SIZE", "SHA256", "SOURCE"}, "FILE SIZE", "ADDED", "DERIVED")
 	for _, i := range imgs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", i.OSType, i.OSVersion, i.Format, i.Served(), i.Size, i.SHA256, i.Source)
+		sum := i.SHA256
+		if output != "wide" && len(sum) > 12 {
+			sum = sum[:12]
+		}
+		row(tw, output, []string{i.OSType, i.OSVersion, i.Format, i.Served(), fmt.Sprint(i.Size), sum, i.Source},
+			fmt.Sprint(i.FileSize), localTime(i.AddedAt), dash(i.Derived))
 	}
-	return tw.Flush()
+	return flush(tw)
 }

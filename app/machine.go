@@ -118,23 +118,7 @@ func newRegionCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/regions", nil, &rs); err != nil {
 				return fmt.Errorf("list regions: %w", err)
 			}
-			w := cmd.OutOrStdout()
-			switch {
-			case structured(o.output):
-				return printData(w, o.output, rs)
-			case o.output == "name":
-				names := make([]string, 0, len(rs))
-				for _, r := range rs {
-					names = append(names, r.ID)
-				}
-				return printNames(w, names)
-			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tMEMBER\tAGENT API\tSTARTED")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, dash(r.Member), dash(r.APIURL), r.StartedAt.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+			return printRegions(cmd.OutOrStdout(), o.output, rs) // app/output_lists.go
 		},
 	}
 	cmd.AddCommand(list)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/lpmos/lpmos/store"
 	"github.com/spf13/cobra"
@@ -32,37 +30,7 @@ func newMemberCmd() *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/cluster/members", nil, &st); err != nil {
 				return fmt.Errorf("list members: %w", err)
 			}
-			if structured(o.output) {
-				return printData(cmd.OutOrStdout(), o.output, st)
-			}
-			if o.output == "name" {
-				var names []string
-				for _, m := range st.Members {
-					names = append(names, m.Name)
-				}
-				return printNames(cmd.OutOrStdout(), names)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tROLE\tLEADER\tHEALTH\tPEER URL\tCLIENT URL\tREGIONS")
-			for _, m := range st.Members {
-				name, lead, h := m.Name, "", "healthy"
-				if name == "" {
-					name = "(not started)"
-				}
-				if m.Leader {
-					lead = "*"
-				}
-				if !m.Healthy {
-					h = "unhealthy: " + m.Error
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, m.ID, m.Role(), lead, h,
-					strings.Join(m.PeerURLs, ","), strings.Join(m.ClientURLs, ","), strings.Join(m.Regions, ","))
-			}
-			if err := tw.Flush(); err != nil {
-				return fmt.Errorf("write table: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d voting member(s), tolerates %d failure(s)\n", st.Voters, st.FaultTolerance)
-			return nil
+			return printMembers(cmd.OutOrStdout(), o.output, st) // app/output_lists.go
 		},
 	}
 	remove := &cobra.Command{

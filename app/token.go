@@ -5,8 +5,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
-	"time"
 
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/ui"
@@ -73,37 +71,7 @@ shows the tokens and 'lpmos token rm ID' revokes one.`,
 			if err := c.do(cmd.Context(), "GET", "/api/v1/cluster/tokens", nil, &toks); err != nil {
 				return fmt.Errorf("list join tokens: %w", err)
 			}
-			if structured(o.output) {
-				return printData(cmd.OutOrStdout(), o.output, toks)
-			}
-			if o.output == "name" {
-				var names []string
-				for _, t := range toks {
-					names = append(names, t.ID)
-				}
-				return printNames(cmd.OutOrStdout(), names)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tUSE\tEXPIRES\tUSED BY\tSTATE")
-			for _, t := range toks {
-				use := "reusable"
-				if t.SingleUse {
-					use = "single-use"
-				}
-				used := "-"
-				if t.Used {
-					used = t.UsedBy
-				}
-				exp := t.ExpiresAt.Local().Format("2006-01-02 15:04:05")
-				if d := time.Until(t.ExpiresAt); d > 0 {
-					exp += " (in " + d.Round(time.Second).String() + ")"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, use, exp, used, t.State)
-			}
-			if err := tw.Flush(); err != nil {
-				return fmt.Errorf("write table: %w", err)
-			}
-			return nil
+			return printJoinTokens(cmd.OutOrStdout(), o.output, toks) // app/output_lists.go
 		},
 	}
 	rm := &cobra.Command{

@@ -3,7 +3,6 @@ package app
 import (
 	"fmt"
 	"net/url"
-	"text/tabwriter"
 
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/ui"
@@ -57,25 +56,7 @@ func newOperatorTokenCmd(o *clientOptions) *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/auth/operators", nil, &ops); err != nil {
 				return fmt.Errorf("list operator tokens: %w", err)
 			}
-			if structured(o.output) {
-				return printData(cmd.OutOrStdout(), o.output, ops)
-			}
-			if o.output == "name" {
-				var names []string
-				for _, op := range ops {
-					names = append(names, op.Name)
-				}
-				return printNames(cmd.OutOrStdout(), names)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKIND\tCREATED")
-			for _, op := range ops {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", op.Name, op.Kind, op.CreatedAt.Local().Format("2006-01-02 15:04:05"))
-			}
-			if err := tw.Flush(); err != nil {
-				return fmt.Errorf("write table: %w", err)
-			}
-			return nil
+			return printOperatorTokens(cmd.OutOrStdout(), o.output, ops) // app/output_lists.go
 		},
 	}
 	rm := &cobra.Command{

@@ -344,10 +344,30 @@ function pushRoute(id) {
 // applyRoute follows the URL (load, back, forward, an edited hash).
 function applyRoute() {
   const id = routeId();
+  if (!id) { closeDetail(false); return; } // also the "task not found" panel
   if (id === state.selected) return;
-  if (!id) { closeDetail(false); return; }
   if (state.tasks.has(id)) select(id, { push: false });
-  else if (state.revision) toast(`No task ${id}`, true);
+  else if (state.revision) showMissing(id);
+}
+
+// taskGone closes the detail of a task that was deleted, and takes the URL
+// back to the list (replaced: back does not return to a deleted task).
+function taskGone(id) {
+  closeDetail(false);
+  if (routeId() === id) history.replaceState(null, "", `${location.pathname}${location.search}`);
+  toast(`Task ${id} was deleted`);
+}
+
+// showMissing: the URL names a task this cluster does not have (deleted,
+// or a wrong link): the panel says so instead of staying blank.
+function showMissing(id) {
+  closeDetail(false);
+  const d = $("#detail");
+  d.dataset.missing = id;
+  setText($("#d-title"), "Task not found");
+  setText($("#d-id"), id);
+  d.hidden = false;
+  $(".layout").classList.add("with-detail");
 }
 
 async function select(id, opts = {}) {
@@ -362,6 +382,7 @@ async function select(id, opts = {}) {
   state.events = [];
   $("#detail").hidden = false;
   $(".layout").classList.add("with-detail");
+  delete $("#detail").dataset.missing;
   renderDetail();
   if (changed || focus) {
     // A new selection starts at the top (Approve is there), with focus.
@@ -389,6 +410,7 @@ function closeDetail(push = true) {
   state.selected = "";
   $("#detail").hidden = true;
   $(".layout").classList.remove("with-detail");
+  delete $("#detail").dataset.missing;
 }
 
 function renderDetail() {
@@ -724,7 +746,7 @@ function onMessage(m) {
     }
     case "task_deleted": {
       state.tasks.delete(m.task_id);
-      if (m.task_id === state.selected) closeDetail(false);
+      if (m.task_id === state.selected) taskGone(m.task_id); // the open task was deleted (task rm)
       scheduleRelayout();
       return;
     }
@@ -807,7 +829,7 @@ function applySnapshot(m) {
   renderMachines();
   renderRegions();
   if (state.selected) {
-    if (state.tasks.has(state.selected)) { renderDetail(); select(state.selected, { push: false, focus: false }); } else closeDetail(false);
+    if (state.tasks.has(state.selected)) { renderDetail(); select(state.selected, { push: false, focus: false }); } else taskGone(state.selected);
   }
   applyRoute(); // a deep link (#/tasks/{id}) opens once the tasks are known
   document.body.dataset.revision = String(m.revision);
