@@ -40,7 +40,7 @@ type Snapshot struct {
 	Type       string          `json:"type"`
 	Revision   int64           `json:"revision"`
 	ServerTime time.Time       `json:"server_time"`
-	Tasks      []store.Task    `json:"tasks"`
+	Tasks      []TaskSummary   `json:"tasks"` // summaries (ui/hub_summary.go); GET /api/v1/tasks/{id} has the rest
 	Machines   []store.Machine `json:"machines"`
 	Regions    []store.Region  `json:"regions"`
 	// Resync is set on a snapshot that replaced messages the client was
@@ -74,12 +74,14 @@ type StatusMessage struct {
 	UpdatedAt time.Time   `json:"updated_at"`
 }
 
-// HardwareMessage is the seed's hardware shape.
+// HardwareMessage is the seed's hardware shape, with the report's summary
+// (hostname, DMI identity): the detail view reads the whole report from
+// GET /api/v1/tasks/{id} when it changes.
 type HardwareMessage struct {
-	Type     string         `json:"type"`
-	TaskID   string         `json:"task_id"`
-	Revision int64          `json:"revision"`
-	Hardware *wire.Hardware `json:"hardware"`
+	Type     string           `json:"type"`
+	TaskID   string           `json:"task_id"`
+	Revision int64            `json:"revision"`
+	Hardware *HardwareSummary `json:"hardware"`
 }
 
 // TargetDiskMessage carries a task's chosen disk (nil when it was removed).
@@ -92,10 +94,10 @@ type TargetDiskMessage struct {
 
 // TaskMessage announces a new task (or a deleted one, without Task).
 type TaskMessage struct {
-	Type     string      `json:"type"`
-	TaskID   string      `json:"task_id"`
-	Revision int64       `json:"revision"`
-	Task     *store.Task `json:"task,omitempty"`
+	Type     string       `json:"type"`
+	TaskID   string       `json:"task_id"`
+	Revision int64        `json:"revision"`
+	Task     *TaskSummary `json:"task,omitempty"`
 }
 
 // EventMessage carries one entry of a task's history.
@@ -156,6 +158,8 @@ type Hub struct {
 	resyncs  int64
 }
 
+// hubTask is the hub's summary of a task: a store.Task holding only the
+// fields compactTask keeps (ui/hub_summary.go).
 type hubTask struct {
 	store.Task
 	complete bool // spec and status seen: announced to clients
@@ -273,7 +277,7 @@ func (h *Hub) load(ctx context.Context) (int64, error) {
 	h.rev = rev
 	h.tasks = make(map[string]*hubTask, len(tasks))
 	for _, t := range tasks {
-		h.tasks[t.ID] = &hubTask{Task: t, complete: true}
+		h.tasks[t.ID] = &hubTask{Task: compactTask(t), complete: true}
 	}
 	h.machines = make(map[string]store.Machine, len(machines))
 	for _, m := range machines {
@@ -316,7 +320,7 @@ func (h *Hub) apply(c store.Change) {
 			t = &hubTask{Task: store.Task{ID: c.TaskID}}
 			h.tasks[c.TaskID] = t
 		}
-		t.Spec = *c.Spec
+		t.Spec = compactSpec(*c.Spec)
 		if t.complete || t.Status.Status == "" {
 			// Announced once the status (same transaction) arrives.
 			h.snap = nil
@@ -324,7 +328,7 @@ func (h *Hub) apply(c store.Change) {
 		}
 		t.complete = true
 		f.region, f.st = t.Spec.RegionID, t.Status.Status
-		msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(t.Task)}
+		msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(summaryOf(&t.Task))}
 	case store.KindTaskDeleted:
 		delete(h.tasks, c.TaskID)
 		msg = TaskMessage{Type: MsgTaskDeleted, TaskID: c.TaskID, Revision: c.Revision}
@@ -344,7 +348,7 @@ func (h *Hub) apply(c store.Change) {
 		case t.Spec.TargetMAC != "":
 			t.complete = true
 			f.region, f.statusChange = t.Spec.RegionID, false
-			msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(t.Task)}
+			msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(summaryOf(&t.Task))}
 		default:
 			h.snap = nil
 			return
@@ -354,12 +358,12 @@ func (h *Hub) apply(c store.Change) {
 		if t == nil {
 			return
 		}
-		t.Hardware = c.Hardware
+		t.Hardware = compactHardware(c.Hardware)
 		if !t.complete {
 			h.snap = nil
 			return
 		}
-		msg = HardwareMessage{Type: MsgHardware, TaskID: c.TaskID, Revision: c.Revision, Hardware: c.Hardware}
+		msg = HardwareMessage{Type: MsgHardware, TaskID: c.TaskID, Revision: c.Revision, Hardware: hardwareSummary(c.Hardware)}
 	case store.KindBMC, store.KindPower:
 		if msg = h.applyPowerLocked(c); msg == nil { // ui/power_hub.go
 			return
@@ -380,7 +384,7 @@ func (h *Hub) apply(c store.Change) {
 		if t == nil {
 			return
 		}
-		t.Progress = c.Progress
+		t.Progress = compactProgress(c.Progress)
 		if !t.complete {
 			h.snap = nil
 			return
@@ -444,7 +448,7 @@ func (h *Hub) fanLocked(f fan, rev int64) {
 			if s.filter.match(f.task, f.region, f.st) && !inOld {
 				if whole == nil {
 					t := h.tasks[f.task]
-					whole, _ = json.Marshal(TaskMessage{Type: MsgTask, TaskID: f.task, Revision: rev, Task: ptr(t.Task)})
+					whole, _ = json.Marshal(TaskMessage{Type: MsgTask, TaskID: f.task, Revision: rev, Task: ptr(summaryOf(&t.Task))})
 				}
 				h.sendLocked(s, f.task, whole, false)
 				continue
@@ -492,13 +496,13 @@ func (h *Hub) snapshotLocked() []byte {
 // (nil: all).
 func (h *Hub) buildSnapshotLocked(match func(*hubTask) bool) Snapshot {
 	snap := Snapshot{Type: MsgSnapshot, Revision: h.rev, ServerTime: time.Now().UTC(),
-		Tasks:    make([]store.Task, 0, len(h.tasks)),
+		Tasks:    make([]TaskSummary, 0, len(h.tasks)),
 		Machines: make([]store.Machine, 0, len(h.machines)),
 		Regions:  make([]store.Region, 0, len(h.regions)),
 	}
 	for _, t := range h.tasks {
 		if t.complete && (match == nil || match(t)) {
-			snap.Tasks = append(snap.Tasks, t.Task)
+			snap.Tasks = append(snap.Tasks, summaryOf(&t.Task))
 		}
 	}
 	sort.Slice(snap.Tasks, func(i, j int) bool {

@@ -109,7 +109,10 @@ func TestHubSnapshotThenChanges(t *testing.T) {
 		m := next(t, sub)
 		switch m.Type {
 		case ui.MsgHardware:
-			gotHW = m.Hardware != nil && m.Hardware.Hostname == "node-2" && m.Hardware.CPU.Cores == 32
+			// The hub sends the report's summary (hostname, DMI identity);
+			// the detail view reads the rest from the REST API.
+			gotHW = m.Hardware != nil && m.Hardware.Hostname == "node-2" && m.Hardware.DMI.Product == "AS-1114S-WN10RT" &&
+				m.Hardware.DMI.Serial == "A123" && m.Hardware.CPU.Cores == 0 && len(m.Hardware.Disks) == 0
 		case ui.MsgStatus:
 			gotStatus = m.Status == wire.StatusPendingApproval
 		}
