@@ -30,11 +30,11 @@ type TaskSummary struct {
 
 // SpecSummary is the part of a task's spec the list shows.
 type SpecSummary struct {
-	RegionID  string `json:"region_id"`
-	TargetMAC string `json:"target_mac"`
-	OSType    string `json:"os_type"`
-	OSVersion string `json:"os_version"`
-	Hostname  string `json:"hostname,omitempty"`
+	RegionID  string    `json:"region_id"`
+	TargetMAC string    `json:"target_mac"`
+	OSType    string    `json:"os_type"`
+	OSVersion string    `json:"os_version"`
+	Hostname  string    `json:"hostname,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
