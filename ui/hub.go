@@ -126,10 +126,15 @@ type RegionMessage struct {
 
 // HubConfig tunes a Hub; zero values pick the defaults.
 type HubConfig struct {
-	QueueLen int // messages other than progress buffered per client before it is resynced from a snapshot (default 1024)
-	Health   *health.Registry
-	Logger   *slog.Logger
-	Retry    time.Duration // wait before reloading after a store error (default 1s)
+	// A client is resynced from a snapshot when its backlog of messages
+	// that do not coalesce (ui/hub_queue.go) is past QueueLen messages
+	// (default 1024) and past QueueBytes bytes or a snapshot's size,
+	// whichever is larger (default 1 MiB).
+	QueueLen   int
+	QueueBytes int
+	Health     *health.Registry
+	Logger     *slog.Logger
+	Retry      time.Duration // wait before reloading after a store error (default 1s)
 }
 
 // Hub keeps the dashboard's view of etcd (tasks, machines, regions) from ONE
@@ -153,6 +158,7 @@ type Hub struct {
 	machines map[string]store.Machine
 	regions  map[string]store.Region
 	snap     []byte // encoded snapshot; nil when stale
+	snapLen  int    // size of the largest snapshot encoded since the last load
 	clients  map[*Subscription]struct{}
 	dropped  int64
 	resyncs  int64
@@ -185,6 +191,9 @@ func (s *Subscription) Done() <-chan struct{} { return s.done }
 func NewHub(st *store.Store, cfg HubConfig) *Hub {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 1024
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 1 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -287,7 +296,7 @@ func (h *Hub) load(ctx context.Context) (int64, error) {
 	for _, r := range regions {
 		h.regions[r.ID] = r
 	}
-	h.snap = nil
+	h.snap, h.snapLen = nil, 0
 	if !h.isReady {
 		h.isReady = true
 		close(h.ready)
@@ -364,9 +373,14 @@ func (h *Hub) apply(c store.Change) {
 			return
 		}
 		msg = HardwareMessage{Type: MsgHardware, TaskID: c.TaskID, Revision: c.Revision, Hardware: hardwareSummary(c.Hardware)}
+		f.kind = coalesceHardware
 	case store.KindBMC, store.KindPower:
 		if msg = h.applyPowerLocked(c); msg == nil { // ui/power_hub.go
 			return
+		}
+		f.kind = coalescePower
+		if c.Kind == store.KindBMC {
+			f.kind = coalesceBMC
 		}
 	case store.KindTargetDisk:
 		t := h.tasks[c.TaskID]
@@ -379,6 +393,7 @@ func (h *Hub) apply(c store.Change) {
 			return
 		}
 		msg = TargetDiskMessage{Type: MsgTargetDisk, TaskID: c.TaskID, Revision: c.Revision, TargetDisk: c.TargetDisk}
+		f.kind = coalesceTargetDisk
 	case store.KindProgress:
 		t := h.tasks[c.TaskID]
 		if t == nil {
@@ -390,7 +405,7 @@ func (h *Hub) apply(c store.Change) {
 			return
 		}
 		p := c.Progress
-		f.progress = true
+		f.kind = coalesceProgress
 		msg = ProgressMessage{Type: MsgProgress, TaskID: c.TaskID, Revision: c.Revision, Percentage: p.Percentage,
 			Stage: p.Stage, Message: p.Message, Seq: p.Seq, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal,
 			Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}
@@ -430,7 +445,7 @@ type fan struct {
 	task, region string
 	old, st      store.Status // the task's status before and after the change
 	statusChange bool
-	progress     bool
+	kind         uint8 // state kind that coalesces in a client's queue (0: none)
 	b            []byte
 }
 
@@ -450,7 +465,7 @@ func (h *Hub) fanLocked(f fan, rev int64) {
 					t := h.tasks[f.task]
 					whole, _ = json.Marshal(TaskMessage{Type: MsgTask, TaskID: f.task, Revision: rev, Task: ptr(summaryOf(&t.Task))})
 				}
-				h.sendLocked(s, f.task, whole, false)
+				h.sendLocked(s, f.task, whole, coalesceNone)
 				continue
 			}
 			if !inOld {
@@ -459,7 +474,7 @@ func (h *Hub) fanLocked(f fan, rev int64) {
 		case !s.filter.match(f.task, f.region, f.st):
 			continue
 		}
-		h.sendLocked(s, f.task, f.b, f.progress)
+		h.sendLocked(s, f.task, f.b, f.kind)
 	}
 }
 
@@ -489,6 +504,7 @@ func (h *Hub) snapshotLocked() []byte {
 		return []byte(`{"type":"snapshot","tasks":[],"machines":[],"regions":[]}`)
 	}
 	h.snap = b
+	h.snapLen = max(h.snapLen, len(b))
 	return b
 }
 
