@@ -49,17 +49,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.hub.Unsubscribe(sub)
 
-	// One timer per connection bounds every write (no per-message context
-	// and timer): if a write blocks for wsWriteTimeout, the connection's
-	// context is cancelled, which closes the connection and ends the write.
+	// One timer per connection bounds every write: if a write blocks for
+	// wsWriteTimeout, the timer closes the connection, which ends the
+	// write. Writes get a context without Done, so the library arms no
+	// per-write context.AfterFunc (an allocation and a lock on the
+	// parent context per message per client); a message costs a queue
+	// pop, a timer reset and the write system call.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stuck := time.AfterFunc(time.Hour, cancel)
+	stuck := time.AfterFunc(time.Hour, func() { cancel(); _ = conn.CloseNow() })
 	stuck.Stop()
 	defer stuck.Stop()
+	noDone := context.WithoutCancel(ctx)
 	write := func(msg []byte) error {
 		stuck.Reset(wsWriteTimeout)
-		err := conn.Write(wctx, websocket.MessageText, msg)
+		err := conn.Write(noDone, websocket.MessageText, msg)
 		stuck.Stop()
 		if err != nil {
 			return fmt.Errorf("websocket write: %w", err)
