@@ -491,6 +491,7 @@ func (h *Hub) dropLocked(s *Subscription) {
 	s.closed = true
 	delete(h.clients, s)
 	close(s.done)
+	s.q.wake() // a connection waiting on its queue notices the end
 }
 
 // snapshotLocked returns the encoded snapshot, encoding it if stale.

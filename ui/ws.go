@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -71,8 +72,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return nil
 	}
 
-	ping := time.NewTicker(wsPingInterval)
+	// The loop waits on the queue's signal alone (a one-channel receive,
+	// not a four-way select per message): the hub's drop, the end of the
+	// connection and the ping timer poke the same signal.
+	var pingDue atomic.Bool
+	ping := time.AfterFunc(wsPingInterval, func() { pingDue.Store(true); sub.q.wake() })
 	defer ping.Stop()
+	stopWake := context.AfterFunc(ctx, sub.q.wake)
+	defer stopWake()
 	for {
 		if msg, ok := sub.q.pop(); ok { // the client's queue (ui/hub_queue.go)
 			if err := write(withFreshServerTime(msg, time.Now())); err != nil { // ui/ws_extra.go
@@ -81,21 +88,26 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		select {
-		case <-sub.q.signal:
 		case <-sub.Done():
 			// The hub stopped (a slow client is resynced, not dropped).
 			// The client reconnects and resyncs from a snapshot.
 			conn.Close(websocket.StatusTryAgainLater, "live updates restarting: reconnect to resync")
 			return
-		case <-ping.C:
+		default:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if pingDue.Swap(false) {
 			pctx, cancel := context.WithTimeout(wctx, wsWriteTimeout)
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
 				return
 			}
-		case <-ctx.Done():
-			return
+			ping.Reset(wsPingInterval)
+			continue
 		}
+		<-sub.q.signal
 	}
 }
