@@ -137,9 +137,11 @@ type HubConfig struct {
 	Retry      time.Duration // wait before reloading after a store error (default 1s)
 }
 
-// Hub keeps the dashboard's view of etcd (tasks, machines, regions) from ONE
-// store.Watch and fans every change out to the subscribed clients, each
-// message encoded once. Each client has its own queue (ui/hub_queue.go):
+// Hub keeps the dashboard's view of etcd (task summaries, machines,
+// regions) from ONE store.Watch and fans every change out to the
+// subscribed clients, each message encoded once. A task's whole record
+// (hardware, partitions, events) is not kept: clients read it from
+// GET /api/v1/tasks/{id} when they show it (ui/hub_summary.go). Each client has its own queue (ui/hub_queue.go):
 // a client slower than the event rate gets the latest progress of each
 // task instead of every report, and one that still falls QueueLen
 // messages behind is resynced from a snapshot; a slow browser never
