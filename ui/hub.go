@@ -84,7 +84,8 @@ type HardwareMessage struct {
 	Hardware *HardwareSummary `json:"hardware"`
 }
 
-// TargetDiskMessage carries a task's chosen disk (nil when it was removed).
+// TargetDiskMessage carries a task's chosen disk (nil when it was removed):
+// name, size, description and who chose it, as in the summary.
 type TargetDiskMessage struct {
 	Type       string            `json:"type"`
 	TaskID     string            `json:"task_id"`
@@ -389,12 +390,12 @@ func (h *Hub) apply(c store.Change) {
 		if t == nil {
 			return
 		}
-		t.TargetDisk = c.TargetDisk
+		t.TargetDisk = compactTargetDisk(c.TargetDisk)
 		if !t.complete {
 			h.snap = nil
 			return
 		}
-		msg = TargetDiskMessage{Type: MsgTargetDisk, TaskID: c.TaskID, Revision: c.Revision, TargetDisk: c.TargetDisk}
+		msg = TargetDiskMessage{Type: MsgTargetDisk, TaskID: c.TaskID, Revision: c.Revision, TargetDisk: t.TargetDisk}
 		f.kind = coalesceTargetDisk
 	case store.KindProgress:
 		t := h.tasks[c.TaskID]

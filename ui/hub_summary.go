@@ -77,10 +77,19 @@ func compactProgress(p *wire.Progress) *wire.Progress {
 	return &c
 }
 
+// compactTargetDisk keeps what the list and the approval need of the
+// disk to erase: its name, size, description and who chose it.
+func compactTargetDisk(d *store.TargetDisk) *store.TargetDisk {
+	if d == nil {
+		return nil
+	}
+	return &store.TargetDisk{Disk: wire.Disk{Name: d.Name, SizeBytes: d.SizeBytes}, ChosenBy: d.ChosenBy, Description: d.Description}
+}
+
 // compactTask is the hub's copy of t: its summary fields only.
 func compactTask(t store.Task) store.Task {
 	return store.Task{ID: t.ID, Spec: compactSpec(t.Spec), Status: t.Status, Hardware: compactHardware(t.Hardware),
-		Progress: compactProgress(t.Progress), Revision: t.Revision, TargetDisk: t.TargetDisk, BMC: t.BMC, Power: t.Power}
+		Progress: compactProgress(t.Progress), Revision: t.Revision, TargetDisk: compactTargetDisk(t.TargetDisk), BMC: t.BMC, Power: t.Power}
 }
 
 // summaryOf is the /ws form of the hub's (compacted) task.
