@@ -92,7 +92,9 @@ func TestDashboardApproveNamesTheDisk(t *testing.T) {
 	poll(t, tab, "detail names the disk", `(() => { const d = document.querySelector("#d-disk");
 		return !d.hidden && d.textContent.startsWith("Will erase `+desc+`"); })()`)
 	poll(t, tab, "row names the disk", row+`.querySelector(".ptext").textContent === "will erase /dev/nvme0n1, 480 GB"`)
-	poll(t, tab, "target marked in the disk table", `document.querySelector("#hw-disks tr.target td").textContent === "nvme0n1"`)
+	// The disk table comes from the full task, read on demand.
+	poll(t, tab, "target marked in the disk table", `(() => { const td = document.querySelector("#hw-disks tr.target td");
+		return td !== null && td.textContent === "nvme0n1"; })()`)
 	poll(t, tab, "approve button", `!document.querySelector("#approve").hidden`)
 
 	// Cancel: nothing approved.

@@ -40,7 +40,7 @@ type Snapshot struct {
 	Type       string          `json:"type"`
 	Revision   int64           `json:"revision"`
 	ServerTime time.Time       `json:"server_time"`
-	Tasks      []store.Task    `json:"tasks"`
+	Tasks      []TaskSummary   `json:"tasks"` // summaries (ui/hub_summary.go); GET /api/v1/tasks/{id} has the rest
 	Machines   []store.Machine `json:"machines"`
 	Regions    []store.Region  `json:"regions"`
 	// Resync is set on a snapshot that replaced messages the client was
@@ -74,15 +74,18 @@ type StatusMessage struct {
 	UpdatedAt time.Time   `json:"updated_at"`
 }
 
-// HardwareMessage is the seed's hardware shape.
+// HardwareMessage is the seed's hardware shape, with the report's summary
+// (hostname, DMI identity): the detail view reads the whole report from
+// GET /api/v1/tasks/{id} when it changes.
 type HardwareMessage struct {
-	Type     string         `json:"type"`
-	TaskID   string         `json:"task_id"`
-	Revision int64          `json:"revision"`
-	Hardware *wire.Hardware `json:"hardware"`
+	Type     string           `json:"type"`
+	TaskID   string           `json:"task_id"`
+	Revision int64            `json:"revision"`
+	Hardware *HardwareSummary `json:"hardware"`
 }
 
-// TargetDiskMessage carries a task's chosen disk (nil when it was removed).
+// TargetDiskMessage carries a task's chosen disk (nil when it was removed):
+// name, size, description and who chose it, as in the summary.
 type TargetDiskMessage struct {
 	Type       string            `json:"type"`
 	TaskID     string            `json:"task_id"`
@@ -92,10 +95,10 @@ type TargetDiskMessage struct {
 
 // TaskMessage announces a new task (or a deleted one, without Task).
 type TaskMessage struct {
-	Type     string      `json:"type"`
-	TaskID   string      `json:"task_id"`
-	Revision int64       `json:"revision"`
-	Task     *store.Task `json:"task,omitempty"`
+	Type     string       `json:"type"`
+	TaskID   string       `json:"task_id"`
+	Revision int64        `json:"revision"`
+	Task     *TaskSummary `json:"task,omitempty"`
 }
 
 // EventMessage carries one entry of a task's history.
@@ -124,15 +127,22 @@ type RegionMessage struct {
 
 // HubConfig tunes a Hub; zero values pick the defaults.
 type HubConfig struct {
-	QueueLen int // messages other than progress buffered per client before it is resynced from a snapshot (default 1024)
-	Health   *health.Registry
-	Logger   *slog.Logger
-	Retry    time.Duration // wait before reloading after a store error (default 1s)
+	// A client is resynced from a snapshot when its backlog of messages
+	// that do not coalesce (ui/hub_queue.go) is past QueueLen messages
+	// (default 1024) and past QueueBytes bytes or a snapshot's size,
+	// whichever is larger (default 1 MiB).
+	QueueLen   int
+	QueueBytes int
+	Health     *health.Registry
+	Logger     *slog.Logger
+	Retry      time.Duration // wait before reloading after a store error (default 1s)
 }
 
-// Hub keeps the dashboard's view of etcd (tasks, machines, regions) from ONE
-// store.Watch and fans every change out to the subscribed clients, each
-// message encoded once. Each client has its own queue (ui/hub_queue.go):
+// Hub keeps the dashboard's view of etcd (task summaries, machines,
+// regions) from ONE store.Watch and fans every change out to the
+// subscribed clients, each message encoded once. A task's whole record
+// (hardware, partitions, events) is not kept: clients read it from
+// GET /api/v1/tasks/{id} when they show it (ui/hub_summary.go). Each client has its own queue (ui/hub_queue.go):
 // a client slower than the event rate gets the latest progress of each
 // task instead of every report, and one that still falls QueueLen
 // messages behind is resynced from a snapshot; a slow browser never
@@ -151,11 +161,14 @@ type Hub struct {
 	machines map[string]store.Machine
 	regions  map[string]store.Region
 	snap     []byte // encoded snapshot; nil when stale
+	snapLen  int    // size of the largest snapshot encoded since the last load
 	clients  map[*Subscription]struct{}
 	dropped  int64
 	resyncs  int64
 }
 
+// hubTask is the hub's summary of a task: a store.Task holding only the
+// fields compactTask keeps (ui/hub_summary.go).
 type hubTask struct {
 	store.Task
 	complete bool // spec and status seen: announced to clients
@@ -181,6 +194,9 @@ func (s *Subscription) Done() <-chan struct{} { return s.done }
 func NewHub(st *store.Store, cfg HubConfig) *Hub {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 1024
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 1 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -273,7 +289,7 @@ func (h *Hub) load(ctx context.Context) (int64, error) {
 	h.rev = rev
 	h.tasks = make(map[string]*hubTask, len(tasks))
 	for _, t := range tasks {
-		h.tasks[t.ID] = &hubTask{Task: t, complete: true}
+		h.tasks[t.ID] = &hubTask{Task: compactTask(t), complete: true}
 	}
 	h.machines = make(map[string]store.Machine, len(machines))
 	for _, m := range machines {
@@ -283,7 +299,7 @@ func (h *Hub) load(ctx context.Context) (int64, error) {
 	for _, r := range regions {
 		h.regions[r.ID] = r
 	}
-	h.snap = nil
+	h.snap, h.snapLen = nil, 0
 	if !h.isReady {
 		h.isReady = true
 		close(h.ready)
@@ -316,7 +332,7 @@ func (h *Hub) apply(c store.Change) {
 			t = &hubTask{Task: store.Task{ID: c.TaskID}}
 			h.tasks[c.TaskID] = t
 		}
-		t.Spec = *c.Spec
+		t.Spec = compactSpec(*c.Spec)
 		if t.complete || t.Status.Status == "" {
 			// Announced once the status (same transaction) arrives.
 			h.snap = nil
@@ -324,7 +340,7 @@ func (h *Hub) apply(c store.Change) {
 		}
 		t.complete = true
 		f.region, f.st = t.Spec.RegionID, t.Status.Status
-		msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(t.Task)}
+		msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(summaryOf(&t.Task))}
 	case store.KindTaskDeleted:
 		delete(h.tasks, c.TaskID)
 		msg = TaskMessage{Type: MsgTaskDeleted, TaskID: c.TaskID, Revision: c.Revision}
@@ -344,7 +360,7 @@ func (h *Hub) apply(c store.Change) {
 		case t.Spec.TargetMAC != "":
 			t.complete = true
 			f.region, f.statusChange = t.Spec.RegionID, false
-			msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(t.Task)}
+			msg = TaskMessage{Type: MsgTask, TaskID: c.TaskID, Revision: c.Revision, Task: ptr(summaryOf(&t.Task))}
 		default:
 			h.snap = nil
 			return
@@ -354,39 +370,45 @@ func (h *Hub) apply(c store.Change) {
 		if t == nil {
 			return
 		}
-		t.Hardware = c.Hardware
+		t.Hardware = compactHardware(c.Hardware)
 		if !t.complete {
 			h.snap = nil
 			return
 		}
-		msg = HardwareMessage{Type: MsgHardware, TaskID: c.TaskID, Revision: c.Revision, Hardware: c.Hardware}
+		msg = HardwareMessage{Type: MsgHardware, TaskID: c.TaskID, Revision: c.Revision, Hardware: hardwareSummary(c.Hardware)}
+		f.kind = coalesceHardware
 	case store.KindBMC, store.KindPower:
 		if msg = h.applyPowerLocked(c); msg == nil { // ui/power_hub.go
 			return
+		}
+		f.kind = coalescePower
+		if c.Kind == store.KindBMC {
+			f.kind = coalesceBMC
 		}
 	case store.KindTargetDisk:
 		t := h.tasks[c.TaskID]
 		if t == nil {
 			return
 		}
-		t.TargetDisk = c.TargetDisk
+		t.TargetDisk = compactTargetDisk(c.TargetDisk)
 		if !t.complete {
 			h.snap = nil
 			return
 		}
-		msg = TargetDiskMessage{Type: MsgTargetDisk, TaskID: c.TaskID, Revision: c.Revision, TargetDisk: c.TargetDisk}
+		msg = TargetDiskMessage{Type: MsgTargetDisk, TaskID: c.TaskID, Revision: c.Revision, TargetDisk: t.TargetDisk}
+		f.kind = coalesceTargetDisk
 	case store.KindProgress:
 		t := h.tasks[c.TaskID]
 		if t == nil {
 			return
 		}
-		t.Progress = c.Progress
+		t.Progress = compactProgress(c.Progress)
 		if !t.complete {
 			h.snap = nil
 			return
 		}
 		p := c.Progress
-		f.progress = true
+		f.kind = coalesceProgress
 		msg = ProgressMessage{Type: MsgProgress, TaskID: c.TaskID, Revision: c.Revision, Percentage: p.Percentage,
 			Stage: p.Stage, Message: p.Message, Seq: p.Seq, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal,
 			Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}
@@ -426,7 +448,7 @@ type fan struct {
 	task, region string
 	old, st      store.Status // the task's status before and after the change
 	statusChange bool
-	progress     bool
+	kind         uint8 // state kind that coalesces in a client's queue (0: none)
 	b            []byte
 }
 
@@ -444,9 +466,9 @@ func (h *Hub) fanLocked(f fan, rev int64) {
 			if s.filter.match(f.task, f.region, f.st) && !inOld {
 				if whole == nil {
 					t := h.tasks[f.task]
-					whole, _ = json.Marshal(TaskMessage{Type: MsgTask, TaskID: f.task, Revision: rev, Task: ptr(t.Task)})
+					whole, _ = json.Marshal(TaskMessage{Type: MsgTask, TaskID: f.task, Revision: rev, Task: ptr(summaryOf(&t.Task))})
 				}
-				h.sendLocked(s, f.task, whole, false)
+				h.sendLocked(s, f.task, whole, coalesceNone)
 				continue
 			}
 			if !inOld {
@@ -455,7 +477,7 @@ func (h *Hub) fanLocked(f fan, rev int64) {
 		case !s.filter.match(f.task, f.region, f.st):
 			continue
 		}
-		h.sendLocked(s, f.task, f.b, f.progress)
+		h.sendLocked(s, f.task, f.b, f.kind)
 	}
 }
 
@@ -472,6 +494,7 @@ func (h *Hub) dropLocked(s *Subscription) {
 	s.closed = true
 	delete(h.clients, s)
 	close(s.done)
+	s.q.wake() // a connection waiting on its queue notices the end
 }
 
 // snapshotLocked returns the encoded snapshot, encoding it if stale.
@@ -485,6 +508,7 @@ func (h *Hub) snapshotLocked() []byte {
 		return []byte(`{"type":"snapshot","tasks":[],"machines":[],"regions":[]}`)
 	}
 	h.snap = b
+	h.snapLen = max(h.snapLen, len(b))
 	return b
 }
 
@@ -492,13 +516,13 @@ func (h *Hub) snapshotLocked() []byte {
 // (nil: all).
 func (h *Hub) buildSnapshotLocked(match func(*hubTask) bool) Snapshot {
 	snap := Snapshot{Type: MsgSnapshot, Revision: h.rev, ServerTime: time.Now().UTC(),
-		Tasks:    make([]store.Task, 0, len(h.tasks)),
+		Tasks:    make([]TaskSummary, 0, len(h.tasks)),
 		Machines: make([]store.Machine, 0, len(h.machines)),
 		Regions:  make([]store.Region, 0, len(h.regions)),
 	}
 	for _, t := range h.tasks {
 		if t.complete && (match == nil || match(t)) {
-			snap.Tasks = append(snap.Tasks, t.Task)
+			snap.Tasks = append(snap.Tasks, summaryOf(&t.Task))
 		}
 	}
 	sort.Slice(snap.Tasks, func(i, j int) bool {

@@ -29,28 +29,50 @@ func (f SubFilter) match(id, region string, st store.Status) bool {
 }
 
 // outQueue is one client's pending messages: in order, except that an
-// unsent progress message of a task is replaced by the task's newer one
-// (latest wins) as long as no other message of that task came after it.
-// A client slower than the event rate thus receives fewer, fresher
-// progress messages and every other message. Past max other messages it
-// is resynced: the queue is replaced by a fresh snapshot.
+// unsent message carrying a task's latest state of one kind (progress,
+// power, hardware, target disk, BMC: see coalesceKind) is replaced by the
+// task's newer one of that kind (latest wins) as long as no other message
+// of that task came after it. A client slower than the event rate thus
+// receives fewer, fresher state messages and every other message (status
+// changes, events, task, machine and region messages) in order. It is
+// resynced (the queue replaced by a fresh snapshot) only when its backlog
+// of other messages is past QueueLen messages and larger than a snapshot:
+// then the snapshot is the cheaper way to bring it up to date.
 type outQueue struct {
 	mu     sync.Mutex
 	items  []queued
 	head   int
-	prog   map[string]int // task -> index in items of its unsent progress
-	others int            // unsent messages that are not progress
-	signal chan struct{}  // cap 1: something was queued
+	latest map[stateKey]int // (task, kind) -> index in items of its unsent state message
+	others int              // unsent messages that are not state messages
+	bytes  int              // their size
+	signal chan struct{}    // cap 1: something was queued
 }
 
+// stateKey names one kind of state of one task.
+type stateKey struct {
+	task string
+	kind uint8
+}
+
+// Kinds of state messages that coalesce (0: none, the message is kept).
+const (
+	coalesceNone uint8 = iota
+	coalesceProgress
+	coalescePower
+	coalesceHardware
+	coalesceTargetDisk
+	coalesceBMC
+	coalesceKinds
+)
+
 type queued struct {
-	task     string
-	b        []byte
-	progress bool
+	task string
+	b    []byte
+	kind uint8
 }
 
 func newOutQueue() *outQueue {
-	return &outQueue{prog: map[string]int{}, signal: make(chan struct{}, 1)}
+	return &outQueue{latest: map[stateKey]int{}, signal: make(chan struct{}, 1)}
 }
 
 func (q *outQueue) wake() {
@@ -60,25 +82,32 @@ func (q *outQueue) wake() {
 	}
 }
 
-// push queues b; it reports false (nothing queued) when the client holds
-// max other messages already and must be resynced.
-func (q *outQueue) push(task string, b []byte, progress bool, max int) bool {
+// push queues b, a message about task (or none) of state kind (0: not
+// coalesced). It reports false (nothing queued) when the client's backlog
+// is past maxMsgs other messages and maxBytes and it must be resynced.
+func (q *outQueue) push(task string, b []byte, kind uint8, maxMsgs, maxBytes int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if progress {
-		if i, ok := q.prog[task]; ok {
+	if kind != coalesceNone && task != "" {
+		k := stateKey{task, kind}
+		if i, ok := q.latest[k]; ok {
 			q.items[i].b = b
 			return true
 		}
-		q.prog[task] = len(q.items)
+		q.latest[k] = len(q.items)
 	} else {
-		if q.others >= max {
+		if q.others >= maxMsgs && q.bytes+len(b) > maxBytes {
 			return false
 		}
 		q.others++
-		delete(q.prog, task) // a later progress message goes after this one
+		q.bytes += len(b)
+		if task != "" && len(q.latest) > 0 {
+			for kind := coalesceProgress; kind < coalesceKinds; kind++ {
+				delete(q.latest, stateKey{task, kind}) // a later state message goes after this one
+			}
+		}
 	}
-	q.items = append(q.items, queued{task: task, b: b, progress: progress})
+	q.items = append(q.items, queued{task: task, b: b, kind: kind})
 	q.wake()
 	return true
 }
@@ -88,10 +117,10 @@ func (q *outQueue) reset(b []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	clear(q.items)
-	q.items, q.head, q.others = q.items[:0], 0, 0
-	clear(q.prog)
+	q.items, q.head = q.items[:0], 0
+	clear(q.latest)
 	q.items = append(q.items, queued{b: b})
-	q.others = 1
+	q.others, q.bytes = 1, len(b)
 	q.wake()
 }
 
@@ -99,26 +128,33 @@ func (q *outQueue) reset(b []byte) {
 func (q *outQueue) pop() ([]byte, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.popLocked()
+}
+
+func (q *outQueue) popLocked() ([]byte, bool) {
 	if q.head == len(q.items) {
 		return nil, false
 	}
 	it := q.items[q.head]
 	q.items[q.head] = queued{}
-	if it.progress {
-		if i, ok := q.prog[it.task]; ok && i == q.head {
-			delete(q.prog, it.task)
+	if it.kind != coalesceNone && it.task != "" {
+		k := stateKey{it.task, it.kind}
+		if i, ok := q.latest[k]; ok && i == q.head {
+			delete(q.latest, k)
 		}
 	} else {
 		q.others = max(0, q.others-1)
+		q.bytes = max(0, q.bytes-len(it.b))
 	}
 	q.head++
 	if q.head == len(q.items) {
 		q.items, q.head = q.items[:0], 0
 	} else if q.head > 1024 && q.head > len(q.items)/2 {
 		n := copy(q.items, q.items[q.head:])
-		for task, i := range q.prog {
-			q.prog[task] = i - q.head
+		for k, i := range q.latest {
+			q.latest[k] = i - q.head
 		}
+		clear(q.items[n:])
 		q.items, q.head = q.items[:n], 0
 	}
 	return it.b, true
@@ -189,13 +225,15 @@ func (h *Hub) snapshotForLocked(s *Subscription, resync bool) []byte {
 		h.log.Error("live updates: encode snapshot", "error", err)
 		return []byte(`{"type":"snapshot","tasks":[],"machines":[],"regions":[]}`)
 	}
+	h.snapLen = max(h.snapLen, len(b))
 	return b
 }
 
-// sendLocked queues b for s; a client already holding QueueLen other
-// messages is resynced from a snapshot instead of dropped.
-func (h *Hub) sendLocked(s *Subscription, task string, b []byte, progress bool) {
-	if s.closed || s.q.push(task, b, progress, h.cfg.QueueLen) {
+// sendLocked queues b for s; a client whose backlog is past QueueLen other
+// messages and larger than a snapshot (or QueueBytes) is resynced from a
+// snapshot instead of dropped.
+func (h *Hub) sendLocked(s *Subscription, task string, b []byte, kind uint8) {
+	if s.closed || s.q.push(task, b, kind, h.cfg.QueueLen, max(h.cfg.QueueBytes, h.snapLen)) {
 		return
 	}
 	h.resyncs++

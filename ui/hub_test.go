@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,7 +110,10 @@ func TestHubSnapshotThenChanges(t *testing.T) {
 		m := next(t, sub)
 		switch m.Type {
 		case ui.MsgHardware:
-			gotHW = m.Hardware != nil && m.Hardware.Hostname == "node-2" && m.Hardware.CPU.Cores == 32
+			// The hub sends the report's summary (hostname, DMI identity);
+			// the detail view reads the rest from the REST API.
+			gotHW = m.Hardware != nil && m.Hardware.Hostname == "node-2" && m.Hardware.DMI.Product == "AS-1114S-WN10RT" &&
+				m.Hardware.DMI.Serial == "A123" && m.Hardware.CPU.Cores == 0 && len(m.Hardware.Disks) == 0
 		case ui.MsgStatus:
 			gotStatus = m.Status == wire.StatusPendingApproval
 		}
@@ -160,13 +164,13 @@ func TestHubSnapshotThenChanges(t *testing.T) {
 // status change are written. Every client sees progress in order ending
 // with the last report; the slow one is not dropped and, once it reads,
 // receives fewer, fresher messages: the latest progress and the status.
-// One falling more than QueueLen other messages behind is resynced from a
-// snapshot instead.
+// One falling more than QueueLen other messages (and more bytes than a
+// snapshot) behind is resynced from a snapshot instead.
 func TestHubSlowClientGetsLatestStateNoDrop(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.New(t)
 	task := walkToApproved(t, ctx, st, "52:54:00:00:01:01")
-	h := startHub(t, st, ui.HubConfig{QueueLen: 8})
+	h := startHub(t, st, ui.HubConfig{QueueLen: 8, QueueBytes: 1})
 
 	var fast []*ui.Subscription
 	for range 3 {
@@ -286,9 +290,12 @@ func TestHubSlowClientGetsLatestStateNoDrop(t *testing.T) {
 		t.Fatalf("stats: %+v", stats)
 	}
 
-	// More than QueueLen (8) other messages behind: resynced, not dropped.
+	// More than QueueLen (8) other messages, and more bytes than a
+	// snapshot, behind: resynced, not dropped. (Events are not part of a
+	// snapshot: the detail view reads them on demand.)
+	long := strings.Repeat("x", 4096)
 	for i := range 12 {
-		if _, err := st.RecordMachine(ctx, "dc1", fmt.Sprintf("52:54:00:00:02:%02x", i), nil); err != nil {
+		if err := st.AddPowerEvent(ctx, task.ID, fmt.Sprintf("event %d %s", i, long)); err != nil {
 			t.Fatal(err)
 		}
 	}

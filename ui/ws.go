@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -49,17 +50,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.hub.Unsubscribe(sub)
 
-	// One timer per connection bounds every write (no per-message context
-	// and timer): if a write blocks for wsWriteTimeout, the connection's
-	// context is cancelled, which closes the connection and ends the write.
+	// One timer per connection bounds every write: if a write blocks for
+	// wsWriteTimeout, the timer closes the connection, which ends the
+	// write. Writes get a context without Done, so the library arms no
+	// per-write context.AfterFunc (an allocation and a lock on the
+	// parent context per message per client); a message costs a queue
+	// pop, a timer reset and the write system call.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stuck := time.AfterFunc(time.Hour, cancel)
+	stuck := time.AfterFunc(time.Hour, func() { cancel(); _ = conn.CloseNow() })
 	stuck.Stop()
 	defer stuck.Stop()
+	noDone := context.WithoutCancel(ctx)
 	write := func(msg []byte) error {
 		stuck.Reset(wsWriteTimeout)
-		err := conn.Write(wctx, websocket.MessageText, msg)
+		err := conn.Write(noDone, websocket.MessageText, msg)
 		stuck.Stop()
 		if err != nil {
 			return fmt.Errorf("websocket write: %w", err)
@@ -67,8 +72,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return nil
 	}
 
-	ping := time.NewTicker(wsPingInterval)
+	// The loop waits on the queue's signal alone (a one-channel receive,
+	// not a four-way select per message): the hub's drop, the end of the
+	// connection and the ping timer poke the same signal.
+	var pingDue atomic.Bool
+	ping := time.AfterFunc(wsPingInterval, func() { pingDue.Store(true); sub.q.wake() })
 	defer ping.Stop()
+	stopWake := context.AfterFunc(ctx, sub.q.wake)
+	defer stopWake()
 	for {
 		if msg, ok := sub.q.pop(); ok { // the client's queue (ui/hub_queue.go)
 			if err := write(withFreshServerTime(msg, time.Now())); err != nil { // ui/ws_extra.go
@@ -77,21 +88,26 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		select {
-		case <-sub.q.signal:
 		case <-sub.Done():
 			// The hub stopped (a slow client is resynced, not dropped).
 			// The client reconnects and resyncs from a snapshot.
 			conn.Close(websocket.StatusTryAgainLater, "live updates restarting: reconnect to resync")
 			return
-		case <-ping.C:
+		default:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if pingDue.Swap(false) {
 			pctx, cancel := context.WithTimeout(wctx, wsWriteTimeout)
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
 				return
 			}
-		case <-ctx.Done():
-			return
+			ping.Reset(wsPingInterval)
+			continue
 		}
+		<-sub.q.signal
 	}
 }

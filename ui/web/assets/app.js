@@ -25,7 +25,8 @@ const state = {
   selected: "",
   checked: new Set(),   // ids ticked for a bulk action
   events: [],           // timeline of the selected task
-  parts: null,          // {id, table}: the partition table GET /api/v1/tasks/{id} returned
+  detail: null,         // the selected task in full (GET /api/v1/tasks/{id}); /ws carries summaries
+  detailBusy: "", detailAgain: "",
   filter: { q: "", status: "", region: "" },
   sort: "created",
   ws: null, attempt: 0, relayoutQueued: false, revision: 0,
@@ -380,6 +381,7 @@ async function select(id, opts = {}) {
   const row = state.rows.get(id);
   if (row) row.setAttribute("aria-selected", "true");
   state.events = [];
+  if (changed) state.detail = null;
   $("#detail").hidden = false;
   $(".layout").classList.add("with-detail");
   delete $("#detail").dataset.missing;
@@ -391,15 +393,27 @@ async function select(id, opts = {}) {
     if (focus) d.focus({ preventScroll: true });
     if (d.getBoundingClientRect().top < 0 || d.getBoundingClientRect().top > innerHeight) d.scrollIntoView({ block: "start" });
   }
+  await loadDetail(id);
+}
+
+// loadDetail reads the selected task in full (hardware with disks and
+// NICs, spec, events): the live view holds summaries only. A change of
+// the task while a read is in flight asks for one more read after it.
+async function loadDetail(id) {
+  if (state.detailBusy === id) { state.detailAgain = id; return; }
+  state.detailBusy = id;
   try {
     const d = await api("GET", `/api/v1/tasks/${encodeURIComponent(id)}`);
     if (state.selected !== id) return;
+    state.detail = d;
     state.events = d.events || [];
-    state.parts = { id, table: d.partitions || null };
+    renderDetail();
     renderTimeline();
-    renderPartitions(state.tasks.get(id) || d);
   } catch (e) {
-    toast(`Could not load the task's history: ${e.message}`, true);
+    if (state.selected === id) toast(`Could not load the task's details: ${e.message}`, true);
+  } finally {
+    if (state.detailBusy === id) state.detailBusy = "";
+    if (state.detailAgain === id) { state.detailAgain = ""; if (state.selected === id) loadDetail(id); }
   }
 }
 
@@ -408,6 +422,7 @@ function closeDetail(push = true) {
   const row = state.rows.get(state.selected);
   if (row) row.setAttribute("aria-selected", "false");
   state.selected = "";
+  state.detail = null;
   $("#detail").hidden = true;
   $(".layout").classList.remove("with-detail");
   delete $("#detail").dataset.missing;
@@ -430,14 +445,17 @@ function renderDetail() {
   $("#d-progress").hidden = !showProg;
   if (showProg) paintProgress($("#d-bar"), $("#d-ptext"), t, true);
 
+  const full = state.detail && state.detail.id === t.id ? state.detail : null;
   const spec = $("#d-spec");
   clear(spec);
   const kv = [["MAC", t.spec.target_mac], ["Region", t.spec.region_id], ["OS", `${t.spec.os_type} ${t.spec.os_version}`],
     ["Hostname", t.spec.hostname || "—"], ["Attempt", t.status.attempt], ["Created", when(t.spec.created_at)]];
-  if (t.spec.ssh_authorized_keys && t.spec.ssh_authorized_keys.length) kv.push(["SSH keys", `${t.spec.ssh_authorized_keys.length} key(s)`]);
+  const keys = full && full.spec.ssh_authorized_keys;
+  if (keys && keys.length) kv.push(["SSH keys", `${keys.length} key(s)`]);
   for (const [k, v] of kv) spec.append(h("dt", null, k), h("dd", null, v));
-  renderHardware($("#hw"), t.hardware);
-  renderPartitions(t);
+  // Until the full task is read: a reported hardware says "loading".
+  renderHardware($("#hw"), full ? full.hardware || null : t.hardware ? undefined : null);
+  renderPartitions(full);
   renderTargetDisk(t);
   renderPower(t);
 }
@@ -508,23 +526,12 @@ async function approveSelected(btn) {
   } catch (e) { toast(e.message, true); } finally { btn.disabled = false; }
 }
 
-async function loadPartitions(id) {
-  try {
-    const d = await api("GET", `/api/v1/tasks/${encodeURIComponent(id)}`);
-    if (state.selected !== id) return;
-    state.parts = { id, table: d.partitions || null };
-    renderPartitions(state.tasks.get(id) || d);
-  } catch (e) {
-    toast(`Could not load the task's partition table: ${e.message}`, true);
-  }
-}
-
 // The partition table the agent left on disk (its last configuring
 // report), with the file system and role it found in each partition.
 function renderPartitions(t) {
   const old = $("#d-parts");
   if (old) old.remove();
-  const pt = t.partitions || (state.parts && state.parts.id === t.id ? state.parts.table : null);
+  const pt = t && t.partitions;
   if (!pt || !(pt.partitions || []).length) return;
   $("#hw").append(h("table", { class: "mini", id: "d-parts" },
     h("caption", null, `Partitions left on disk (attempt ${pt.attempt})`),
@@ -536,6 +543,10 @@ function renderPartitions(t) {
 
 function renderHardware(box, hw) {
   clear(box);
+  if (hw === undefined) { // reported; the full report is being read
+    box.append(h("p", { class: "muted" }, "Loading the hardware report…"));
+    return;
+  }
   if (!hw) {
     box.append(h("p", { class: "muted" }, "No report yet: the agent sends one when the machine boots."));
     return;
@@ -741,6 +752,7 @@ function onMessage(m) {
     case "snapshot": applySnapshot(m); return;
     case "task": {
       state.tasks.set(m.task_id, index(m.task));
+      if (m.task_id === state.selected) loadDetail(m.task_id);
       scheduleRelayout();
       return;
     }
@@ -757,10 +769,10 @@ function onMessage(m) {
       if (m.status === "pending") { t.progress = null; t.hardware = t.hardware || null; state.rates.delete(t.id); }
       index(t);
       refreshTask(t.id);
+      // The partition table comes with the agent's last report (progress
+      // messages do not carry it): the re-read brings it to the open detail.
+      if (t.id === state.selected) loadDetail(t.id);
       scheduleRelayout();
-      // The partition table came with the agent's last report (progress
-      // messages do not carry it): fetch it for the open detail.
-      if (m.status === "completed" && m.task_id === state.selected) loadPartitions(m.task_id);
       return;
     }
     case "progress": {
@@ -778,9 +790,10 @@ function onMessage(m) {
     case "hardware": {
       const t = state.tasks.get(m.task_id);
       if (!t) return;
-      t.hardware = m.hardware;
+      t.hardware = m.hardware; // the summary: the detail reads the report
       index(t);
       refreshTask(t.id);
+      if (t.id === state.selected) loadDetail(t.id);
       if (state.filter.q) scheduleRelayout();
       return;
     }
@@ -789,11 +802,13 @@ function onMessage(m) {
       if (!t) return;
       t.target_disk = m.target_disk || null;
       refreshTask(t.id);
+      if (t.id === state.selected) loadDetail(t.id);
       return;
     }
     case "power":
     case "bmc": {
       if (applyPowerMessage(state.tasks, m)) refreshTask(m.task_id);
+      if (m.type === "bmc" && m.task_id === state.selected) loadDetail(m.task_id);
       return;
     }
     case "event": {
