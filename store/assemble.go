@@ -49,7 +49,7 @@ func assembleTasks(kvs []*mvccpb.KeyValue, log *slog.Logger) []Task {
 			cur.Partitions = &pt
 		case "progress":
 			var p wire.Progress
-			err = json.Unmarshal(kv.Value, &p)
+			p, err = decodeProgress(id, kv.Value)
 			cur.Progress = &p
 		case "bmc":
 			cur.BMC, err = decodeBMCInfo(kv.Value)

@@ -45,18 +45,53 @@ const DefaultCoalesceWindow = 100 * time.Millisecond
 // this many comparisons and this many operations.
 const maxTxnOps = 128
 
+// cachedTask is what checking and guarding a report needs of one task,
+// and nothing more (no spec, hardware or message): about 200 bytes a task.
 type cachedTask struct {
-	region, mac string
+	region, mac string // interned
 	hasSpec     bool
-	status      *StatusRecord
+	hasStatus   bool
+	status      Status
+	attempt     int // the status's
 	statusRev   int64
-	prog        *wire.Progress
+	prog        *progMark // the stored report
 	progRev     int64
-	sess        *Session // Rev set
+	sessHash    string // "": no session
+	sessAttempt int
+	sessRun     int
 	sessRev     int64
 	events      int            // event keys of the task (for the history bound)
 	pending     *wire.Progress // coalesced, not yet written
-	accepted    *wire.Progress // the newest report answered 200 by this path
+	accepted    *progMark      // the newest report answered 200 by this path
+}
+
+// progMark is what ordering needs of a report.
+type progMark struct {
+	seq              int64
+	attempt, run, pc int
+	stage            string // interned
+}
+
+func markOf(p *wire.Progress) *progMark {
+	if p == nil {
+		return nil
+	}
+	return &progMark{seq: p.Seq, attempt: p.Attempt, run: p.Run, pc: p.Percentage, stage: internStage(p.Stage)}
+}
+
+// progress is the mark as a report, for checkOrder.
+func (m *progMark) progress() *wire.Progress {
+	if m == nil {
+		return nil
+	}
+	return &wire.Progress{Seq: m.seq, Attempt: m.attempt, Run: m.run, Percentage: m.pc, Stage: m.stage}
+}
+
+func internStage(s string) string {
+	if i := stageIndex(s); i >= 0 {
+		return stageOrder[i].name
+	}
+	return s
 }
 
 // ProgressPath is the cached, coalescing progress path of one region.
@@ -65,13 +100,18 @@ type ProgressPath struct {
 	region string
 	window time.Duration
 
-	mu      sync.Mutex
-	tasks   map[string]*cachedTask
-	ready   bool
-	queue   []*progressReq // reports to write at once
-	kick    chan struct{}
-	pending int // tasks with a pending report
+	mu       sync.Mutex
+	tasks    map[string]*cachedTask
+	regions  map[string]string // interned region ids
+	ready    bool
+	queue    []*progressReq // reports to write at once
+	kick     chan struct{}
+	pending  int             // tasks with a pending report
+	inflight map[string]bool // tasks with a write in flight: their next waits
 }
+
+// maxInflightTxns bounds the batch transactions in flight at once.
+const maxInflightTxns = 16
 
 type progressReq struct {
 	id      string
@@ -96,7 +136,8 @@ func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPa
 	if window <= 0 {
 		window = DefaultCoalesceWindow
 	}
-	return &ProgressPath{s: s, region: region, window: window, tasks: map[string]*cachedTask{}, kick: make(chan struct{}, 1)}
+	return &ProgressPath{s: s, region: region, window: window, tasks: map[string]*cachedTask{}, regions: map[string]string{},
+		kick: make(chan struct{}, 1), inflight: map[string]bool{}}
 }
 
 // ErrNotCached says the fast path cannot decide: the caller uses the
@@ -181,9 +222,17 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 			delete(pp.tasks, id)
 			return
 		}
-		var sp Spec
+		var sp struct {
+			RegionID  string `json:"region_id"`
+			TargetMAC string `json:"target_mac"`
+		}
 		if json.Unmarshal(val, &sp) == nil {
-			t.region, t.mac, t.hasSpec = sp.RegionID, sp.TargetMAC, true
+			r, ok := pp.regions[sp.RegionID]
+			if !ok {
+				r = sp.RegionID
+				pp.regions[r] = r
+			}
+			t.region, t.mac, t.hasSpec = r, sp.TargetMAC, true
 		}
 	case "status":
 		if del || rev < t.statusRev {
@@ -191,7 +240,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 		}
 		var st StatusRecord
 		if json.Unmarshal(val, &st) == nil {
-			t.status, t.statusRev = &st, rev
+			t.hasStatus, t.status, t.attempt, t.statusRev = true, st.Status, st.Attempt, rev
 		}
 	case "progress":
 		if rev < t.progRev {
@@ -205,21 +254,20 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 		}
 		var p wire.Progress
 		if json.Unmarshal(val, &p) == nil {
-			t.prog = &p
+			t.prog = markOf(&p)
 		}
 	case "session":
 		if rev < t.sessRev {
 			return
 		}
-		t.sess, t.sessRev = nil, rev
+		t.sessHash, t.sessRev = "", rev
 		if del {
 			t.sessRev = 0
 			return
 		}
 		var se Session
 		if json.Unmarshal(val, &se) == nil {
-			se.Rev = rev
-			t.sess = &se
+			t.sessHash, t.sessAttempt, t.sessRun = se.SHA256, se.Attempt, se.Run
 		}
 	case "events":
 		switch {
@@ -249,36 +297,35 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 	now := time.Now().UTC()
 	pp.mu.Lock()
 	t := pp.tasks[id]
-	if !pp.ready || t == nil || !t.hasSpec || t.status == nil || t.sess == nil || t.region != pp.region ||
-		(mac != "" && mac != t.mac) || !hashesEqual(t.sess.SHA256, h) || t.sess.Attempt != t.status.Attempt {
+	if !pp.ready || t == nil || !t.hasSpec || !t.hasStatus || t.sessHash == "" || t.region != pp.region ||
+		(mac != "" && mac != t.mac) || !hashesEqual(t.sessHash, h) || t.sessAttempt != t.attempt {
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached
 	}
-	from := t.status.Status
+	from := t.status
 	switch from {
 	case wire.StatusApproved, wire.StatusInstalling, wire.StatusStalled:
 	default:
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached
 	}
-	p.TaskID, p.Attempt, p.Run, p.UpdatedAt = id, t.status.Attempt, t.sess.Run, now
+	p.TaskID, p.Attempt, p.Run, p.UpdatedAt = id, t.attempt, t.sessRun, now
 	latest := t.prog
-	if a := t.accepted; a != nil && (latest == nil || a.Attempt > latest.Attempt || a.Attempt == latest.Attempt && a.Seq > latest.Seq) {
+	if a := t.accepted; a != nil && (latest == nil || a.attempt > latest.attempt || a.attempt == latest.attempt && a.seq > latest.seq) {
 		latest = a
 	}
-	if latest != nil && latest.Attempt == p.Attempt && p.Seq <= latest.Seq {
+	if latest != nil && latest.attempt == p.Attempt && p.Seq <= latest.seq {
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached // a repeat or an older report: the authoritative path answers it
 	}
-	if checkOrder(latest, p.Attempt, p) != nil {
+	if checkOrder(latest.progress(), p.Attempt, p) != nil {
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached
 	}
-	task := Task{ID: id, Status: *t.status}
-	task.Status.Status = wire.StatusInstalling
-	t.accepted = &p
-	if from == wire.StatusInstalling && latest != nil && latest.Attempt == p.Attempt && latest.Run == p.Run &&
-		latest.Stage == p.Stage && p.Stage != wire.StageCompleted {
+	task := Task{ID: id, Status: StatusRecord{Status: wire.StatusInstalling, Attempt: t.attempt, UpdatedAt: now}}
+	t.accepted = markOf(&p)
+	if from == wire.StatusInstalling && latest != nil && latest.attempt == p.Attempt && latest.run == p.Run &&
+		latest.stage == p.Stage && p.Stage != wire.StageCompleted {
 		// Within a stage: the latest report wins, written within a window.
 		if t.pending == nil {
 			pp.pending++
@@ -325,7 +372,7 @@ func (pp *ProgressPath) InstallingTasks() int {
 	defer pp.mu.Unlock()
 	n := 0
 	for _, t := range pp.tasks {
-		if t.region == pp.region && t.status != nil && t.status.Status == wire.StatusInstalling {
+		if t.region == pp.region && t.hasStatus && t.status == wire.StatusInstalling {
 			n++
 		}
 	}
@@ -333,20 +380,27 @@ func (pp *ProgressPath) InstallingTasks() int {
 }
 
 // writer commits queued reports at once and pending ones every window.
+// Rounds overlap (group commit): a report waits for no other task's
+// write, only for its own task's write in flight, so a stage change is
+// not held behind a round of other tasks' transactions.
 func (pp *ProgressPath) writer(ctx context.Context) {
 	tick := time.NewTicker(pp.window)
 	defer tick.Stop()
+	var wg sync.WaitGroup
+	txns := make(chan struct{}, maxInflightTxns)
+	slow := make(chan struct{}, 32) // authoritative writes read etcd: a bounded few at a time
 	for {
 		flushPending := false
 		select {
 		case <-ctx.Done():
+			wg.Wait()
 			pp.failQueued(ctx.Err())
 			return
 		case <-pp.kick:
 		case <-tick.C:
 			flushPending = true
 		}
-		pp.writeOnce(ctx, flushPending)
+		pp.writeOnce(ctx, flushPending, &wg, txns, slow)
 	}
 }
 
@@ -360,32 +414,49 @@ func (pp *ProgressPath) failQueued(err error) {
 	}
 }
 
-// writeOnce takes every queued report (and, when flushPending, every
-// pending one) and commits them in as few transactions as etcd allows.
-// Each report is checked again against the cache as it is now (a change
-// the watch brought meanwhile sends it the authoritative way) and guarded
-// by the revisions of that check.
-func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
+// landed ends the writes in flight of reqs' tasks; the writer takes the
+// reports that waited for them.
+func (pp *ProgressPath) landed(reqs []*progressReq) {
+	pp.mu.Lock()
+	for _, r := range reqs {
+		delete(pp.inflight, r.id)
+	}
+	more := len(pp.queue) > 0
+	pp.mu.Unlock()
+	if more {
+		select {
+		case pp.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// writeOnce takes every queued report whose task has no write in flight
+// (and, when flushPending, every such pending one) and commits them in as
+// few transactions as etcd allows, without waiting for them. Each report
+// is checked again against the cache as it is now (a change the watch
+// brought meanwhile sends it the authoritative way) and guarded by the
+// revisions of that check. A task has at most one write in flight, so its
+// reports land in the order they were accepted.
+func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sync.WaitGroup, txns, slowSem chan struct{}) {
 	pp.mu.Lock()
 	queued := pp.queue
 	pp.queue = nil
-	var (
-		batch, slow, later []*progressReq
-		seen               = map[string]bool{}
-	)
+	var batch, slow, later []*progressReq
 	for _, r := range queued {
-		if seen[r.id] { // one report of a task per round, in order
+		if pp.inflight[r.id] { // one write of a task at a time, in order
 			later = append(later, r)
 			continue
 		}
-		seen[r.id] = true
+		pp.inflight[r.id] = true
 		batch = append(batch, r)
 	}
 	if flushPending && pp.pending > 0 {
 		for id, t := range pp.tasks {
-			if t.pending == nil || seen[id] {
-				continue // a queued report of the task goes first
+			if t.pending == nil || pp.inflight[id] {
+				continue // a queued report (or a write) of the task goes first
 			}
+			pp.inflight[id] = true
 			batch = append(batch, &progressReq{id: id, p: *t.pending, sessRev: t.sessRev})
 			t.pending = nil
 			pp.pending--
@@ -394,22 +465,22 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 	ready := batch[:0]
 	for _, r := range batch {
 		t := pp.tasks[r.id]
-		if t == nil || t.status == nil || t.sessRev != r.sessRev || t.status.Attempt != r.p.Attempt {
+		if t == nil || !t.hasStatus || t.sessRev != r.sessRev || t.attempt != r.p.Attempt {
 			slow = append(slow, r)
 			continue
 		}
-		switch t.status.Status {
+		switch t.status {
 		case wire.StatusApproved, wire.StatusInstalling, wire.StatusStalled:
 		default:
 			slow = append(slow, r)
 			continue
 		}
-		if r.done == nil && t.status.Status != wire.StatusInstalling {
+		if r.done == nil && t.status != wire.StatusInstalling {
 			slow = append(slow, r) // a coalesced report never changes the status
 			continue
 		}
-		r.from, r.statusRev, r.progRev, r.events = t.status.Status, t.statusRev, t.progRev, int64(t.events)
-		r.stageEvent = t.prog == nil || t.prog.Stage != r.p.Stage || t.prog.Attempt != r.p.Attempt
+		r.from, r.statusRev, r.progRev, r.events = t.status, t.statusRev, t.progRev, int64(t.events)
+		r.stageEvent = t.prog == nil || t.prog.stage != r.p.Stage || t.prog.attempt != r.p.Attempt
 		if r.done == nil && r.stageEvent {
 			slow = append(slow, r) // a coalesced report never changes the stage
 			continue
@@ -418,15 +489,9 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 	}
 	batch = ready
 	pp.queue = append(later, pp.queue...)
-	if len(pp.queue) > 0 {
-		select {
-		case pp.kick <- struct{}{}:
-		default:
-		}
-	}
 	pp.mu.Unlock()
-	// Chunks of one round hold distinct tasks: they are committed
-	// concurrently (etcd syncs concurrent transactions together).
+	// Chunks hold distinct tasks: they are committed concurrently (etcd
+	// syncs concurrent transactions together).
 	type chunkTxn struct {
 		reqs []*progressReq
 		ops  []clientv3.Op
@@ -458,20 +523,22 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 			chunks = append(chunks, c)
 		}
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32) // authoritative writes read etcd: a bounded few at a time
 	for _, r := range slow {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+			slowSem <- struct{}{}
+			defer func() { <-slowSem }()
 			pp.authoritative(ctx, r)
+			pp.landed([]*progressReq{r})
 		})
 	}
 	for _, c := range chunks {
+		txns <- struct{}{} // backpressure: the writer waits when too many are in flight
 		wg.Go(func() {
+			defer func() { <-txns }()
 			resp, err := pp.s.cli.Txn(ctx).If(c.cmps...).Then(c.ops...).Commit()
 			if err == nil && resp.Succeeded {
 				pp.committed(c.reqs, resp.Header.Revision)
+				pp.landed(c.reqs)
 				return
 			}
 			if err != nil {
@@ -481,9 +548,9 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 			for _, r := range c.reqs {
 				pp.authoritative(ctx, r)
 			}
+			pp.landed(c.reqs)
 		})
 	}
-	wg.Wait()
 }
 
 // ops are the writes of report r, or nil when its event would need the
@@ -491,7 +558,7 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
 	p := r.p
 	now := p.UpdatedAt
-	ops := []clientv3.Op{clientv3.OpPut(progressKey(r.id), mustJSON(p))}
+	ops := []clientv3.Op{clientv3.OpPut(progressKey(r.id), progressValue(p))}
 	events := 0
 	if r.stageEvent {
 		ops = append(ops, eventOp(r.id, Event{At: now, Kind: "stage", Stage: p.Stage, Message: p.Message}))
@@ -518,11 +585,11 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 		if t == nil {
 			continue
 		}
-		p := r.p
-		t.prog, t.progRev = &p, rev
-		if r.from != wire.StatusInstalling {
-			st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: p.UpdatedAt, Attempt: p.Attempt}
-			t.status, t.statusRev = &st, rev
+		if rev > t.progRev { // unless the watch brought a newer one already
+			t.prog, t.progRev = markOf(&r.p), rev
+		}
+		if r.from != wire.StatusInstalling && rev > t.statusRev {
+			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusInstalling, r.p.Attempt, rev
 		}
 	}
 	pp.mu.Unlock()

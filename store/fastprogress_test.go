@@ -245,3 +245,118 @@ func TestProgressPathGuards(t *testing.T) {
 		t.Fatalf("after cancel: status %s, progress %+v; want cancelled with seq 1 stored", got.Status.Status, got.Progress)
 	}
 }
+
+// TestProgressPathConcurrentTasksInOrder runs many tasks' installs at once
+// through one path, so writes of different tasks overlap (rounds are not
+// serialised): per task, etcd must still record the progress in seq order,
+// every stage event once and in order, and the final report.
+func TestProgressPathConcurrentTasksInOrder(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	const n = 12
+	type agent struct {
+		task store.Task
+		tok  string
+	}
+	agents := make([]agent, n)
+	for i := range agents {
+		agents[i].task, agents[i].tok = agentSession(t, ctx, s, fmt.Sprintf("02:00:00:00:0d:%02x", i))
+	}
+	pp := runProgressPath(t, s, 5*time.Millisecond)
+	_, rev, err := s.GetTaskRev(ctx, agents[0].task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	changes := s.Watch(wctx, rev+1)
+
+	stages := []struct {
+		name     string
+		from, to int
+	}{{wire.StagePartitioning, 0, 20}, {wire.StageDownloading, 20, 60}, {wire.StageInstalling, 60, 90}, {wire.StageConfiguring, 90, 100}, {wire.StageCompleted, 100, 100}}
+	var plan []wire.Progress // every stage from its start to its end, 4% a step
+	for _, st := range stages {
+		for pct := st.from; ; pct = min(pct+4, st.to) {
+			plan = append(plan, wire.Progress{Seq: int64(len(plan) + 1), Stage: st.name, Percentage: pct})
+			if pct == st.to {
+				break
+			}
+		}
+	}
+	finals := map[string]int64{}
+	errs := make(chan error, n)
+	for _, a := range agents {
+		finals[a.task.ID] = int64(len(plan))
+		go func() {
+			for _, p := range plan {
+				deadline := time.Now().Add(5 * time.Second)
+				for {
+					_, err := pp.Report(ctx, a.task.ID, a.tok, "", p)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, store.ErrNotCached) || time.Now().After(deadline) {
+						errs <- fmt.Errorf("task %s seq %d: %w", a.task.ID, p.Seq, err)
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	progSeqs := map[string][]int64{}
+	stageEvents := map[string][]string{}
+	done := 0
+	timeout := time.After(20 * time.Second)
+	var drained <-chan time.Time // after the last final report: the rest of its transaction
+collect:
+	for {
+		select {
+		case <-drained:
+			break collect
+		case c := <-changes:
+			switch c.Kind {
+			case store.KindProgress:
+				progSeqs[c.TaskID] = append(progSeqs[c.TaskID], c.Progress.Seq)
+				if c.Progress.Seq == finals[c.TaskID] {
+					if done++; done == n {
+						drained = time.After(300 * time.Millisecond)
+					}
+				}
+			case store.KindEvent:
+				if c.Event.Kind == "stage" {
+					stageEvents[c.TaskID] = append(stageEvents[c.TaskID], c.Event.Stage)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d final reports written", done, n)
+		}
+	}
+	want := fmt.Sprint([]string{wire.StagePartitioning, wire.StageDownloading, wire.StageInstalling, wire.StageConfiguring, wire.StageCompleted})
+	for _, a := range agents {
+		id := a.task.ID
+		seqs := progSeqs[id]
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] <= seqs[i-1] {
+				t.Fatalf("task %s: progress written out of order: %v", id, seqs)
+			}
+		}
+		if got := fmt.Sprint(stageEvents[id]); got != want {
+			t.Errorf("task %s: stage events %s, want %s", id, got, want)
+		}
+		got, err := s.GetTask(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Progress == nil || got.Progress.Seq != finals[id] || got.Progress.Stage != wire.StageCompleted {
+			t.Errorf("task %s: stored %+v, want the final report (seq %d)", id, got.Progress, finals[id])
+		}
+	}
+}

@@ -36,7 +36,7 @@ func mustJSON(v any) string {
 }
 
 func eventOp(id string, ev Event) clientv3.Op {
-	return clientv3.OpPut(eventKey(id, ev.At), mustJSON(ev))
+	return clientv3.OpPut(eventKey(id, ev.At), eventValue(ev))
 }
 
 // CreateTask stores a new pending task. A second active task for the same
@@ -210,8 +210,8 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var ev Event
-		if err := json.Unmarshal(kv.Value, &ev); err != nil {
+		ev, err := decodeEvent(string(kv.Key), kv.Value)
+		if err != nil {
 			s.log.Warn("store: skip undecodable event", "key", string(kv.Key), "error", err)
 			continue
 		}
@@ -414,7 +414,7 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 		}
 		parts := p.Partitions
 		p.Partitions = nil // kept under their own key, not in every report
-		ops := []clientv3.Op{clientv3.OpPut(progressKey(id), mustJSON(p))}
+		ops := []clientv3.Op{clientv3.OpPut(progressKey(id), progressValue(p))}
 		var table *PartitionTable
 		if len(parts) > 0 {
 			table = &PartitionTable{Attempt: p.Attempt, RecordedAt: now, Partitions: parts}

@@ -149,11 +149,13 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 			c.Kind, c.Hardware = KindHardware, new(wire.Hardware)
 			err = json.Unmarshal(ev.Kv.Value, c.Hardware)
 		case kind == "progress":
-			c.Kind, c.Progress = KindProgress, new(wire.Progress)
-			err = json.Unmarshal(ev.Kv.Value, c.Progress)
+			var p wire.Progress
+			p, err = decodeProgress(id, ev.Kv.Value)
+			c.Kind, c.Progress = KindProgress, &p
 		case kind == "events":
-			c.Kind, c.Event = KindEvent, new(Event)
-			err = json.Unmarshal(ev.Kv.Value, c.Event)
+			var e Event
+			e, err = decodeEvent(key, ev.Kv.Value)
+			c.Kind, c.Event = KindEvent, &e
 		default:
 			return c, false
 		}
