@@ -94,6 +94,8 @@ type Store struct {
 	spaceNow  SpaceStatus // last measurement of the maintenance loop
 	defragRev int64       // revision at the last defrag (maintenance loop only)
 
+	live liveFeed // accepted progress not stored yet, for this process's watchers (store/live.go)
+
 	// Member certificate renewal and CRL loops (store/membercerts.go).
 	certsStop context.CancelFunc
 	certsDone sync.WaitGroup

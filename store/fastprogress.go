@@ -23,9 +23,11 @@ import (
 //     report moves an approved task to installing), and the final one, is
 //     written at once; the agent's answer waits for the commit;
 //   - a report that only moves the percentage within a stage is coalesced:
-//     answered at once, kept as the task's latest pending report (a newer
-//     one replaces it) and written with the others every window, or just
-//     before the task's next change.
+//     answered at once, published to this process's watchers at once
+//     (store/live.go), kept as the task's latest pending report (a newer
+//     one replaces it) and written with the others at the first window
+//     after the task's persist interval (DefaultPersistInterval) since its
+//     last write; the task's next change supersedes it (it is not written).
 //
 // Every write is guarded by the mod revisions the check used (status,
 // progress, session): if anything changed meanwhile (an operator cancel,
@@ -37,9 +39,17 @@ import (
 // one per transaction round, and one that lost a race is refused by the
 // guard, never written late.
 
-// DefaultCoalesceWindow is how long a within-stage report may wait to be
-// written (the dashboard sees it that much later at most).
+// DefaultCoalesceWindow is how often the writer looks for within-stage
+// reports to write.
 const DefaultCoalesceWindow = 100 * time.Millisecond
+
+// DefaultPersistInterval is how often at most a task's within-stage
+// report is written to etcd (etcd keeps every version until compaction:
+// at 1 report a second, writing each one cost ~250 bytes a second per
+// install). Accepted reports reach this process's watchers at once
+// (store/live.go); stage, run and status changes and the final report
+// are written at once, whatever the interval.
+const DefaultPersistInterval = 10 * time.Second
 
 // maxTxnOps is etcd's default --max-txn-ops: a transaction holds at most
 // this many comparisons and this many operations.
@@ -61,6 +71,7 @@ type cachedTask struct {
 	sessRun     int
 	sessRev     int64
 	events      int            // event keys of the task (for the history bound)
+	wroteAt     time.Time      // when this path last wrote the task's progress
 	pending     *wire.Progress // coalesced, not yet written
 	accepted    *progMark      // the newest report answered 200 by this path
 }
@@ -96,9 +107,10 @@ func internStage(s string) string {
 
 // ProgressPath is the cached, coalescing progress path of one region.
 type ProgressPath struct {
-	s      *Store
-	region string
-	window time.Duration
+	s       *Store
+	region  string
+	window  time.Duration
+	persist time.Duration
 
 	mu       sync.Mutex
 	tasks    map[string]*cachedTask
@@ -136,8 +148,16 @@ func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPa
 	if window <= 0 {
 		window = DefaultCoalesceWindow
 	}
-	return &ProgressPath{s: s, region: region, window: window, tasks: map[string]*cachedTask{}, regions: map[string]string{},
+	return &ProgressPath{s: s, region: region, window: window, persist: DefaultPersistInterval, tasks: map[string]*cachedTask{}, regions: map[string]string{},
 		kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+}
+
+// SetPersistInterval sets how often at most a task's within-stage report
+// is written (d <= 0: every window); call it before Run.
+func (pp *ProgressPath) SetPersistInterval(d time.Duration) {
+	pp.mu.Lock()
+	pp.persist = max(d, 0)
+	pp.mu.Unlock()
 }
 
 // ErrNotCached says the fast path cannot decide: the caller uses the
@@ -332,14 +352,14 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 		}
 		t.pending = &p
 		pp.mu.Unlock()
+		pp.s.live.publish(id, p)
 		task.Progress = &p
 		return ProgressResult{Task: task}, nil
 	}
-	// A change: written at once, after the task's pending report (so the
-	// last percentage of the stage is kept, and what etcd holds always
-	// follows the agent's order).
+	// A change: written at once. The task's pending report, older and of
+	// the same run, is superseded by it and never written (so what etcd
+	// holds always follows the agent's order).
 	if t.pending != nil {
-		pp.queue = append(pp.queue, &progressReq{id: id, p: *t.pending, sessRev: t.sessRev})
 		t.pending = nil
 		pp.pending--
 	}
@@ -452,9 +472,10 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 		batch = append(batch, r)
 	}
 	if flushPending && pp.pending > 0 {
+		now := time.Now()
 		for id, t := range pp.tasks {
-			if t.pending == nil || pp.inflight[id] {
-				continue // a queued report (or a write) of the task goes first
+			if t.pending == nil || pp.inflight[id] || now.Sub(t.wroteAt) < pp.persist {
+				continue // a queued report (or a write) of the task goes first; or written lately
 			}
 			pp.inflight[id] = true
 			batch = append(batch, &progressReq{id: id, p: *t.pending, sessRev: t.sessRev})
@@ -588,6 +609,7 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 		if rev > t.progRev { // unless the watch brought a newer one already
 			t.prog, t.progRev = markOf(&r.p), rev
 		}
+		t.wroteAt = time.Now()
 		if r.from != wire.StatusInstalling && rev > t.statusRev {
 			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusInstalling, r.p.Attempt, rev
 		}

@@ -30,9 +30,10 @@ func agentSession(t *testing.T, ctx context.Context, s *store.Store, mac string)
 	return task, sess
 }
 
-func runProgressPath(t *testing.T, s *store.Store, window time.Duration) *store.ProgressPath {
+func runProgressPath(t *testing.T, s *store.Store, window, persist time.Duration) *store.ProgressPath {
 	t.Helper()
 	pp := s.NewProgressPath("dc1", window)
+	pp.SetPersistInterval(persist)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); pp.Run(ctx) }()
@@ -69,13 +70,12 @@ func reportCached(t *testing.T, ctx context.Context, pp *store.ProgressPath, id,
 // fast as the path answers them, with an operator-side stall in the
 // middle, and checks what etcd recorded (through the watch): progress
 // writes in seq order, fewer writes than reports, every stage and every
-// status change written, the last report of each stage kept, and the
-// final report stored.
+// status change written, and the final report stored.
 func TestProgressPathCoalescesInOrder(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:01")
-	pp := runProgressPath(t, s, 300*time.Millisecond)
+	pp := runProgressPath(t, s, 300*time.Millisecond, 0)
 	_, rev, err := s.GetTaskRev(ctx, task.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +102,6 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 		plan = append(plan, rep{wire.StageConfiguring, pct})
 	}
 	plan = append(plan, rep{wire.StageCompleted, 100})
-	lastOfStage := map[string]int64{} // stage -> seq of its last report
 	stalledAt := len(plan) / 2
 	for i, r := range plan {
 		if i == stalledAt {
@@ -117,7 +116,6 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 		if res.Task.Status.Status != wire.StatusInstalling {
 			t.Fatalf("report %d answered status %s", i, res.Task.Status.Status)
 		}
-		lastOfStage[r.stage] = p.Seq
 	}
 	final := int64(len(plan))
 
@@ -139,6 +137,9 @@ collect:
 			}
 			switch c.Kind {
 			case store.KindProgress:
+				if c.Live {
+					continue
+				}
 				progSeqs = append(progSeqs, c.Progress.Seq)
 				if c.Progress.Seq == final && !sawFinal {
 					sawFinal, drained = true, time.After(300*time.Millisecond)
@@ -163,15 +164,6 @@ collect:
 	}
 	if len(progSeqs) >= len(plan) {
 		t.Errorf("%d reports took %d writes: nothing was coalesced", len(plan), len(progSeqs))
-	}
-	written := map[int64]bool{}
-	for _, q := range progSeqs {
-		written[q] = true
-	}
-	for stage, q := range lastOfStage {
-		if !written[q] {
-			t.Errorf("the last report of stage %s (seq %d) was never written: %v", stage, q, progSeqs)
-		}
 	}
 	wantStages := []string{wire.StagePartitioning, wire.StageDownloading, wire.StageInstalling, wire.StageConfiguring, wire.StageCompleted}
 	if fmt.Sprint(stages) != fmt.Sprint(wantStages) {
@@ -199,7 +191,7 @@ func TestProgressPathGuards(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:02")
-	pp := runProgressPath(t, s, time.Hour) // pending reports wait for a change
+	pp := runProgressPath(t, s, time.Hour, 0) // pending reports wait for a change
 	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 0})
 	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 2, Stage: wire.StagePartitioning, Percentage: 10})
 	for _, p := range []wire.Progress{
@@ -262,7 +254,7 @@ func TestProgressPathConcurrentTasksInOrder(t *testing.T) {
 	for i := range agents {
 		agents[i].task, agents[i].tok = agentSession(t, ctx, s, fmt.Sprintf("02:00:00:00:0d:%02x", i))
 	}
-	pp := runProgressPath(t, s, 5*time.Millisecond)
+	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
 	_, rev, err := s.GetTaskRev(ctx, agents[0].task.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -324,6 +316,9 @@ collect:
 		case c := <-changes:
 			switch c.Kind {
 			case store.KindProgress:
+				if c.Live {
+					continue
+				}
 				progSeqs[c.TaskID] = append(progSeqs[c.TaskID], c.Progress.Seq)
 				if c.Progress.Seq == finals[c.TaskID] {
 					if done++; done == n {
@@ -358,5 +353,84 @@ collect:
 		if got.Progress == nil || got.Progress.Seq != finals[id] || got.Progress.Stage != wire.StageCompleted {
 			t.Errorf("task %s: stored %+v, want the final report (seq %d)", id, got.Progress, finals[id])
 		}
+	}
+}
+
+// TestProgressPathPersistInterval: with a long persist interval a task's
+// within-stage reports are not written to etcd but reach this process's
+// watchers at once (Live), and the stream never goes back: a stored
+// report older than a live one already seen is left out.
+func TestProgressPathPersistInterval(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	task, tok := agentSession(t, ctx, s, "02:00:00:00:0e:01")
+	pp := runProgressPath(t, s, 5*time.Millisecond, time.Hour)
+	_, rev, err := s.GetTaskRev(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	changes := s.Watch(wctx, rev+1)
+	plan := []wire.Progress{
+		{Stage: wire.StagePartitioning, Percentage: 0}, {Stage: wire.StagePartitioning, Percentage: 10},
+		{Stage: wire.StageDownloading, Percentage: 20}, {Stage: wire.StageDownloading, Percentage: 30},
+		{Stage: wire.StageDownloading, Percentage: 40}, {Stage: wire.StageDownloading, Percentage: 60},
+		{Stage: wire.StageInstalling, Percentage: 60}, {Stage: wire.StageInstalling, Percentage: 90},
+		{Stage: wire.StageConfiguring, Percentage: 90}, {Stage: wire.StageConfiguring, Percentage: 100},
+		{Stage: wire.StageCompleted, Percentage: 100},
+	}
+	for i := range plan {
+		plan[i].Seq = int64(i + 1)
+		reportCached(t, ctx, pp, task.ID, tok, plan[i])
+	}
+	var stored, live, seen []int64
+	timeout := time.After(10 * time.Second)
+	for len(stored) == 0 || stored[len(stored)-1] != int64(len(plan)) {
+		select {
+		case c := <-changes:
+			if c.TaskID != task.ID || c.Kind != store.KindProgress {
+				continue
+			}
+			if c.Live {
+				live = append(live, c.Progress.Seq)
+			} else {
+				stored = append(stored, c.Progress.Seq)
+			}
+			seen = append(seen, c.Progress.Seq)
+		case <-timeout:
+			t.Fatalf("final report never written: stored %v, live %v", stored, live)
+		}
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] {
+			t.Fatalf("the watch went back: %v (stored %v, live %v)", seen, stored, live)
+		}
+	}
+	if len(live) == 0 {
+		t.Errorf("no live report seen: stored %v", stored)
+	}
+	// What etcd holds: the first report of each stage (it changes the
+	// stage) and nothing within a stage. (A watch started now replays the
+	// history; the live reports went out before it.)
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	replay := s.Watch(rctx, rev+1)
+	var written []int64
+	for len(written) == 0 || written[len(written)-1] != int64(len(plan)) {
+		select {
+		case c := <-replay:
+			if c.TaskID == task.ID && c.Kind == store.KindProgress {
+				if c.Live {
+					t.Fatalf("live report %d on a watch started after it", c.Progress.Seq)
+				}
+				written = append(written, c.Progress.Seq)
+			}
+		case <-timeout:
+			t.Fatalf("replay: final report not seen: %v", written)
+		}
+	}
+	if want := "[1 3 7 9 11]"; fmt.Sprint(written) != want {
+		t.Errorf("stored reports %v, want %s", written, want)
 	}
 }
