@@ -59,7 +59,7 @@ func assembleTasks(kvs []*mvccpb.KeyValue, log *slog.Logger) []Task {
 			cur.Power = &ps
 		case "target-disk":
 			var td TargetDisk
-			err = json.Unmarshal(kv.Value, &td)
+			td, err = decodeTargetDisk(kv.Value)
 			cur.TargetDisk = &td
 		}
 		if err != nil {

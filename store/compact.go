@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/wire"
 )
 
@@ -15,7 +16,10 @@ import (
 //
 //   - /tasks/{id}/progress leaves out task_id (the key's) and mac_address
 //     (the spec's), and stamps updated_at to the millisecond;
-//   - /tasks/{id}/events/{ns} leaves out "at" (the key's nanosecond stamp).
+//   - /tasks/{id}/events/{ns} leaves out "at" (the key's nanosecond stamp);
+//   - /tasks/{id}/status stamps updated_at to the millisecond;
+//   - /tasks/{id}/target-disk leaves out the description (made from the
+//     disk).
 //
 // The decoders fill both back in, and read values written before (which
 // hold them) unchanged.
@@ -85,4 +89,32 @@ func decodeEvent(key string, val []byte) (Event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// statusValue is the stored form of st: updated_at to the millisecond.
+func statusValue(st StatusRecord) string {
+	st.UpdatedAt = st.UpdatedAt.Truncate(time.Millisecond)
+	return mustJSON(st)
+}
+
+// storedTargetDisk is TargetDisk without its description, which
+// disksel.Describe makes again from the disk.
+type storedTargetDisk struct {
+	wire.Disk
+	ChosenBy string `json:"chosen_by"`
+}
+
+func targetDiskValue(td TargetDisk) string {
+	return mustJSON(storedTargetDisk{Disk: td.Disk, ChosenBy: td.ChosenBy})
+}
+
+func decodeTargetDisk(val []byte) (TargetDisk, error) {
+	var td TargetDisk
+	if err := json.Unmarshal(val, &td); err != nil {
+		return TargetDisk{}, err
+	}
+	if td.Description == "" {
+		td.Description = disksel.Describe(td.Disk)
+	}
+	return td, nil
 }

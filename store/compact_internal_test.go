@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/wire"
 )
 
@@ -51,5 +52,18 @@ func TestCompactValues(t *testing.T) {
 	rec := Event{At: at, Kind: EventKindDropped, Dropped: 3}
 	if got, err := decodeEvent(droppedKey(id), []byte(mustJSON(rec))); err != nil || !got.At.Equal(at) || got.Dropped != 3 {
 		t.Errorf("dropped record decoded to %+v, %v", got, err)
+	}
+
+	td := TargetDisk{Disk: wire.Disk{Name: "nvme0n1", SizeBytes: 3840755982336, Model: "SAMSUNG MZQL23T8HCLS-00A07", Serial: "S64"}, ChosenBy: ChosenByDefault}
+	td.Description = disksel.Describe(td.Disk)
+	if v := targetDiskValue(td); strings.Contains(v, "description") {
+		t.Errorf("stored target disk %s holds its description", v)
+	}
+	if got, err := decodeTargetDisk([]byte(targetDiskValue(td))); err != nil || got != td {
+		t.Errorf("target disk decoded to %+v, %v; want %+v", got, err, td)
+	}
+	st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: at, Attempt: 1}
+	if v := statusValue(st); strings.Contains(v, ".505838390") || !strings.Contains(v, ".505Z") {
+		t.Errorf("stored status %s: want updated_at to the millisecond", v)
 	}
 }

@@ -49,7 +49,7 @@ const DefaultCoalesceWindow = 100 * time.Millisecond
 // install). Accepted reports reach this process's watchers at once
 // (store/live.go); stage, run and status changes and the final report
 // are written at once, whatever the interval.
-const DefaultPersistInterval = 10 * time.Second
+const DefaultPersistInterval = 30 * time.Second
 
 // maxTxnOps is etcd's default --max-txn-ops: a transaction holds at most
 // this many comparisons and this many operations.
@@ -588,7 +588,7 @@ func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
 	if r.from != wire.StatusInstalling {
 		st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: now, Attempt: p.Attempt}
 		ops = append(ops,
-			clientv3.OpPut(statusKey(r.id), mustJSON(st)),
+			clientv3.OpPut(statusKey(r.id), statusValue(st)),
 			eventOp(r.id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		events++
 	}

@@ -184,8 +184,9 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 		case kind == "target-disk":
 			c.Kind = KindTargetDisk
 			if !del {
-				c.TargetDisk = new(TargetDisk)
-				err = json.Unmarshal(ev.Kv.Value, c.TargetDisk)
+				var td TargetDisk
+				td, err = decodeTargetDisk(ev.Kv.Value)
+				c.TargetDisk = &td
 			}
 		case del:
 			return c, false
