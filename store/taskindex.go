@@ -1,0 +1,320 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The task summaries (issue 14: a list that never reads events or
+// hardware). One watch of /tasks/ keeps, per task, what a list shows:
+// spec, status, progress, target disk, BMC, power and a hardware summary
+// (no disks, no NICs, no partitions, no events; those are read for one
+// task on demand: GetTask, Events). The keys of DESIGN.md stay the only
+// source of truth: the index is rebuilt from them and follows them.
+//
+// A list is read-your-writes: it first reads etcd's current revision
+// (one small linearizable read) and answers once the index has seen it,
+// asking the watch for a progress notification when /tasks/ did not
+// change since; when the index cannot catch up in time it falls back to
+// the full read (ListTasks).
+
+// indexCatchUp bounds how long a list waits for the index to reach the
+// revision it read.
+const indexCatchUp = 2 * time.Second
+
+type taskIndex struct {
+	mu      sync.Mutex
+	caught  *sync.Cond
+	tasks   map[string]*indexed
+	rev     int64 // every change up to here is applied
+	ready   bool
+	started bool
+	notify  func(context.Context) error // asks the watch for its revision
+}
+
+type indexed struct {
+	t   Task
+	has int // 1: spec, 2: status
+}
+
+// summaryHardware is what a list shows of a hardware report.
+func summaryHardware(hw *wire.Hardware) *wire.Hardware {
+	if hw == nil {
+		return nil
+	}
+	return &wire.Hardware{CPU: hw.CPU, Memory: hw.Memory, DMI: hw.DMI, BootMode: hw.BootMode, Kernel: hw.Kernel, CollectedAt: hw.CollectedAt}
+}
+
+// startIndex runs the index until the store closes (first list only).
+func (s *Store) startIndex() *taskIndex {
+	ix := &s.index
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.started {
+		return ix
+	}
+	ix.started = true
+	ix.caught = sync.NewCond(&ix.mu)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.indexStop = cancel
+	go s.runIndex(ctx)
+	return ix
+}
+
+func (s *Store) runIndex(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.followIndex(ctx)
+		ix := &s.index
+		ix.mu.Lock()
+		ix.ready = false
+		ix.caught.Broadcast()
+		ix.mu.Unlock()
+		if ctx.Err() != nil || s.closing.Load() {
+			return
+		}
+		s.log.Warn("task index: reloading", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Store) followIndex(ctx context.Context) error {
+	resp, err := s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("load tasks: %w", err)
+	}
+	ix := &s.index
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	ix.mu.Lock()
+	ix.tasks = make(map[string]*indexed, len(resp.Kvs)/8)
+	for _, kv := range resp.Kvs {
+		ix.applyLocked(kv, false)
+	}
+	resp.Kvs = nil
+	ix.rev, ix.ready = resp.Header.Revision, true
+	ix.notify = func(ctx context.Context) error { return s.cli.RequestProgress(wctx) }
+	ix.caught.Broadcast()
+	ix.mu.Unlock()
+	for wr := range s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		if wr.CompactRevision != 0 || wr.Err() != nil {
+			return fmt.Errorf("watch ended: %w (compacted at %d)", wr.Err(), wr.CompactRevision)
+		}
+		ix.mu.Lock()
+		for _, ev := range wr.Events {
+			ix.applyLocked(ev.Kv, ev.Type == clientv3.EventTypeDelete)
+			ix.rev = max(ix.rev, ev.Kv.ModRevision)
+		}
+		if wr.IsProgressNotify() {
+			ix.rev = max(ix.rev, wr.Header.Revision)
+		}
+		ix.caught.Broadcast()
+		ix.mu.Unlock()
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("watch closed")
+}
+
+func (ix *taskIndex) applyLocked(kv *mvccpb.KeyValue, del bool) {
+	id, kind, ok := taskKeyKind(string(kv.Key))
+	if !ok || kind == "events" || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
+		return
+	}
+	e := ix.tasks[id]
+	if e == nil {
+		if del {
+			return
+		}
+		e = &indexed{t: Task{ID: id}}
+		ix.tasks[id] = e
+	}
+	if del {
+		switch kind {
+		case "spec":
+			delete(ix.tasks, id)
+		case "status":
+			e.has &^= 2
+		case "hardware":
+			e.t.Hardware = nil
+		case "progress":
+			e.t.Progress = nil
+		case "target-disk":
+			e.t.TargetDisk = nil
+		case "bmc":
+			e.t.BMC = nil
+		case "power":
+			e.t.Power = nil
+		}
+		return
+	}
+	one := Task{ID: id}
+	has, err := decodeTaskKey(&one, kind, kv)
+	if err != nil {
+		return // assembleTasks logs it on the full read
+	}
+	e.has |= has
+	switch kind {
+	case "spec":
+		e.t.Spec = one.Spec
+	case "status":
+		e.t.Status, e.t.Revision = one.Status, one.Revision
+	case "hardware":
+		e.t.Hardware = summaryHardware(one.Hardware)
+	case "progress":
+		e.t.Progress = one.Progress
+	case "target-disk":
+		e.t.TargetDisk = one.TargetDisk
+	case "bmc":
+		e.t.BMC = one.BMC
+	case "power":
+		e.t.Power = one.Power
+	}
+}
+
+// Cursor is a position in the task list (newest first: created_at
+// descending, then id), which a task never changes: a walk from page to
+// page sees each task that exists throughout exactly once, whatever is
+// created or deleted meanwhile.
+type Cursor struct {
+	Created time.Time
+	ID      string
+}
+
+// before reports whether t sorts after the cursor.
+func (c Cursor) before(t *Task) bool {
+	if !t.Spec.CreatedAt.Equal(c.Created) {
+		return t.Spec.CreatedAt.Before(c.Created)
+	}
+	return t.ID > c.ID
+}
+
+// ListSummaries returns up to limit (<= 0: all) task summaries matching
+// f after cursor after (nil: from the newest), newest first, the revision
+// they are current at, and the cursor of the next page (nil at the end).
+// Summaries are tasks without events, partitions, disks or NICs (the
+// hardware keeps CPU, memory, DMI, boot mode and kernel): GetTask and
+// Events read the rest for one task.
+func (s *Store) ListSummaries(ctx context.Context, f Filter, limit int, after *Cursor) ([]Task, int64, *Cursor, error) {
+	ix := s.startIndex()
+	cur, err := s.cli.Get(ctx, keyAdminToken, clientv3.WithCountOnly())
+	if err != nil {
+		return nil, 0, nil, fmt.Errorf("list tasks: read the revision: %w", err)
+	}
+	want := cur.Header.Revision
+	if !ix.waitFor(ctx, want) {
+		if ctx.Err() != nil {
+			return nil, 0, nil, fmt.Errorf("list tasks: %w", ctx.Err())
+		}
+		// The index is loading or behind: the full read answers.
+		all, rev, err := s.ListTasks(ctx, f)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		for i := range all {
+			all[i].Hardware, all[i].Partitions = summaryHardware(all[i].Hardware), nil
+		}
+		out, next := page(all, limit, after)
+		return out, rev, next, nil
+	}
+	ix.mu.Lock()
+	match := make([]*Task, 0, len(ix.tasks))
+	for _, e := range ix.tasks {
+		if e.has == 3 && f.match(e.t) && (after == nil || after.before(&e.t)) {
+			match = append(match, &e.t)
+		}
+	}
+	sortNewest(match)
+	n := len(match)
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	out := make([]Task, n)
+	for i := range out {
+		out[i] = *match[i]
+	}
+	rev := ix.rev
+	ix.mu.Unlock()
+	var next *Cursor
+	if n < len(match) && n > 0 {
+		next = &Cursor{Created: out[n-1].Spec.CreatedAt, ID: out[n-1].ID}
+	}
+	return out, rev, next, nil
+}
+
+// waitFor waits until the index has applied revision rev, asking the
+// watch for a progress notification (it moves the index's revision when
+// /tasks/ itself did not change); false if it cannot within indexCatchUp.
+func (ix *taskIndex) waitFor(ctx context.Context, rev int64) bool {
+	deadline := time.Now().Add(indexCatchUp)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	asked := time.Time{}
+	for !ix.ready || ix.rev < rev {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		if ix.ready && time.Since(asked) > 100*time.Millisecond {
+			asked = time.Now()
+			notify := ix.notify
+			ix.mu.Unlock()
+			_ = notify(ctx) // best effort: the deadline bounds the wait
+			ix.mu.Lock()
+			continue
+		}
+		// Wake at least every 50 ms to check the deadline and ask again.
+		t := time.AfterFunc(50*time.Millisecond, func() {
+			ix.mu.Lock()
+			ix.caught.Broadcast()
+			ix.mu.Unlock()
+		})
+		ix.caught.Wait()
+		t.Stop()
+	}
+	return true
+}
+
+func sortNewest(ts []*Task) {
+	sort.Slice(ts, func(i, j int) bool {
+		a, b := ts[i], ts[j]
+		if !a.Spec.CreatedAt.Equal(b.Spec.CreatedAt) {
+			return a.Spec.CreatedAt.After(b.Spec.CreatedAt)
+		}
+		return a.ID < b.ID
+	})
+}
+
+// page cuts a page of up to limit tasks after cursor after out of all.
+func page(all []Task, limit int, after *Cursor) ([]Task, *Cursor) {
+	ps := make([]*Task, 0, len(all))
+	for i := range all {
+		if after == nil || after.before(&all[i]) {
+			ps = append(ps, &all[i])
+		}
+	}
+	sortNewest(ps)
+	n := len(ps)
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	out := make([]Task, n)
+	for i := range out {
+		out[i] = *ps[i]
+	}
+	var next *Cursor
+	if n < len(ps) && n > 0 {
+		next = &Cursor{Created: out[n-1].Spec.CreatedAt, ID: out[n-1].ID}
+	}
+	return out, next
+}
