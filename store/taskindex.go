@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -42,7 +43,9 @@ type taskIndex struct {
 
 type indexed struct {
 	t   Task
-	has int // 1: spec, 2: status
+	has int    // 1: spec, 2: status
+	ver uint64 // changes applied
+	js  []byte // t's JSON at ver; nil: not made yet
 }
 
 // summaryHardware is what a list shows of a hardware report.
@@ -141,6 +144,8 @@ func (ix *taskIndex) applyLocked(kv *mvccpb.KeyValue, del bool) {
 		ix.tasks[id] = e
 	}
 	if del {
+		e.ver++
+		e.js = nil
 		switch kind {
 		case "spec":
 			delete(ix.tasks, id)
@@ -159,6 +164,8 @@ func (ix *taskIndex) applyLocked(kv *mvccpb.KeyValue, del bool) {
 		}
 		return
 	}
+	e.ver++
+	e.js = nil
 	one := Task{ID: id}
 	has, err := decodeTaskKey(&one, kind, kv)
 	if err != nil {
@@ -207,50 +214,109 @@ func (c Cursor) before(t *Task) bool {
 // hardware keeps CPU, memory, DMI, boot mode and kernel): GetTask and
 // Events read the rest for one task.
 func (s *Store) ListSummaries(ctx context.Context, f Filter, limit int, after *Cursor) ([]Task, int64, *Cursor, error) {
+	sel, rev, next, all, err := s.selectSummaries(ctx, f, limit, after)
+	if err != nil || sel == nil {
+		return all, rev, next, err
+	}
+	out := make([]Task, len(sel))
+	for i, e := range sel {
+		out[i] = e.t
+	}
+	s.index.mu.Unlock()
+	return out, rev, next, nil
+}
+
+// ListSummariesJSON is ListSummaries with each task as its JSON, kept by
+// the index from one change of the task to the next (a list of 10,000
+// tasks marshals only those that changed since the last list).
+func (s *Store) ListSummariesJSON(ctx context.Context, f Filter, limit int, after *Cursor) ([]json.RawMessage, int64, *Cursor, error) {
+	sel, rev, next, all, err := s.selectSummaries(ctx, f, limit, after)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if sel == nil { // the full read answered
+		out := make([]json.RawMessage, len(all))
+		for i := range all {
+			out[i] = json.RawMessage(mustJSON(all[i]))
+		}
+		return out, rev, next, nil
+	}
+	ix := &s.index
+	out := make([]json.RawMessage, len(sel))
+	type todo struct {
+		i   int
+		e   *indexed
+		ver uint64
+		t   Task
+	}
+	var build []todo
+	for i, e := range sel {
+		if e.js != nil {
+			out[i] = e.js
+		} else {
+			build = append(build, todo{i, e, e.ver, e.t})
+		}
+	}
+	ix.mu.Unlock()
+	for j := range build {
+		out[build[j].i] = json.RawMessage(mustJSON(build[j].t))
+	}
+	if len(build) > 0 {
+		ix.mu.Lock()
+		for _, m := range build {
+			if m.e.ver == m.ver {
+				m.e.js = out[m.i]
+			}
+		}
+		ix.mu.Unlock()
+	}
+	return out, rev, next, nil
+}
+
+// selectSummaries picks the page from the index and returns it with the
+// index locked (the caller unlocks), or, when the index cannot answer,
+// sel nil and all the page of the full read.
+func (s *Store) selectSummaries(ctx context.Context, f Filter, limit int, after *Cursor) (sel []*indexed, rev int64, next *Cursor, all []Task, err error) {
 	ix := s.startIndex()
 	cur, err := s.cli.Get(ctx, keyAdminToken, clientv3.WithCountOnly())
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("list tasks: read the revision: %w", err)
+		return nil, 0, nil, nil, fmt.Errorf("list tasks: read the revision: %w", err)
 	}
-	want := cur.Header.Revision
-	if !ix.waitFor(ctx, want) {
+	if !ix.waitFor(ctx, cur.Header.Revision) {
 		if ctx.Err() != nil {
-			return nil, 0, nil, fmt.Errorf("list tasks: %w", ctx.Err())
+			return nil, 0, nil, nil, fmt.Errorf("list tasks: %w", ctx.Err())
 		}
 		// The index is loading or behind: the full read answers.
-		all, rev, err := s.ListTasks(ctx, f)
+		full, rev, err := s.ListTasks(ctx, f)
 		if err != nil {
-			return nil, 0, nil, err
+			return nil, 0, nil, nil, err
 		}
-		for i := range all {
-			all[i].Hardware, all[i].Partitions = summaryHardware(all[i].Hardware), nil
+		for i := range full {
+			full[i].Hardware, full[i].Partitions = summaryHardware(full[i].Hardware), nil
 		}
-		out, next := page(all, limit, after)
-		return out, rev, next, nil
+		out, next := page(full, limit, after)
+		if out == nil {
+			out = []Task{}
+		}
+		return nil, rev, next, out, nil
 	}
 	ix.mu.Lock()
-	match := make([]*Task, 0, len(ix.tasks))
+	match := make([]*indexed, 0, len(ix.tasks))
 	for _, e := range ix.tasks {
 		if e.has == 3 && f.match(e.t) && (after == nil || after.before(&e.t)) {
-			match = append(match, &e.t)
+			match = append(match, e)
 		}
 	}
-	sortNewest(match)
+	sort.Slice(match, func(i, j int) bool { return newer(&match[i].t, &match[j].t) })
 	n := len(match)
 	if limit > 0 {
 		n = min(n, limit)
 	}
-	out := make([]Task, n)
-	for i := range out {
-		out[i] = *match[i]
-	}
-	rev := ix.rev
-	ix.mu.Unlock()
-	var next *Cursor
 	if n < len(match) && n > 0 {
-		next = &Cursor{Created: out[n-1].Spec.CreatedAt, ID: out[n-1].ID}
+		last := &match[n-1].t
+		next = &Cursor{Created: last.Spec.CreatedAt, ID: last.ID}
 	}
-	return out, rev, next, nil
+	return match[:n:n], ix.rev, next, nil, nil
 }
 
 // waitFor waits until the index has applied revision rev, asking the
@@ -285,14 +351,12 @@ func (ix *taskIndex) waitFor(ctx context.Context, rev int64) bool {
 	return true
 }
 
-func sortNewest(ts []*Task) {
-	sort.Slice(ts, func(i, j int) bool {
-		a, b := ts[i], ts[j]
-		if !a.Spec.CreatedAt.Equal(b.Spec.CreatedAt) {
-			return a.Spec.CreatedAt.After(b.Spec.CreatedAt)
-		}
-		return a.ID < b.ID
-	})
+// newer is the list's order: created_at descending, then id.
+func newer(a, b *Task) bool {
+	if !a.Spec.CreatedAt.Equal(b.Spec.CreatedAt) {
+		return a.Spec.CreatedAt.After(b.Spec.CreatedAt)
+	}
+	return a.ID < b.ID
 }
 
 // page cuts a page of up to limit tasks after cursor after out of all.
@@ -303,7 +367,7 @@ func page(all []Task, limit int, after *Cursor) ([]Task, *Cursor) {
 			ps = append(ps, &all[i])
 		}
 	}
-	sortNewest(ps)
+	sort.Slice(ps, func(i, j int) bool { return newer(ps[i], ps[j]) })
 	n := len(ps)
 	if limit > 0 {
 		n = min(n, limit)

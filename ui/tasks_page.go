@@ -1,7 +1,9 @@
 package ui
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -68,19 +70,35 @@ func pageParams(r *http.Request) (limit int, cur *pageCursor, paged bool, err er
 	return limit, cur, true, nil
 }
 
-// listTasksPage answers GET /api/v1/tasks (limit 0: every task).
+// listTasksPage answers GET /api/v1/tasks (limit 0: every task) as
+// TaskList, from the tasks' JSON the store's index keeps.
 func (s *Server) listTasksPage(w http.ResponseWriter, r *http.Request, f store.Filter, limit int, cur *pageCursor) {
-	tasks, rev, next, err := s.cfg.Store.ListSummaries(r.Context(), f, limit, cur)
+	tasks, rev, next, err := s.cfg.Store.ListSummariesJSON(r.Context(), f, limit, cur)
 	if err != nil {
 		writeStoreError(w, err)
 		return
 	}
-	if tasks == nil {
-		tasks = []store.Task{}
+	n := 0
+	for _, t := range tasks {
+		n += len(t) + 1
 	}
-	out := TaskList{Tasks: tasks, Count: len(tasks), Revision: rev}
+	buf := bytes.NewBuffer(make([]byte, 0, n+128))
+	buf.WriteString(`{"tasks":[`)
+	for i, t := range tasks {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(t)
+	}
+	fmt.Fprintf(buf, `],"count":%d,"revision":%d`, len(tasks), rev)
 	if next != nil {
-		out.Continue = encodeCursor(*next)
+		c, _ := json.Marshal(encodeCursor(*next))
+		buf.WriteString(`,"continue":`)
+		buf.Write(c)
 	}
-	writeJSON(w, http.StatusOK, out)
+	buf.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
 }
