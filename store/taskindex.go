@@ -56,6 +56,10 @@ func summaryHardware(hw *wire.Hardware) *wire.Hardware {
 	return &wire.Hardware{CPU: hw.CPU, Memory: hw.Memory, DMI: hw.DMI, BootMode: hw.BootMode, Kernel: hw.Kernel, CollectedAt: hw.CollectedAt}
 }
 
+// StartTaskIndex loads the task summaries now rather than at the first
+// list (a server calls it when it starts serving); idempotent.
+func (s *Store) StartTaskIndex() { s.startIndex() }
+
 // startIndex runs the index until the store closes (first list only).
 func (s *Store) startIndex() *taskIndex {
 	ix := &s.index
