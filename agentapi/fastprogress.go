@@ -25,7 +25,13 @@ type fastProgress struct {
 }
 
 func newFastProgress(r *Region) *fastProgress {
-	return &fastProgress{r: r, pp: r.st.NewProgressPath(r.cfg.RegionID, r.cfg.ProgressWindow)}
+	pp := r.st.NewProgressPath(r.cfg.RegionID, r.cfg.ProgressWindow)
+	if r.cfg.StallAfter > 0 {
+		// The stall check reads the stored report: it must be fresh
+		// well within the stall delay.
+		pp.SetPersistInterval(min(store.DefaultPersistInterval, r.cfg.StallAfter/4))
+	}
+	return &fastProgress{r: r, pp: pp}
 }
 
 // report stores p from the cache when it can; ok false: take the

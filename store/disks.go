@@ -55,7 +55,7 @@ func diskOps(id string, sp Spec, td *TargetDisk) []clientv3.Op {
 		return []clientv3.Op{clientv3.OpDelete(targetDiskKey(id))}
 	}
 	return []clientv3.Op{
-		clientv3.OpPut(targetDiskKey(id), mustJSON(*td)),
+		clientv3.OpPut(targetDiskKey(id), targetDiskValue(*td)),
 		eventOp(id, Event{At: time.Now().UTC().Add(time.Nanosecond), Kind: "disk", Message: diskEventMessage(sp, *td)}),
 	}
 }

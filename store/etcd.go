@@ -94,6 +94,10 @@ type Store struct {
 	spaceNow  SpaceStatus // last measurement of the maintenance loop
 	defragRev int64       // revision at the last defrag (maintenance loop only)
 
+	live      liveFeed           // accepted progress not stored yet, for this process's watchers (store/live.go)
+	index     taskIndex          // task summaries for lists (store/taskindex.go), started by the first list
+	indexStop context.CancelFunc // set with index.started, under index.mu
+
 	// Member certificate renewal and CRL loops (store/membercerts.go).
 	certsStop context.CancelFunc
 	certsDone sync.WaitGroup
@@ -427,6 +431,11 @@ func (s *Store) Health(ctx context.Context) error {
 // Close stops the client and, when embedded, the etcd member.
 func (s *Store) Close() error {
 	s.closing.Store(true)
+	s.index.mu.Lock()
+	if s.indexStop != nil {
+		s.indexStop()
+	}
+	s.index.mu.Unlock()
 	s.stopMemberCerts()
 	s.remoteMu.Lock()
 	if s.remote != nil {

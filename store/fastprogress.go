@@ -23,9 +23,11 @@ import (
 //     report moves an approved task to installing), and the final one, is
 //     written at once; the agent's answer waits for the commit;
 //   - a report that only moves the percentage within a stage is coalesced:
-//     answered at once, kept as the task's latest pending report (a newer
-//     one replaces it) and written with the others every window, or just
-//     before the task's next change.
+//     answered at once, published to this process's watchers at once
+//     (store/live.go), kept as the task's latest pending report (a newer
+//     one replaces it) and written with the others at the first window
+//     after the task's persist interval (DefaultPersistInterval) since its
+//     last write; the task's next change supersedes it (it is not written).
 //
 // Every write is guarded by the mod revisions the check used (status,
 // progress, session): if anything changed meanwhile (an operator cancel,
@@ -37,41 +39,91 @@ import (
 // one per transaction round, and one that lost a race is refused by the
 // guard, never written late.
 
-// DefaultCoalesceWindow is how long a within-stage report may wait to be
-// written (the dashboard sees it that much later at most).
+// DefaultCoalesceWindow is how often the writer looks for within-stage
+// reports to write.
 const DefaultCoalesceWindow = 100 * time.Millisecond
+
+// DefaultPersistInterval is how often at most a task's within-stage
+// report is written to etcd (etcd keeps every version until compaction:
+// at 1 report a second, writing each one cost ~250 bytes a second per
+// install). Accepted reports reach this process's watchers at once
+// (store/live.go); stage, run and status changes and the final report
+// are written at once, whatever the interval.
+const DefaultPersistInterval = 30 * time.Second
 
 // maxTxnOps is etcd's default --max-txn-ops: a transaction holds at most
 // this many comparisons and this many operations.
 const maxTxnOps = 128
 
+// cachedTask is what checking and guarding a report needs of one task,
+// and nothing more (no spec, hardware or message): about 200 bytes a task.
 type cachedTask struct {
-	region, mac string
+	region, mac string // interned
 	hasSpec     bool
-	status      *StatusRecord
+	hasStatus   bool
+	status      Status
+	attempt     int // the status's
 	statusRev   int64
-	prog        *wire.Progress
+	prog        *progMark // the stored report
 	progRev     int64
-	sess        *Session // Rev set
+	sessHash    string // "": no session
+	sessAttempt int
+	sessRun     int
 	sessRev     int64
 	events      int            // event keys of the task (for the history bound)
+	wroteAt     time.Time      // when this path last wrote the task's progress
 	pending     *wire.Progress // coalesced, not yet written
-	accepted    *wire.Progress // the newest report answered 200 by this path
+	accepted    *progMark      // the newest report answered 200 by this path
+}
+
+// progMark is what ordering needs of a report.
+type progMark struct {
+	seq              int64
+	attempt, run, pc int
+	stage            string // interned
+}
+
+func markOf(p *wire.Progress) *progMark {
+	if p == nil {
+		return nil
+	}
+	return &progMark{seq: p.Seq, attempt: p.Attempt, run: p.Run, pc: p.Percentage, stage: internStage(p.Stage)}
+}
+
+// progress is the mark as a report, for checkOrder.
+func (m *progMark) progress() *wire.Progress {
+	if m == nil {
+		return nil
+	}
+	return &wire.Progress{Seq: m.seq, Attempt: m.attempt, Run: m.run, Percentage: m.pc, Stage: m.stage}
+}
+
+func internStage(s string) string {
+	if i := stageIndex(s); i >= 0 {
+		return stageOrder[i].name
+	}
+	return s
 }
 
 // ProgressPath is the cached, coalescing progress path of one region.
 type ProgressPath struct {
-	s      *Store
-	region string
-	window time.Duration
+	s       *Store
+	region  string
+	window  time.Duration
+	persist time.Duration
 
-	mu      sync.Mutex
-	tasks   map[string]*cachedTask
-	ready   bool
-	queue   []*progressReq // reports to write at once
-	kick    chan struct{}
-	pending int // tasks with a pending report
+	mu       sync.Mutex
+	tasks    map[string]*cachedTask
+	regions  map[string]string // interned region ids
+	ready    bool
+	queue    []*progressReq // reports to write at once
+	kick     chan struct{}
+	pending  int             // tasks with a pending report
+	inflight map[string]bool // tasks with a write in flight: their next waits
 }
+
+// maxInflightTxns bounds the batch transactions in flight at once.
+const maxInflightTxns = 16
 
 type progressReq struct {
 	id      string
@@ -96,7 +148,16 @@ func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPa
 	if window <= 0 {
 		window = DefaultCoalesceWindow
 	}
-	return &ProgressPath{s: s, region: region, window: window, tasks: map[string]*cachedTask{}, kick: make(chan struct{}, 1)}
+	return &ProgressPath{s: s, region: region, window: window, persist: DefaultPersistInterval, tasks: map[string]*cachedTask{}, regions: map[string]string{},
+		kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+}
+
+// SetPersistInterval sets how often at most a task's within-stage report
+// is written (d <= 0: every window); call it before Run.
+func (pp *ProgressPath) SetPersistInterval(d time.Duration) {
+	pp.mu.Lock()
+	pp.persist = max(d, 0)
+	pp.mu.Unlock()
 }
 
 // ErrNotCached says the fast path cannot decide: the caller uses the
@@ -181,9 +242,17 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 			delete(pp.tasks, id)
 			return
 		}
-		var sp Spec
+		var sp struct {
+			RegionID  string `json:"region_id"`
+			TargetMAC string `json:"target_mac"`
+		}
 		if json.Unmarshal(val, &sp) == nil {
-			t.region, t.mac, t.hasSpec = sp.RegionID, sp.TargetMAC, true
+			r, ok := pp.regions[sp.RegionID]
+			if !ok {
+				r = sp.RegionID
+				pp.regions[r] = r
+			}
+			t.region, t.mac, t.hasSpec = r, sp.TargetMAC, true
 		}
 	case "status":
 		if del || rev < t.statusRev {
@@ -191,7 +260,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 		}
 		var st StatusRecord
 		if json.Unmarshal(val, &st) == nil {
-			t.status, t.statusRev = &st, rev
+			t.hasStatus, t.status, t.attempt, t.statusRev = true, st.Status, st.Attempt, rev
 		}
 	case "progress":
 		if rev < t.progRev {
@@ -205,21 +274,20 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 		}
 		var p wire.Progress
 		if json.Unmarshal(val, &p) == nil {
-			t.prog = &p
+			t.prog = markOf(&p)
 		}
 	case "session":
 		if rev < t.sessRev {
 			return
 		}
-		t.sess, t.sessRev = nil, rev
+		t.sessHash, t.sessRev = "", rev
 		if del {
 			t.sessRev = 0
 			return
 		}
 		var se Session
 		if json.Unmarshal(val, &se) == nil {
-			se.Rev = rev
-			t.sess = &se
+			t.sessHash, t.sessAttempt, t.sessRun = se.SHA256, se.Attempt, se.Run
 		}
 	case "events":
 		switch {
@@ -249,50 +317,49 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 	now := time.Now().UTC()
 	pp.mu.Lock()
 	t := pp.tasks[id]
-	if !pp.ready || t == nil || !t.hasSpec || t.status == nil || t.sess == nil || t.region != pp.region ||
-		(mac != "" && mac != t.mac) || !hashesEqual(t.sess.SHA256, h) || t.sess.Attempt != t.status.Attempt {
+	if !pp.ready || t == nil || !t.hasSpec || !t.hasStatus || t.sessHash == "" || t.region != pp.region ||
+		(mac != "" && mac != t.mac) || !hashesEqual(t.sessHash, h) || t.sessAttempt != t.attempt {
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached
 	}
-	from := t.status.Status
+	from := t.status
 	switch from {
 	case wire.StatusApproved, wire.StatusInstalling, wire.StatusStalled:
 	default:
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached
 	}
-	p.TaskID, p.Attempt, p.Run, p.UpdatedAt = id, t.status.Attempt, t.sess.Run, now
+	p.TaskID, p.Attempt, p.Run, p.UpdatedAt = id, t.attempt, t.sessRun, now
 	latest := t.prog
-	if a := t.accepted; a != nil && (latest == nil || a.Attempt > latest.Attempt || a.Attempt == latest.Attempt && a.Seq > latest.Seq) {
+	if a := t.accepted; a != nil && (latest == nil || a.attempt > latest.attempt || a.attempt == latest.attempt && a.seq > latest.seq) {
 		latest = a
 	}
-	if latest != nil && latest.Attempt == p.Attempt && p.Seq <= latest.Seq {
+	if latest != nil && latest.attempt == p.Attempt && p.Seq <= latest.seq {
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached // a repeat or an older report: the authoritative path answers it
 	}
-	if checkOrder(latest, p.Attempt, p) != nil {
+	if checkOrder(latest.progress(), p.Attempt, p) != nil {
 		pp.mu.Unlock()
 		return ProgressResult{}, ErrNotCached
 	}
-	task := Task{ID: id, Status: *t.status}
-	task.Status.Status = wire.StatusInstalling
-	t.accepted = &p
-	if from == wire.StatusInstalling && latest != nil && latest.Attempt == p.Attempt && latest.Run == p.Run &&
-		latest.Stage == p.Stage && p.Stage != wire.StageCompleted {
+	task := Task{ID: id, Status: StatusRecord{Status: wire.StatusInstalling, Attempt: t.attempt, UpdatedAt: now}}
+	t.accepted = markOf(&p)
+	if from == wire.StatusInstalling && latest != nil && latest.attempt == p.Attempt && latest.run == p.Run &&
+		latest.stage == p.Stage && p.Stage != wire.StageCompleted {
 		// Within a stage: the latest report wins, written within a window.
 		if t.pending == nil {
 			pp.pending++
 		}
 		t.pending = &p
 		pp.mu.Unlock()
+		pp.s.live.publish(id, p)
 		task.Progress = &p
 		return ProgressResult{Task: task}, nil
 	}
-	// A change: written at once, after the task's pending report (so the
-	// last percentage of the stage is kept, and what etcd holds always
-	// follows the agent's order).
+	// A change: written at once. The task's pending report, older and of
+	// the same run, is superseded by it and never written (so what etcd
+	// holds always follows the agent's order).
 	if t.pending != nil {
-		pp.queue = append(pp.queue, &progressReq{id: id, p: *t.pending, sessRev: t.sessRev})
 		t.pending = nil
 		pp.pending--
 	}
@@ -325,7 +392,7 @@ func (pp *ProgressPath) InstallingTasks() int {
 	defer pp.mu.Unlock()
 	n := 0
 	for _, t := range pp.tasks {
-		if t.region == pp.region && t.status != nil && t.status.Status == wire.StatusInstalling {
+		if t.region == pp.region && t.hasStatus && t.status == wire.StatusInstalling {
 			n++
 		}
 	}
@@ -333,20 +400,27 @@ func (pp *ProgressPath) InstallingTasks() int {
 }
 
 // writer commits queued reports at once and pending ones every window.
+// Rounds overlap (group commit): a report waits for no other task's
+// write, only for its own task's write in flight, so a stage change is
+// not held behind a round of other tasks' transactions.
 func (pp *ProgressPath) writer(ctx context.Context) {
 	tick := time.NewTicker(pp.window)
 	defer tick.Stop()
+	var wg sync.WaitGroup
+	txns := make(chan struct{}, maxInflightTxns)
+	slow := make(chan struct{}, 32) // authoritative writes read etcd: a bounded few at a time
 	for {
 		flushPending := false
 		select {
 		case <-ctx.Done():
+			wg.Wait()
 			pp.failQueued(ctx.Err())
 			return
 		case <-pp.kick:
 		case <-tick.C:
 			flushPending = true
 		}
-		pp.writeOnce(ctx, flushPending)
+		pp.writeOnce(ctx, flushPending, &wg, txns, slow)
 	}
 }
 
@@ -360,32 +434,50 @@ func (pp *ProgressPath) failQueued(err error) {
 	}
 }
 
-// writeOnce takes every queued report (and, when flushPending, every
-// pending one) and commits them in as few transactions as etcd allows.
-// Each report is checked again against the cache as it is now (a change
-// the watch brought meanwhile sends it the authoritative way) and guarded
-// by the revisions of that check.
-func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
+// landed ends the writes in flight of reqs' tasks; the writer takes the
+// reports that waited for them.
+func (pp *ProgressPath) landed(reqs []*progressReq) {
+	pp.mu.Lock()
+	for _, r := range reqs {
+		delete(pp.inflight, r.id)
+	}
+	more := len(pp.queue) > 0
+	pp.mu.Unlock()
+	if more {
+		select {
+		case pp.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// writeOnce takes every queued report whose task has no write in flight
+// (and, when flushPending, every such pending one) and commits them in as
+// few transactions as etcd allows, without waiting for them. Each report
+// is checked again against the cache as it is now (a change the watch
+// brought meanwhile sends it the authoritative way) and guarded by the
+// revisions of that check. A task has at most one write in flight, so its
+// reports land in the order they were accepted.
+func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sync.WaitGroup, txns, slowSem chan struct{}) {
 	pp.mu.Lock()
 	queued := pp.queue
 	pp.queue = nil
-	var (
-		batch, slow, later []*progressReq
-		seen               = map[string]bool{}
-	)
+	var batch, slow, later []*progressReq
 	for _, r := range queued {
-		if seen[r.id] { // one report of a task per round, in order
+		if pp.inflight[r.id] { // one write of a task at a time, in order
 			later = append(later, r)
 			continue
 		}
-		seen[r.id] = true
+		pp.inflight[r.id] = true
 		batch = append(batch, r)
 	}
 	if flushPending && pp.pending > 0 {
+		now := time.Now()
 		for id, t := range pp.tasks {
-			if t.pending == nil || seen[id] {
-				continue // a queued report of the task goes first
+			if t.pending == nil || pp.inflight[id] || now.Sub(t.wroteAt) < pp.persist {
+				continue // a queued report (or a write) of the task goes first; or written lately
 			}
+			pp.inflight[id] = true
 			batch = append(batch, &progressReq{id: id, p: *t.pending, sessRev: t.sessRev})
 			t.pending = nil
 			pp.pending--
@@ -394,22 +486,22 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 	ready := batch[:0]
 	for _, r := range batch {
 		t := pp.tasks[r.id]
-		if t == nil || t.status == nil || t.sessRev != r.sessRev || t.status.Attempt != r.p.Attempt {
+		if t == nil || !t.hasStatus || t.sessRev != r.sessRev || t.attempt != r.p.Attempt {
 			slow = append(slow, r)
 			continue
 		}
-		switch t.status.Status {
+		switch t.status {
 		case wire.StatusApproved, wire.StatusInstalling, wire.StatusStalled:
 		default:
 			slow = append(slow, r)
 			continue
 		}
-		if r.done == nil && t.status.Status != wire.StatusInstalling {
+		if r.done == nil && t.status != wire.StatusInstalling {
 			slow = append(slow, r) // a coalesced report never changes the status
 			continue
 		}
-		r.from, r.statusRev, r.progRev, r.events = t.status.Status, t.statusRev, t.progRev, int64(t.events)
-		r.stageEvent = t.prog == nil || t.prog.Stage != r.p.Stage || t.prog.Attempt != r.p.Attempt
+		r.from, r.statusRev, r.progRev, r.events = t.status, t.statusRev, t.progRev, int64(t.events)
+		r.stageEvent = t.prog == nil || t.prog.stage != r.p.Stage || t.prog.attempt != r.p.Attempt
 		if r.done == nil && r.stageEvent {
 			slow = append(slow, r) // a coalesced report never changes the stage
 			continue
@@ -418,15 +510,9 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 	}
 	batch = ready
 	pp.queue = append(later, pp.queue...)
-	if len(pp.queue) > 0 {
-		select {
-		case pp.kick <- struct{}{}:
-		default:
-		}
-	}
 	pp.mu.Unlock()
-	// Chunks of one round hold distinct tasks: they are committed
-	// concurrently (etcd syncs concurrent transactions together).
+	// Chunks hold distinct tasks: they are committed concurrently (etcd
+	// syncs concurrent transactions together).
 	type chunkTxn struct {
 		reqs []*progressReq
 		ops  []clientv3.Op
@@ -458,20 +544,22 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 			chunks = append(chunks, c)
 		}
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32) // authoritative writes read etcd: a bounded few at a time
 	for _, r := range slow {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+			slowSem <- struct{}{}
+			defer func() { <-slowSem }()
 			pp.authoritative(ctx, r)
+			pp.landed([]*progressReq{r})
 		})
 	}
 	for _, c := range chunks {
+		txns <- struct{}{} // backpressure: the writer waits when too many are in flight
 		wg.Go(func() {
+			defer func() { <-txns }()
 			resp, err := pp.s.cli.Txn(ctx).If(c.cmps...).Then(c.ops...).Commit()
 			if err == nil && resp.Succeeded {
 				pp.committed(c.reqs, resp.Header.Revision)
+				pp.landed(c.reqs)
 				return
 			}
 			if err != nil {
@@ -481,9 +569,9 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 			for _, r := range c.reqs {
 				pp.authoritative(ctx, r)
 			}
+			pp.landed(c.reqs)
 		})
 	}
-	wg.Wait()
 }
 
 // ops are the writes of report r, or nil when its event would need the
@@ -491,7 +579,7 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool) {
 func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
 	p := r.p
 	now := p.UpdatedAt
-	ops := []clientv3.Op{clientv3.OpPut(progressKey(r.id), mustJSON(p))}
+	ops := []clientv3.Op{clientv3.OpPut(progressKey(r.id), progressValue(p))}
 	events := 0
 	if r.stageEvent {
 		ops = append(ops, eventOp(r.id, Event{At: now, Kind: "stage", Stage: p.Stage, Message: p.Message}))
@@ -500,7 +588,7 @@ func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
 	if r.from != wire.StatusInstalling {
 		st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: now, Attempt: p.Attempt}
 		ops = append(ops,
-			clientv3.OpPut(statusKey(r.id), mustJSON(st)),
+			clientv3.OpPut(statusKey(r.id), statusValue(st)),
 			eventOp(r.id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		events++
 	}
@@ -518,11 +606,12 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 		if t == nil {
 			continue
 		}
-		p := r.p
-		t.prog, t.progRev = &p, rev
-		if r.from != wire.StatusInstalling {
-			st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: p.UpdatedAt, Attempt: p.Attempt}
-			t.status, t.statusRev = &st, rev
+		if rev > t.progRev { // unless the watch brought a newer one already
+			t.prog, t.progRev = markOf(&r.p), rev
+		}
+		t.wroteAt = time.Now()
+		if r.from != wire.StatusInstalling && rev > t.statusRev {
+			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusInstalling, r.p.Attempt, rev
 		}
 	}
 	pp.mu.Unlock()

@@ -30,9 +30,10 @@ func agentSession(t *testing.T, ctx context.Context, s *store.Store, mac string)
 	return task, sess
 }
 
-func runProgressPath(t *testing.T, s *store.Store, window time.Duration) *store.ProgressPath {
+func runProgressPath(t *testing.T, s *store.Store, window, persist time.Duration) *store.ProgressPath {
 	t.Helper()
 	pp := s.NewProgressPath("dc1", window)
+	pp.SetPersistInterval(persist)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); pp.Run(ctx) }()
@@ -69,13 +70,12 @@ func reportCached(t *testing.T, ctx context.Context, pp *store.ProgressPath, id,
 // fast as the path answers them, with an operator-side stall in the
 // middle, and checks what etcd recorded (through the watch): progress
 // writes in seq order, fewer writes than reports, every stage and every
-// status change written, the last report of each stage kept, and the
-// final report stored.
+// status change written, and the final report stored.
 func TestProgressPathCoalescesInOrder(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:01")
-	pp := runProgressPath(t, s, 300*time.Millisecond)
+	pp := runProgressPath(t, s, 300*time.Millisecond, 0)
 	_, rev, err := s.GetTaskRev(ctx, task.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +102,6 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 		plan = append(plan, rep{wire.StageConfiguring, pct})
 	}
 	plan = append(plan, rep{wire.StageCompleted, 100})
-	lastOfStage := map[string]int64{} // stage -> seq of its last report
 	stalledAt := len(plan) / 2
 	for i, r := range plan {
 		if i == stalledAt {
@@ -117,7 +116,6 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 		if res.Task.Status.Status != wire.StatusInstalling {
 			t.Fatalf("report %d answered status %s", i, res.Task.Status.Status)
 		}
-		lastOfStage[r.stage] = p.Seq
 	}
 	final := int64(len(plan))
 
@@ -139,6 +137,9 @@ collect:
 			}
 			switch c.Kind {
 			case store.KindProgress:
+				if c.Live {
+					continue
+				}
 				progSeqs = append(progSeqs, c.Progress.Seq)
 				if c.Progress.Seq == final && !sawFinal {
 					sawFinal, drained = true, time.After(300*time.Millisecond)
@@ -163,15 +164,6 @@ collect:
 	}
 	if len(progSeqs) >= len(plan) {
 		t.Errorf("%d reports took %d writes: nothing was coalesced", len(plan), len(progSeqs))
-	}
-	written := map[int64]bool{}
-	for _, q := range progSeqs {
-		written[q] = true
-	}
-	for stage, q := range lastOfStage {
-		if !written[q] {
-			t.Errorf("the last report of stage %s (seq %d) was never written: %v", stage, q, progSeqs)
-		}
 	}
 	wantStages := []string{wire.StagePartitioning, wire.StageDownloading, wire.StageInstalling, wire.StageConfiguring, wire.StageCompleted}
 	if fmt.Sprint(stages) != fmt.Sprint(wantStages) {
@@ -199,7 +191,7 @@ func TestProgressPathGuards(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:02")
-	pp := runProgressPath(t, s, time.Hour) // pending reports wait for a change
+	pp := runProgressPath(t, s, time.Hour, 0) // pending reports wait for a change
 	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 0})
 	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 2, Stage: wire.StagePartitioning, Percentage: 10})
 	for _, p := range []wire.Progress{
@@ -243,5 +235,202 @@ func TestProgressPathGuards(t *testing.T) {
 	}
 	if got.Status.Status != wire.StatusCancelled || got.Progress == nil || got.Progress.Seq != 1 {
 		t.Fatalf("after cancel: status %s, progress %+v; want cancelled with seq 1 stored", got.Status.Status, got.Progress)
+	}
+}
+
+// TestProgressPathConcurrentTasksInOrder runs many tasks' installs at once
+// through one path, so writes of different tasks overlap (rounds are not
+// serialised): per task, etcd must still record the progress in seq order,
+// every stage event once and in order, and the final report.
+func TestProgressPathConcurrentTasksInOrder(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	const n = 12
+	type agent struct {
+		task store.Task
+		tok  string
+	}
+	agents := make([]agent, n)
+	for i := range agents {
+		agents[i].task, agents[i].tok = agentSession(t, ctx, s, fmt.Sprintf("02:00:00:00:0d:%02x", i))
+	}
+	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
+	_, rev, err := s.GetTaskRev(ctx, agents[0].task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	changes := s.Watch(wctx, rev+1)
+
+	stages := []struct {
+		name     string
+		from, to int
+	}{{wire.StagePartitioning, 0, 20}, {wire.StageDownloading, 20, 60}, {wire.StageInstalling, 60, 90}, {wire.StageConfiguring, 90, 100}, {wire.StageCompleted, 100, 100}}
+	var plan []wire.Progress // every stage from its start to its end, 4% a step
+	for _, st := range stages {
+		for pct := st.from; ; pct = min(pct+4, st.to) {
+			plan = append(plan, wire.Progress{Seq: int64(len(plan) + 1), Stage: st.name, Percentage: pct})
+			if pct == st.to {
+				break
+			}
+		}
+	}
+	finals := map[string]int64{}
+	errs := make(chan error, n)
+	for _, a := range agents {
+		finals[a.task.ID] = int64(len(plan))
+		go func() {
+			for _, p := range plan {
+				deadline := time.Now().Add(5 * time.Second)
+				for {
+					_, err := pp.Report(ctx, a.task.ID, a.tok, "", p)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, store.ErrNotCached) || time.Now().After(deadline) {
+						errs <- fmt.Errorf("task %s seq %d: %w", a.task.ID, p.Seq, err)
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	progSeqs := map[string][]int64{}
+	stageEvents := map[string][]string{}
+	done := 0
+	timeout := time.After(20 * time.Second)
+	var drained <-chan time.Time // after the last final report: the rest of its transaction
+collect:
+	for {
+		select {
+		case <-drained:
+			break collect
+		case c := <-changes:
+			switch c.Kind {
+			case store.KindProgress:
+				if c.Live {
+					continue
+				}
+				progSeqs[c.TaskID] = append(progSeqs[c.TaskID], c.Progress.Seq)
+				if c.Progress.Seq == finals[c.TaskID] {
+					if done++; done == n {
+						drained = time.After(300 * time.Millisecond)
+					}
+				}
+			case store.KindEvent:
+				if c.Event.Kind == "stage" {
+					stageEvents[c.TaskID] = append(stageEvents[c.TaskID], c.Event.Stage)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("%d of %d final reports written", done, n)
+		}
+	}
+	want := fmt.Sprint([]string{wire.StagePartitioning, wire.StageDownloading, wire.StageInstalling, wire.StageConfiguring, wire.StageCompleted})
+	for _, a := range agents {
+		id := a.task.ID
+		seqs := progSeqs[id]
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] <= seqs[i-1] {
+				t.Fatalf("task %s: progress written out of order: %v", id, seqs)
+			}
+		}
+		if got := fmt.Sprint(stageEvents[id]); got != want {
+			t.Errorf("task %s: stage events %s, want %s", id, got, want)
+		}
+		got, err := s.GetTask(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Progress == nil || got.Progress.Seq != finals[id] || got.Progress.Stage != wire.StageCompleted {
+			t.Errorf("task %s: stored %+v, want the final report (seq %d)", id, got.Progress, finals[id])
+		}
+	}
+}
+
+// TestProgressPathPersistInterval: with a long persist interval a task's
+// within-stage reports are not written to etcd but reach this process's
+// watchers at once (Live), and the stream never goes back: a stored
+// report older than a live one already seen is left out.
+func TestProgressPathPersistInterval(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	task, tok := agentSession(t, ctx, s, "02:00:00:00:0e:01")
+	pp := runProgressPath(t, s, 5*time.Millisecond, time.Hour)
+	_, rev, err := s.GetTaskRev(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	changes := s.Watch(wctx, rev+1)
+	plan := []wire.Progress{
+		{Stage: wire.StagePartitioning, Percentage: 0}, {Stage: wire.StagePartitioning, Percentage: 10},
+		{Stage: wire.StageDownloading, Percentage: 20}, {Stage: wire.StageDownloading, Percentage: 30},
+		{Stage: wire.StageDownloading, Percentage: 40}, {Stage: wire.StageDownloading, Percentage: 60},
+		{Stage: wire.StageInstalling, Percentage: 60}, {Stage: wire.StageInstalling, Percentage: 90},
+		{Stage: wire.StageConfiguring, Percentage: 90}, {Stage: wire.StageConfiguring, Percentage: 100},
+		{Stage: wire.StageCompleted, Percentage: 100},
+	}
+	for i := range plan {
+		plan[i].Seq = int64(i + 1)
+		reportCached(t, ctx, pp, task.ID, tok, plan[i])
+	}
+	var stored, live, seen []int64
+	timeout := time.After(10 * time.Second)
+	for len(stored) == 0 || stored[len(stored)-1] != int64(len(plan)) {
+		select {
+		case c := <-changes:
+			if c.TaskID != task.ID || c.Kind != store.KindProgress {
+				continue
+			}
+			if c.Live {
+				live = append(live, c.Progress.Seq)
+			} else {
+				stored = append(stored, c.Progress.Seq)
+			}
+			seen = append(seen, c.Progress.Seq)
+		case <-timeout:
+			t.Fatalf("final report never written: stored %v, live %v", stored, live)
+		}
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] {
+			t.Fatalf("the watch went back: %v (stored %v, live %v)", seen, stored, live)
+		}
+	}
+	if len(live) == 0 {
+		t.Errorf("no live report seen: stored %v", stored)
+	}
+	// What etcd holds: the first report of each stage (it changes the
+	// stage) and nothing within a stage. (A watch started now replays the
+	// history; the live reports went out before it.)
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	replay := s.Watch(rctx, rev+1)
+	var written []int64
+	for len(written) == 0 || written[len(written)-1] != int64(len(plan)) {
+		select {
+		case c := <-replay:
+			if c.TaskID == task.ID && c.Kind == store.KindProgress {
+				if c.Live {
+					t.Fatalf("live report %d on a watch started after it", c.Progress.Seq)
+				}
+				written = append(written, c.Progress.Seq)
+			}
+		case <-timeout:
+			t.Fatalf("replay: final report not seen: %v", written)
+		}
+	}
+	if want := "[1 3 7 9 11]"; fmt.Sprint(written) != want {
+		t.Errorf("stored reports %v, want %s", written, want)
 	}
 }

@@ -36,7 +36,7 @@ func mustJSON(v any) string {
 }
 
 func eventOp(id string, ev Event) clientv3.Op {
-	return clientv3.OpPut(eventKey(id, ev.At), mustJSON(ev))
+	return clientv3.OpPut(eventKey(id, ev.At), eventValue(ev))
 }
 
 // CreateTask stores a new pending task. A second active task for the same
@@ -61,7 +61,7 @@ func (s *Store) CreateTask(ctx context.Context, spec Spec, opts ...CreateOption)
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(append([]clientv3.Op{
 			clientv3.OpPut(specKey(id), mustJSON(spec)),
-			clientv3.OpPut(statusKey(id), mustJSON(st)),
+			clientv3.OpPut(statusKey(id), statusValue(st)),
 			clientv3.OpPut(macIndexKey(spec.TargetMAC), id),
 			eventOp(id, Event{At: now, Kind: "status", To: wire.StatusPending, Message: "task created"}),
 		}, extra...)...).Commit()
@@ -210,8 +210,8 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		var ev Event
-		if err := json.Unmarshal(kv.Value, &ev); err != nil {
+		ev, err := decodeEvent(string(kv.Key), kv.Value)
+		if err != nil {
 			s.log.Warn("store: skip undecodable event", "key", string(kv.Key), "error", err)
 			continue
 		}
@@ -244,13 +244,13 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 		st := StatusRecord{Status: to, Reason: reason, UpdatedAt: now, Attempt: t.Status.Attempt}
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(statusKey(id)), "=", t.Revision)}
 		ops := []clientv3.Op{
-			clientv3.OpPut(statusKey(id), mustJSON(st)),
+			clientv3.OpPut(statusKey(id), statusValue(st)),
 			eventOp(id, Event{At: now, Kind: "status", From: from, To: to, Message: reason}),
 		}
 		if to == wire.StatusPending { // retry: a new attempt, which must own the MAC again
 			st.Attempt++
 			st.Reason = ""
-			ops[0] = clientv3.OpPut(statusKey(id), mustJSON(st))
+			ops[0] = clientv3.OpPut(statusKey(id), statusValue(st))
 			guard, err := s.macFreeGuard(ctx, t.Spec.TargetMAC, id)
 			if err != nil {
 				return t, err
@@ -414,7 +414,7 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 		}
 		parts := p.Partitions
 		p.Partitions = nil // kept under their own key, not in every report
-		ops := []clientv3.Op{clientv3.OpPut(progressKey(id), mustJSON(p))}
+		ops := []clientv3.Op{clientv3.OpPut(progressKey(id), progressValue(p))}
 		var table *PartitionTable
 		if len(parts) > 0 {
 			table = &PartitionTable{Attempt: p.Attempt, RecordedAt: now, Partitions: parts}
@@ -427,7 +427,7 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 		if cur != wire.StatusInstalling {
 			st = StatusRecord{Status: wire.StatusInstalling, UpdatedAt: now, Attempt: t.Status.Attempt}
 			ops = append(ops,
-				clientv3.OpPut(statusKey(id), mustJSON(st)),
+				clientv3.OpPut(statusKey(id), statusValue(st)),
 				eventOp(id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: cur, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		}
 		if ops, err = s.boundEvents(ctx, id, ops); err != nil {

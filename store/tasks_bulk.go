@@ -65,7 +65,7 @@ func (s *Store) CreateTasks(ctx context.Context, specs []Spec) ([]Task, error) {
 			cmps = append(cmps, guard...)
 			ops = append(ops,
 				clientv3.OpPut(specKey(id), mustJSON(spec)),
-				clientv3.OpPut(statusKey(id), mustJSON(st)),
+				clientv3.OpPut(statusKey(id), statusValue(st)),
 				clientv3.OpPut(macIndexKey(spec.TargetMAC), id),
 				eventOp(id, Event{At: now, Kind: "status", To: wire.StatusPending, Message: "task created"}),
 			)

@@ -32,6 +32,11 @@ type Change struct {
 	BMC          *BMCInfo
 	Power        *PowerState
 	PowerRequest *PowerRequest
+
+	// Live marks a KindProgress report accepted by this process's
+	// progress path and not stored yet (store/live.go); Revision is then
+	// the last revision the watch delivered.
+	Live bool
 }
 
 // ChangeKind names what changed.
@@ -69,7 +74,38 @@ func (s *Store) Watch(ctx context.Context, fromRev int64) <-chan Change {
 			opts = append(opts, clientv3.WithRev(fromRev))
 		}
 		wctx := clientv3.WithRequireLeader(ctx)
-		for resp := range s.cli.Watch(wctx, "/", opts...) {
+		live, unsubscribe := s.live.subscribe()
+		defer unsubscribe()
+		var (
+			lastRev int64
+			order   = liveOrder{}
+			stored  = map[string][2]int64{} // task -> attempt, seq of the last stored report sent
+		)
+		wch := s.cli.Watch(wctx, "/", opts...)
+	loop:
+		for {
+			var resp clientv3.WatchResponse
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-live:
+				if !liveAhead(stored, c.TaskID, c.Progress) {
+					continue
+				}
+				c.Revision = lastRev
+				order.sent(c.TaskID, c.Progress)
+				select {
+				case out <- c:
+				case <-ctx.Done():
+					return
+				}
+				continue
+			case r, ok := <-wch:
+				if !ok {
+					break loop
+				}
+				resp = r
+			}
 			if resp.CompactRevision != 0 || resp.Err() != nil {
 				if ctx.Err() == nil {
 					s.log.Warn("store: watch ended, consumer must resync", "error", resp.Err(), "compact_revision", resp.CompactRevision)
@@ -81,9 +117,20 @@ func (s *Store) Watch(ctx context.Context, fromRev int64) <-chan Change {
 				return
 			}
 			for _, ev := range resp.Events {
+				lastRev = max(lastRev, ev.Kv.ModRevision)
 				c, ok := s.decodeChange(ev)
 				if !ok {
 					continue
+				}
+				switch c.Kind {
+				case KindProgress:
+					if !order.keep(c.TaskID, c.Progress) {
+						continue
+					}
+					stored[c.TaskID] = [2]int64{int64(c.Progress.Attempt), c.Progress.Seq}
+				case KindTaskDeleted:
+					delete(stored, c.TaskID)
+					delete(order, c.TaskID)
 				}
 				select {
 				case out <- c:
@@ -137,8 +184,9 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 		case kind == "target-disk":
 			c.Kind = KindTargetDisk
 			if !del {
-				c.TargetDisk = new(TargetDisk)
-				err = json.Unmarshal(ev.Kv.Value, c.TargetDisk)
+				var td TargetDisk
+				td, err = decodeTargetDisk(ev.Kv.Value)
+				c.TargetDisk = &td
 			}
 		case del:
 			return c, false
@@ -149,11 +197,13 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 			c.Kind, c.Hardware = KindHardware, new(wire.Hardware)
 			err = json.Unmarshal(ev.Kv.Value, c.Hardware)
 		case kind == "progress":
-			c.Kind, c.Progress = KindProgress, new(wire.Progress)
-			err = json.Unmarshal(ev.Kv.Value, c.Progress)
+			var p wire.Progress
+			p, err = decodeProgress(id, ev.Kv.Value)
+			c.Kind, c.Progress = KindProgress, &p
 		case kind == "events":
-			c.Kind, c.Event = KindEvent, new(Event)
-			err = json.Unmarshal(ev.Kv.Value, c.Event)
+			var e Event
+			e, err = decodeEvent(key, ev.Kv.Value)
+			c.Kind, c.Event = KindEvent, &e
 		default:
 			return c, false
 		}

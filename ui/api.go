@@ -144,23 +144,12 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 		}
 		f.MAC = mac
 	}
-	if limit, cur, paged, err := pageParams(r); err != nil || paged { // ui/tasks_page.go
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		s.listTasksPage(w, r, f, limit, cur)
-		return
-	}
-	tasks, rev, err := s.cfg.Store.ListTasks(r.Context(), f)
+	limit, cur, _, err := pageParams(r) // ui/tasks_page.go
 	if err != nil {
-		writeStoreError(w, err)
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	if tasks == nil {
-		tasks = []store.Task{}
-	}
-	writeJSON(w, http.StatusOK, TaskList{Tasks: tasks, Count: len(tasks), Revision: rev})
+	s.listTasksPage(w, r, f, limit, cur)
 }
 
 func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {

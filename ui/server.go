@@ -115,6 +115,7 @@ func (s *Server) Start(ctx context.Context) error {
 // Serve serves on ln, and runs the live-updates hub (one etcd watch for
 // every dashboard), until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.cfg.Store.StartTaskIndex() // the lists' summaries (store/taskindex.go), loaded before the first list
 	hubCtx, stopHub := context.WithCancel(ctx)
 	hubDone := make(chan struct{})
 	go func() {

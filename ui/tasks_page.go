@@ -1,11 +1,12 @@
 package ui
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -13,25 +14,21 @@ import (
 	"github.com/lpmos/lpmos/store"
 )
 
-// Paged task lists (GET /api/v1/tasks?limit=&continue=): served from the
-// hub's live view (one watch keeps it current), so a page costs no etcd
-// read and no decoding; the unpaged list stays the etcd read it was.
+// Task lists (GET /api/v1/tasks, paged with ?limit=&continue=): answered
+// from the store's task summaries (store/taskindex.go: one watch keeps
+// them, a list reads no events and no hardware beyond its summary), read
+// your writes.
 const (
 	maxPageLimit     = 1000
 	defaultPageLimit = 100
 )
 
-// pageCursor is the position after the last task of a page: the list's
-// order is newest first (created_at descending, then id), which a task
-// never changes, so a walk sees each task that exists throughout exactly
-// once, whatever is created or deleted meanwhile.
-type pageCursor struct {
-	created time.Time
-	id      string
-}
+// pageCursor is the position after the last task of a page (see
+// store.Cursor: a walk sees each task that exists throughout exactly once).
+type pageCursor = store.Cursor
 
-func (c pageCursor) encode() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.created.UnixNano(), 10) + "|" + c.id))
+func encodeCursor(c pageCursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.Created.UnixNano(), 10) + "|" + c.ID))
 }
 
 func parseCursor(s string) (pageCursor, error) {
@@ -44,54 +41,7 @@ func parseCursor(s string) (pageCursor, error) {
 	if !ok || err != nil || id == "" {
 		return pageCursor{}, errors.New("continue: not a token from a previous page")
 	}
-	return pageCursor{created: time.Unix(0, n).UTC(), id: id}, nil
-}
-
-// after reports whether task t sorts after cursor position c.
-func (c pageCursor) after(t *store.Task) bool {
-	if !t.Spec.CreatedAt.Equal(c.created) {
-		return t.Spec.CreatedAt.Before(c.created)
-	}
-	return t.ID > c.id
-}
-
-func matchFilter(f store.Filter, t *store.Task) bool {
-	return (f.Status == "" || t.Status.Status == f.Status) &&
-		(f.Region == "" || t.Spec.RegionID == f.Region) &&
-		(f.MAC == "" || t.Spec.TargetMAC == f.MAC)
-}
-
-// tasksPage returns up to limit tasks matching f after cursor cur (nil:
-// from the newest), the live view's revision, and the cursor of the next
-// page (nil at the end).
-func (h *Hub) tasksPage(f store.Filter, limit int, cur *pageCursor) ([]store.Task, int64, *pageCursor) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	match := make([]*store.Task, 0, len(h.tasks))
-	for _, t := range h.tasks {
-		if t.complete && matchFilter(f, &t.Task) && (cur == nil || cur.after(&t.Task)) {
-			match = append(match, &t.Task)
-		}
-	}
-	less := func(a, b *store.Task) bool {
-		if !a.Spec.CreatedAt.Equal(b.Spec.CreatedAt) {
-			return a.Spec.CreatedAt.After(b.Spec.CreatedAt)
-		}
-		return a.ID < b.ID
-	}
-	// A full sort of pointers is ~1-3 ms per 10,000 tasks.
-	sort.Slice(match, func(i, j int) bool { return less(match[i], match[j]) })
-	page := match[:min(limit, len(match))]
-	out := make([]store.Task, len(page))
-	for i, t := range page {
-		out[i] = *t
-	}
-	var next *pageCursor
-	if len(match) > limit && len(out) > 0 {
-		last := out[len(out)-1]
-		next = &pageCursor{created: last.Spec.CreatedAt, id: last.ID}
-	}
-	return out, h.rev, next
+	return pageCursor{Created: time.Unix(0, n).UTC(), ID: id}, nil
 }
 
 // pageParams reads ?limit= and ?continue=; paged is false for the
@@ -120,20 +70,35 @@ func pageParams(r *http.Request) (limit int, cur *pageCursor, paged bool, err er
 	return limit, cur, true, nil
 }
 
-// listTasksPage answers a paged GET /api/v1/tasks from the live view.
+// listTasksPage answers GET /api/v1/tasks (limit 0: every task) as
+// TaskList, from the tasks' JSON the store's index keeps.
 func (s *Server) listTasksPage(w http.ResponseWriter, r *http.Request, f store.Filter, limit int, cur *pageCursor) {
-	select {
-	case <-s.hub.ready:
-	case <-r.Context().Done():
-		return
-	case <-time.After(10 * time.Second):
-		writeError(w, http.StatusServiceUnavailable, errors.New("the live view is still loading: retry"))
+	tasks, rev, next, err := s.cfg.Store.ListSummariesJSON(r.Context(), f, limit, cur)
+	if err != nil {
+		writeStoreError(w, err)
 		return
 	}
-	tasks, rev, next := s.hub.tasksPage(f, limit, cur)
-	out := TaskList{Tasks: tasks, Count: len(tasks), Revision: rev}
+	n := 0
+	for _, t := range tasks {
+		n += len(t) + 1
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, n+128))
+	buf.WriteString(`{"tasks":[`)
+	for i, t := range tasks {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(t)
+	}
+	fmt.Fprintf(buf, `],"count":%d,"revision":%d`, len(tasks), rev)
 	if next != nil {
-		out.Continue = next.encode()
+		c, _ := json.Marshal(encodeCursor(*next))
+		buf.WriteString(`,"continue":`)
+		buf.Write(c)
 	}
-	writeJSON(w, http.StatusOK, out)
+	buf.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
 }

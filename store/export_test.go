@@ -1,0 +1,25 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// PutRaw writes kvs as they are, in transactions of up to maxTxnOps puts
+// (tests only: seeding big stores fast).
+func (s *Store) PutRaw(ctx context.Context, kvs [][2]string) error {
+	for len(kvs) > 0 {
+		n := min(len(kvs), maxTxnOps)
+		ops := make([]clientv3.Op, n)
+		for i, kv := range kvs[:n] {
+			ops[i] = clientv3.OpPut(kv[0], kv[1])
+		}
+		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return fmt.Errorf("put raw: %w", err)
+		}
+		kvs = kvs[n:]
+	}
+	return nil
+}

@@ -1,0 +1,388 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lpmos/lpmos/agent/wire"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The task summaries (issue 14: a list that never reads events or
+// hardware). One watch of /tasks/ keeps, per task, what a list shows:
+// spec, status, progress, target disk, BMC, power and a hardware summary
+// (no disks, no NICs, no partitions, no events; those are read for one
+// task on demand: GetTask, Events). The keys of DESIGN.md stay the only
+// source of truth: the index is rebuilt from them and follows them.
+//
+// A list is read-your-writes: it first reads etcd's current revision
+// (one small linearizable read) and answers once the index has seen it,
+// asking the watch for a progress notification when /tasks/ did not
+// change since; when the index cannot catch up in time it falls back to
+// the full read (ListTasks).
+
+// indexCatchUp bounds how long a list waits for the index to reach the
+// revision it read.
+const indexCatchUp = 2 * time.Second
+
+type taskIndex struct {
+	mu      sync.Mutex
+	caught  *sync.Cond
+	tasks   map[string]*indexed
+	rev     int64 // every change up to here is applied
+	ready   bool
+	started bool
+	notify  func(context.Context) error // asks the watch for its revision
+}
+
+type indexed struct {
+	t   Task
+	has int    // 1: spec, 2: status
+	ver uint64 // changes applied
+	js  []byte // t's JSON at ver; nil: not made yet
+}
+
+// summaryHardware is what a list shows of a hardware report.
+func summaryHardware(hw *wire.Hardware) *wire.Hardware {
+	if hw == nil {
+		return nil
+	}
+	return &wire.Hardware{CPU: hw.CPU, Memory: hw.Memory, DMI: hw.DMI, BootMode: hw.BootMode, Kernel: hw.Kernel, CollectedAt: hw.CollectedAt}
+}
+
+// StartTaskIndex loads the task summaries now rather than at the first
+// list (a server calls it when it starts serving); idempotent.
+func (s *Store) StartTaskIndex() { s.startIndex() }
+
+// startIndex runs the index until the store closes (first list only).
+func (s *Store) startIndex() *taskIndex {
+	ix := &s.index
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.started {
+		return ix
+	}
+	ix.started = true
+	ix.caught = sync.NewCond(&ix.mu)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.indexStop = cancel
+	go s.runIndex(ctx)
+	return ix
+}
+
+func (s *Store) runIndex(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.followIndex(ctx)
+		ix := &s.index
+		ix.mu.Lock()
+		ix.ready = false
+		ix.caught.Broadcast()
+		ix.mu.Unlock()
+		if ctx.Err() != nil || s.closing.Load() {
+			return
+		}
+		s.log.Warn("task index: reloading", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *Store) followIndex(ctx context.Context) error {
+	resp, err := s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("load tasks: %w", err)
+	}
+	ix := &s.index
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	ix.mu.Lock()
+	ix.tasks = make(map[string]*indexed, len(resp.Kvs)/8)
+	for _, kv := range resp.Kvs {
+		ix.applyLocked(kv, false)
+	}
+	resp.Kvs = nil
+	ix.rev, ix.ready = resp.Header.Revision, true
+	ix.notify = func(ctx context.Context) error { return s.cli.RequestProgress(wctx) }
+	ix.caught.Broadcast()
+	ix.mu.Unlock()
+	for wr := range s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		if wr.CompactRevision != 0 || wr.Err() != nil {
+			return fmt.Errorf("watch ended: %w (compacted at %d)", wr.Err(), wr.CompactRevision)
+		}
+		ix.mu.Lock()
+		for _, ev := range wr.Events {
+			ix.applyLocked(ev.Kv, ev.Type == clientv3.EventTypeDelete)
+			ix.rev = max(ix.rev, ev.Kv.ModRevision)
+		}
+		if wr.IsProgressNotify() {
+			ix.rev = max(ix.rev, wr.Header.Revision)
+		}
+		ix.caught.Broadcast()
+		ix.mu.Unlock()
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("watch closed")
+}
+
+func (ix *taskIndex) applyLocked(kv *mvccpb.KeyValue, del bool) {
+	id, kind, ok := taskKeyKind(string(kv.Key))
+	if !ok || kind == "events" || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
+		return
+	}
+	e := ix.tasks[id]
+	if e == nil {
+		if del {
+			return
+		}
+		e = &indexed{t: Task{ID: id}}
+		ix.tasks[id] = e
+	}
+	if del {
+		e.ver++
+		e.js = nil
+		switch kind {
+		case "spec":
+			delete(ix.tasks, id)
+		case "status":
+			e.has &^= 2
+		case "hardware":
+			e.t.Hardware = nil
+		case "progress":
+			e.t.Progress = nil
+		case "target-disk":
+			e.t.TargetDisk = nil
+		case "bmc":
+			e.t.BMC = nil
+		case "power":
+			e.t.Power = nil
+		}
+		return
+	}
+	e.ver++
+	e.js = nil
+	one := Task{ID: id}
+	has, err := decodeTaskKey(&one, kind, kv)
+	if err != nil {
+		return // assembleTasks logs it on the full read
+	}
+	e.has |= has
+	switch kind {
+	case "spec":
+		e.t.Spec = one.Spec
+	case "status":
+		e.t.Status, e.t.Revision = one.Status, one.Revision
+	case "hardware":
+		e.t.Hardware = summaryHardware(one.Hardware)
+	case "progress":
+		e.t.Progress = one.Progress
+	case "target-disk":
+		e.t.TargetDisk = one.TargetDisk
+	case "bmc":
+		e.t.BMC = one.BMC
+	case "power":
+		e.t.Power = one.Power
+	}
+}
+
+// Cursor is a position in the task list (newest first: created_at
+// descending, then id), which a task never changes: a walk from page to
+// page sees each task that exists throughout exactly once, whatever is
+// created or deleted meanwhile.
+type Cursor struct {
+	Created time.Time
+	ID      string
+}
+
+// before reports whether t sorts after the cursor.
+func (c Cursor) before(t *Task) bool {
+	if !t.Spec.CreatedAt.Equal(c.Created) {
+		return t.Spec.CreatedAt.Before(c.Created)
+	}
+	return t.ID > c.ID
+}
+
+// ListSummaries returns up to limit (<= 0: all) task summaries matching
+// f after cursor after (nil: from the newest), newest first, the revision
+// they are current at, and the cursor of the next page (nil at the end).
+// Summaries are tasks without events, partitions, disks or NICs (the
+// hardware keeps CPU, memory, DMI, boot mode and kernel): GetTask and
+// Events read the rest for one task.
+func (s *Store) ListSummaries(ctx context.Context, f Filter, limit int, after *Cursor) ([]Task, int64, *Cursor, error) {
+	sel, rev, next, all, err := s.selectSummaries(ctx, f, limit, after)
+	if err != nil || sel == nil {
+		return all, rev, next, err
+	}
+	out := make([]Task, len(sel))
+	for i, e := range sel {
+		out[i] = e.t
+	}
+	s.index.mu.Unlock()
+	return out, rev, next, nil
+}
+
+// ListSummariesJSON is ListSummaries with each task as its JSON, kept by
+// the index from one change of the task to the next (a list of 10,000
+// tasks marshals only those that changed since the last list).
+func (s *Store) ListSummariesJSON(ctx context.Context, f Filter, limit int, after *Cursor) ([]json.RawMessage, int64, *Cursor, error) {
+	sel, rev, next, all, err := s.selectSummaries(ctx, f, limit, after)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if sel == nil { // the full read answered
+		out := make([]json.RawMessage, len(all))
+		for i := range all {
+			out[i] = json.RawMessage(mustJSON(all[i]))
+		}
+		return out, rev, next, nil
+	}
+	ix := &s.index
+	out := make([]json.RawMessage, len(sel))
+	type todo struct {
+		i   int
+		e   *indexed
+		ver uint64
+		t   Task
+	}
+	var build []todo
+	for i, e := range sel {
+		if e.js != nil {
+			out[i] = e.js
+		} else {
+			build = append(build, todo{i, e, e.ver, e.t})
+		}
+	}
+	ix.mu.Unlock()
+	for j := range build {
+		out[build[j].i] = json.RawMessage(mustJSON(build[j].t))
+	}
+	if len(build) > 0 {
+		ix.mu.Lock()
+		for _, m := range build {
+			if m.e.ver == m.ver {
+				m.e.js = out[m.i]
+			}
+		}
+		ix.mu.Unlock()
+	}
+	return out, rev, next, nil
+}
+
+// selectSummaries picks the page from the index and returns it with the
+// index locked (the caller unlocks), or, when the index cannot answer,
+// sel nil and all the page of the full read.
+func (s *Store) selectSummaries(ctx context.Context, f Filter, limit int, after *Cursor) (sel []*indexed, rev int64, next *Cursor, all []Task, err error) {
+	ix := s.startIndex()
+	cur, err := s.cli.Get(ctx, keyAdminToken, clientv3.WithCountOnly())
+	if err != nil {
+		return nil, 0, nil, nil, fmt.Errorf("list tasks: read the revision: %w", err)
+	}
+	if !ix.waitFor(ctx, cur.Header.Revision) {
+		if ctx.Err() != nil {
+			return nil, 0, nil, nil, fmt.Errorf("list tasks: %w", ctx.Err())
+		}
+		// The index is loading or behind: the full read answers.
+		full, rev, err := s.ListTasks(ctx, f)
+		if err != nil {
+			return nil, 0, nil, nil, err
+		}
+		for i := range full {
+			full[i].Hardware, full[i].Partitions = summaryHardware(full[i].Hardware), nil
+		}
+		out, next := page(full, limit, after)
+		if out == nil {
+			out = []Task{}
+		}
+		return nil, rev, next, out, nil
+	}
+	ix.mu.Lock()
+	match := make([]*indexed, 0, len(ix.tasks))
+	for _, e := range ix.tasks {
+		if e.has == 3 && f.match(e.t) && (after == nil || after.before(&e.t)) {
+			match = append(match, e)
+		}
+	}
+	sort.Slice(match, func(i, j int) bool { return newer(&match[i].t, &match[j].t) })
+	n := len(match)
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	if n < len(match) && n > 0 {
+		last := &match[n-1].t
+		next = &Cursor{Created: last.Spec.CreatedAt, ID: last.ID}
+	}
+	return match[:n:n], ix.rev, next, nil, nil
+}
+
+// waitFor waits until the index has applied revision rev, asking the
+// watch for a progress notification (it moves the index's revision when
+// /tasks/ itself did not change); false if it cannot within indexCatchUp.
+func (ix *taskIndex) waitFor(ctx context.Context, rev int64) bool {
+	deadline := time.Now().Add(indexCatchUp)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	asked := time.Time{}
+	for !ix.ready || ix.rev < rev {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return false
+		}
+		if ix.ready && time.Since(asked) > 100*time.Millisecond {
+			asked = time.Now()
+			notify := ix.notify
+			ix.mu.Unlock()
+			_ = notify(ctx) // best effort: the deadline bounds the wait
+			ix.mu.Lock()
+			continue
+		}
+		// Wake at least every 50 ms to check the deadline and ask again.
+		t := time.AfterFunc(50*time.Millisecond, func() {
+			ix.mu.Lock()
+			ix.caught.Broadcast()
+			ix.mu.Unlock()
+		})
+		ix.caught.Wait()
+		t.Stop()
+	}
+	return true
+}
+
+// newer is the list's order: created_at descending, then id.
+func newer(a, b *Task) bool {
+	if !a.Spec.CreatedAt.Equal(b.Spec.CreatedAt) {
+		return a.Spec.CreatedAt.After(b.Spec.CreatedAt)
+	}
+	return a.ID < b.ID
+}
+
+// page cuts a page of up to limit tasks after cursor after out of all.
+func page(all []Task, limit int, after *Cursor) ([]Task, *Cursor) {
+	ps := make([]*Task, 0, len(all))
+	for i := range all {
+		if after == nil || after.before(&all[i]) {
+			ps = append(ps, &all[i])
+		}
+	}
+	sort.Slice(ps, func(i, j int) bool { return newer(ps[i], ps[j]) })
+	n := len(ps)
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	out := make([]Task, n)
+	for i := range out {
+		out[i] = *ps[i]
+	}
+	var next *Cursor
+	if n < len(ps) && n > 0 {
+		next = &Cursor{Created: out[n-1].Spec.CreatedAt, ID: out[n-1].ID}
+	}
+	return out, next
+}
