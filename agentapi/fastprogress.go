@@ -26,11 +26,16 @@ type fastProgress struct {
 
 func newFastProgress(r *Region) *fastProgress {
 	pp := r.st.NewProgressPath(r.cfg.RegionID, r.cfg.ProgressWindow)
+	persist := r.cfg.ProgressPersist
+	if persist <= 0 {
+		persist = store.DefaultPersistInterval
+	}
 	if r.cfg.StallAfter > 0 {
 		// The stall check reads the stored report: it must be fresh
 		// well within the stall delay.
-		pp.SetPersistInterval(min(store.DefaultPersistInterval, r.cfg.StallAfter/4))
+		persist = min(persist, r.cfg.StallAfter/4)
 	}
+	pp.SetPersistInterval(persist)
 	return &fastProgress{r: r, pp: pp}
 }
 

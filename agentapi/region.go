@@ -101,6 +101,10 @@ type Config struct {
 	// to be written, coalesced with the task's next ones (store.ProgressPath;
 	// default store.DefaultCoalesceWindow).
 	ProgressWindow time.Duration
+	// ProgressPersist is how often at most a task's within-stage report is
+	// written to etcd (default store.DefaultPersistInterval, capped at
+	// StallAfter/4); this member's watchers see every report at once.
+	ProgressPersist time.Duration
 	// ReportRate is the progress reports a second the region asks its
 	// agents to stay under: with more installing tasks than that, each
 	// answer asks for a longer interval (agentapi/fastprogress.go). 0: no

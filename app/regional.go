@@ -49,8 +49,9 @@ type regionalOptions struct {
 	kernelArgs    string // more agent kernel line arguments, space separated
 	dhcpAnswerAll bool   // full DHCP: also answer non-PXE clients
 
-	reportRate     float64       // progress reports a second the region asks agents to stay under
-	progressWindow time.Duration // coalescing window of within-stage progress
+	reportRate      float64       // progress reports a second the region asks agents to stay under
+	progressWindow  time.Duration // coalescing window of within-stage progress
+	progressPersist time.Duration // how often a within-stage report is written to etcd
 
 	agentTLS string // on|off: agent API and images over HTTPS (app/agenttls.go)
 	apiBind  string // interface address the agent API listens on; empty: all
@@ -71,6 +72,7 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 	f.DurationVar(&o.stallAfter, "stall-after", 2*time.Minute, "an installing task with no report this long becomes stalled")
 	f.Float64Var(&o.reportRate, "agent-report-rate", 2500, "progress reports a second the region asks its agents to stay under: with more installing tasks, answers ask agents for a longer interval; 0: never")
 	f.DurationVar(&o.progressWindow, "progress-window", store.DefaultCoalesceWindow, "how long a within-stage progress report may wait to be written, coalesced with the task's next ones")
+	f.DurationVar(&o.progressPersist, "progress-persist", store.DefaultPersistInterval, "how often at most a task's within-stage progress is written to etcd (at most --stall-after/4): this member's dashboards see every report, other members' every interval")
 	f.StringVar(&o.dhcpMode, "dhcp-mode", "proxy", "DHCP: proxy (beside your DHCP server), full (hand out --dhcp-range-* addresses), off")
 	f.StringVar(&o.dhcpIface, "dhcp-iface", "", "bind DHCP and TFTP to this interface")
 	f.StringVar(&o.dhcpAddr, "dhcp-addr", ":67", "DHCP listen address")
@@ -170,6 +172,7 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		StallAfter:      ro.stallAfter,
 		ReportRate:      ro.reportRate,
 		ProgressWindow:  ro.progressWindow,
+		ProgressPersist: ro.progressPersist,
 		SecretFile:      filepath.Join(o.dataDir, "region-"+o.regionID+".secret"),
 		Member:          o.name,
 		Logger:          log,
