@@ -221,6 +221,7 @@ func findNode(nodes []*clusterNode, name string) *clusterNode {
 // its data dir and catches up; a removed member stops, and its restart is
 // refused.
 func TestClusterJoinFailoverRemove(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts three lpmos processes")
 	}
@@ -603,6 +604,7 @@ func waitHealth(t *testing.T, n *clusterNode, within time.Duration, what string,
 // add (before the member starts) is finished by running the same join
 // again, even with a single-use token; then the member leaves.
 func TestInterruptedJoinRecovers(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts lpmos processes")
 	}

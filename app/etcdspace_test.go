@@ -78,6 +78,7 @@ func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
 // is deleted; then lpmos recovers, without a restart, and tasks can be
 // created again.
 func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
+	t.Parallel()
 	const quota = 24 << 20
 	dir := t.TempDir()
 	p := startServe(t, dir, "--etcd-quota-bytes", fmt.Sprint(quota), "--etcd-maintenance-interval", "100ms")

@@ -48,6 +48,7 @@ func unpack(t *testing.T, path string) string {
 }
 
 func TestInitramfsBuildCommand(t *testing.T) {
+	t.Parallel()
 	mods := modulesFixture(t)
 	out := filepath.Join(t.TempDir(), "boot", "initramfs.img")
 	var stdout, stderr bytes.Buffer
@@ -76,6 +77,7 @@ func TestInitramfsBuildCommand(t *testing.T) {
 }
 
 func TestRegionBuildsMissingInitramfs(t *testing.T) {
+	t.Parallel()
 	mods := modulesFixture(t)
 	boot := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -18,8 +18,15 @@ import (
 // returns its output and real exit code.
 func runLpmos(t *testing.T, within time.Duration, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runLpmosEnv(t, nil, within, args...)
+}
+
+// runLpmosEnv is runLpmos with env (KEY=value) added to the child's
+// environment (t.Setenv would keep the test from running in parallel).
+func runLpmosEnv(t *testing.T, env []string, within time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
+	cmd.Env = append(append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1"), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	if err := cmd.Start(); err != nil {
@@ -84,6 +91,7 @@ func statusLine(status, reason string) string {
 // task watch's exit code says how the task ended; a stream that ends
 // without an ending is a lost connection, retried and then exit 4.
 func TestTaskWatchExitCodes(t *testing.T) {
+	t.Parallel()
 	progress := `{"type":"progress","task_id":"t1","progress":{"percentage":40,"stage":"downloading","message":"40 MB"}}`
 	tests := []struct {
 		name     string
@@ -108,6 +116,7 @@ func TestTaskWatchExitCodes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			srv := watchServer(t, tc.streams...)
 			args := append([]string{"task", "watch", "t1", "--server", srv.URL, "--token", "x"}, tc.flags...)
 			out, errOut, code := runLpmos(t, 20*time.Second, args...)
@@ -138,6 +147,7 @@ func TestTaskWatchExitCodes(t *testing.T) {
 // closes the stream), and a watch survives a restart of serve and then
 // reports the cancel made on the restarted server.
 func TestTaskWatchAcrossServeRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)
 	p := &lpmosProc{dataDir: dir, url: url, ports: ports}
