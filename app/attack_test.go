@@ -310,7 +310,8 @@ func TestAttackSlowConnections(t *testing.T) {
 // come from LPMOS_* variables, answer 429 with Retry-After and 503, and are
 // counted in /metrics.
 func TestAttackDiscoveryLimitsFromEnv(t *testing.T) {
-	t.Parallel()
+	// Not parallel: "retry after 5s" holds only if the four reports come
+	// within a second (rate 0.2/s); it runs before the parallel tests.
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)
 	p := &lpmosProc{dataDir: dir, url: url, ports: ports,
