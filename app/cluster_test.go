@@ -227,7 +227,10 @@ func findNode(nodes []*clusterNode, name string) *clusterNode {
 // its data dir and catches up; a removed member stops, and its restart is
 // refused.
 func TestClusterJoinFailoverRemove(t *testing.T) {
-	t.Parallel()
+	// Not parallel: beside the parallel tests the removed member sometimes
+	// panicked in etcd ("failed to find local ID in cluster members", a
+	// Status call racing its removal) before writing its tombstone; alone
+	// it did not. It runs before the parallel tests.
 	if testing.Short() {
 		t.Skip("starts three lpmos processes")
 	}
