@@ -218,21 +218,37 @@ func TestServeStartsAnswersAndStopsCleanly(t *testing.T) {
 	if !strings.Contains(p.logText(), filepath.Join(dir, "admin.token")) {
 		t.Errorf("serve did not say where the admin token is")
 	}
-	var rep struct {
-		Status   string
-		Services []struct{ Name, State string }
-	}
-	resp, err := http.Get(p.url + "/api/v1/health")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&rep)
-	resp.Body.Close()
+	wanted := []string{"etcd", "control-plane", "region/dc1/agent-api", "region/dc1/dhcp-proxy", "region/dc1/tftp"}
+	// The region's services join the health report once the region has
+	// started, which on a busy box comes after the first 200: wait until
+	// every one is listed and past starting, then each must be running.
 	names := map[string]string{}
-	for _, s := range rep.Services {
-		names[s.Name] = s.State
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var rep struct {
+			Status   string
+			Services []struct{ Name, State string }
+		}
+		resp, err := http.Get(p.url + "/api/v1/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+		names = map[string]string{}
+		for _, s := range rep.Services {
+			names[s.Name] = s.State
+		}
+		settled := 0
+		for _, want := range wanted {
+			if st, ok := names[want]; ok && st != "starting" {
+				settled++
+			}
+		}
+		if settled == len(wanted) || time.Now().After(deadline) {
+			break
+		}
 	}
-	for _, want := range []string{"etcd", "control-plane", "region/dc1/agent-api", "region/dc1/dhcp-proxy", "region/dc1/tftp"} {
+	for _, want := range wanted {
 		if names[want] != "running" {
 			t.Errorf("health: %s is %q, want running (all: %v)", want, names[want], names)
 		}
