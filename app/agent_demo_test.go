@@ -24,6 +24,7 @@ import (
 // by hand without --disk, and a dashboard client on /ws that must see the
 // seed's progress lines arrive while the task goes ready -> completed.
 func TestAgentDemoAgainstServe(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	p.waitHealthy(t, 30*time.Second)

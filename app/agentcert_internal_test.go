@@ -38,6 +38,8 @@ func (b *syncBuffer) String() string {
 // agent-style client that trusts only the cluster CA still connects after
 // the first certificate expired.
 func TestAgentCertRenewedWhileServing(t *testing.T) {
+	// Not parallel: it sleeps through a short certificate life and
+	// checks what was served when; it runs before the parallel tests.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := storetest.New(t)

@@ -19,6 +19,7 @@ import (
 // the iPXE script (plain HTTP) pins the data dir's cluster CA for an https
 // agent URL, plain agent calls are refused, pinned HTTPS calls answered.
 func TestAgentAPIOverTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startServe(t, dir, "--agent-tls", "on")
 	p.waitHealthy(t, 30*time.Second)

@@ -106,6 +106,7 @@ func postJSON(c *http.Client, url string, body []byte) (int, string, error) {
 // 300 reports without a token (etcd grew by 330 MiB before the limits).
 // Every one is refused, and etcd and the process stay small.
 func TestAttackOversizedHardwareReports(t *testing.T) {
+	t.Parallel()
 	p := startServe(t, t.TempDir(), "--agent-rate", "0") // the field limits alone
 	p.waitHealthy(t, 30*time.Second)
 	db0, rss0 := p.dbSize(t), p.rss(t)
@@ -183,6 +184,7 @@ func TestAttackOversizedHardwareReports(t *testing.T) {
 // of a child limited to 1,024 descriptors: it stays up, and a real client
 // on 127.0.0.1 is answered within 5 s on both ports.
 func TestAttackSlowConnections(t *testing.T) {
+	t.Parallel()
 	testenv.RequireTool(t, "prlimit", "util-linux")
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)
@@ -308,10 +310,13 @@ func TestAttackSlowConnections(t *testing.T) {
 // come from LPMOS_* variables, answer 429 with Retry-After and 503, and are
 // counted in /metrics.
 func TestAttackDiscoveryLimitsFromEnv(t *testing.T) {
-	t.Setenv("LPMOS_AGENT_RATE", "0.2")
-	t.Setenv("LPMOS_AGENT_BURST", "3")
-	t.Setenv("LPMOS_MAX_DISCOVERED", "2")
-	p := startServe(t, t.TempDir())
+	// Not parallel: "retry after 5s" holds only if the four reports come
+	// within a second (rate 0.2/s); it runs before the parallel tests.
+	dir := t.TempDir()
+	args, url, ports := serveArgs(t, dir)
+	p := &lpmosProc{dataDir: dir, url: url, ports: ports,
+		env: []string{"LPMOS_AGENT_RATE=0.2", "LPMOS_AGENT_BURST=3", "LPMOS_MAX_DISCOVERED=2"}}
+	spawn(t, "lpmos", p, args)
 	p.waitHealthy(t, 30*time.Second)
 	report := func(mac string) []byte {
 		b, _ := json.Marshal(wire.HardwareReport{MACAddress: mac, Hardware: wire.Hardware{BootMode: "uefi"}})

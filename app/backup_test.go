@@ -18,6 +18,7 @@ import (
 // same admin token and CA, and accepts writes. Damaged backups and a used
 // data dir are refused with nothing written.
 func TestBackupRestoreServesTheSameTasks(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	dirA := filepath.Join(root, "a")
 	a := startServe(t, dirA)

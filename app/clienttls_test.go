@@ -20,6 +20,7 @@ import (
 // what to do (the flag to add or change); with the right CA and name it
 // works.
 func TestCLITLSErrorsNameTheFix(t *testing.T) {
+	t.Parallel()
 	list := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("{}")) })
 	tlsSrv := httptest.NewUnstartedServer(list)
 	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are expected

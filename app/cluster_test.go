@@ -221,6 +221,10 @@ func findNode(nodes []*clusterNode, name string) *clusterNode {
 // its data dir and catches up; a removed member stops, and its restart is
 // refused.
 func TestClusterJoinFailoverRemove(t *testing.T) {
+	// Not parallel, and its 300-Put samples kept: with 30-Put samples or
+	// beside the parallel tests, the removed member sometimes panicked in
+	// etcd ("failed to find local ID in cluster members", a Status call
+	// racing its removal) before writing its tombstone. It runs first.
 	if testing.Short() {
 		t.Skip("starts three lpmos processes")
 	}
@@ -603,6 +607,7 @@ func waitHealth(t *testing.T, n *clusterNode, within time.Duration, what string,
 // add (before the member starts) is finished by running the same join
 // again, even with a single-use token; then the member leaves.
 func TestInterruptedJoinRecovers(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts lpmos processes")
 	}

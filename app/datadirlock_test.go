@@ -13,6 +13,7 @@ import (
 // and the pid that holds it (it used to hang forever in bbolt's flock); the
 // first keeps running, and once it stopped the dir can be served again.
 func TestServeOnLockedDataDirFails(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p1 := startServe(t, dir)
 	p1.waitHealthy(t, 30*time.Second)

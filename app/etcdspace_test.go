@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,11 +13,14 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lpmos/lpmos/app"
 	"github.com/lpmos/lpmos/store"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -70,6 +74,55 @@ func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
 	}
 }
 
+// fillToNoSpace calls put(i) for i = from, from+1, ... until etcd answers
+// NOSPACE, and returns the next unused i and how many writes succeeded. The
+// writes go 4 at a time: one at a time, each waited for its own WAL sync
+// and wake-ups, which made this test's filling take minutes. Any other
+// error, or an i past limit, fails the test.
+func fillToNoSpace(t *testing.T, from, limit int, put func(i int) error) (next, written int) {
+	t.Helper()
+	var (
+		nextI   atomic.Int64
+		ok      atomic.Int64
+		full    atomic.Bool
+		mu      sync.Mutex
+		failure error
+	)
+	nextI.Store(int64(from))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for !full.Load() {
+				i := int(nextI.Add(1) - 1)
+				err := put(i)
+				// A loaded box may time a write out (in flight beside
+				// the others): write it again; NOSPACE is what counts.
+				for try := 0; errors.Is(err, rpctypes.ErrTimeout) && try < 5; try++ {
+					err = put(i)
+				}
+				switch {
+				case err == nil && i <= limit:
+					ok.Add(1)
+				case store.IsNoSpace(err):
+					full.Store(true)
+				default:
+					mu.Lock()
+					if failure == nil {
+						failure = fmt.Errorf("put %d: %v", i, err)
+					}
+					mu.Unlock()
+					full.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failure != nil {
+		t.Fatal(failure)
+	}
+	return int(nextI.Load()), int(ok.Load())
+}
+
 // A real `lpmos serve` with a 24 MiB etcd quota, filled to it: first with
 // old revisions of rewritten keys, which lpmos frees by itself (compaction
 // to the current revision, defrag, disarm); then with live data, which
@@ -78,6 +131,7 @@ func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
 // is deleted; then lpmos recovers, without a restart, and tasks can be
 // created again.
 func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
+	t.Parallel()
 	const quota = 24 << 20
 	dir := t.TempDir()
 	p := startServe(t, dir, "--etcd-quota-bytes", fmt.Sprint(quota), "--etcd-maintenance-interval", "100ms")
@@ -102,16 +156,11 @@ func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
 	// 1. Rewritten keys: lpmos frees the old revisions alone.
 	big := strings.Repeat("x", 512<<10)
 	rec0 := recoveries()
-	for i := 0; ; i++ {
+	_, n := fillToNoSpace(t, 0, 400, func(i int) error {
 		_, err := cli.Put(ctx, fmt.Sprintf("/filler/rewritten/%d", i%4), big)
-		if store.IsNoSpace(err) {
-			t.Logf("NOSPACE after %d writes of 512 KiB to 4 keys", i)
-			break
-		}
-		if err != nil || i > 400 {
-			t.Fatalf("put %d: %v", i, err)
-		}
-	}
+		return err
+	})
+	t.Logf("NOSPACE after %d writes of 512 KiB to 4 keys", n)
 	poll(t, 60*time.Second, "recovery from rewritten keys", func() bool { return recoveries() > rec0 })
 	if out, err := p.cli(t, "task", "create", "--mac", "52:54:00:00:0c:01", "--os", "ubuntu", "--os-version", "22.04", "--allow-missing-image"); err != nil {
 		t.Fatalf("task create after the first recovery: %v\n%s", err, out)
@@ -122,15 +171,10 @@ func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
 	held := false
 	for i, round := 0, 0; round < 20 && !held; round++ {
 		rec := recoveries()
-		for ; ; i++ {
+		i, _ = fillToNoSpace(t, i, 4000, func(i int) error {
 			_, err := cli.Put(ctx, fmt.Sprintf("/filler/live/%05d", i), small)
-			if store.IsNoSpace(err) {
-				break
-			}
-			if err != nil || i > 4000 {
-				t.Fatalf("put %d: %v", i, err)
-			}
-		}
+			return err
+		})
 		poll(t, 60*time.Second, "lpmos's NOSPACE round", func() bool {
 			_, rep := p.healthRep(t)
 			return strings.Contains(rep.Alarm, "NOSPACE") && strings.Contains(fmt.Sprint(rep.Services), "--etcd-quota-bytes") || recoveries() > rec

@@ -13,6 +13,7 @@ import (
 // --server host:port, -o name|yaml|wide, lpmos version (item 7), and the
 // machine/region/task rm commands (item 9).
 func TestCLIFirstHour(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p, _ := startServeHTTPS(t, dir)
 	hostPort := strings.TrimPrefix(p.url, "https://") // localhost:<port>

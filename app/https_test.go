@@ -54,6 +54,7 @@ func startServeHTTPS(t *testing.T, dir string) (*lpmosProc, *x509.CertPool) {
 // on the node with no flag and elsewhere with --ca-cert (without it, the
 // error names the flag).
 func TestServeHTTPSByDefault(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p, pool := startServeHTTPS(t, dir)
 	port := p.ports[0]
@@ -122,9 +123,11 @@ func TestServeHTTPSByDefault(t *testing.T) {
 	if out, err := run("--ca-cert", filepath.Join(dir, "pki", "ca.crt")); err != nil || !strings.HasPrefix(strings.TrimSpace(out), "[") {
 		t.Errorf("CLI with --ca-cert: %v %q", err, out)
 	}
-	t.Setenv("LPMOS_CA_CERT", filepath.Join(dir, "pki", "ca.crt"))
-	if _, err := p.cliIn(t, elsewhere, "task", "list", "-o", "json", "--token", p.token(t)); err != nil {
-		t.Errorf("CLI with LPMOS_CA_CERT: %v", err)
+	// LPMOS_CA_CERT in the environment of an lpmos process (t.Setenv would
+	// keep this test from running in parallel).
+	if _, errOut, code := runLpmosEnv(t, []string{"LPMOS_CA_CERT=" + filepath.Join(dir, "pki", "ca.crt")}, 30*time.Second,
+		"task", "list", "-o", "json", "--token", p.token(t), "--server", p.url, "--data-dir", elsewhere); code != 0 {
+		t.Errorf("CLI with LPMOS_CA_CERT: exit %d %s", code, errOut)
 	}
 	if _, err := run("--ca-cert", filepath.Join(dir, "admin.token")); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("CLI with a --ca-cert that is no certificate: %v", err)
@@ -220,6 +223,7 @@ func waitHTTPS(t *testing.T, url, caFile string, within time.Duration) *x509.Cer
 // certificate from the same cluster CA, so the CA file of the first member
 // verifies both, and the CLI on the joined node works without a flag.
 func TestJoinedMemberServesHTTPS(t *testing.T) {
+	t.Parallel()
 	nodes := []*clusterNode{newClusterNode(t, "m1"), newClusterNode(t, "m2")}
 	for _, n := range nodes {
 		n.flags = slices.DeleteFunc(n.flags, func(a string) bool { return a == "--tls=off" })

@@ -17,6 +17,7 @@ import (
 // TestImageCatalogAgainstServe: `lpmos image add/list/rm` and direct API
 // calls against a real `lpmos serve` child with --images-dir.
 func TestImageCatalogAgainstServe(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	imagesDir := filepath.Join(t.TempDir(), "imgs")
 	p := startServe(t, dir, "--images-dir", imagesDir)

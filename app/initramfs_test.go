@@ -48,11 +48,20 @@ func unpack(t *testing.T, path string) string {
 }
 
 func TestInitramfsBuildCommand(t *testing.T) {
+	t.Parallel()
 	mods := modulesFixture(t)
 	out := filepath.Join(t.TempDir(), "boot", "initramfs.img")
+	// A stand-in agent: compressing the embedded one (8 MB) under -race
+	// took most of this test's time; TestRegionBuildsMissingInitramfs
+	// builds with the embedded agent.
+	agent := filepath.Join(t.TempDir(), "lpmos-agent")
+	const agentBody = "\x7fELF stand-in lpmos agent"
+	if err := os.WriteFile(agent, []byte(agentBody), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var stdout, stderr bytes.Buffer
 	root := NewRoot("test", &stdout, &stderr)
-	root.SetArgs([]string{"initramfs", "build", "--modules-dir", mods, "--modules", "virtio_net,nosuch", "-o", out})
+	root.SetArgs([]string{"initramfs", "build", "--modules-dir", mods, "--modules", "virtio_net,nosuch", "--agent", agent, "-o", out})
 	if err := root.Execute(); err != nil {
 		t.Fatalf("initramfs build: %v\n%s", err, stderr.String())
 	}
@@ -62,7 +71,7 @@ func TestInitramfsBuildCommand(t *testing.T) {
 		}
 	}
 	cpio := unpack(t, out)
-	for _, want := range []string{"lib/modules/lpmos.order", "kernel/virtio.ko\nkernel/virtio_net.ko\n", "lib/modules/6.1.0-t/kernel/virtio_net.ko", "00000000init\x00"} {
+	for _, want := range []string{"lib/modules/lpmos.order", "kernel/virtio.ko\nkernel/virtio_net.ko\n", "lib/modules/6.1.0-t/kernel/virtio_net.ko", "00000000init\x00", agentBody} {
 		if !strings.Contains(cpio, want) {
 			t.Errorf("initramfs lacks %q", want)
 		}
@@ -76,6 +85,7 @@ func TestInitramfsBuildCommand(t *testing.T) {
 }
 
 func TestRegionBuildsMissingInitramfs(t *testing.T) {
+	t.Parallel()
 	mods := modulesFixture(t)
 	boot := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -51,6 +51,7 @@ func memberIDs(st store.ClusterStatus) []string {
 // voter, writes work); the same join with good flags then succeeds with
 // the same single-use token.
 func TestJoinChecksBeforeJoining(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts lpmos processes")
 	}

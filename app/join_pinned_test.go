@@ -28,6 +28,7 @@ import (
 // request; one whose certificate the CA issued does; --ca-cert adds the
 // CA of a member's own --tls-cert.
 func TestJoinTrustsOnlyThePinnedCA(t *testing.T) {
+	t.Parallel()
 	ca, err := pki.NewCA("test cluster CA")
 	if err != nil {
 		t.Fatal(err)

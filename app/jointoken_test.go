@@ -16,6 +16,7 @@ import (
 // revokes one; a join with a revoked token is refused naming the cause and
 // adds nobody; the token API needs the operator.
 func TestJoinTokenCLI(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts an lpmos process")
 	}
@@ -76,6 +77,7 @@ func TestJoinTokenCLI(t *testing.T) {
 // is in <data-dir>/admin.token (0600), and the CLI works with it; the
 // rotation itself needs the operator.
 func TestRotateAdminToken(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts an lpmos process")
 	}
@@ -124,6 +126,7 @@ func TestRotateAdminToken(t *testing.T) {
 // the actor in task events; a read-only one reads and gets 403 on writes;
 // a removed one is refused at once.
 func TestOperatorTokens(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts an lpmos process")
 	}

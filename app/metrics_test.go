@@ -15,6 +15,7 @@ import (
 // `lpmos serve` after a little traffic: agent API calls (one refused),
 // a task the region claims, HTTP requests on both ports.
 func TestServeScrapeHasTheDeployedMetrics(t *testing.T) {
+	t.Parallel()
 	p := startServe(t, t.TempDir())
 	p.waitHealthy(t, 30*time.Second)
 	tok := p.token(t)

@@ -23,6 +23,7 @@ import (
 // machine on; `lpmos power status|off MAC` go through the server. The BMC
 // password appears in no CLI output, no log line and no etcd value.
 func TestPowerThroughServe(t *testing.T) {
+	t.Parallel()
 	sim := ipmisim.Start(t, true)
 	dir := t.TempDir()
 	pwFile := filepath.Join(t.TempDir(), "bmc.pw")

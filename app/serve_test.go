@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,7 +29,26 @@ func TestMain(m *testing.M) {
 	if os.Getenv("LPMOS_TEST_BE_LPMOS") == "1" {
 		os.Exit(app.Main("test", os.Args[1:]))
 	}
+	flag.Parse()
+	parallelAtLeast(minParallel)
 	os.Exit(m.Run())
+}
+
+// minParallel is how many parallel tests run at once unless -parallel says
+// otherwise. The default, GOMAXPROCS (2 on the CI box), suits tests that
+// compute; most of this package's tests wait instead: for a child lpmos
+// to start or stop, a certificate to expire, a server timeout to fire.
+const minParallel = 4
+
+// parallelAtLeast raises -test.parallel to n when it was not given.
+func parallelAtLeast(n int) {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if f := flag.Lookup("test.parallel"); f != nil && !set {
+		if cur, err := strconv.Atoi(f.Value.String()); err == nil && cur < n {
+			_ = f.Value.Set(strconv.Itoa(n))
+		}
+	}
 }
 
 // lpmosProc is a running `lpmos serve` child process.
@@ -39,6 +60,7 @@ type lpmosProc struct {
 	mu      sync.Mutex
 	log     bytes.Buffer
 	prefix  []string // run the child under this command (e.g. prlimit ...)
+	env     []string // extra environment of the child (KEY=value), so a test can stay parallel
 }
 
 // serveArgs returns the flags that give a serve process its own ports.
@@ -83,7 +105,7 @@ func spawn(t testing.TB, name string, p *lpmosProc, args []string) {
 	if len(p.prefix) > 0 {
 		p.cmd = exec.Command(p.prefix[0], append(append(p.prefix[1:len(p.prefix):len(p.prefix)], os.Args[0]), args...)...)
 	}
-	p.cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
+	p.cmd.Env = append(append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1"), p.env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +206,7 @@ func (p *lpmosProc) cli(t *testing.T, args ...string) (string, error) {
 }
 
 func TestServeStartsAnswersAndStopsCleanly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	took := p.waitHealthy(t, 30*time.Second)
@@ -195,21 +218,37 @@ func TestServeStartsAnswersAndStopsCleanly(t *testing.T) {
 	if !strings.Contains(p.logText(), filepath.Join(dir, "admin.token")) {
 		t.Errorf("serve did not say where the admin token is")
 	}
-	var rep struct {
-		Status   string
-		Services []struct{ Name, State string }
-	}
-	resp, err := http.Get(p.url + "/api/v1/health")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&rep)
-	resp.Body.Close()
+	wanted := []string{"etcd", "control-plane", "region/dc1/agent-api", "region/dc1/dhcp-proxy", "region/dc1/tftp"}
+	// The region's services join the health report once the region has
+	// started, which on a busy box comes after the first 200: wait until
+	// every one is listed and past starting, then each must be running.
 	names := map[string]string{}
-	for _, s := range rep.Services {
-		names[s.Name] = s.State
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var rep struct {
+			Status   string
+			Services []struct{ Name, State string }
+		}
+		resp, err := http.Get(p.url + "/api/v1/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+		names = map[string]string{}
+		for _, s := range rep.Services {
+			names[s.Name] = s.State
+		}
+		settled := 0
+		for _, want := range wanted {
+			if st, ok := names[want]; ok && st != "starting" {
+				settled++
+			}
+		}
+		if settled == len(wanted) || time.Now().After(deadline) {
+			break
+		}
 	}
-	for _, want := range []string{"etcd", "control-plane", "region/dc1/agent-api", "region/dc1/dhcp-proxy", "region/dc1/tftp"} {
+	for _, want := range wanted {
 		if names[want] != "running" {
 			t.Errorf("health: %s is %q, want running (all: %v)", want, names[want], names)
 		}
@@ -218,6 +257,7 @@ func TestServeStartsAnswersAndStopsCleanly(t *testing.T) {
 }
 
 func TestCLIAgainstServeAndRestartKeepsTasks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	p.waitHealthy(t, 30*time.Second)
@@ -255,12 +295,13 @@ func TestCLIAgainstServeAndRestartKeepsTasks(t *testing.T) {
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong token: %v", err)
 	}
-	// The token can come from LPMOS_TOKEN instead of the data dir.
-	t.Setenv("LPMOS_TOKEN", p.token(t))
-	root = app.NewRoot("test", &o, &e)
-	root.SetArgs([]string{"task", "get", created.ID, "--server", p.url, "--data-dir", t.TempDir()})
-	if err := root.Execute(); err != nil || !strings.Contains(o.String(), "task created") {
-		t.Fatalf("task get with LPMOS_TOKEN: %v\n%s", err, o.String())
+	// The token can come from LPMOS_TOKEN instead of the data dir (in the
+	// environment of an lpmos process: t.Setenv would keep this test
+	// from running in parallel).
+	out, errOut, code := runLpmosEnv(t, []string{"LPMOS_TOKEN=" + p.token(t)}, 30*time.Second,
+		"task", "get", created.ID, "--server", p.url, "--data-dir", t.TempDir())
+	if code != 0 || !strings.Contains(out, "task created") {
+		t.Fatalf("task get with LPMOS_TOKEN: exit %d %s\n%s", code, errOut, out)
 	}
 	p.stop(t)
 

@@ -41,6 +41,8 @@ func handshake(t *testing.T, c *servingCert, pool *x509.CertPool) *x509.Certific
 // a certificate on disk is reused while good and reissued when it lacks a
 // host, was signed by another CA, or is due.
 func TestServingCertRenewsWithoutRestart(t *testing.T) {
+	// Not parallel: it sleeps through a short certificate life and
+	// checks what was served when; it runs before the parallel tests.
 	ca, err := pki.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 // against a real `lpmos serve`, with the four-disk fixture reported
 // through the agent API.
 func TestCLIRootDeviceAndApproveDisk(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	p.waitHealthy(t, 30*time.Second)

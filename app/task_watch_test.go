@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -18,10 +20,27 @@ import (
 // returns its output and real exit code.
 func runLpmos(t *testing.T, within time.Duration, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runLpmosEnv(t, nil, within, args...)
+}
+
+// runLpmosEnv is runLpmos with env (KEY=value) added to the child's
+// environment (t.Setenv would keep the test from running in parallel).
+func runLpmosEnv(t *testing.T, env []string, within time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return runLpmosTee(t, env, nil, within, args...)
+}
+
+// runLpmosTee is runLpmosEnv that also copies the child's stdout to tee
+// as it comes (when tee is not nil).
+func runLpmosTee(t *testing.T, env []string, tee io.Writer, within time.Duration, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1")
+	cmd.Env = append(append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1"), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
+	if tee != nil {
+		cmd.Stdout = io.MultiWriter(&o, tee)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +103,7 @@ func statusLine(status, reason string) string {
 // task watch's exit code says how the task ended; a stream that ends
 // without an ending is a lost connection, retried and then exit 4.
 func TestTaskWatchExitCodes(t *testing.T) {
+	t.Parallel()
 	progress := `{"type":"progress","task_id":"t1","progress":{"percentage":40,"stage":"downloading","message":"40 MB"}}`
 	tests := []struct {
 		name     string
@@ -108,6 +128,7 @@ func TestTaskWatchExitCodes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			srv := watchServer(t, tc.streams...)
 			args := append([]string{"task", "watch", "t1", "--server", srv.URL, "--token", "x"}, tc.flags...)
 			out, errOut, code := runLpmos(t, 20*time.Second, args...)
@@ -138,6 +159,7 @@ func TestTaskWatchExitCodes(t *testing.T) {
 // closes the stream), and a watch survives a restart of serve and then
 // reports the cancel made on the restarted server.
 func TestTaskWatchAcrossServeRestart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)
 	p := &lpmosProc{dataDir: dir, url: url, ports: ports}
@@ -169,11 +191,18 @@ func TestTaskWatchAcrossServeRestart(t *testing.T) {
 		code        int
 	}
 	res := make(chan result, 1)
+	connected := &firstWrite{ch: make(chan struct{})} // the snapshot's "task ... is pending" line
 	go func() {
-		o, e, c := runLpmos(t, 90*time.Second, cli("task", "watch", id, "--reconnect-timeout", "60s")...)
+		o, e, c := runLpmosTee(t, nil, connected, 90*time.Second, cli("task", "watch", id, "--reconnect-timeout", "60s")...)
 		res <- result{o, e, c}
 	}()
-	time.Sleep(time.Second) // the watch is connected
+	select {
+	case <-connected.ch:
+	case r := <-res:
+		t.Fatalf("watch ended before the restart: exit %d\nstdout: %s\nstderr: %s", r.code, r.out, r.errOut)
+	case <-time.After(30 * time.Second):
+		t.Fatal("watch printed nothing within 30s")
+	}
 	p.stop(t)
 	time.Sleep(time.Second)
 	p2 := &lpmosProc{dataDir: dir, url: url, ports: ports}
@@ -191,4 +220,15 @@ func TestTaskWatchAcrossServeRestart(t *testing.T) {
 		t.Fatal("watch did not end within 30s of the cancel on the restarted server")
 	}
 	p2.stop(t)
+}
+
+// firstWrite closes ch at its first Write.
+type firstWrite struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (f *firstWrite) Write(b []byte) (int, error) {
+	f.once.Do(func() { close(f.ch) })
+	return len(b), nil
 }

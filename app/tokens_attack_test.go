@@ -73,6 +73,7 @@ func wantStatus(t *testing.T, what string, code int, body string, want int, msgs
 // an approved task to completed, wedge it with a huge seq, and download
 // images without a token. Each is refused now.
 func TestAgentCredentialAttacks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startServe(t, dir)
 	p.waitHealthy(t, 30*time.Second)

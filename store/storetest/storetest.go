@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/lpmos/lpmos/store"
@@ -19,11 +20,16 @@ import (
 // kernel's ephemeral range (32768-60999 by default): a port from inside it
 // can be taken by any outgoing connection before the server binds it,
 // which happened when a member's port was handed to another member's
-// client connection.
+// client connection. A port is handed out once per test process: parallel
+// tests would otherwise race between one drawing a port and binding it and
+// another drawing the same port meanwhile.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
 		port := 20000 + rand.IntN(12000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -39,6 +45,10 @@ func FreePort(t testing.TB) int {
 	t.Fatal("find free port: no free loopback port in 20000-31999 after 100 tries")
 	return 0
 }
+
+// handedOut holds the ports FreePort returned in this process: the one
+// piece of state the parallel tests of a package share.
+var handedOut sync.Map
 
 // Config returns a store config for an embedded member in dir on free
 // loopback ports.
