@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 )
 
 // Config says where the store keeps its data: an embedded etcd member in
@@ -239,6 +240,8 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	ec.AutoCompactionRetention = s.space.CompactionRetention.String()
 	ec.QuotaBackendBytes = s.space.QuotaBytes
 	disableEtcdPurge(ec) // lpmos purges: store/purge.go
+	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions,
+		grpc.ChainUnaryInterceptor(recoverRemovedMember(cfg.Logger.With("component", "etcd"), func() { s.removed.Store(true) })))
 	ec.ListenMetricsUrls = nil
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), func() { s.removed.Store(true) })))
 
