@@ -8,15 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lpmos/lpmos/internal/testenv"
 )
 
+// promtool skips the test on a machine without it (and fails it under
+// LPMOS_TEST_REQUIRE_ALL=1, as .ci/run sets), like every tool check.
 func promtool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool is required (apt-get install -y --no-install-recommends prometheus): %v", err)
-	}
-	return p
+	return testenv.RequireTool(t, "promtool", "prometheus")
 }
 
 // TestPrometheusRules: promtool accepts the shipped rules, and there is an

@@ -241,9 +241,9 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	ec.QuotaBackendBytes = s.space.QuotaBytes
 	disableEtcdPurge(ec) // lpmos purges: store/purge.go
 	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions,
-		grpc.ChainUnaryInterceptor(recoverRemovedMember(cfg.Logger.With("component", "etcd"), func() { s.removed.Store(true) })))
+		grpc.ChainUnaryInterceptor(recoverRemovedMember(cfg.Logger.With("component", "etcd"), s.markRemoved)))
 	ec.ListenMetricsUrls = nil
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), func() { s.removed.Store(true) })))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), s.markRemoved)))
 
 	start := time.Now()
 	e, err := embed.StartEtcd(ec)
@@ -386,6 +386,16 @@ func (s *Store) LostErr() error {
 		return s.lostErr
 	default:
 		return nil
+	}
+}
+
+// markRemoved records that etcd said this member was removed from its
+// cluster and tombstones the data dir at once: a removed member stops
+// soon after, and etcd may panic on its way down (a read racing its closed
+// backend), which must not leave a data dir that looks alive.
+func (s *Store) markRemoved() {
+	if s.removed.CompareAndSwap(false, true) {
+		s.tombstone()
 	}
 }
 

@@ -18,8 +18,12 @@ import (
 // before it stops, and a Status call in that moment (this member's space
 // check, another member's `member list` or health) took the whole process
 // down before it could write its tombstone. The panic is etcd's
-// "failed to find local ID in cluster members"; only that one is turned
-// into an Unavailable answer, every other panic goes on.
+// "failed to find local ID in cluster members" (raised with no etcd lock
+// held); only that one is turned into an Unavailable answer, every other
+// panic goes on. Other panics of a stopping removed member (a read racing
+// the closed backend panics in bbolt holding a lock) are not recovered:
+// the tombstone is written the moment etcd says the member was removed
+// (markRemoved), before it stops.
 const removedMemberPanic = "failed to find local ID in cluster members"
 
 // recoverRemovedMember is a gRPC unary interceptor for the embedded etcd

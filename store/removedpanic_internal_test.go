@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -18,21 +19,24 @@ func TestRecoverRemovedMember(t *testing.T) {
 	tests := []struct {
 		name        string
 		handler     grpc.UnaryHandler
+		wasRemoved  bool // etcd already said this member was removed
 		wantCode    codes.Code
 		wantRemoved bool
 		wantPanic   bool
 	}{
-		{"answer passes", func(context.Context, any) (any, error) { return "ok", nil }, codes.OK, false, false},
-		{"error passes", func(context.Context, any) (any, error) { return nil, errors.New("boom") }, codes.Unknown, false, false},
+		{"answer passes", func(context.Context, any) (any, error) { return "ok", nil }, false, codes.OK, false, false},
+		{"error passes", func(context.Context, any) (any, error) { return nil, errors.New("boom") }, false, codes.Unknown, false, false},
 		{"removed member answers Unavailable", func(context.Context, any) (any, error) {
 			panic(removedMemberPanic) // what zap's Panic raises
-		}, codes.Unavailable, true, false},
-		{"other panics go on", func(context.Context, any) (any, error) { panic("something else") }, codes.OK, false, true},
+		}, false, codes.Unavailable, true, false},
+		{"other panics go on", func(context.Context, any) (any, error) { panic("something else") }, false, codes.OK, false, true},
+		{"other panics go on, also once removed", func(context.Context, any) (any, error) { panic("nil transaction") }, true, codes.OK, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			removed := false
-			ic := recoverRemovedMember(log, func() { removed = true })
+			var flag atomic.Bool
+			flag.Store(tc.wasRemoved)
+			ic := recoverRemovedMember(log, func() { flag.Store(true) })
 			var (
 				resp     any
 				err      error
@@ -48,7 +52,7 @@ func TestRecoverRemovedMember(t *testing.T) {
 			if tc.wantPanic {
 				return
 			}
-			if removed != tc.wantRemoved {
+			if removed := flag.Load(); removed != tc.wantRemoved {
 				t.Fatalf("removed %v, want %v", removed, tc.wantRemoved)
 			}
 			if got := status.Code(err); err != nil && got != tc.wantCode {
