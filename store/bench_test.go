@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/lpmos/lpmos/store"
@@ -103,4 +105,44 @@ func BenchmarkTransitionEventLimit(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkReopenedMemberHeap writes 9,000 entries of 8 KB (the size of
+// a large hardware report), restarts the member on the same data dir and
+// reports the Go heap after the restart: what etcd's in-memory raft log
+// costs a member (store/etcd.go, SnapshotCount).
+func BenchmarkReopenedMemberHeap(b *testing.B) {
+	for range b.N {
+		dir := b.TempDir()
+		ctx := context.Background()
+		s, err := store.Open(ctx, storetest.Config(b, dir))
+		if err != nil {
+			b.Fatal(err)
+		}
+		val := strings.Repeat("x", 8000)
+		for i := range 9000 {
+			if _, err := s.Client().Put(ctx, fmt.Sprintf("/bench/%06d", i), val); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(heapMiB(), "MiB-heap-written")
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		s, err = store.Open(ctx, storetest.Config(b, dir))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(heapMiB(), "MiB-heap-reopened")
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func heapMiB() float64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapAlloc) / (1 << 20)
 }

@@ -24,6 +24,14 @@ import (
 	"google.golang.org/grpc"
 )
 
+// The raft log the embedded member holds in memory: entries since its
+// last snapshot plus the catch-up entries kept for slow followers (see
+// where they are set in Open).
+const (
+	snapshotCount          = 1000
+	snapshotCatchUpEntries = 1000
+)
+
 // Config says where the store keeps its data: an embedded etcd member in
 // DataDir, or an external cluster at Endpoints.
 type Config struct {
@@ -240,6 +248,16 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	ec.AutoCompactionRetention = s.space.CompactionRetention.String()
 	ec.QuotaBackendBytes = s.space.QuotaBytes
 	disableEtcdPurge(ec) // lpmos purges: store/purge.go
+	// etcd keeps the raft log in memory back to its last snapshot plus the
+	// catch-up entries (10,000 + 5,000 by default), and a restart replays
+	// the WAL since the snapshot into that memory. lpmos's entries are large
+	// (hardware reports, batched progress), so that log was most of the
+	// heap of a member with 10,000 tasks. Snapshots are cheap here (the data
+	// is in bbolt; a snapshot is raft state), so they are taken 10x as
+	// often; a follower more than SnapshotCatchUpEntries behind receives the
+	// database instead of entries (BenchmarkReopenedMemberHeap).
+	ec.SnapshotCount = snapshotCount
+	ec.SnapshotCatchUpEntries = snapshotCatchUpEntries
 	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions,
 		grpc.ChainUnaryInterceptor(recoverRemovedMember(cfg.Logger.With("component", "etcd"), s.markRemoved)))
 	ec.ListenMetricsUrls = nil
