@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/json"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,13 +15,17 @@ import (
 //
 //   - /tasks/{id}/progress leaves out task_id (the key's) and mac_address
 //     (the spec's), and stamps updated_at to the millisecond;
-//   - /tasks/{id}/events/{ns} leaves out "at" (the key's nanosecond stamp);
-//   - /tasks/{id}/status stamps updated_at to the millisecond;
+//   - /tasks/{id}/events/{stamp} leaves out "at" (the key's nanosecond
+//     stamp, an 11-character sortable encoding since events14: keys.go),
+//     names its fields with one letter and leaves out the kind where the
+//     fields say it (a status change has "to", a stage a stage);
+//   - /tasks/{id}/status names its fields with one letter and stamps
+//     updated_at in unix milliseconds;
 //   - /tasks/{id}/target-disk leaves out the description (made from the
 //     disk).
 //
-// The decoders fill both back in, and read values written before (which
-// hold them) unchanged.
+// The decoders fill all of it back in, and read values (and event keys)
+// written before unchanged.
 
 // storedProgress is wire.Progress as stored: the same field names, the
 // redundant ones empty and omitted.
@@ -61,40 +64,123 @@ func decodeProgress(id string, val []byte) (wire.Progress, error) {
 	return p, nil
 }
 
-// storedEvent is Event as stored under its time-stamped key.
+// storedEvent is Event as stored under its time-stamped key (since
+// events14; before, the field names of Event, and "at" before store14).
 type storedEvent struct {
-	Kind    string `json:"kind"`
-	From    Status `json:"from,omitempty"`
-	To      Status `json:"to,omitempty"`
-	Stage   string `json:"stage,omitempty"`
-	Message string `json:"message,omitempty"`
-	Dropped int64  `json:"dropped,omitempty"`
+	Kind    string `json:"k,omitempty"` // left out when impliedKind says it
+	From    Status `json:"f,omitempty"`
+	To      Status `json:"t,omitempty"`
+	Stage   string `json:"s,omitempty"`
+	Message string `json:"m,omitempty"`
+	Dropped int64  `json:"d,omitempty"`
+}
+
+// impliedKind is the kind a stored event without one has: a status
+// change names the status it went to, a stage event only its stage.
+func impliedKind(from, to Status, stage string) string {
+	switch {
+	case to != "" && stage == "":
+		return "status"
+	case stage != "" && from == "" && to == "":
+		return "stage"
+	}
+	return ""
 }
 
 // eventValue is the stored form of ev, whose key is eventKey(id, ev.At).
 func eventValue(ev Event) string {
-	return mustJSON(storedEvent{Kind: ev.Kind, From: ev.From, To: ev.To, Stage: ev.Stage, Message: ev.Message, Dropped: ev.Dropped})
+	se := storedEvent{Kind: ev.Kind, From: ev.From, To: ev.To, Stage: ev.Stage, Message: ev.Message, Dropped: ev.Dropped}
+	if ev.Kind != "" && ev.Kind == impliedKind(ev.From, ev.To, ev.Stage) {
+		se.Kind = ""
+	}
+	return mustJSON(se)
+}
+
+// anyEvent reads every layout an event value has had: Event's own field
+// names (with "at" before store14) and storedEvent's.
+type anyEvent struct {
+	At      time.Time `json:"at"`
+	Kind    string    `json:"kind"`
+	From    Status    `json:"from"`
+	To      Status    `json:"to"`
+	Stage   string    `json:"stage"`
+	Message string    `json:"message"`
+	Dropped int64     `json:"dropped"`
+
+	K string `json:"k"`
+	F Status `json:"f"`
+	T Status `json:"t"`
+	S string `json:"s"`
+	M string `json:"m"`
+	D int64  `json:"d"`
 }
 
 // decodeEvent reads the event stored under key.
 func decodeEvent(key string, val []byte) (Event, error) {
-	var ev Event
-	if err := json.Unmarshal(val, &ev); err != nil {
+	var a anyEvent
+	if err := json.Unmarshal(val, &a); err != nil {
 		return Event{}, err
 	}
+	ev := Event{At: a.At, Kind: a.Kind, From: a.From, To: a.To, Stage: a.Stage, Message: a.Message, Dropped: a.Dropped}
+	if a.K != "" || a.F != "" || a.T != "" || a.S != "" || a.M != "" || a.D != 0 {
+		ev.Kind, ev.From, ev.To, ev.Stage, ev.Message, ev.Dropped = a.K, a.F, a.T, a.S, a.M, a.D
+	}
+	if ev.Kind == "" {
+		ev.Kind = impliedKind(ev.From, ev.To, ev.Stage)
+	}
 	if ev.At.IsZero() {
-		i := strings.LastIndexByte(key, '/')
-		if ns, err := strconv.ParseInt(key[i+1:], 10, 64); err == nil {
+		if ns, ok := parseEventStamp(key[strings.LastIndexByte(key, '/')+1:]); ok {
 			ev.At = time.Unix(0, ns).UTC()
 		}
 	}
 	return ev, nil
 }
 
-// statusValue is the stored form of st: updated_at to the millisecond.
+// storedStatus is StatusRecord as stored (since events14).
+type storedStatus struct {
+	Status    Status `json:"s"`
+	Reason    string `json:"r,omitempty"`
+	UpdatedAt int64  `json:"u,omitempty"` // unix milliseconds
+	Attempt   int    `json:"a"`
+}
+
+// statusValue is the stored form of st: short names, updated_at in unix
+// milliseconds.
 func statusValue(st StatusRecord) string {
-	st.UpdatedAt = st.UpdatedAt.Truncate(time.Millisecond)
-	return mustJSON(st)
+	ss := storedStatus{Status: st.Status, Reason: st.Reason, Attempt: st.Attempt}
+	if !st.UpdatedAt.IsZero() {
+		ss.UpdatedAt = st.UpdatedAt.UnixMilli()
+	}
+	return mustJSON(ss)
+}
+
+// UnmarshalJSON reads a status in either layout: the API's (StatusRecord's
+// field names, also what etcd held before events14) or the stored one
+// (statusValue). Every reader of /tasks/{id}/status decodes through it.
+func (st *StatusRecord) UnmarshalJSON(b []byte) error {
+	var a struct {
+		Status    Status    `json:"status"`
+		Reason    string    `json:"reason"`
+		UpdatedAt time.Time `json:"updated_at"`
+		Attempt   int       `json:"attempt"`
+
+		S Status `json:"s"`
+		R string `json:"r"`
+		U int64  `json:"u"`
+		A int    `json:"a"`
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return err
+	}
+	if a.S == "" {
+		*st = StatusRecord{Status: a.Status, Reason: a.Reason, UpdatedAt: a.UpdatedAt, Attempt: a.Attempt}
+		return nil
+	}
+	*st = StatusRecord{Status: a.S, Reason: a.R, Attempt: a.A}
+	if a.U != 0 {
+		st.UpdatedAt = time.UnixMilli(a.U).UTC()
+	}
+	return nil
 }
 
 // storedTargetDisk is TargetDisk without its description, which

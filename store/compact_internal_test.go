@@ -1,7 +1,11 @@
 package store
 
 import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +67,130 @@ func TestCompactValues(t *testing.T) {
 		t.Errorf("target disk decoded to %+v, %v; want %+v", got, err, td)
 	}
 	st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: at, Attempt: 1}
-	if v := statusValue(st); strings.Contains(v, ".505838390") || !strings.Contains(v, ".505Z") {
-		t.Errorf("stored status %s: want updated_at to the millisecond", v)
+	if v := statusValue(st); !strings.Contains(v, `"u":1796159313505`) {
+		t.Errorf("stored status %s: want updated_at in unix milliseconds", v)
+	}
+}
+
+// TestEventLayout: the events14 layout of an event (11-character stamp,
+// one-letter names, the kind left out where the fields say it) decodes
+// to the same event, and so do the keys and values written before it.
+func TestEventLayout(t *testing.T) {
+	id := "0a30e94b-aab0-45c0-849f-77fda0a3bf7d"
+	at := time.Date(2026, 12, 1, 21, 8, 33, 505838390, time.UTC)
+	events := []Event{
+		{At: at, Kind: "status", To: wire.StatusPending, Message: "task created"},
+		{At: at, Kind: "status", From: wire.StatusApproved, To: wire.StatusInstalling, Message: "agent reported progress"},
+		{At: at, Kind: "stage", Stage: wire.StageDownloading, Message: "downloading"},
+		{At: at, Kind: "stage", Stage: wire.StageCompleted},
+		{At: at, Kind: "auth", Message: "agent session opened"},
+		{At: at, Kind: "disk", Message: "target disk: /dev/sda"},
+		{At: at, Kind: "error", Message: "line 1\nline 2"},
+		{At: at, Kind: EventKindPower, Message: "power on"},
+		{At: at, Kind: "note", To: wire.StatusFailed, Stage: "x"}, // no kind implied: kept
+		{At: at, Kind: "status", From: wire.StatusInstalling, To: wire.StatusFailed, Stage: "writing"},
+	}
+	for _, ev := range events {
+		key, val := eventKey(id, ev.At), eventValue(ev)
+		if got, err := decodeEvent(key, []byte(val)); err != nil || got != ev {
+			t.Errorf("%s %s decoded to %+v, %v; want %+v", key, val, got, err, ev)
+		}
+		for _, long := range []string{`"at"`, `"kind"`, `"message"`, `"from"`, `"stage"`} {
+			if strings.Contains(val, long) {
+				t.Errorf("stored event %s holds %s", val, long)
+			}
+		}
+		// What store14 wrote (Event's names, no "at", decimal stamp)
+		// and what came before it (with "at").
+		oldKey := fmt.Sprintf("%s%020d", eventsPrefix(id), ev.At.UnixNano())
+		noAt := strings.Replace(mustJSON(ev), `"at":"2026-12-01T21:08:33.50583839Z",`, "", 1)
+		for _, old := range []string{noAt, mustJSON(ev)} {
+			if got, err := decodeEvent(oldKey, []byte(old)); err != nil || got != ev {
+				t.Errorf("old %s %s decoded to %+v, %v; want %+v", oldKey, old, got, err, ev)
+			}
+		}
+	}
+	if v := eventValue(events[1]); v != `{"f":"approved","t":"installing","m":"agent reported progress"}` {
+		t.Errorf("stored status event: %s", v)
+	}
+	if k := eventKey(id, at); len(k) != len(eventsPrefix(id))+11 {
+		t.Errorf("event key %s: want an 11-character stamp", k)
+	}
+}
+
+// TestEventStampOrder: the byte order of stamps is time order, new
+// stamps sort after every decimal stamp of the layout before (a task's
+// older events stay first) and the dropped-events record before all.
+func TestEventStampOrder(t *testing.T) {
+	id := "0a30e94b-aab0-45c0-849f-77fda0a3bf7d"
+	r := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	var ns []int64
+	for range 2000 {
+		ns = append(ns, base+r.Int64N(int64(50*365*24*time.Hour)))
+	}
+	ns = append(ns, 1, 63, 64, 1<<59, 1<<60-1, 1<<60, 1<<62, 1<<63-1, base, base+1, base-1)
+	for _, n := range ns {
+		s := eventStamp(n)
+		if got, ok := parseEventStamp(s); !ok || got != n {
+			t.Fatalf("stamp %s of %d parsed to %d, %v", s, n, got, ok)
+		}
+	}
+	slices.Sort(ns)
+	for i := 1; i < len(ns); i++ {
+		a, b := eventKey(id, time.Unix(0, ns[i-1])), eventKey(id, time.Unix(0, ns[i]))
+		if ns[i-1] < ns[i] && a >= b {
+			t.Fatalf("key of %d (%s) does not sort before that of %d (%s)", ns[i-1], a, ns[i], b)
+		}
+	}
+	oldest, newest := fmt.Sprintf("%s%020d", eventsPrefix(id), 1), fmt.Sprintf("%s%020d", eventsPrefix(id), int64(1<<63-1))
+	if first := eventKey(id, time.Unix(0, 1)); first <= newest || droppedKey(id) >= oldest {
+		t.Errorf("order: dropped %s, decimal %s..%s, new %s", droppedKey(id), oldest, newest, first)
+	}
+	if ns, ok := parseEventStamp("00000000000000000000"); !ok || ns != 0 {
+		t.Errorf("dropped record's stamp parsed to %d, %v", ns, ok)
+	}
+	for _, bad := range []string{"a!!!!!!!!!!", "q0000000000", "", "12x"} {
+		if _, ok := parseEventStamp(bad); ok {
+			t.Errorf("stamp %q parsed", bad)
+		}
+	}
+}
+
+// TestStatusLayout: the stored status decodes (through StatusRecord's
+// UnmarshalJSON, which every reader uses) to the record to the
+// millisecond, and the API's layout (also etcd's before events14) still
+// decodes; the API's JSON is unchanged.
+func TestStatusLayout(t *testing.T) {
+	at := time.Date(2026, 12, 1, 21, 8, 33, 505838390, time.UTC)
+	for _, st := range []StatusRecord{
+		{Status: wire.StatusInstalling, UpdatedAt: at, Attempt: 1},
+		{Status: wire.StatusFailed, Reason: "disk gone", UpdatedAt: at, Attempt: 3},
+		{Status: wire.StatusPending, Attempt: 1},
+	} {
+		v := statusValue(st)
+		var got StatusRecord
+		if err := json.Unmarshal([]byte(v), &got); err != nil {
+			t.Fatal(err)
+		}
+		want := st
+		want.UpdatedAt = st.UpdatedAt.Truncate(time.Millisecond)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s decoded to %+v, want %+v", v, got, want)
+		}
+		api, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(api), `"status":`) || !strings.Contains(string(api), `"updated_at":`) {
+			t.Errorf("API JSON of a status changed: %s", api)
+		}
+		got = StatusRecord{}
+		if err := json.Unmarshal(api, &got); err != nil || !reflect.DeepEqual(got, st) {
+			t.Errorf("old layout %s decoded to %+v, %v; want %+v", api, got, err, st)
+		}
+	}
+	if v := statusValue(StatusRecord{Status: wire.StatusReady, Reason: "claimed by region", UpdatedAt: at, Attempt: 1}); v != `{"s":"ready","r":"claimed by region","u":1796159313505,"a":1}` {
+		t.Errorf("stored status: %s", v)
 	}
 }

@@ -19,9 +19,10 @@ const DefaultMaxTaskEvents = 200
 // events were dropped. It is always the task's first event.
 const EventKindDropped = "dropped"
 
-// droppedKey is the key of the "older events dropped" record: time zero,
-// so it sorts before every real event.
-func droppedKey(id string) string { return eventKey(id, time.Unix(0, 0)) }
+// droppedKey is the key of the "older events dropped" record: time zero
+// in the decimal stamp of the first layout, so it sorts before every real
+// event, in either layout (keys.go eventStamp).
+func droppedKey(id string) string { return eventsPrefix(id) + "00000000000000000000" }
 
 // boundEvents adds to ops (the transaction about to be committed for task
 // id) the deletes of the oldest events that would exceed the task's limit

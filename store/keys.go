@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -54,10 +55,48 @@ func powerRequestKey(region, id string, at time.Time) string {
 	return fmt.Sprintf("%s%s/%020d", powerRequestsPrefix(region), id, at.UnixNano())
 }
 
-// eventKey orders events by time; the nanosecond stamp is zero-padded so
-// etcd's byte order is time order.
+// eventKey orders events by time: etcd's byte order of the stamps is
+// time order (eventStamp).
 func eventKey(id string, at time.Time) string {
-	return fmt.Sprintf("%s%020d", eventsPrefix(id), at.UnixNano())
+	return eventsPrefix(id) + eventStamp(at.UnixNano())
+}
+
+// stampDigits are 64 characters in ASCII order.
+const stampDigits = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+
+// eventStamp encodes the nanosecond time ns in 11 characters (until
+// events14 it was 20 decimal digits): the top 4 bits as 'a'..'p', then
+// 6 bits a character from stampDigits. Byte order is numeric order, and
+// every stamp sorts after every decimal one (letters after digits), so a
+// task's events written before the upgrade stay first, and the
+// dropped-events record (droppedKey, all zeros) stays before all.
+func eventStamp(ns int64) string {
+	var b [11]byte
+	u := uint64(ns)
+	for i := 10; i > 0; i-- {
+		b[i] = stampDigits[u&63]
+		u >>= 6
+	}
+	b[0] = 'a' + byte(u) // u < 16
+	return string(b[:])
+}
+
+// parseEventStamp reads an event key's last segment: eventStamp's form or
+// the decimal one of before.
+func parseEventStamp(s string) (int64, bool) {
+	if len(s) == 11 && s[0] >= 'a' && s[0] <= 'p' {
+		u := uint64(s[0] - 'a')
+		for i := 1; i < 11; i++ {
+			d := strings.IndexByte(stampDigits, s[i])
+			if d < 0 {
+				return 0, false
+			}
+			u = u<<6 | uint64(d)
+		}
+		return int64(u), true
+	}
+	ns, err := strconv.ParseInt(s, 10, 64)
+	return ns, err == nil
 }
 
 // taskKeyKind splits /tasks/{id}/{kind}[/...] into id and kind.

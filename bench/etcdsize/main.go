@@ -4,7 +4,10 @@
 // sums, per kind of key (/tasks/{id}/progress, /tasks/{id}/events/...),
 // the versions kept (no compaction: every one) and their bytes.
 //
-//	go run ./bench/etcdsize [-per N] DATA_DIR_OR_DB_FILE
+//	go run ./bench/etcdsize [-per N] [-dump REGEXP] DATA_DIR_OR_DB_FILE
+//
+// -dump also prints every version of the keys matching REGEXP (revision,
+// key, value), e.g. one task's: -dump /tasks/ID/
 package main
 
 import (
@@ -43,9 +46,14 @@ type sum struct {
 
 func main() {
 	per := flag.Int("per", 0, "divide by this many installs (0: totals only)")
+	dump := flag.String("dump", "", "also print every version of the keys matching this regexp")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		log.Fatal("usage: etcdsize [-per N] DATA_DIR_OR_DB_FILE")
+		log.Fatal("usage: etcdsize [-per N] [-dump REGEXP] DATA_DIR_OR_DB_FILE")
+	}
+	var dumpRE *regexp.Regexp
+	if *dump != "" {
+		dumpRE = regexp.MustCompile(*dump)
 	}
 	path := flag.Arg(0)
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
@@ -74,8 +82,16 @@ func main() {
 				return fmt.Errorf("decode revision %x: %w", rev, err)
 			}
 			k := kind(string(kv.Key))
-			if len(rev) > 17 && rev[17] == 't' {
+			del := len(rev) > 17 && rev[17] == 't'
+			if del {
 				k += " (delete)"
+			}
+			if dumpRE != nil && dumpRE.MatchString(string(kv.Key)) {
+				what := string(kv.Value)
+				if del {
+					what = "(delete)"
+				}
+				fmt.Printf("%8d %4d B  %s  %s\n", kv.ModRevision, len(rev)+len(v), kv.Key, what)
 			}
 			s := sums[k]
 			if s == nil {
