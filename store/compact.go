@@ -14,7 +14,8 @@ import (
 // written without what the key or another key already says:
 //
 //   - /tasks/{id}/progress leaves out task_id (the key's) and mac_address
-//     (the spec's), and stamps updated_at to the millisecond;
+//     (the spec's), names its fields with one or two letters and stamps
+//     updated_at in unix milliseconds;
 //   - /tasks/{id}/events/{stamp} leaves out "at" (the key's nanosecond
 //     stamp, an 11-character sortable encoding since events14: keys.go),
 //     names its fields with one letter and leaves out the kind where the
@@ -27,36 +28,57 @@ import (
 // The decoders fill all of it back in, and read values (and event keys)
 // written before unchanged.
 
-// storedProgress is wire.Progress as stored: the same field names, the
-// redundant ones empty and omitted.
+// storedProgress is wire.Progress as stored (since events14; before, its
+// own field names, with task_id and mac_address before store14): one- or
+// two-letter names, updated_at in unix milliseconds.
 type storedProgress struct {
-	TaskID     string    `json:"task_id,omitempty"`
-	Seq        int64     `json:"seq"`
-	Stage      string    `json:"stage"`
-	Percentage int       `json:"percentage"`
-	Message    string    `json:"message,omitempty"`
-	BytesDone  int64     `json:"bytes_done,omitempty"`
-	BytesTotal int64     `json:"bytes_total,omitempty"`
-	Attempt    int       `json:"attempt,omitempty"`
-	Run        int       `json:"run,omitempty"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	Seq        int64  `json:"q"`
+	Stage      string `json:"s"`
+	Percentage int    `json:"p"`
+	Message    string `json:"m,omitempty"`
+	BytesDone  int64  `json:"bd,omitempty"`
+	BytesTotal int64  `json:"bt,omitempty"`
+	Attempt    int    `json:"a,omitempty"`
+	Run        int    `json:"r,omitempty"`
+	UpdatedAt  int64  `json:"u,omitempty"`
 }
 
 // progressValue is the stored form of p (its partitions are kept under
 // their own key).
 func progressValue(p wire.Progress) string {
-	return mustJSON(storedProgress{
+	sp := storedProgress{
 		Seq: p.Seq, Stage: p.Stage, Percentage: p.Percentage, Message: p.Message,
 		BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, Attempt: p.Attempt, Run: p.Run,
-		UpdatedAt: p.UpdatedAt.Truncate(time.Millisecond),
-	})
+	}
+	if !p.UpdatedAt.IsZero() {
+		sp.UpdatedAt = p.UpdatedAt.UnixMilli()
+	}
+	return mustJSON(sp)
 }
 
-// decodeProgress reads a stored report of task id.
+// decodeProgress reads a stored report of task id, in either layout.
 func decodeProgress(id string, val []byte) (wire.Progress, error) {
-	var p wire.Progress
-	if err := json.Unmarshal(val, &p); err != nil {
+	var a struct {
+		wire.Progress
+		Q  *int64 `json:"q"`
+		S  string `json:"s"`
+		P  int    `json:"p"`
+		M  string `json:"m"`
+		BD int64  `json:"bd"`
+		BT int64  `json:"bt"`
+		A  int    `json:"a"`
+		R  int    `json:"r"`
+		U  int64  `json:"u"`
+	}
+	if err := json.Unmarshal(val, &a); err != nil {
 		return wire.Progress{}, err
+	}
+	p := a.Progress
+	if a.Q != nil {
+		p = wire.Progress{Seq: *a.Q, Stage: a.S, Percentage: a.P, Message: a.M, BytesDone: a.BD, BytesTotal: a.BT, Attempt: a.A, Run: a.R}
+		if a.U != 0 {
+			p.UpdatedAt = time.UnixMilli(a.U).UTC()
+		}
 	}
 	if p.TaskID == "" {
 		p.TaskID = id

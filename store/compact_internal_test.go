@@ -23,7 +23,7 @@ func TestCompactValues(t *testing.T) {
 	p := wire.Progress{MACAddress: "52:54:00:00:00:01", TaskID: id, Seq: 7, Stage: wire.StageDownloading, Percentage: 41,
 		Message: "downloading", BytesDone: 10, BytesTotal: 20, Attempt: 2, Run: 1, UpdatedAt: at}
 	v := progressValue(p)
-	for _, redundant := range []string{id, "52:54:00:00:00:01", "mac_address", "task_id", ".505838390"} {
+	for _, redundant := range []string{id, "52:54:00:00:00:01", "mac_address", "task_id", "percentage", "updated_at", "2026-12-01"} {
 		if strings.Contains(v, redundant) {
 			t.Errorf("stored progress %s holds %q", v, redundant)
 		}
@@ -37,9 +37,22 @@ func TestCompactValues(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded %+v, want %+v", got, want)
 	}
-	old := mustJSON(p) // the full form written before
-	if got, err := decodeProgress(id, []byte(old)); err != nil || got.TaskID != id || got.Seq != 7 || !got.UpdatedAt.Equal(at) {
+	if v != `{"q":7,"s":"downloading","p":41,"m":"downloading","bd":10,"bt":20,"a":2,"r":1,"u":1796159313505}` {
+		t.Errorf("stored progress: %s", v)
+	}
+	old := mustJSON(p) // the full form written before store14
+	if got, err := decodeProgress(id, []byte(old)); err != nil || !reflect.DeepEqual(got, p) {
 		t.Errorf("old form %s decoded to %+v, %v", old, got, err)
+	}
+	// store14's form: no task_id, no mac_address.
+	p14 := `{"seq":7,"stage":"downloading","percentage":41,"message":"downloading","bytes_done":10,"bytes_total":20,"attempt":2,"run":1,"updated_at":"2026-12-01T21:08:33.505Z"}`
+	if got, err := decodeProgress(id, []byte(p14)); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("store14 form %s decoded to %+v, %v; want %+v", p14, got, err, want)
+	}
+	// A first report at seq 0 and percentage 0 keeps its layout.
+	p0 := wire.Progress{TaskID: id, Stage: wire.StagePartitioning}
+	if got, err := decodeProgress(id, []byte(progressValue(p0))); err != nil || !reflect.DeepEqual(got, p0) {
+		t.Errorf("zero report %s decoded to %+v, %v", progressValue(p0), got, err)
 	}
 
 	ev := Event{At: at, Kind: "status", From: wire.StatusApproved, To: wire.StatusInstalling, Message: "agent reported progress"}

@@ -275,8 +275,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 			t.progRev = 0
 			return
 		}
-		var p wire.Progress
-		if json.Unmarshal(val, &p) == nil {
+		if p, err := decodeProgress(id, val); err == nil {
 			t.prog = markOf(&p)
 		}
 	case "session":

@@ -30,12 +30,15 @@ var (
 	uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 	macRE  = regexp.MustCompile(`([0-9a-f]{2}:){5}[0-9a-f]{2}`)
 	numRE  = regexp.MustCompile(`/[0-9]{8,}`)
+	// an event key's stamp since events14 (store/keys.go eventStamp)
+	stampRE = regexp.MustCompile(`/events/[a-p][-0-9A-Za-z_]{10}$`)
 )
 
 // kind folds a key into its kind: ids, MACs and stamps replaced.
 func kind(key string) string {
 	k := uuidRE.ReplaceAllString(key, "{id}")
 	k = macRE.ReplaceAllString(k, "{mac}")
+	k = stampRE.ReplaceAllString(k, "/events/{n}")
 	return numRE.ReplaceAllString(k, "/{n}")
 }
 
