@@ -12,6 +12,7 @@ import (
 
 	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/wire"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -121,18 +122,25 @@ func (s *Store) status(ctx context.Context, id string) (StatusRecord, int64, err
 
 // GetTask reads one task with its hardware and progress.
 func (s *Store) GetTask(ctx context.Context, id string) (Task, error) {
+	t, _, err := s.readTask(ctx, id)
+	return t, err
+}
+
+// readTask is GetTask that also returns the keys it read (every key of
+// the task, events included, in key order).
+func (s *Store) readTask(ctx context.Context, id string) (Task, []*mvccpb.KeyValue, error) {
 	if !validTaskID(id) {
-		return Task{}, fmt.Errorf("%w: task %s", ErrNotFound, id)
+		return Task{}, nil, fmt.Errorf("%w: task %s", ErrNotFound, id)
 	}
 	resp, err := s.cli.Get(ctx, taskPrefix(id), clientv3.WithPrefix())
 	if err != nil {
-		return Task{}, fmt.Errorf("read task %s: %w", id, err)
+		return Task{}, nil, fmt.Errorf("read task %s: %w", id, err)
 	}
 	tasks := assembleTasks(resp.Kvs, s.log)
 	if len(tasks) == 0 {
-		return Task{}, fmt.Errorf("%w: task %s", ErrNotFound, id)
+		return Task{}, nil, fmt.Errorf("%w: task %s", ErrNotFound, id)
 	}
-	return tasks[0], nil
+	return tasks[0], resp.Kvs, nil
 }
 
 func validTaskID(id string) bool {
@@ -232,7 +240,7 @@ func (s *Store) Transition(ctx context.Context, id string, to Status, reason str
 // computed from the current task.
 func (s *Store) transition(ctx context.Context, id string, to Status, reason string, extra func(t Task) ([]clientv3.Op, []clientv3.Cmp, error)) (Task, error) {
 	for range maxTxnRetries {
-		t, err := s.GetTask(ctx, id)
+		t, kvs, err := s.readTask(ctx, id)
 		if err != nil {
 			return Task{}, err
 		}
@@ -277,9 +285,7 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 			ops = append(ops, xops...)
 			cmps = append(cmps, xcmps...)
 		}
-		if ops, err = s.boundEvents(ctx, id, ops); err != nil {
-			return t, err
-		}
+		ops = s.boundEventsIn(id, ops, kvs)
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return Task{}, fmt.Errorf("move task %s to %s: %w", id, to, err)
@@ -430,9 +436,7 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 				clientv3.OpPut(statusKey(id), statusValue(st)),
 				eventOp(id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: cur, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		}
-		if ops, err = s.boundEvents(ctx, id, ops); err != nil {
-			return ProgressResult{}, err
-		}
+		ops = s.boundEventsIn(id, ops, resp.Kvs)
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return ProgressResult{}, fmt.Errorf("store progress of %s: %w", id, err)
