@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,6 +117,91 @@ func eventValue(ev Event) string {
 		se.Kind = ""
 	}
 	return mustJSON(se)
+}
+
+// eventsValue is the stored form of one transaction's events evs (at
+// least one, in the order the transaction wrote them) under
+// eventKey(id, firstAt(evs)): one event as eventValue, several as a list
+// whose members say their time as "o", nanoseconds after the key's (left
+// out when 0). The list keeps the transaction's order (the order watchers
+// saw them in when each had its own key); Events sorts by time.
+func eventsValue(evs []Event) string {
+	if len(evs) == 1 {
+		return eventValue(evs[0])
+	}
+	base := firstAt(evs)
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, ev := range evs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		v := eventValue(ev)
+		if off := ev.At.Sub(base).Nanoseconds(); off != 0 {
+			v = v[:len(v)-1] + `,"o":` + strconv.FormatInt(off, 10) + "}"
+			if v[1] == ',' { // eventValue was {}
+				v = "{" + v[2:]
+			}
+		}
+		b.WriteString(v)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// firstAt is the oldest time of evs.
+func firstAt(evs []Event) time.Time {
+	at := evs[0].At
+	for _, ev := range evs[1:] {
+		if ev.At.Before(at) {
+			at = ev.At
+		}
+	}
+	return at
+}
+
+// decodeEvents reads the events stored under key: one, or a list
+// (eventsValue) in the order it was written.
+func decodeEvents(key string, val []byte) ([]Event, error) {
+	if len(val) == 0 || val[0] != '[' {
+		ev, err := decodeEvent(key, val)
+		if err != nil {
+			return nil, err
+		}
+		return []Event{ev}, nil
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(val, &list); err != nil {
+		return nil, err
+	}
+	out := make([]Event, 0, len(list))
+	for _, raw := range list {
+		ev, err := decodeEvent(key, raw)
+		if err != nil {
+			return nil, err
+		}
+		var o struct {
+			O int64 `json:"o"`
+		}
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return nil, err
+		}
+		ev.At = ev.At.Add(time.Duration(o.O))
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// eventCount is how many events a stored event value holds.
+func eventCount(val []byte) int {
+	if len(val) == 0 || val[0] != '[' {
+		return 1
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(val, &list) != nil || len(list) == 0 {
+		return 1
+	}
+	return len(list)
 }
 
 // anyEvent reads every layout an event value has had: Event's own field

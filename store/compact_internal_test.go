@@ -12,6 +12,7 @@ import (
 
 	"github.com/lpmos/lpmos/agent/disksel"
 	"github.com/lpmos/lpmos/agent/wire"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestCompactValues: the stored progress and event leave out what their
@@ -205,5 +206,64 @@ func TestStatusLayout(t *testing.T) {
 	}
 	if v := statusValue(StatusRecord{Status: wire.StatusReady, Reason: "claimed by region", UpdatedAt: at, Attempt: 1}); v != `{"s":"ready","r":"claimed by region","u":1796159313505,"a":1}` {
 		t.Errorf("stored status: %s", v)
+	}
+}
+
+// TestEventList: one transaction's events under one key keep the
+// transaction's order and each its own time; a single event is stored as
+// before; packEvents folds only the event puts of the task.
+func TestEventList(t *testing.T) {
+	id := "0a30e94b-aab0-45c0-849f-77fda0a3bf7d"
+	at := time.Date(2026, 12, 1, 21, 8, 33, 505838390, time.UTC)
+	evs := []Event{ // as reportProgress writes them: the stage, then the status change a nanosecond before
+		{At: at, Kind: "stage", Stage: wire.StagePartitioning, Message: "partitioning"},
+		{At: at.Add(-time.Nanosecond), Kind: "status", From: wire.StatusApproved, To: wire.StatusInstalling, Message: "agent reported progress"},
+		{At: at.Add(5 * time.Millisecond), Kind: "note"},
+		{At: at.Add(time.Second), Kind: ""},
+	}
+	v := eventsValue(evs)
+	want := `[{"s":"partitioning","m":"partitioning","o":1},{"f":"approved","t":"installing","m":"agent reported progress"},{"k":"note","o":5000001},{"o":1000000001}]`
+	if v != want {
+		t.Errorf("stored list %s, want %s", v, want)
+	}
+	key := eventKey(id, at.Add(-time.Nanosecond))
+	got, err := decodeEvents(key, []byte(v))
+	if err != nil || !reflect.DeepEqual(got, evs) {
+		t.Errorf("list decoded to %+v, %v; want %+v", got, err, evs)
+	}
+	if n := eventCount([]byte(v)); n != 4 {
+		t.Errorf("eventCount %d, want 4", n)
+	}
+	if v := eventsValue(evs[:1]); v != eventValue(evs[0]) {
+		t.Errorf("one event stored as %s", v)
+	}
+	if got, err := decodeEvents(eventKey(id, at), []byte(eventValue(evs[0]))); err != nil || len(got) != 1 || got[0] != evs[0] || eventCount([]byte(eventValue(evs[0]))) != 1 {
+		t.Errorf("one event decoded to %+v, %v", got, err)
+	}
+
+	other := "1b30e94b-aab0-45c0-849f-77fda0a3bf7d"
+	ops := []clientv3.Op{
+		clientv3.OpPut(progressKey(id), "p"),
+		eventOp(id, evs[0]),
+		clientv3.OpPut(statusKey(id), "s"),
+		eventOp(id, evs[1]),
+		eventOp(other, evs[2]),
+		clientv3.OpDelete(eventKey(id, at.Add(-time.Hour))),
+	}
+	packed := packEvents(id, ops)
+	if len(packed) != 5 {
+		t.Fatalf("%d ops after packing, want 5", len(packed))
+	}
+	p := packed[1]
+	if !p.IsPut() || string(p.KeyBytes()) != key || string(p.ValueBytes()) != eventsValue(evs[:2]) {
+		t.Errorf("packed op %s = %s, want %s = %s", p.KeyBytes(), p.ValueBytes(), key, eventsValue(evs[:2]))
+	}
+	for i, want := range []string{progressKey(id), key, statusKey(id), eventKey(other, evs[2].At), eventKey(id, at.Add(-time.Hour))} {
+		if string(packed[i].KeyBytes()) != want {
+			t.Errorf("op %d is %s, want %s", i, packed[i].KeyBytes(), want)
+		}
+	}
+	if one := ops[:3]; len(packEvents(id, one)) != 3 {
+		t.Errorf("one event: ops changed")
 	}
 }

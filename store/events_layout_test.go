@@ -8,6 +8,7 @@ import (
 
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // A task whose events, status and progress were written by the release
@@ -114,5 +115,71 @@ func TestEventsAcrossLayouts(t *testing.T) {
 		if got, ok := seen[ev.At]; !ok || got != ev {
 			t.Errorf("watch saw %+v (%v), Events reads %+v", got, ok, ev)
 		}
+	}
+}
+
+// One transaction's events share one key: the API reads them in time
+// order as before, watchers get one change each in the order the
+// transaction wrote them (as when each had its own key), and the history
+// bound counts events, dropping a shared key whole.
+func TestEventsOfOneTransaction(t *testing.T) {
+	const limit = 4
+	s := openStore(t, func(c *store.Config) { c.MaxTaskEvents = limit })
+	ctx := context.Background()
+	task := walk(t, ctx, s, "02:00:00:00:0e:02", wire.StatusApproved) // 4 events, 4 keys
+	changes := s.Watch(ctx, task.Revision+1)
+	if _, err := s.ReportProgress(ctx, task.ID, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Message: "parting"}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.Client().Get(ctx, "/tasks/"+task.ID+"/events/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 6 events written, limit 4: the record, approved, then the pair;
+	// created, ready and pending_approval (3) dropped; 3 keys.
+	got := ""
+	for _, ev := range evs {
+		got += fmt.Sprintf("%s:%s%s:%d ", ev.Kind, ev.To, ev.Stage, ev.Dropped)
+	}
+	if want := "dropped::3 status:approved:0 status:installing:0 stage:partitioning:0 "; got != want || keys.Count != 3 {
+		t.Fatalf("events %s (%d keys), want %s (3 keys)", got, keys.Count, want)
+	}
+	if !evs[2].At.Before(evs[3].At) {
+		t.Errorf("status change at %v not before the stage at %v", evs[2].At, evs[3].At)
+	}
+	var seen []string
+	deadline := time.After(10 * time.Second)
+	for len(seen) < 2 {
+		select {
+		case c := <-changes:
+			if c.Kind == store.KindEvent && c.Event.Kind != store.EventKindDropped {
+				seen = append(seen, c.Event.Kind)
+				if e := evs[len(evs)-len(seen)]; *c.Event != e { // stage first, then status
+					t.Errorf("watch: %+v, Events: %+v", *c.Event, e)
+				}
+			}
+		case <-deadline:
+			t.Fatalf("watch saw %v", seen)
+		}
+	}
+	// A failure with its log: the status change and the error share a
+	// key; the shared key of before goes whole.
+	if _, err := s.Fail(ctx, task.ID, "disk gone", []string{"log line"}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err = s.Events(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = ""
+	for _, ev := range evs {
+		got += fmt.Sprintf("%s:%s:%d ", ev.Kind, ev.To, ev.Dropped)
+	}
+	if want := "dropped::6 status:failed:0 error::0 "; got != want {
+		t.Fatalf("events %s, want %s", got, want)
 	}
 }

@@ -296,7 +296,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 		case del:
 			t.events = max(0, t.events-1)
 		case created:
-			t.events++
+			t.events += eventCount(val) // a delete takes one: over, never under
 		}
 	}
 }
@@ -597,7 +597,7 @@ func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
 	if events > 0 && r.events+int64(events) > int64(pp.s.maxEvents-1) {
 		return nil
 	}
-	return ops
+	return packEvents(r.id, ops)
 }
 
 // committed records a committed chunk in the cache and answers its waiters.

@@ -40,6 +40,43 @@ func eventOp(id string, ev Event) clientv3.Op {
 	return clientv3.OpPut(eventKey(id, ev.At), eventValue(ev))
 }
 
+// packEvents writes the events ops put for task id under one key (the
+// oldest one's, eventsValue): a transaction's events cost one etcd record,
+// not one each. ops without two events come back as they are.
+func packEvents(id string, ops []clientv3.Op) []clientv3.Op {
+	prefix, dk := eventsPrefix(id), droppedKey(id)
+	n := 0
+	for _, op := range ops {
+		if k := string(op.KeyBytes()); op.IsPut() && strings.HasPrefix(k, prefix) && k != dk {
+			n++
+		}
+	}
+	if n < 2 {
+		return ops
+	}
+	out := make([]clientv3.Op, 0, len(ops)-n+1)
+	var evs []Event
+	at := -1
+	for _, op := range ops {
+		if k := string(op.KeyBytes()); op.IsPut() && strings.HasPrefix(k, prefix) && k != dk {
+			if ev, err := decodeEvent(k, op.ValueBytes()); err == nil {
+				if at < 0 {
+					at = len(out)
+					out = append(out, op)
+				}
+				evs = append(evs, ev)
+				continue
+			}
+		}
+		out = append(out, op)
+	}
+	if len(evs) < 2 {
+		return ops
+	}
+	out[at] = clientv3.OpPut(eventKey(id, firstAt(evs)), eventsValue(evs))
+	return out
+}
+
 // CreateTask stores a new pending task. A second active task for the same
 // MAC is refused with ErrConflict, atomically: the MAC index and the task's
 // status are both compared in the transaction that writes the new task.
@@ -218,12 +255,13 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		ev, err := decodeEvent(string(kv.Key), kv.Value)
+		evs, err := decodeEvents(string(kv.Key), kv.Value)
 		if err != nil {
 			s.log.Warn("store: skip undecodable event", "key", string(kv.Key), "error", err)
 			continue
 		}
-		out = append(out, ev)
+		sort.SliceStable(evs, func(i, j int) bool { return evs[i].At.Before(evs[j].At) }) // one key's: in time order, as when each had its own
+		out = append(out, evs...)
 	}
 	return out, nil
 }
@@ -285,7 +323,7 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 			ops = append(ops, xops...)
 			cmps = append(cmps, xcmps...)
 		}
-		ops = s.boundEventsIn(id, ops, kvs)
+		ops = s.boundEventsIn(id, packEvents(id, ops), kvs)
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return Task{}, fmt.Errorf("move task %s to %s: %w", id, to, err)
@@ -436,7 +474,7 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 				clientv3.OpPut(statusKey(id), statusValue(st)),
 				eventOp(id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: cur, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		}
-		ops = s.boundEventsIn(id, ops, resp.Kvs)
+		ops = s.boundEventsIn(id, packEvents(id, ops), resp.Kvs)
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return ProgressResult{}, fmt.Errorf("store progress of %s: %w", id, err)

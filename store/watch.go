@@ -37,6 +37,11 @@ type Change struct {
 	// progress path and not stored yet (store/live.go); Revision is then
 	// the last revision the watch delivered.
 	Live bool
+
+	// moreEvents are the events after Event that the same key holds (one
+	// transaction's, store/compact.go eventsValue): Watch sends each as a
+	// change of its own.
+	moreEvents []Event
 }
 
 // ChangeKind names what changed.
@@ -132,10 +137,20 @@ func (s *Store) Watch(ctx context.Context, fromRev int64) <-chan Change {
 					delete(stored, c.TaskID)
 					delete(order, c.TaskID)
 				}
+				more := c.moreEvents
+				c.moreEvents = nil
 				select {
 				case out <- c:
 				case <-ctx.Done():
 					return
+				}
+				for i := range more {
+					c.Event = &more[i]
+					select {
+					case out <- c:
+					case <-ctx.Done():
+						return
+					}
 				}
 			}
 		}
@@ -201,9 +216,12 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 			p, err = decodeProgress(id, ev.Kv.Value)
 			c.Kind, c.Progress = KindProgress, &p
 		case kind == "events":
-			var e Event
-			e, err = decodeEvent(key, ev.Kv.Value)
-			c.Kind, c.Event = KindEvent, &e
+			var evs []Event
+			if evs, err = decodeEvents(key, ev.Kv.Value); err == nil && len(evs) > 0 {
+				c.Kind, c.Event, c.moreEvents = KindEvent, &evs[0], evs[1:]
+			} else if err == nil {
+				return c, false
+			}
 		default:
 			return c, false
 		}
