@@ -73,7 +73,7 @@ type cachedTask struct {
 	sessAttempt int
 	sessRun     int
 	sessRev     int64
-	events      int            // event keys of the task (for the history bound)
+	events      int            // events of the task, never fewer (for the history bound)
 	wroteAt     time.Time      // when this path last wrote the task's progress
 	pending     *wire.Progress // coalesced, not yet written
 	accepted    *progMark      // the newest report answered 200 by this path
