@@ -267,9 +267,11 @@ func (h *Hub) runOnce(ctx context.Context) error {
 }
 
 // load reads a fresh snapshot and, if clients are connected, sends it to
-// each of them: their state is replaced, whatever they missed.
+// each of them: their state is replaced, whatever they missed. The tasks
+// come from the store's task index (store/taskindex.go: summaries kept by
+// its own watch), not from a read of every key of every task.
 func (h *Hub) load(ctx context.Context) (int64, error) {
-	tasks, rev, err := h.st.ListTasks(ctx, store.Filter{})
+	tasks, rev, err := h.st.TaskSummaries(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("load tasks: %w", err)
 	}
