@@ -168,7 +168,7 @@ type Hub struct {
 }
 
 // hubTask is the hub's summary of a task: a store.Task holding only the
-// fields compactTask keeps (ui/hub_summary.go).
+// fields compactTask keeps (indexedTask at a load) (ui/hub_summary.go).
 type hubTask struct {
 	store.Task
 	complete bool // spec and status seen: announced to clients
@@ -291,7 +291,7 @@ func (h *Hub) load(ctx context.Context) (int64, error) {
 	h.rev = rev
 	h.tasks = make(map[string]*hubTask, len(tasks))
 	for _, t := range tasks {
-		h.tasks[t.ID] = &hubTask{Task: compactTask(t), complete: true}
+		h.tasks[t.ID] = &hubTask{Task: indexedTask(t), complete: true}
 	}
 	h.machines = make(map[string]store.Machine, len(machines))
 	for _, m := range machines {
