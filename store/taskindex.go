@@ -31,6 +31,10 @@ import (
 // revision it read.
 const indexCatchUp = 2 * time.Second
 
+// summariesWait bounds how long TaskSummaries waits for the index (its
+// first load of a large store included).
+const summariesWait = time.Minute
+
 type taskIndex struct {
 	mu      sync.Mutex
 	caught  *sync.Cond
@@ -173,12 +177,17 @@ func (s *Store) followIndex(ctx context.Context) error {
 // no events, partitions, disks or NICs), newest first, and the revision
 // they are current at: a watch from revision+1 misses nothing. It waits,
 // until ctx ends, for the index to load and catch up with etcd's current
-// revision (no fallback to the full read). The live view and the task
+// revision (no fallback to the full read), at most summariesWait: past it
+// the caller gets an error to report and retry. The live view and the task
 // metrics load from it at start instead of each reading every key of every
 // task, events included.
 func (s *Store) TaskSummaries(ctx context.Context) ([]Task, int64, error) {
 	ix := s.startIndex()
+	deadline := time.Now().Add(summariesWait)
 	for {
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("task summaries: the task index did not catch up with etcd within %s", summariesWait)
+		}
 		cur, err := s.cli.Get(ctx, keyAdminToken, clientv3.WithCountOnly())
 		if err != nil {
 			return nil, 0, fmt.Errorf("task summaries: read the revision: %w", err)
