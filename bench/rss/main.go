@@ -31,11 +31,12 @@ func main() {
 	bin := flag.String("lpmos", "", "lpmos binary (default: go build . into a temp dir)")
 	samples := flag.String("at", "30s,60s,90s", "when to read the RSS, after start")
 	profile := flag.String("profile", "", "save a heap profile (after a GC) here at the end")
+	role := flag.String("role", "control-plane", "lpmos serve --role (all: the region too, every listener on loopback)")
 	flag.Parse()
 	if *data == "" {
 		log.Fatal("-data is required")
 	}
-	if err := run(*data, *bin, *samples, *profile); err != nil {
+	if err := run(*data, *bin, *samples, *profile, *role); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -85,7 +86,7 @@ func metric(url, name string) float64 {
 
 func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
 
-func run(src, bin, samples, profile string) error {
+func run(src, bin, samples, profile, role string) error {
 	dir, err := os.MkdirTemp("", "lpmos-rss-")
 	if err != nil {
 		return err
@@ -110,11 +111,18 @@ func run(src, bin, samples, profile string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve", "--role=control-plane", "--data-dir", data, "--tls=off",
+	args := []string{"serve", "--role=" + role, "--data-dir", data, "--tls=off",
 		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
 		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
 		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
-		"--pprof-addr", fmt.Sprintf("127.0.0.1:%d", pp))
+		"--pprof-addr", fmt.Sprintf("127.0.0.1:%d", pp)}
+	if role != "control-plane" { // the region's listeners, loopback only
+		args = append(args, "--api-port", fmt.Sprint(freePort()), "--api-bind", "127.0.0.1", "--advertise-ip", "127.0.0.1", "--agent-tls", "off",
+			"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+			"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+			"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()))
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	load, _ := os.ReadFile("/proc/loadavg")
 	start := time.Now()
