@@ -51,7 +51,7 @@ func (r *Region) syncLoop(ctx context.Context) {
 }
 
 func (s *syncer) snapshot(ctx context.Context) (int64, error) {
-	tasks, rev, err := s.r.st.ListTasks(ctx, store.Filter{})
+	tasks, rev, err := s.r.st.TaskSummaries(ctx) // the store's task index: spec, status, progress (not every key of every task)
 	if err != nil {
 		return 0, err
 	}

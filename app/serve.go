@@ -54,6 +54,8 @@ type serveOptions struct {
 	onReady func()
 	// memberCertTTL: --member-cert-ttl (app/membercerts.go)
 	memberCertTTL time.Duration
+	// pprofAddr: --pprof-addr, loopback only (app/pprof.go)
+	pprofAddr string
 }
 
 // roles is the parsed --role list.
@@ -119,6 +121,7 @@ func addServeFlags(cmd *cobra.Command, o *serveOptions) {
 	f.StringVar(&o.tls, "tls", "on", "control plane over HTTPS: on (certificate from the cluster CA in <data-dir>/pki, renewed automatically, unless --tls-cert/--tls-key) or off (plain HTTP)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve Go's profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off by default; non-loopback addresses are refused)")
 	o.regional.addFlags(cmd)
 	o.images.addFlags(cmd)
 	addEtcdSpaceFlags(cmd, o)
@@ -138,6 +141,9 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		return err
 	}
 	if err := o.checkMemberCertTTL(); err != nil {
+		return err
+	}
+	if err := checkPprofAddr(o.pprofAddr); err != nil {
 		return err
 	}
 	tlsOn, err := tlsMode(o.tls)
@@ -205,6 +211,13 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 
 	metrics := prometheus.NewRegistry() // served at /metrics by the control plane
 	g, gctx := errgroup.WithContext(ctx)
+	if o.pprofAddr != "" {
+		ln, err := listenPprof(o.pprofAddr)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return servePprof(gctx, ln, log) })
+	}
 	g.Go(func() error { watchStoreHealth(gctx, st, reg); return nil })
 	g.Go(func() error { st.RunMaintenance(gctx); return nil }) // quota, defrag, NOSPACE recovery
 	if st.Embedded() {

@@ -188,11 +188,14 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 func (m *Manager) snapshot(ctx context.Context, own map[string]*tracked) (int64, error) {
-	tasks, rev, err := m.st.ListTasks(ctx, store.Filter{Region: m.cfg.RegionID})
+	tasks, rev, err := m.st.TaskSummaries(ctx) // the store's task index: spec, status, BMC, power (not every key of every task)
 	if err != nil {
 		return 0, err
 	}
 	for _, t := range tasks {
+		if t.Spec.RegionID != m.cfg.RegionID {
+			continue
+		}
 		tr := &tracked{mac: t.Spec.TargetMAC, created: t.Spec.CreatedAt, status: t.Status.Status, attempt: t.Status.Attempt, bmc: t.BMC != nil}
 		own[t.ID] = tr
 		if t.Power != nil {

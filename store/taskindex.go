@@ -31,6 +31,10 @@ import (
 // revision it read.
 const indexCatchUp = 2 * time.Second
 
+// summariesWait bounds how long TaskSummaries waits for the index (its
+// first load of a large store included).
+const summariesWait = time.Minute
+
 type taskIndex struct {
 	mu      sync.Mutex
 	caught  *sync.Cond
@@ -53,7 +57,7 @@ func summaryHardware(hw *wire.Hardware) *wire.Hardware {
 	if hw == nil {
 		return nil
 	}
-	return &wire.Hardware{CPU: hw.CPU, Memory: hw.Memory, DMI: hw.DMI, BootMode: hw.BootMode, Kernel: hw.Kernel, CollectedAt: hw.CollectedAt}
+	return &wire.Hardware{CPU: hw.CPU, Memory: hw.Memory, DMI: hw.DMI, BootMode: hw.BootMode, Hostname: hw.Hostname, Kernel: hw.Kernel, CollectedAt: hw.CollectedAt}
 }
 
 // StartTaskIndex loads the task summaries now rather than at the first
@@ -95,8 +99,47 @@ func (s *Store) runIndex(ctx context.Context) {
 	}
 }
 
+// indexChunk is how many keys one read of the index's load returns: the
+// load reads /tasks/ (every event included) in pieces at one revision
+// instead of one response holding all of it, which with 10,000 installed
+// tasks was ~100 MB of protobuf on each side of the client and left the
+// process's heap (and RSS) at that peak.
+const indexChunk = 4096
+
+// rangeChunked reads every key under prefix at one revision (the first
+// read's) in chunks of chunk keys, handing each chunk to fn, and returns
+// the revision.
+func (s *Store) rangeChunked(ctx context.Context, prefix string, chunk int64, fn func([]*mvccpb.KeyValue)) (int64, error) {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key := prefix
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(chunk)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", prefix, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		fn(resp.Kvs)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
 func (s *Store) followIndex(ctx context.Context) error {
-	resp, err := s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	tasks := make(map[string]*indexed)
+	rev, err := s.rangeChunked(ctx, prefixTasks, indexChunk, func(kvs []*mvccpb.KeyValue) {
+		for _, kv := range kvs {
+			applyKV(tasks, kv, false)
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("load tasks: %w", err)
 	}
@@ -104,22 +147,18 @@ func (s *Store) followIndex(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	ix.mu.Lock()
-	ix.tasks = make(map[string]*indexed, len(resp.Kvs)/8)
-	for _, kv := range resp.Kvs {
-		ix.applyLocked(kv, false)
-	}
-	resp.Kvs = nil
-	ix.rev, ix.ready = resp.Header.Revision, true
+	ix.tasks = tasks
+	ix.rev, ix.ready = rev, true
 	ix.notify = func(ctx context.Context) error { return s.cli.RequestProgress(wctx) }
 	ix.caught.Broadcast()
 	ix.mu.Unlock()
-	for wr := range s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+	for wr := range s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 		if wr.CompactRevision != 0 || wr.Err() != nil {
 			return fmt.Errorf("watch ended: %w (compacted at %d)", wr.Err(), wr.CompactRevision)
 		}
 		ix.mu.Lock()
 		for _, ev := range wr.Events {
-			ix.applyLocked(ev.Kv, ev.Type == clientv3.EventTypeDelete)
+			applyKV(ix.tasks, ev.Kv, ev.Type == clientv3.EventTypeDelete)
 			ix.rev = max(ix.rev, ev.Kv.ModRevision)
 		}
 		if wr.IsProgressNotify() {
@@ -134,25 +173,68 @@ func (s *Store) followIndex(ctx context.Context) error {
 	return errors.New("watch closed")
 }
 
-func (ix *taskIndex) applyLocked(kv *mvccpb.KeyValue, del bool) {
+// TaskSummaries returns every task's summary (what ListSummaries returns:
+// no events, partitions, disks or NICs), newest first, and the revision
+// they are current at: a watch from revision+1 misses nothing. It waits,
+// until ctx ends, for the index to load and catch up with etcd's current
+// revision (no fallback to the full read), at most summariesWait: past it
+// the caller gets an error to report and retry. The live view and the task
+// metrics load from it at start instead of each reading every key of every
+// task, events included.
+func (s *Store) TaskSummaries(ctx context.Context) ([]Task, int64, error) {
+	ix := s.startIndex()
+	deadline := time.Now().Add(summariesWait)
+	for {
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("task summaries: the task index did not catch up with etcd within %s", summariesWait)
+		}
+		cur, err := s.cli.Get(ctx, keyAdminToken, clientv3.WithCountOnly())
+		if err != nil {
+			return nil, 0, fmt.Errorf("task summaries: read the revision: %w", err)
+		}
+		if ix.waitFor(ctx, cur.Header.Revision) {
+			ix.mu.Lock()
+			if ix.ready && ix.rev >= cur.Header.Revision {
+				break // still locked
+			}
+			ix.mu.Unlock()
+		}
+		if ctx.Err() != nil {
+			return nil, 0, fmt.Errorf("task summaries: %w", ctx.Err())
+		}
+	}
+	out := make([]Task, 0, len(ix.tasks))
+	for _, e := range ix.tasks {
+		if e.has == 3 {
+			out = append(out, e.t)
+		}
+	}
+	rev := ix.rev
+	ix.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return newer(&out[i], &out[j]) })
+	return out, rev, nil
+}
+
+// applyKV folds one key of a task (or its deletion) into tasks.
+func applyKV(tasks map[string]*indexed, kv *mvccpb.KeyValue, del bool) {
 	id, kind, ok := taskKeyKind(string(kv.Key))
 	if !ok || kind == "events" || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
 		return
 	}
-	e := ix.tasks[id]
+	e := tasks[id]
 	if e == nil {
 		if del {
 			return
 		}
 		e = &indexed{t: Task{ID: id}}
-		ix.tasks[id] = e
+		tasks[id] = e
 	}
 	if del {
 		e.ver++
 		e.js = nil
 		switch kind {
 		case "spec":
-			delete(ix.tasks, id)
+			delete(tasks, id)
 		case "status":
 			e.has &^= 2
 		case "hardware":
@@ -215,7 +297,7 @@ func (c Cursor) before(t *Task) bool {
 // f after cursor after (nil: from the newest), newest first, the revision
 // they are current at, and the cursor of the next page (nil at the end).
 // Summaries are tasks without events, partitions, disks or NICs (the
-// hardware keeps CPU, memory, DMI, boot mode and kernel): GetTask and
+// hardware keeps CPU, memory, DMI, boot mode, hostname and kernel): GetTask and
 // Events read the rest for one task.
 func (s *Store) ListSummaries(ctx context.Context, f Filter, limit int, after *Cursor) ([]Task, int64, *Cursor, error) {
 	sel, rev, next, all, err := s.selectSummaries(ctx, f, limit, after)

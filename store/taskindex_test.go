@@ -223,3 +223,63 @@ func BenchmarkListInstalled10k(b *testing.B) {
 		}
 	})
 }
+
+// TestTaskSummariesMatchFullRead: the index, loaded in chunks (300
+// installs are ~5,700 keys under /tasks/, more than one chunk), holds
+// every task the full read returns, in the same order, with the same spec,
+// status, progress and target disk and the hardware summary (hostname
+// kept, no disks or NICs); a task created afterwards is in the next call
+// (it waits for the index to reach etcd's revision), and a watch from the
+// returned revision+1 sees that creation.
+func TestTaskSummariesMatchFullRead(t *testing.T) {
+	s := storetest.New(t)
+	ctx := context.Background()
+	seedInstalled(t, s, 300)
+	full, fullRev, err := s.ListTasks(ctx, store.Filter{})
+	if err != nil || len(full) != 300 {
+		t.Fatalf("full read: %d tasks, %v", len(full), err)
+	}
+	sums, rev, err := s.TaskSummaries(ctx)
+	if err != nil || len(sums) != 300 || rev < fullRev {
+		t.Fatalf("summaries: %d tasks at %d (full read at %d): %v", len(sums), rev, fullRev, err)
+	}
+	for i := range full {
+		f, g := full[i], sums[i]
+		if g.ID != f.ID || g.Spec.CreatedAt != f.Spec.CreatedAt || g.Spec.Hostname != f.Spec.Hostname || g.Status != f.Status ||
+			g.Progress == nil || g.Progress.Seq != f.Progress.Seq || g.Progress.Stage != f.Progress.Stage || g.TargetDisk == nil || g.TargetDisk.Name != f.TargetDisk.Name {
+			t.Fatalf("summary %d = %+v, want %+v", i, g, f)
+		}
+		if g.Hardware == nil || g.Hardware.CPU != f.Hardware.CPU || g.Hardware.DMI != f.Hardware.DMI ||
+			len(g.Hardware.Disks) != 0 || len(g.Hardware.NICs) != 0 || len(f.Hardware.Disks) != 2 {
+			t.Fatalf("summary hardware %d = %+v, want the full read's %+v without disks or NICs", i, g.Hardware, f.Hardware)
+		}
+	}
+
+	// The hardware's hostname is kept (the live view shows and searches it).
+	created, err := s.CreateTask(ctx, spec(benchMAC(1<<33)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimTask(ctx, created.ID, "boot-token"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetHardware(ctx, created.ID, wire.Hardware{Hostname: "rack7-node", DMI: wire.DMI{Serial: "SN7"}}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	changes := s.Watch(wctx, rev+1)
+	sums, _, err = s.TaskSummaries(ctx)
+	if err != nil || len(sums) != 301 || sums[0].ID != created.ID {
+		t.Fatalf("after a creation: %d summaries, first %+v: %v", len(sums), sums[0], err)
+	}
+	if hw := sums[0].Hardware; hw == nil || hw.Hostname != "rack7-node" || hw.DMI.Serial != "SN7" {
+		t.Fatalf("new task's hardware summary %+v: want hostname rack7-node, serial SN7", hw)
+	}
+	for c := range changes {
+		if c.Kind == store.KindTaskCreated && c.TaskID == created.ID {
+			return
+		}
+	}
+	t.Fatal("the watch from the summaries' revision+1 ended without the creation")
+}

@@ -168,7 +168,7 @@ type Hub struct {
 }
 
 // hubTask is the hub's summary of a task: a store.Task holding only the
-// fields compactTask keeps (ui/hub_summary.go).
+// fields compactTask keeps (indexedTask at a load) (ui/hub_summary.go).
 type hubTask struct {
 	store.Task
 	complete bool // spec and status seen: announced to clients
@@ -267,9 +267,11 @@ func (h *Hub) runOnce(ctx context.Context) error {
 }
 
 // load reads a fresh snapshot and, if clients are connected, sends it to
-// each of them: their state is replaced, whatever they missed.
+// each of them: their state is replaced, whatever they missed. The tasks
+// come from the store's task index (store/taskindex.go: summaries kept by
+// its own watch), not from a read of every key of every task.
 func (h *Hub) load(ctx context.Context) (int64, error) {
-	tasks, rev, err := h.st.ListTasks(ctx, store.Filter{})
+	tasks, rev, err := h.st.TaskSummaries(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("load tasks: %w", err)
 	}
@@ -289,7 +291,7 @@ func (h *Hub) load(ctx context.Context) (int64, error) {
 	h.rev = rev
 	h.tasks = make(map[string]*hubTask, len(tasks))
 	for _, t := range tasks {
-		h.tasks[t.ID] = &hubTask{Task: compactTask(t), complete: true}
+		h.tasks[t.ID] = &hubTask{Task: indexedTask(t), complete: true}
 	}
 	h.machines = make(map[string]store.Machine, len(machines))
 	for _, m := range machines {

@@ -92,6 +92,18 @@ func compactTask(t store.Task) store.Task {
 		Progress: compactProgress(t.Progress), Revision: t.Revision, TargetDisk: compactTargetDisk(t.TargetDisk), BMC: t.BMC, Power: t.Power}
 }
 
+// indexedTask is the hub's copy of a task from the store's task index
+// (Store.TaskSummaries). Its hardware is the index's own summary, shared
+// rather than copied: the index replaces a task's hardware on each report
+// and never changes it in place, and summaryOf reads only its hostname and
+// DMI identity.
+func indexedTask(t store.Task) store.Task {
+	c := compactTask(store.Task{ID: t.ID, Spec: t.Spec, Status: t.Status, Progress: t.Progress, Revision: t.Revision,
+		TargetDisk: t.TargetDisk, BMC: t.BMC, Power: t.Power})
+	c.Hardware = t.Hardware
+	return c
+}
+
 // summaryOf is the /ws form of the hub's (compacted) task.
 func summaryOf(t *store.Task) TaskSummary {
 	s := TaskSummary{ID: t.ID, Spec: SpecSummary{RegionID: t.Spec.RegionID, TargetMAC: t.Spec.TargetMAC,

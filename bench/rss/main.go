@@ -1,0 +1,182 @@
+// Command rss measures what an idle `lpmos serve` holds with a given data
+// dir (BENCHMARKS.md, "RSS with 10,000 tasks"): it copies the data dir,
+// serves the copy (control plane only, plain HTTP, loopback only), and
+// prints VmRSS (anonymous and file-backed: etcd's bbolt file is mapped
+// into the process) at each sample time, and lpmos's Go heap from
+// /metrics. With -profile it also saves a heap profile (after a GC) from
+// --pprof-addr.
+//
+//	go run ./bench/fleet -n 10000 -duration 5s -keep   # prints the data dir
+//	go run ./bench/rss -data /tmp/lpmos-fleet-NNN/data
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	data := flag.String("data", "", "data dir to serve a copy of (required)")
+	bin := flag.String("lpmos", "", "lpmos binary (default: go build . into a temp dir)")
+	samples := flag.String("at", "30s,60s,90s", "when to read the RSS, after start")
+	profile := flag.String("profile", "", "save a heap profile (after a GC) here at the end")
+	role := flag.String("role", "control-plane", "lpmos serve --role (all: the region too, every listener on loopback)")
+	flag.Parse()
+	if *data == "" {
+		log.Fatal("-data is required")
+	}
+	if err := run(*data, *bin, *samples, *profile, *role); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// status reads fields of /proc/PID/status in KiB.
+func status(pid int, fields ...string) map[string]int64 {
+	out := map[string]int64{}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		for _, want := range fields {
+			if len(f) >= 2 && f[0] == want+":" {
+				out[want], _ = strconv.ParseInt(f[1], 10, 64)
+			}
+		}
+	}
+	return out
+}
+
+func metric(url, name string) float64 {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
+		}
+	}
+	return -1
+}
+
+func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
+
+func run(src, bin, samples, profile, role string) error {
+	dir, err := os.MkdirTemp("", "lpmos-rss-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if bin == "" {
+		bin = filepath.Join(dir, "lpmos")
+		b := exec.Command("go", "build", "-o", bin, ".")
+		b.Stdout, b.Stderr = os.Stderr, os.Stderr
+		if err := b.Run(); err != nil {
+			return fmt.Errorf("build lpmos (run from the repository root, or pass -lpmos): %w", err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	if out, err := exec.Command("cp", "-a", src, data).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy %s: %v: %s", src, err, out)
+	}
+	_ = os.Remove(filepath.Join(data, "lpmos.lock"))
+	cp, pp := freePort(), freePort()
+	url := fmt.Sprintf("http://127.0.0.1:%d", cp)
+	logf, err := os.Create(filepath.Join(dir, "lpmos.log"))
+	if err != nil {
+		return err
+	}
+	args := []string{"serve", "--role=" + role, "--data-dir", data, "--tls=off",
+		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
+		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
+		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
+		"--pprof-addr", fmt.Sprintf("127.0.0.1:%d", pp)}
+	if role != "control-plane" { // the region's listeners, loopback only
+		args = append(args, "--api-port", fmt.Sprint(freePort()), "--api-bind", "127.0.0.1", "--advertise-ip", "127.0.0.1", "--agent-tls", "off",
+			"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+			"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+			"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()))
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	load, _ := os.ReadFile("/proc/loadavg")
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start lpmos: %w", err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+	pid := cmd.Process.Pid
+	fmt.Printf("rss: %s served by %s, load average before: %s", src, bin, load)
+	var last map[string]int64
+	for _, s := range strings.Split(samples, ",") {
+		at, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("-at %q: %w", s, err)
+		}
+		time.Sleep(time.Until(start.Add(at)))
+		if cmd.ProcessState != nil {
+			return fmt.Errorf("lpmos exited (log: %s)", logf.Name())
+		}
+		last = status(pid, "VmRSS", "RssAnon", "RssFile", "VmHWM")
+		load, _ := os.ReadFile("/proc/loadavg")
+		fmt.Printf("+%-4s VmRSS %s (anonymous %s, file %s), peak %s; load %s", s, mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]), load)
+	}
+	fmt.Printf("Go heap: %.1f MiB allocated, %.1f MiB from the OS (go_memstats_heap_alloc_bytes, _heap_sys_bytes)\n",
+		metric(url, "go_memstats_heap_alloc_bytes")/(1<<20), metric(url, "go_memstats_heap_sys_bytes")/(1<<20))
+	if profile != "" {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", pp))
+		if err != nil {
+			return fmt.Errorf("heap profile: %w", err)
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Printf("heap profile (after a GC): go tool pprof -top -inuse_space %s %s\n", bin, profile)
+	}
+	fmt.Printf("| %s | %s | %s | %s |\n", mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]))
+	return nil
+}
