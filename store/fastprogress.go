@@ -266,7 +266,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 			t.region, t.mac, t.hasSpec = r, sp.TargetMAC, true
 		}
 	case "status":
-		if del || rev < t.statusRev {
+		if del || rev <= t.statusRev { // <=: the writer's own commit, already in the cache
 			return
 		}
 		var st StatusRecord
@@ -274,7 +274,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 			t.hasStatus, t.status, t.attempt, t.statusRev = true, st.Status, st.Attempt, rev
 		}
 	case "progress":
-		if rev < t.progRev {
+		if rev < t.progRev || rev == t.progRev && !del { // ==: the writer's own commit, already in the cache
 			return
 		}
 		t.progRev = rev
