@@ -227,8 +227,12 @@ func (r *Region) progressDone(w http.ResponseWriter, req *http.Request, id strin
 	ctx := req.Context()
 	t := store.Task{ID: id}
 	status := res.Task.Status.Status
-	if p.Stage == wire.StageCompleted && p.Percentage == 100 {
-		done, err := r.st.Transition(ctx, t.ID, wire.StatusCompleted, "install completed")
+	switch {
+	case p.Stage == wire.StageCompleted && p.Percentage == 100 && status == wire.StatusCompleted:
+		// The progress path wrote the move to completed with the report.
+		r.log.Info("task completed", "task", t.ID)
+	case p.Stage == wire.StageCompleted && p.Percentage == 100:
+		done, err := r.st.Transition(ctx, t.ID, wire.StatusCompleted, store.CompletedReason)
 		var te *store.TransitionError
 		switch {
 		case err == nil:

@@ -21,7 +21,9 @@ import (
 //
 //   - a report that changes the stage, the run or the status (the first
 //     report moves an approved task to installing), and the final one, is
-//     written at once; the agent's answer waits for the commit;
+//     written at once; the agent's answer waits for the commit; the final
+//     report (completed at 100) moves the task to completed in the same
+//     transaction (what Transition would do after it, without its reads);
 //   - a report that only moves the percentage within a stage is coalesced:
 //     answered at once, published to this process's watchers at once
 //     (store/live.go), kept as the task's latest pending report (a newer
@@ -53,6 +55,10 @@ const DefaultCoalesceWindow = 100 * time.Millisecond
 // also how often their progress bars move: 10 s keeps them moving at a
 // quarter of the bytes of writing every report.
 const DefaultPersistInterval = 10 * time.Second
+
+// CompletedReason is the reason of the move to completed that the
+// agent's final report (completed at 100) makes.
+const CompletedReason = "install completed"
 
 // maxTxnOps is etcd's default --max-txn-ops: a transaction holds at most
 // this many comparisons and this many operations.
@@ -133,11 +139,13 @@ type progressReq struct {
 	p       wire.Progress
 	sessRev int64             // the session the report was checked against
 	done    chan progressDone // nil: coalesced, nobody waits
+	final   bool              // completed at 100: the task completes with it
 
 	// Filled by the writer from the cache when it writes the report.
 	from                       Status
 	statusRev, progRev, events int64
 	stageEvent                 bool // the stored report is of another stage or attempt
+	complete                   bool // final, from installing: written with the move to completed
 }
 
 type progressDone struct {
@@ -258,7 +266,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 			t.region, t.mac, t.hasSpec = r, sp.TargetMAC, true
 		}
 	case "status":
-		if del || rev < t.statusRev {
+		if del || rev <= t.statusRev { // <=: the writer's own commit, already in the cache
 			return
 		}
 		var st StatusRecord
@@ -266,7 +274,7 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 			t.hasStatus, t.status, t.attempt, t.statusRev = true, st.Status, st.Attempt, rev
 		}
 	case "progress":
-		if rev < t.progRev {
+		if rev < t.progRev || rev == t.progRev && !del { // ==: the writer's own commit, already in the cache
 			return
 		}
 		t.progRev = rev
@@ -365,7 +373,8 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 		t.pending = nil
 		pp.pending--
 	}
-	req := &progressReq{id: id, p: p, sessRev: t.sessRev, done: make(chan progressDone, 1)}
+	req := &progressReq{id: id, p: p, sessRev: t.sessRev, done: make(chan progressDone, 1),
+		final: p.Stage == wire.StageCompleted && p.Percentage == 100}
 	pp.queue = append(pp.queue, req)
 	pp.mu.Unlock()
 	select {
@@ -504,6 +513,7 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 		}
 		r.from, r.statusRev, r.progRev, r.events = t.status, t.statusRev, t.progRev, int64(t.events)
 		r.stageEvent = t.prog == nil || t.prog.stage != r.p.Stage || t.prog.attempt != r.p.Attempt
+		r.complete = r.final && t.status == wire.StatusInstalling
 		if r.done == nil && r.stageEvent {
 			slow = append(slow, r) // a coalesced report never changes the stage
 			continue
@@ -594,6 +604,15 @@ func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
 			eventOp(r.id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		events++
 	}
+	if r.complete {
+		// Transition(completed) in the same transaction, after the report.
+		st := StatusRecord{Status: wire.StatusCompleted, Reason: CompletedReason, UpdatedAt: now, Attempt: p.Attempt}
+		ops = append(ops,
+			clientv3.OpPut(statusKey(r.id), statusValue(st)),
+			eventOp(r.id, Event{At: now.Add(time.Nanosecond), Kind: "status", From: wire.StatusInstalling, To: wire.StatusCompleted, Message: CompletedReason}),
+			clientv3.OpDelete(bootstrapKey(r.id))) // an unredeemed boot token dies with the task
+		events++
+	}
 	if events > 0 && r.events+int64(events) > int64(pp.s.maxEvents-1) {
 		return nil
 	}
@@ -612,7 +631,10 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 			t.prog, t.progRev = markOf(&r.p), rev
 		}
 		t.wroteAt = time.Now()
-		if r.from != wire.StatusInstalling && rev > t.statusRev {
+		switch {
+		case r.complete && rev > t.statusRev:
+			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusCompleted, r.p.Attempt, rev
+		case r.from != wire.StatusInstalling && rev > t.statusRev:
 			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusInstalling, r.p.Attempt, rev
 		}
 	}
@@ -620,8 +642,11 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 	for _, r := range chunk {
 		if r.done != nil {
 			p := r.p
-			r.done <- progressDone{res: ProgressResult{Task: Task{ID: r.id, Revision: rev, Progress: &p,
-				Status: StatusRecord{Status: wire.StatusInstalling, Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}}}}
+			st := StatusRecord{Status: wire.StatusInstalling, Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}
+			if r.complete {
+				st.Status, st.Reason = wire.StatusCompleted, CompletedReason
+			}
+			r.done <- progressDone{res: ProgressResult{Task: Task{ID: r.id, Revision: rev, Progress: &p, Status: st}}}
 		}
 	}
 }

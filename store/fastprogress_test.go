@@ -113,8 +113,12 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 		}
 		p := wire.Progress{Seq: int64(i + 1), Stage: r.stage, Percentage: r.pct, Message: fmt.Sprint(r.pct)}
 		res := reportCached(t, ctx, pp, task.ID, tok, p)
-		if res.Task.Status.Status != wire.StatusInstalling {
-			t.Fatalf("report %d answered status %s", i, res.Task.Status.Status)
+		want := wire.StatusInstalling
+		if i == len(plan)-1 {
+			want = wire.StatusCompleted // the final report completes the task with it
+		}
+		if res.Task.Status.Status != want {
+			t.Fatalf("report %d answered status %s, want %s", i, res.Task.Status.Status, want)
 		}
 	}
 	final := int64(len(plan))
@@ -124,6 +128,7 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 		progSeqs []int64
 		stages   []string
 		statuses []string
+		history  []string // stage and status events, in key order
 		sawFinal bool
 	)
 	timeout := time.After(10 * time.Second)
@@ -147,6 +152,9 @@ collect:
 			case store.KindEvent:
 				if c.Event.Kind == "stage" {
 					stages = append(stages, c.Event.Stage)
+					history = append(history, "stage "+c.Event.Stage)
+				} else {
+					history = append(history, "status "+string(c.Event.To))
 				}
 			case store.KindStatus:
 				statuses = append(statuses, string(c.Status.Status))
@@ -169,16 +177,27 @@ collect:
 	if fmt.Sprint(stages) != fmt.Sprint(wantStages) {
 		t.Errorf("stage events %v, want %v", stages, wantStages)
 	}
-	wantStatus := []string{"installing", "stalled", "installing"}
+	wantStatus := []string{"installing", "stalled", "installing", "completed"}
 	if fmt.Sprint(statuses) != fmt.Sprint(wantStatus) {
 		t.Errorf("status changes %v, want %v", statuses, wantStatus)
+	}
+	if n := len(history); n < 2 || history[n-2] != "stage completed" || history[n-1] != "status completed" {
+		t.Errorf("history ends %v, want the completed stage, then the move to completed", history)
 	}
 	got, err := s.GetTask(ctx, task.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Progress == nil || got.Progress.Seq != final || got.Progress.Stage != wire.StageCompleted || got.Status.Status != wire.StatusInstalling {
-		t.Fatalf("stored %+v, status %s; want the final report", got.Progress, got.Status.Status)
+	if got.Progress == nil || got.Progress.Seq != final || got.Progress.Stage != wire.StageCompleted || got.Status.Status != wire.StatusCompleted ||
+		got.Status.Reason != store.CompletedReason {
+		t.Fatalf("stored %+v, status %+v; want the final report and completed", got.Progress, got.Status)
+	}
+	evs, err := s.Events(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(evs); n < 2 || evs[n-2].Kind != "stage" || evs[n-2].Stage != wire.StageCompleted || evs[n-1].To != wire.StatusCompleted {
+		t.Errorf("stored history ends %+v, want the completed stage, then the move to completed", evs[max(0, len(evs)-2):])
 	}
 	t.Logf("%d reports, %d progress writes", len(plan), len(progSeqs))
 }

@@ -71,16 +71,36 @@ const (
 // change is sent and the channel closes: the consumer reloads a snapshot and
 // watches again. The channel also closes when ctx ends.
 func (s *Store) Watch(ctx context.Context, fromRev int64) <-chan Change {
+	return s.watch(ctx, fromRev, true)
+}
+
+// WatchStored is Watch without the live progress reports of this
+// process (store/live.go): only what etcd stores. For a consumer that
+// does nothing with within-stage progress (the stall check reads the
+// stored report, which is written at most every --progress-persist,
+// capped at stall-after/4): at thousands of reports a second, each live
+// report handed to every watcher is a wake-up of each.
+func (s *Store) WatchStored(ctx context.Context, fromRev int64) <-chan Change {
+	return s.watch(ctx, fromRev, false)
+}
+
+func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool) <-chan Change {
 	out := make(chan Change, 256)
 	go func() {
 		defer close(out)
-		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
+		// No WithPrevKV: nothing reads the previous value, and it costs etcd
+		// a read of it per event per watcher (and doubles what is sent).
+		opts := []clientv3.OpOption{clientv3.WithPrefix()}
 		if fromRev > 0 {
 			opts = append(opts, clientv3.WithRev(fromRev))
 		}
 		wctx := clientv3.WithRequireLeader(ctx)
-		live, unsubscribe := s.live.subscribe()
-		defer unsubscribe()
+		var live <-chan Change // nil: never ready
+		if withLive {
+			var unsubscribe func()
+			live, unsubscribe = s.live.subscribe()
+			defer unsubscribe()
+		}
 		var (
 			lastRev int64
 			order   = liveOrder{}

@@ -281,6 +281,68 @@ type agent struct {
 	task    string
 	session string
 	c       *http.Client
+
+	auth       string // "Bearer "+session
+	body, resp bytes.Buffer
+}
+
+// report posts one progress report the lean way (the generator shares the
+// two cores with lpmos): the body appended to a reused buffer, the answer
+// read into another and scanned for next_report_ms, the connection kept
+// alive. It returns the interval the region asks for (0: none).
+func (a *agent) report(url string, seq int64, stage string, percent int) (int64, error) {
+	b := a.body.AvailableBuffer()
+	b = append(b, `{"mac_address":"`...)
+	b = append(b, a.mac...)
+	b = append(b, `","task_id":"`...)
+	b = append(b, a.task...)
+	b = append(b, `","seq":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, `,"stage":"`...)
+	b = append(b, stage...)
+	b = append(b, `","percentage":`...)
+	b = strconv.AppendInt(b, int64(percent), 10)
+	b = append(b, `,"message":"bench `...)
+	b = append(b, stage...)
+	b = append(b, `"}`...)
+	a.body.Reset()
+	a.body.Write(b) // keeps the grown buffer for the next report
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(a.body.Bytes()))
+	if err != nil {
+		return 0, err
+	}
+	if a.auth == "" {
+		a.auth = "Bearer " + a.session
+	}
+	req.Header["Authorization"] = []string{a.auth}
+	req.Header["Content-Type"] = []string{"application/json"}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	a.resp.Reset()
+	_, err = a.resp.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return 0, fmt.Errorf("POST %s: %d %s", url, resp.StatusCode, bytes.TrimSpace(a.resp.Bytes()))
+	}
+	const key = `"next_report_ms":`
+	data := a.resp.Bytes()
+	i := bytes.Index(data, []byte(key))
+	if i < 0 {
+		return 0, nil
+	}
+	var ms int64
+	for _, c := range data[i+len(key):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		ms = ms*10 + int64(c-'0')
+	}
+	return ms, nil
 }
 
 func parallel(n, par int, f func(i int) error) error {
@@ -425,17 +487,57 @@ func schedule(elapsed, total time.Duration) (string, int) {
 }
 
 // dashboard is one /ws client counting messages and the lag of progress.
+// A report's seq is the unix microsecond it was sent at, so the lag of a
+// progress message is read from the message alone (no table of sends).
 type dashboard struct {
-	sent     sync.Map // task+seq -> time sent
-	mu       sync.Mutex
-	lags     []time.Duration
-	counts   map[string]int
-	drops    int
-	snaps    int
-	progress atomic.Int64
+	mu     sync.Mutex
+	lags   []time.Duration
+	counts map[string]int
+	drops  int
+	snaps  int
 }
 
-func key(task string, seq int64) string { return task + "/" + strconv.FormatInt(seq, 10) }
+// msgHead reads the type and, for progress, the seq of one hub message
+// without decoding it (the generator shares the cores with lpmos): the
+// hub writes "type" first; anything else is decoded.
+func msgHead(data []byte) (typ []byte, seq int64, ok bool) {
+	const pre = `{"type":"`
+	if !bytes.HasPrefix(data, []byte(pre)) {
+		return nil, 0, false
+	}
+	rest := data[len(pre):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return nil, 0, false
+	}
+	typ = rest[:end]
+	if string(typ) != "progress" {
+		return typ, 0, true
+	}
+	i := bytes.Index(rest, []byte(`"seq":`))
+	if i < 0 {
+		return nil, 0, false
+	}
+	num := rest[i+len(`"seq":`):]
+	n := 0
+	for n < len(num) && num[n] >= '0' && num[n] <= '9' {
+		seq = seq*10 + int64(num[n]-'0')
+		n++
+	}
+	return typ, seq, n > 0
+}
+
+func (d *dashboard) note(typ []byte, seq int64, now time.Time) {
+	d.mu.Lock()
+	d.counts[string(typ)]++ // no allocation for an existing key
+	switch string(typ) {
+	case "snapshot":
+		d.snaps++
+	case "progress":
+		d.lags = append(d.lags, now.Sub(time.UnixMicro(seq)))
+	}
+	d.mu.Unlock()
+}
 
 func (d *dashboard) run(ctx context.Context, p *proc, query string) {
 	for ctx.Err() == nil {
@@ -450,8 +552,13 @@ func (d *dashboard) run(ctx context.Context, p *proc, query string) {
 			continue
 		}
 		ws.SetReadLimit(256 << 20)
+		var buf bytes.Buffer
 		for {
-			_, data, err := ws.Read(ctx)
+			_, r, err := ws.Reader(ctx)
+			if err == nil {
+				buf.Reset()
+				_, err = buf.ReadFrom(r)
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					d.mu.Lock()
@@ -462,23 +569,24 @@ func (d *dashboard) run(ctx context.Context, p *proc, query string) {
 				break
 			}
 			now := time.Now()
-			var m struct {
-				Type   string `json:"type"`
-				TaskID string `json:"task_id"`
-				Seq    int64  `json:"seq"`
+			data := buf.Bytes()
+			if typ, seq, ok := msgHead(data); ok {
+				d.note(typ, seq, now)
+				continue
 			}
-			_ = json.Unmarshal(data, &m)
-			d.mu.Lock()
-			d.counts[m.Type]++
-			if m.Type == "snapshot" {
-				d.snaps++
+			// Not one message starting with its type: decode it (a batch
+			// of messages is an array).
+			var ms []struct {
+				Type string `json:"type"`
+				Seq  int64  `json:"seq"`
 			}
-			if m.Type == "progress" {
-				if t, ok := d.sent.Load(key(m.TaskID, m.Seq)); ok {
-					d.lags = append(d.lags, now.Sub(t.(time.Time)))
-				}
+			if len(data) > 0 && data[0] != '[' {
+				data = append(append([]byte{'['}, data...), ']')
 			}
-			d.mu.Unlock()
+			_ = json.Unmarshal(data, &ms)
+			for _, m := range ms {
+				d.note([]byte(m.Type), m.Seq, now)
+			}
 		}
 		ws.CloseNow()
 	}
@@ -490,6 +598,15 @@ func pct(ds []time.Duration, q float64) time.Duration {
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	return ds[min(len(ds)-1, int(float64(len(ds))*q))]
+}
+
+// selfCPU is the generator's own user+system time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
@@ -528,6 +645,7 @@ func run(ctx context.Context, o options) error {
 
 	var (
 		offered, achieved, errs, slowed atomic.Int64
+		answered                        atomic.Int64 // every 2xx of the phase, after the window too
 		lmu                             sync.Mutex
 		lat                             = make([]time.Duration, 0, o.n*int(o.duration/time.Second+2))
 		errSample                       atomic.Value
@@ -536,7 +654,8 @@ func run(ctx context.Context, o options) error {
 	if db0 < 0 {
 		db0 = 0
 	}
-	cpu0, wall0 := p.cpuTicks(), time.Now()
+	load0, _ := os.ReadFile("/proc/loadavg")
+	cpu0, self0, wall0 := p.cpuTicks(), selfCPU(), time.Now()
 	var peak atomic.Int64
 	sctx, scancel := context.WithCancel(ctx)
 	go func() {
@@ -578,15 +697,9 @@ func run(ctx context.Context, o options) error {
 				if stageIdx(stage) == last {
 					percent = max(percent, lastPct)
 				}
-				seq = max(seq+1, time.Now().UnixMicro())
-				body := wire.Progress{MACAddress: a.mac, TaskID: a.task, Seq: seq, Stage: stage, Percentage: percent, Message: "bench " + stage}
 				t0 := time.Now()
-				d.sent.Store(key(a.task, seq), t0)
-				var resp struct {
-					wire.ProgressResponse
-					NextReportMS int64 `json:"next_report_ms"`
-				}
-				_, err := call(a.c, "POST", p.agentURL+wire.PathProgress, a.session, body, &resp)
+				seq = max(seq+1, t0.UnixMicro()) // the send time: the dashboard's lag reads it
+				nextMS, err := a.report(p.agentURL+wire.PathProgress, seq, stage, percent)
 				el := time.Since(t0)
 				counted := t0.Before(end)
 				if counted {
@@ -597,13 +710,14 @@ func run(ctx context.Context, o options) error {
 					errSample.Store(err.Error())
 				} else {
 					last, lastPct = stageIdx(stage), percent
+					answered.Add(1)
 					if counted {
 						achieved.Add(1)
 						mine = append(mine, el)
 					}
 				}
-				if resp.NextReportMS > 0 {
-					if iv := time.Duration(resp.NextReportMS) * time.Millisecond; iv != interval {
+				if nextMS > 0 {
+					if iv := time.Duration(nextMS) * time.Millisecond; iv != interval {
 						interval = iv
 						slowed.Add(1)
 					}
@@ -622,7 +736,8 @@ func run(ctx context.Context, o options) error {
 		})
 	}
 	wg.Wait()
-	cpu1, wall1 := p.cpuTicks(), time.Now()
+	cpu1, self1, wall1 := p.cpuTicks(), selfCPU(), time.Now()
+	load1, _ := os.ReadFile("/proc/loadavg")
 	scancel()
 	time.Sleep(2 * time.Second) // the dashboard catches up
 	dcancel()
@@ -660,21 +775,24 @@ func run(ctx context.Context, o options) error {
 	lags := d.lags
 	d.mu.Unlock()
 
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("\nfleet: N=%d, %v of progress at 1/s, load average before: %s", o.n, o.duration, load)
+	fmt.Printf("\nfleet: N=%d, %v of progress at 1/s\n", o.n, o.duration)
+	fmt.Printf("load average: start %s; end %s\n", strings.TrimSpace(string(load0)), strings.TrimSpace(string(load1)))
 	fmt.Printf("report latency: p50 %s  p99 %s  max %s (%d reports)\n", ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), len(lat))
 	fmt.Printf("achieved/offered: %d/%d = %.2f  errors %d (%v)  agents slowed down: %d\n", achieved.Load(), offered.Load(),
 		float64(achieved.Load())/float64(max(1, offered.Load())), errs.Load(), errSample.Load(), slowed.Load())
-	fmt.Printf("lpmos CPU: %.0f%% of one core  RSS: %d MiB before, %d MiB peak, %d MiB after\n",
-		float64(cpu1-cpu0)/secs, rss0>>20, max(peak.Load(), rss1)>>20, rss1>>20)
+	lpmosCPU := time.Duration(cpu1-cpu0) * 10 * time.Millisecond // clock ticks of 10 ms
+	fmt.Printf("lpmos CPU: %.0f%% of one core, %.0f µs per answered report (%d)  RSS: %d MiB before, %d MiB peak, %d MiB after\n",
+		float64(cpu1-cpu0)/secs, float64(lpmosCPU.Microseconds())/float64(max(1, answered.Load())), answered.Load(), rss0>>20, max(peak.Load(), rss1)>>20, rss1>>20)
+	fmt.Printf("load generator CPU: %.0f%% of one core, %.0f µs per answered report (agents and dashboard)\n",
+		100*(self1-self0).Seconds()/secs, float64((self1-self0).Microseconds())/float64(max(1, answered.Load())))
 	fmt.Printf("etcd in use: %.1f -> %.1f MiB, %.1f KiB and %.1f revisions per install (no compaction); completed %d/%d\n",
 		float64(db0)/(1<<20), float64(db1)/(1<<20), float64(db1-db0)/1024/float64(o.n), float64(rev1-rev0)/float64(o.n), completed, o.n)
 	fmt.Printf("dashboard: %d progress messages for %d reports (%.2f); lag p50 %s p99 %s; drops %d; snapshots %d; by type %v\n",
 		d.counts["progress"], len(lat), float64(d.counts["progress"])/float64(max(1, len(lat))), ms(pct(lags, 0.5)), ms(pct(lags, 0.99)), d.drops, d.snaps, d.counts)
 	fmt.Printf("GET /api/v1/tasks: all %d tasks %s; first page (limit=%d) %s\n", len(list.Tasks), ms(listAll), o.listPage, ms(listFirst))
-	fmt.Printf("| %d | %s | %s | %.0f%% | %d MiB | %.2f | %.1f KiB | %.2f | %s | %d |\n", o.n, ms(pct(lat, 0.5)), ms(pct(lat, 0.99)),
-		float64(cpu1-cpu0)/secs, rss1>>20, float64(achieved.Load())/float64(max(1, offered.Load())),
-		float64(db1-db0)/1024/float64(o.n), float64(d.counts["progress"])/float64(max(1, len(lat))), ms(pct(lags, 0.99)), d.drops)
+	fmt.Printf("| %d | %s | %s | %s | %.0f%% | %.0f µs | %.0f µs | %d MiB | %.2f | %.1f KiB | %.2f | %s | %d (%d) |\n", o.n, strings.Fields(string(load0))[0], ms(pct(lat, 0.5)), ms(pct(lat, 0.99)),
+		float64(cpu1-cpu0)/secs, float64(lpmosCPU.Microseconds())/float64(max(1, answered.Load())), float64((self1-self0).Microseconds())/float64(max(1, answered.Load())), rss1>>20, float64(achieved.Load())/float64(max(1, offered.Load())),
+		float64(db1-db0)/1024/float64(o.n), float64(d.counts["progress"])/float64(max(1, len(lat))), ms(pct(lags, 0.99)), d.drops, d.snaps-1)
 	if completed != o.n {
 		return errors.New("not every task completed")
 	}
