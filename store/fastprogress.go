@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -199,21 +200,29 @@ func (pp *ProgressPath) Run(ctx context.Context) {
 }
 
 func (pp *ProgressPath) follow(ctx context.Context) error {
-	resp, err := pp.s.cli.Get(ctx, prefixTasks, clientv3.WithPrefix())
+	pp.mu.Lock()
+	pp.tasks = map[string]*cachedTask{}
+	pp.pending = 0
+	pp.mu.Unlock()
+	// In chunks at one revision, as the task index loads: one response of
+	// every task key (events included) was most of the peak heap of a
+	// region with 10,000 tasks.
+	rev, err := pp.s.rangeChunked(ctx, prefixTasks, indexChunk, func(kvs []*mvccpb.KeyValue) {
+		pp.mu.Lock()
+		for _, kv := range kvs {
+			pp.applyLocked(string(kv.Key), kv.Value, kv.ModRevision, false, true)
+		}
+		pp.mu.Unlock()
+	})
 	if err != nil {
 		return fmt.Errorf("load tasks: %w", err)
 	}
 	pp.mu.Lock()
-	pp.tasks = map[string]*cachedTask{}
-	pp.pending = 0
-	for _, kv := range resp.Kvs {
-		pp.applyLocked(string(kv.Key), kv.Value, kv.ModRevision, false, true)
-	}
 	pp.ready = true
 	pp.mu.Unlock()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range pp.s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+	for wr := range pp.s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 		if wr.CompactRevision != 0 || wr.Err() != nil {
 			return fmt.Errorf("watch ended: %w (compacted at %d)", wr.Err(), wr.CompactRevision)
 		}
