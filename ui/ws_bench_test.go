@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,7 +71,7 @@ func benchWSLatency(b *testing.B, n int) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), benchChildEnv+"=1", "LPMOS_WSBENCH_URL="+e.url, "LPMOS_WSBENCH_TOKEN="+e.token,
-		"LPMOS_WSBENCH_N="+strconv.Itoa(n))
+		"LPMOS_WSBENCH_N="+strconv.Itoa(n), "LPMOS_WSBENCH_CHILDPROF="+os.Getenv("LPMOS_WSBENCH_CHILDPROF"))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -156,6 +157,9 @@ func benchWSLatency(b *testing.B, n int) {
 	// lpmos's CPU (this process: etcd, hub, server side of every
 	// connection) per delivered message: what a busy box cannot hide.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(seq*int64(n)), "lpmos-cpu-us/delivery")
+	// The clients' CPU per delivery: the other half of what the box
+	// spends (a real WebSocket client parsing every frame).
+	b.ReportMetric(float64(res.CPUNs)/1e3/float64(seq*int64(n)), "clients-cpu-us/delivery")
 	b.ReportMetric(res.P50Ms, "p50-ms")
 	b.ReportMetric(res.P99Ms, "p99-ms")
 	b.ReportMetric(res.MaxMs, "max-ms")
@@ -167,12 +171,14 @@ type benchResult struct {
 	P50Ms, P99Ms, MaxMs float64
 	Count               int
 	RSSKiB              int64
+	CPUNs               int64 // the clients' CPU from "ready" to "done"
 }
 
 // benchClients is the child: it opens N authenticated /ws connections,
 // says "ready", then for every progress message records the latency from
 // the t0 in its text (wall clock, same host) and prints "ack <seq>" once
-// all N clients have it. On "done" it prints the percentiles.
+// all N clients have it. On "done" it prints the percentiles and its CPU
+// time. LPMOS_WSBENCH_CHILDPROF=FILE writes its CPU profile there.
 func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err := raiseNoFile(); err != nil {
 		return err
@@ -252,6 +258,18 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 			}
 		}()
 	}
+	if path := os.Getenv("LPMOS_WSBENCH_CHILDPROF"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("child profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("child profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cpu0 := cpuTime()
 	outMu.Lock()
 	fmt.Fprintln(out, "ready")
 	outMu.Unlock()
@@ -259,6 +277,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() && sc.Text() != "done" {
 	}
+	cpu := cpuTime() - cpu0
 	rss := rssKiB()
 	cancel()
 	for _, c := range conns {
@@ -270,7 +289,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	res := benchResult{Count: len(all), RSSKiB: rss}
+	res := benchResult{Count: len(all), RSSKiB: rss, CPUNs: cpu.Nanoseconds()}
 	if len(all) > 0 {
 		ms := func(q float64) float64 { return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / 1e6 }
 		res.P50Ms, res.P99Ms, res.MaxMs = ms(0.50), ms(0.99), float64(all[len(all)-1])/1e6
