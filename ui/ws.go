@@ -92,18 +92,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if carry, ok := sub.q.takeHandoff(); ok {
-			// This goroutine owns the queue until it is empty (next).
-			if err := write(carry); err != nil {
+			// This goroutine owns the queue until it is empty.
+			if err := sub.q.out.writeOwned(carry, write); err != nil {
 				return
-			}
-			for {
-				it, ok := sub.q.next()
-				if !ok {
-					break
-				}
-				if err := write(wsFrameNow(it.b, it.frame)); err != nil {
-					return
-				}
 			}
 		}
 		if pingDue.Swap(false) {

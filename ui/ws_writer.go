@@ -116,3 +116,22 @@ func (o *wsOut) deliver() {
 		}
 	}
 }
+
+// writeOwned is the connection's goroutine's part once takeHandoff gave it
+// the queue: it writes carry (or only the pending rest), then the queue,
+// blocking (write bounds each write with a timeout), until the queue is
+// empty and the connection idle again.
+func (o *wsOut) writeOwned(carry []byte, write func(frame []byte) error) error {
+	if err := write(carry); err != nil {
+		return err
+	}
+	for {
+		it, ok := o.q.next()
+		if !ok {
+			return nil
+		}
+		if err := write(wsFrameNow(it.b, it.frame)); err != nil {
+			return err
+		}
+	}
+}
