@@ -134,10 +134,18 @@ func (q *outQueue) kickLocked() {
 		q.wake()
 		return
 	}
-	if !q.busy {
-		q.busy = true
-		q.out.pool.add(q.out)
+	if q.busy {
+		return
 	}
+	q.busy = true
+	if q.out.conn.rc == nil {
+		// No non-blocking writes (TLS): the connection's goroutine
+		// writes, with no worker in between.
+		q.handoff, q.carry = true, nil
+		q.wake()
+		return
+	}
+	q.out.pool.add(q.out)
 }
 
 // reset replaces everything queued with b (a snapshot).

@@ -199,6 +199,48 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		wg    sync.WaitGroup
 		errc  = make(chan error, n)
 	)
+	var readers sync.WaitGroup
+	// A client reads from the moment it has its snapshot (it answers the
+	// server's pings meanwhile: dialing 10,000 clients takes a while).
+	// Reads take a context without Done (the library arms no
+	// context.AfterFunc per message; closing the connection ends them)
+	// and reuse one buffer per client: the library still parses every
+	// frame, as a browser does.
+	noDone := context.WithoutCancel(ctx)
+	read := func(i int, c *websocket.Conn) {
+		defer readers.Done()
+		buf := make([]byte, 0, 1024)
+		for {
+			_, r, err := c.Reader(noDone)
+			if err != nil {
+				return
+			}
+			data, err := readAllInto(buf[:0], r)
+			if err != nil {
+				return
+			}
+			buf = data
+			now := time.Now().UnixNano()
+			// Cheap field extraction keeps the clients' CPU (which
+			// shares the box with lpmos) low: {"type":"progress",...
+			// "message":"t0=<ns>","seq":<n>,...}.
+			if !bytes.HasPrefix(data, []byte(`{"type":"progress"`)) {
+				continue
+			}
+			t0 := jsonInt(data, `"message":"t0=`)
+			seq := jsonInt(data, `"seq":`)
+			if t0 <= 0 || seq <= 0 {
+				continue
+			}
+			lats[i] = append(lats[i], now-t0)
+			v, _ := acks.LoadOrStore(seq, new(atomic.Int64))
+			if v.(*atomic.Int64).Add(1) == int64(n) {
+				outMu.Lock()
+				fmt.Fprintf(out, "ack %d\n", seq)
+				outMu.Unlock()
+			}
+		}
+	}
 	conns := make([]*websocket.Conn, n)
 	sem := make(chan struct{}, 64)
 	for i := range n {
@@ -218,6 +260,8 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 				return
 			}
 			conns[i] = c
+			readers.Add(1)
+			go read(i, c)
 		}()
 	}
 	wg.Wait()
@@ -225,49 +269,6 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	case err := <-errc:
 		return err
 	default:
-	}
-	var readers sync.WaitGroup
-	// Reads take a context without Done (the library arms no
-	// context.AfterFunc per message; closing the connection ends them)
-	// and reuse one buffer per client: the library still parses every
-	// frame, as a browser does.
-	noDone := context.WithoutCancel(ctx)
-	for i, c := range conns {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			buf := make([]byte, 0, 1024)
-			for {
-				_, r, err := c.Reader(noDone)
-				if err != nil {
-					return
-				}
-				data, err := readAllInto(buf[:0], r)
-				if err != nil {
-					return
-				}
-				buf = data
-				now := time.Now().UnixNano()
-				// Cheap field extraction keeps the clients' CPU (which
-				// shares the box with lpmos) low: {"type":"progress",...
-				// "message":"t0=<ns>","seq":<n>,...}.
-				if !bytes.HasPrefix(data, []byte(`{"type":"progress"`)) {
-					continue
-				}
-				t0 := jsonInt(data, `"message":"t0=`)
-				seq := jsonInt(data, `"seq":`)
-				if t0 <= 0 || seq <= 0 {
-					continue
-				}
-				lats[i] = append(lats[i], now-t0)
-				v, _ := acks.LoadOrStore(seq, new(atomic.Int64))
-				if v.(*atomic.Int64).Add(1) == int64(n) {
-					outMu.Lock()
-					fmt.Fprintf(out, "ack %d\n", seq)
-					outMu.Unlock()
-				}
-			}
-		}()
 	}
 	if path := os.Getenv("LPMOS_WSBENCH_CHILDPROF"); path != "" {
 		f, err := os.Create(path)
