@@ -2,7 +2,6 @@ package ui
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -34,8 +33,6 @@ type wsConn struct {
 	rawN     int
 	rawErr   error
 }
-
-var errWSClosing = errors.New("websocket close frame sent")
 
 func newWSConn(c net.Conn) *wsConn {
 	w := &wsConn{Conn: c}
@@ -98,7 +95,7 @@ func (w *wsConn) writeFrame(frame []byte) error {
 		return nil
 	}
 	if w.closeSent {
-		return errWSClosing
+		return fmt.Errorf("websocket close frame sent: %w", net.ErrClosed)
 	}
 	if _, err := w.Conn.Write(frame); err != nil {
 		return fmt.Errorf("websocket write: %w", err)
