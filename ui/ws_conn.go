@@ -163,7 +163,8 @@ func (h *wsHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
 	}
 	h.conn = newWSConn(raw)
-	return h.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(h.conn, 4096)), nil
+	brw.Writer.Reset(h.conn) // net/http's fresh, empty writer, onto the wrapper
+	return h.conn, brw, nil
 }
 
 // Unwrap lets http.ResponseController reach the writer underneath.
