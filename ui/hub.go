@@ -165,6 +165,8 @@ type Hub struct {
 	clients  map[*Subscription]struct{}
 	dropped  int64
 	resyncs  int64
+	ws       wsPool    // writers of /ws connections (ui/ws_writer.go)
+	frames   frameMemo // /ws frame of the message being fanned out (ui/ws_conn.go)
 }
 
 // hubTask is the hub's summary of a task: a store.Task holding only the

@@ -45,7 +45,16 @@ type outQueue struct {
 	latest map[stateKey]int // (task, kind) -> index in items of its unsent state message
 	others int              // unsent messages that are not state messages
 	bytes  int              // their size
-	signal chan struct{}    // cap 1: something was queued
+	signal chan struct{}    // cap 1: something was queued (or, for /ws, handed off)
+
+	// A /ws connection's queue is delivered by the writers of
+	// ui/ws_writer.go: out is set, and busy while one of them (a pool
+	// worker or the connection's goroutine) owns the queue. handoff: the
+	// connection's goroutine owns it and must first write carry.
+	out     *wsOut
+	busy    bool
+	handoff bool
+	carry   []byte
 }
 
 // stateKey names one kind of state of one task.
@@ -66,9 +75,10 @@ const (
 )
 
 type queued struct {
-	task string
-	b    []byte
-	kind uint8
+	task  string
+	b     []byte
+	frame []byte // b as a WebSocket frame (/ws queues; nil: encode when sent)
+	kind  uint8
 }
 
 func newOutQueue() *outQueue {
@@ -86,12 +96,17 @@ func (q *outQueue) wake() {
 // coalesced). It reports false (nothing queued) when the client's backlog
 // is past maxMsgs other messages and maxBytes and it must be resynced.
 func (q *outQueue) push(task string, b []byte, kind uint8, maxMsgs, maxBytes int) bool {
+	return q.pushFrame(task, b, nil, kind, maxMsgs, maxBytes)
+}
+
+// pushFrame is push with b's prepared WebSocket frame (nil: none).
+func (q *outQueue) pushFrame(task string, b, frame []byte, kind uint8, maxMsgs, maxBytes int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if kind != coalesceNone && task != "" {
 		k := stateKey{task, kind}
 		if i, ok := q.latest[k]; ok {
-			q.items[i].b = b
+			q.items[i].b, q.items[i].frame = b, frame
 			return true
 		}
 		q.latest[k] = len(q.items)
@@ -107,9 +122,30 @@ func (q *outQueue) push(task string, b []byte, kind uint8, maxMsgs, maxBytes int
 			}
 		}
 	}
-	q.items = append(q.items, queued{task: task, b: b, kind: kind})
-	q.wake()
+	q.items = append(q.items, queued{task: task, b: b, frame: frame, kind: kind})
+	q.kickLocked()
 	return true
+}
+
+// kickLocked gets something queued delivered: it wakes the pump, or hands
+// an idle /ws connection to a pool worker.
+func (q *outQueue) kickLocked() {
+	if q.out == nil {
+		q.wake()
+		return
+	}
+	if q.busy {
+		return
+	}
+	q.busy = true
+	if q.out.conn.rc == nil {
+		// No non-blocking writes (TLS): the connection's goroutine
+		// writes, with no worker in between.
+		q.handoff, q.carry = true, nil
+		q.wake()
+		return
+	}
+	q.out.pool.add(q.out)
 }
 
 // reset replaces everything queued with b (a snapshot).
@@ -121,7 +157,46 @@ func (q *outQueue) reset(b []byte) {
 	clear(q.latest)
 	q.items = append(q.items, queued{b: b})
 	q.others, q.bytes = 1, len(b)
+	if q.out != nil && !q.busy {
+		// A snapshot is large: the connection's goroutine writes it.
+		q.busy, q.handoff, q.carry = true, true, nil
+	}
 	q.wake()
+}
+
+// next is pop for the writer that owns a /ws queue: when the queue is
+// empty it gives the ownership up (in the same critical section, so a
+// push either sees the queue owned or hands it to a worker).
+func (q *outQueue) next() (queued, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it, ok := q.popItemLocked()
+	if !ok {
+		q.busy = false
+	}
+	return it, ok
+}
+
+// handOff passes the ownership of a /ws queue from a pool worker to the
+// connection's goroutine, which first writes carry (and any pending rest).
+func (q *outQueue) handOff(carry []byte) {
+	q.mu.Lock()
+	q.handoff, q.carry = true, carry
+	q.mu.Unlock()
+	q.wake()
+}
+
+// takeHandoff reports whether the connection's goroutine owns its queue
+// now, and what it must write first.
+func (q *outQueue) takeHandoff() ([]byte, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.handoff {
+		return nil, false
+	}
+	carry := q.carry
+	q.handoff, q.carry = false, nil
+	return carry, true
 }
 
 // pop takes the oldest message, if any.
@@ -132,8 +207,13 @@ func (q *outQueue) pop() ([]byte, bool) {
 }
 
 func (q *outQueue) popLocked() ([]byte, bool) {
+	it, ok := q.popItemLocked()
+	return it.b, ok
+}
+
+func (q *outQueue) popItemLocked() (queued, bool) {
 	if q.head == len(q.items) {
-		return nil, false
+		return queued{}, false
 	}
 	it := q.items[q.head]
 	q.items[q.head] = queued{}
@@ -157,7 +237,7 @@ func (q *outQueue) popLocked() ([]byte, bool) {
 		clear(q.items[n:])
 		q.items, q.head = q.items[:n], 0
 	}
-	return it.b, true
+	return it, true
 }
 
 // pump feeds the subscription's channel from its queue until it ends.
@@ -186,12 +266,12 @@ func (s *Subscription) pump() {
 // view arrives whole, as a "task" message; one leaving it gets its last
 // status message).
 func (h *Hub) SubscribeFilter(ctx context.Context, f SubFilter) (*Subscription, error) {
-	return h.subscribe(ctx, f, true)
+	return h.subscribe(ctx, f, nil)
 }
 
-// subscribe is SubscribeFilter; without pump nothing feeds C and the
-// caller pops its queue itself (serveWS: no goroutine hop per message).
-func (h *Hub) subscribe(ctx context.Context, f SubFilter, pump bool) (*Subscription, error) {
+// subscribe is SubscribeFilter; with out (a /ws connection) nothing feeds
+// C: the writers of ui/ws_writer.go deliver the queue to the connection.
+func (h *Hub) subscribe(ctx context.Context, f SubFilter, out *wsConn) (*Subscription, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
@@ -199,11 +279,14 @@ func (h *Hub) subscribe(ctx context.Context, f SubFilter, pump bool) (*Subscript
 	}
 	c := make(chan []byte)
 	s := &Subscription{C: c, c: c, done: make(chan struct{}), pumped: make(chan struct{}), q: newOutQueue(), filter: f}
+	if out != nil {
+		s.q.out = &wsOut{conn: out, pool: &h.ws, q: s.q}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s.q.reset(h.snapshotForLocked(s, false))
 	h.clients[s] = struct{}{}
-	if pump {
+	if out == nil {
 		go s.pump()
 	} else {
 		close(s.pumped)
@@ -233,7 +316,14 @@ func (h *Hub) snapshotForLocked(s *Subscription, resync bool) []byte {
 // messages and larger than a snapshot (or QueueBytes) is resynced from a
 // snapshot instead of dropped.
 func (h *Hub) sendLocked(s *Subscription, task string, b []byte, kind uint8) {
-	if s.closed || s.q.push(task, b, kind, h.cfg.QueueLen, max(h.cfg.QueueBytes, h.snapLen)) {
+	if s.closed {
+		return
+	}
+	var frame []byte
+	if s.q.out != nil {
+		frame = h.frames.frameOf(b) // encoded once per message
+	}
+	if s.q.pushFrame(task, b, frame, kind, h.cfg.QueueLen, max(h.cfg.QueueBytes, h.snapLen)) {
 		return
 	}
 	h.resyncs++

@@ -2,7 +2,6 @@ package ui
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -32,7 +31,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	// No permessage-deflate: every client gets the same prepared frame.
+	// The library writes its control frames through hj.conn, the hub's
+	// messages are written as frames encoded once per event (ui/ws_conn.go).
+	hj := &wsHijack{ResponseWriter: w}
+	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		s.log.Warn("websocket refused", "remote", r.RemoteAddr, "error", err)
 		return // Accept wrote the answer
@@ -43,50 +46,40 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ctx := conn.CloseRead(r.Context())
 	go s.closeWhenCredentialEnds(ctx, r, conn) // ui/ws_auth.go
 
-	sub, err := s.hub.subscribe(ctx, filter, false) // read with sub.next: no pump goroutine
+	// The pool's workers (ui/ws_writer.go) write to the connection while
+	// it keeps up; this goroutine takes over when its socket is full.
+	sub, err := s.hub.subscribe(ctx, filter, hj.conn)
 	if err != nil {
 		conn.Close(websocket.StatusTryAgainLater, "live updates are not ready")
 		return
 	}
 	defer s.hub.Unsubscribe(sub)
 
-	// One timer per connection bounds every write: if a write blocks for
-	// wsWriteTimeout, the timer closes the connection, which ends the
-	// write. Writes get a context without Done, so the library arms no
-	// per-write context.AfterFunc (an allocation and a lock on the
-	// parent context per message per client); a message costs a queue
-	// pop, a timer reset and the write system call.
+	// One timer per connection bounds every blocking write: if a write
+	// blocks for wsWriteTimeout, the timer closes the connection, which
+	// ends the write.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stuck := time.AfterFunc(time.Hour, func() { cancel(); _ = conn.CloseNow() })
 	stuck.Stop()
 	defer stuck.Stop()
-	noDone := context.WithoutCancel(ctx)
-	write := func(msg []byte) error {
+	write := func(frame []byte) error {
 		stuck.Reset(wsWriteTimeout)
-		err := conn.Write(noDone, websocket.MessageText, msg)
+		err := hj.conn.writeFrame(frame)
 		stuck.Stop()
-		if err != nil {
-			return fmt.Errorf("websocket write: %w", err)
-		}
-		return nil
+		return err
 	}
 
-	// The loop waits on the queue's signal alone (a one-channel receive,
-	// not a four-way select per message): the hub's drop, the end of the
-	// connection and the ping timer poke the same signal.
+	// The loop waits on the queue's signal alone: a hand-off from the
+	// pool, the hub's drop, the end of the connection and the ping timer
+	// poke it.
 	var pingDue atomic.Bool
 	ping := time.AfterFunc(wsPingInterval, func() { pingDue.Store(true); sub.q.wake() })
 	defer ping.Stop()
 	stopWake := context.AfterFunc(ctx, sub.q.wake)
 	defer stopWake()
 	for {
-		if msg, ok := sub.q.pop(); ok { // the client's queue (ui/hub_queue.go)
-			if err := write(withFreshServerTime(msg, time.Now())); err != nil { // ui/ws_extra.go
-				return
-			}
-			continue
-		}
+		<-sub.q.signal
 		select {
 		case <-sub.Done():
 			// The hub stopped (a slow client is resynced, not dropped).
@@ -98,6 +91,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		if ctx.Err() != nil {
 			return
 		}
+		if carry, ok := sub.q.takeHandoff(); ok {
+			// This goroutine owns the queue until it is empty.
+			if err := sub.q.out.writeOwned(carry, write); err != nil {
+				return
+			}
+		}
 		if pingDue.Swap(false) {
 			pctx, cancel := context.WithTimeout(wctx, wsWriteTimeout)
 			err := conn.Ping(pctx)
@@ -106,8 +105,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			ping.Reset(wsPingInterval)
-			continue
 		}
-		<-sub.q.signal
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,7 +71,7 @@ func benchWSLatency(b *testing.B, n int) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), benchChildEnv+"=1", "LPMOS_WSBENCH_URL="+e.url, "LPMOS_WSBENCH_TOKEN="+e.token,
-		"LPMOS_WSBENCH_N="+strconv.Itoa(n))
+		"LPMOS_WSBENCH_N="+strconv.Itoa(n), "LPMOS_WSBENCH_CHILDPROF="+os.Getenv("LPMOS_WSBENCH_CHILDPROF"))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -102,6 +103,8 @@ func benchWSLatency(b *testing.B, n int) {
 			lines <- sc.Text()
 		}
 	}()
+	// Dialing 10,000 clients on a loaded 2-core box takes minutes.
+	wait := 120*time.Second + time.Duration(n)*30*time.Millisecond
 	expect := func(prefix string) string {
 		b.Helper()
 		for {
@@ -113,8 +116,8 @@ func benchWSLatency(b *testing.B, n int) {
 				if rest, ok := strings.CutPrefix(l, prefix); ok {
 					return rest
 				}
-			case <-time.After(120 * time.Second):
-				b.Fatalf("bench child: no %q within 120s", prefix)
+			case <-time.After(wait):
+				b.Fatalf("bench child: no %q within %s", prefix, wait)
 			}
 		}
 	}
@@ -156,6 +159,9 @@ func benchWSLatency(b *testing.B, n int) {
 	// lpmos's CPU (this process: etcd, hub, server side of every
 	// connection) per delivered message: what a busy box cannot hide.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(seq*int64(n)), "lpmos-cpu-us/delivery")
+	// The clients' CPU per delivery: the other half of what the box
+	// spends (a real WebSocket client parsing every frame).
+	b.ReportMetric(float64(res.CPUNs)/1e3/float64(seq*int64(n)), "clients-cpu-us/delivery")
 	b.ReportMetric(res.P50Ms, "p50-ms")
 	b.ReportMetric(res.P99Ms, "p99-ms")
 	b.ReportMetric(res.MaxMs, "max-ms")
@@ -167,12 +173,14 @@ type benchResult struct {
 	P50Ms, P99Ms, MaxMs float64
 	Count               int
 	RSSKiB              int64
+	CPUNs               int64 // the clients' CPU from "ready" to "done"
 }
 
 // benchClients is the child: it opens N authenticated /ws connections,
 // says "ready", then for every progress message records the latency from
 // the t0 in its text (wall clock, same host) and prints "ack <seq>" once
-// all N clients have it. On "done" it prints the percentiles.
+// all N clients have it. On "done" it prints the percentiles and its CPU
+// time. LPMOS_WSBENCH_CHILDPROF=FILE writes its CPU profile there.
 func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err := raiseNoFile(); err != nil {
 		return err
@@ -193,6 +201,48 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		wg    sync.WaitGroup
 		errc  = make(chan error, n)
 	)
+	var readers sync.WaitGroup
+	// A client reads from the moment it has its snapshot (it answers the
+	// server's pings meanwhile: dialing 10,000 clients takes a while).
+	// Reads take a context without Done (the library arms no
+	// context.AfterFunc per message; closing the connection ends them)
+	// and reuse one buffer per client: the library still parses every
+	// frame, as a browser does.
+	noDone := context.WithoutCancel(ctx)
+	read := func(i int, c *websocket.Conn) {
+		defer readers.Done()
+		buf := make([]byte, 0, 1024)
+		for {
+			_, r, err := c.Reader(noDone)
+			if err != nil {
+				return
+			}
+			data, err := readAllInto(buf[:0], r)
+			if err != nil {
+				return
+			}
+			buf = data
+			now := time.Now().UnixNano()
+			// Cheap field extraction keeps the clients' CPU (which
+			// shares the box with lpmos) low: {"type":"progress",...
+			// "message":"t0=<ns>","seq":<n>,...}.
+			if !bytes.HasPrefix(data, []byte(`{"type":"progress"`)) {
+				continue
+			}
+			t0 := jsonInt(data, `"message":"t0=`)
+			seq := jsonInt(data, `"seq":`)
+			if t0 <= 0 || seq <= 0 {
+				continue
+			}
+			lats[i] = append(lats[i], now-t0)
+			v, _ := acks.LoadOrStore(seq, new(atomic.Int64))
+			if v.(*atomic.Int64).Add(1) == int64(n) {
+				outMu.Lock()
+				fmt.Fprintf(out, "ack %d\n", seq)
+				outMu.Unlock()
+			}
+		}
+	}
 	conns := make([]*websocket.Conn, n)
 	sem := make(chan struct{}, 64)
 	for i := range n {
@@ -212,6 +262,8 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 				return
 			}
 			conns[i] = c
+			readers.Add(1)
+			go read(i, c)
 		}()
 	}
 	wg.Wait()
@@ -220,38 +272,18 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		return err
 	default:
 	}
-	var readers sync.WaitGroup
-	for i, c := range conns {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			for {
-				_, data, err := c.Read(ctx)
-				if err != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				// Cheap field extraction keeps the clients' CPU (which
-				// shares the box with lpmos) low: {"type":"progress",...
-				// "message":"t0=<ns>","seq":<n>,...}.
-				if !bytes.HasPrefix(data, []byte(`{"type":"progress"`)) {
-					continue
-				}
-				t0 := jsonInt(data, `"message":"t0=`)
-				seq := jsonInt(data, `"seq":`)
-				if t0 <= 0 || seq <= 0 {
-					continue
-				}
-				lats[i] = append(lats[i], now-t0)
-				v, _ := acks.LoadOrStore(seq, new(atomic.Int64))
-				if v.(*atomic.Int64).Add(1) == int64(n) {
-					outMu.Lock()
-					fmt.Fprintf(out, "ack %d\n", seq)
-					outMu.Unlock()
-				}
-			}
-		}()
+	if path := os.Getenv("LPMOS_WSBENCH_CHILDPROF"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("child profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("child profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
+	cpu0 := cpuTime()
 	outMu.Lock()
 	fmt.Fprintln(out, "ready")
 	outMu.Unlock()
@@ -259,6 +291,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() && sc.Text() != "done" {
 	}
+	cpu := cpuTime() - cpu0
 	rss := rssKiB()
 	cancel()
 	for _, c := range conns {
@@ -270,7 +303,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	res := benchResult{Count: len(all), RSSKiB: rss}
+	res := benchResult{Count: len(all), RSSKiB: rss, CPUNs: cpu.Nanoseconds()}
 	if len(all) > 0 {
 		ms := func(q float64) float64 { return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / 1e6 }
 		res.P50Ms, res.P99Ms, res.MaxMs = ms(0.50), ms(0.99), float64(all[len(all)-1])/1e6
@@ -280,6 +313,23 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	defer outMu.Unlock()
 	_, err = fmt.Fprintf(out, "result %s\n", data)
 	return err
+}
+
+// readAllInto is io.ReadAll into buf's storage.
+func readAllInto(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // jsonInt returns the decimal integer that follows key in data, or -1.

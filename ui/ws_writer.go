@@ -1,0 +1,137 @@
+package ui
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// wsPool delivers the hub's messages to /ws connections that keep up: a
+// worker per CPU writes each idle connection's queued frames with
+// non-blocking system calls, one after the other, instead of waking one
+// goroutine per client per event. A connection whose socket is full (a
+// slow client) is handed to its own goroutine, which writes blocking with
+// a timeout and gives the connection back once its queue is empty. At any
+// time one writer at most (a worker or the connection's goroutine)
+// delivers a connection's queue: the outQueue's busy flag says so; thus
+// the queue's order and coalescing hold as before.
+type wsPool struct {
+	once    sync.Once
+	workers []wsWorker
+	next    atomic.Uint32
+}
+
+// wsOut is a /ws connection as the writers see it.
+type wsOut struct {
+	conn *wsConn
+	pool *wsPool
+	q    *outQueue
+}
+
+func (p *wsPool) add(o *wsOut) {
+	p.once.Do(func() { p.workers = make([]wsWorker, runtime.GOMAXPROCS(0)) })
+	p.workers[p.next.Add(1)%uint32(len(p.workers))].add(o)
+}
+
+// wsWorker is one goroutine, started on demand, that stays while it has
+// connections to deliver and for wsWorkerIdle after (a goroutine started
+// per event would grow its stack for the write path every time).
+type wsWorker struct {
+	mu      sync.Mutex
+	ready   []*wsOut
+	spare   []*wsOut
+	running bool
+	wake    chan struct{} // cap 1
+}
+
+const wsWorkerIdle = 5 * time.Second
+
+func (w *wsWorker) add(o *wsOut) {
+	w.mu.Lock()
+	w.ready = append(w.ready, o)
+	start := !w.running
+	w.running = true
+	if w.wake == nil {
+		w.wake = make(chan struct{}, 1)
+	}
+	w.mu.Unlock()
+	if start {
+		go w.run()
+		return
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *wsWorker) run() {
+	idle := time.NewTimer(wsWorkerIdle)
+	defer idle.Stop()
+	for {
+		w.mu.Lock()
+		batch := w.ready
+		if len(batch) == 0 {
+			w.mu.Unlock()
+			idle.Reset(wsWorkerIdle)
+			select {
+			case <-w.wake:
+				continue
+			case <-idle.C:
+			}
+			w.mu.Lock()
+			if len(w.ready) == 0 {
+				w.running = false
+				w.mu.Unlock()
+				return
+			}
+			w.mu.Unlock()
+			continue
+		}
+		w.ready, w.spare = w.spare[:0], nil
+		w.mu.Unlock()
+		for i, o := range batch {
+			o.deliver()
+			batch[i] = nil
+		}
+		w.mu.Lock()
+		w.spare = batch[:0]
+		w.mu.Unlock()
+	}
+}
+
+// deliver writes o's queued messages while the socket takes them at once;
+// otherwise it hands o to the connection's goroutine (handOff).
+func (o *wsOut) deliver() {
+	for {
+		it, ok := o.q.next()
+		if !ok {
+			return // the queue is empty and o is idle again
+		}
+		done, carry := o.conn.tryWriteFrame(wsFrameNow(it.b, it.frame))
+		if !done {
+			o.q.handOff(carry)
+			return
+		}
+	}
+}
+
+// writeOwned is the connection's goroutine's part once takeHandoff gave it
+// the queue: it writes carry (or only the pending rest), then the queue,
+// blocking (write bounds each write with a timeout), until the queue is
+// empty and the connection idle again.
+func (o *wsOut) writeOwned(carry []byte, write func(frame []byte) error) error {
+	if err := write(carry); err != nil {
+		return err
+	}
+	for {
+		it, ok := o.q.next()
+		if !ok {
+			return nil
+		}
+		if err := write(wsFrameNow(it.b, it.frame)); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package ui
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+)
+
+// readFrame reads one unmasked server frame: opcode and payload.
+func readFrame(r *bufio.Reader) (byte, []byte, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
+		return 0, nil, fmt.Errorf("frame header %x: want FIN, unmasked", h)
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(r, p)
+	return h[0] & 0x0f, p, err
+}
+
+// A client that does not read fills its socket: the pool's worker hands
+// the connection to its goroutine, which writes the rest (the partial
+// frame first); control frames written meanwhile (the library's pings)
+// never split a frame; every message that does not coalesce arrives in
+// order, and the last progress arrives last.
+func TestWSWritersSlowClientOrderAndFrames(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.(*net.TCPConn).SetWriteBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+
+	conn := newWSConn(raw)
+	if conn.rc == nil {
+		t.Fatal("a TCP connection must allow non-blocking writes")
+	}
+	var pool wsPool
+	q := newOutQueue()
+	q.out = &wsOut{conn: conn, pool: &pool, q: q}
+
+	// The connection's goroutine, as in serveWS.
+	stop := make(chan struct{})
+	ended := make(chan error, 1)
+	handoffs := 0
+	go func() {
+		for {
+			select {
+			case <-q.signal:
+			case <-stop:
+				ended <- nil
+				return
+			}
+			if carry, ok := q.takeHandoff(); ok {
+				handoffs++
+				if err := q.out.writeOwned(carry, conn.writeFrame); err != nil {
+					ended <- err
+					return
+				}
+			}
+		}
+	}()
+
+	// The library's control frames (pings), written meanwhile: they block
+	// while the socket is full, as the library's writes do.
+	const events, pingEvery = 400, 50
+	pinged := make(chan error, 1)
+	go func() {
+		for range events / pingEvery {
+			if _, err := conn.Write([]byte{0x89, 0x00}); err != nil {
+				pinged <- err
+				return
+			}
+		}
+		pinged <- nil
+	}()
+
+	pad := strings.Repeat("x", 1500)
+	var want []string
+	for i := range events {
+		msg := fmt.Sprintf("event-%04d-%s", i, pad)
+		b := []byte(msg)
+		if !q.pushFrame("t", b, wsTextFrame(b), coalesceNone, 1<<20, 1<<30) {
+			t.Fatal("resync asked")
+		}
+		want = append(want, msg)
+		p := []byte(fmt.Sprintf("progress-%04d", i))
+		q.pushFrame("t", p, wsTextFrame(p), coalesceProgress, 1<<20, 1<<30)
+	}
+
+	r := bufio.NewReader(client)
+	var got []string
+	lastProgress, pings := "", 0
+	for len(got) < events || lastProgress != fmt.Sprintf("progress-%04d", events-1) {
+		op, p, err := readFrame(r)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(got), err)
+		}
+		switch {
+		case op == 0x9:
+			pings++
+		case op != 0x1:
+			t.Fatalf("opcode %x", op)
+		case strings.HasPrefix(string(p), "event-"):
+			got = append(got, string(p))
+		case strings.HasPrefix(string(p), "progress-"):
+			if string(p) <= lastProgress {
+				t.Fatalf("progress %s after %s", p, lastProgress)
+			}
+			lastProgress = string(p)
+		default:
+			t.Fatalf("unexpected message %.40q", p)
+		}
+	}
+	if err := <-pinged; err != nil { // the socket has room again
+		t.Fatal(err)
+	}
+	// Once idle, the connection takes the next message at once; the
+	// pings not read yet come before it.
+	b := []byte("after")
+	q.pushFrame("", b, wsTextFrame(b), coalesceNone, 1<<20, 1<<30)
+	for {
+		op, p, err := readFrame(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op == 0x9 {
+			pings++
+			continue
+		}
+		if string(p) != "after" {
+			t.Fatalf("got %.40q, want the message sent after", p)
+		}
+		break
+	}
+	close(stop)
+	if err := <-ended; err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("message %d: %.20q, want %.20q", i, got[i], want[i])
+		}
+	}
+	if pings != events/pingEvery {
+		t.Fatalf("%d pings, want %d", pings, events/pingEvery)
+	}
+	if handoffs == 0 {
+		t.Fatal("the full socket never handed the connection to its goroutine")
+	}
+}
