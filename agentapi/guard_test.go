@@ -10,6 +10,7 @@ import (
 )
 
 func TestRateLimitUnauthenticated(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
@@ -59,6 +60,7 @@ func TestRateLimitUnauthenticated(t *testing.T) {
 // A made-up token does not get around the rate limit; a valid one is never
 // charged.
 func TestRateLimitBadTokens(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
@@ -96,6 +98,7 @@ func TestRateLimitBadTokens(t *testing.T) {
 }
 
 func TestMaxDiscovered(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.MaxDiscovered = 2 })
 	report := func(mac, model string) wire.HardwareReport {
@@ -135,6 +138,7 @@ func TestMaxDiscovered(t *testing.T) {
 }
 
 func TestStreamingPaths(t *testing.T) {
+	t.Parallel()
 	for path, want := range map[string]bool{
 		wire.PathApproval + "52:54:00:00:00:01?wait=30s": true,
 		wire.PathImages + "ubuntu/22.04":                 true,
