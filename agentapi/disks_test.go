@@ -26,8 +26,7 @@ import (
 // the disk from the task's hints before approval, the operator may name
 // another, the agent writes exactly that one; no match and several matches
 // fail the task before anything is written.
-func TestAgentWritesTheDiskChosenBeforeApproval(t *testing.T) {
-	t.Parallel()
+func TestAgentWritesTheDiskChosenBeforeApproval(t *testing.T) { // not parallel: see TestEachFormatWrittenByTheAgent
 	st := newStore(t)
 	ctx := context.Background()
 	img, _ := osImage(t) // a GPT disk with an ext4 root: the agent writes its seed into it
@@ -60,7 +59,6 @@ func TestAgentWritesTheDiskChosenBeforeApproval(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel() // each case its own MAC, task and disks
 			task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: nextMAC(), OSType: "ubuntu", OSVersion: "22.04", RootDeviceHints: tt.hints})
 			if err != nil {
 				t.Fatal(err)
