@@ -9,8 +9,7 @@ import (
 	"github.com/lpmos/lpmos/agent/wire"
 )
 
-func TestRateLimitUnauthenticated(t *testing.T) {
-	t.Parallel()
+func TestRateLimitUnauthenticated(t *testing.T) { // not parallel: Retry-After counts whole seconds since the burst
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
@@ -59,8 +58,7 @@ func TestRateLimitUnauthenticated(t *testing.T) {
 
 // A made-up token does not get around the rate limit; a valid one is never
 // charged.
-func TestRateLimitBadTokens(t *testing.T) {
-	t.Parallel()
+func TestRateLimitBadTokens(t *testing.T) { // not parallel: Retry-After counts whole seconds since the burst
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
