@@ -22,6 +22,7 @@ import (
 // demo install: the image is streamed and verified, nothing written) with
 // the task id and boot token it would read from the iPXE kernel line.
 func TestRealAgentAgainstRegion(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	addImage(t, st, "ubuntu", "22.04", make([]byte, 300_000))
@@ -144,6 +145,7 @@ func authMessages(t *testing.T, st *store.Store, id string) string {
 // hardware already known (pending_approval at once) and the machine
 // leaves the discovered list; approved, it installs.
 func TestDiscoveredAgentPicksUpTask(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	addImage(t, st, "ubuntu", "22.04", make([]byte, 100_000))
@@ -188,6 +190,7 @@ func TestDiscoveredAgentPicksUpTask(t *testing.T) {
 // its session; a retry (new attempt) is handed to it within seconds with
 // a fresh session, and it installs without a reboot.
 func TestLiveAgentPicksUpRetry(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	img := addImage(t, st, "ubuntu", "22.04", make([]byte, 100_000))

@@ -8,6 +8,7 @@ import (
 // The region passes its serial console setting to every boot script, and
 // refuses one that would not be a single kernel argument.
 func TestRegionSerialConsole(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	for _, tc := range []struct{ console, want string }{
 		{"", "console=ttyS0,115200 "},

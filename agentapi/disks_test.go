@@ -26,7 +26,7 @@ import (
 // the disk from the task's hints before approval, the operator may name
 // another, the agent writes exactly that one; no match and several matches
 // fail the task before anything is written.
-func TestAgentWritesTheDiskChosenBeforeApproval(t *testing.T) {
+func TestAgentWritesTheDiskChosenBeforeApproval(t *testing.T) { // not parallel: see TestEachFormatWrittenByTheAgent
 	st := newStore(t)
 	ctx := context.Background()
 	img, _ := osImage(t) // a GPT disk with an ext4 root: the agent writes its seed into it

@@ -14,6 +14,7 @@ import (
 // outnumber its report rate, refusals still come from the authoritative
 // path, and the final report completes the task.
 func TestProgressFastPathOverHTTP(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.ReportRate = 0.5; c.ProgressWindow = 50 * time.Millisecond })
 	r.start(t)

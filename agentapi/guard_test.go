@@ -9,7 +9,7 @@ import (
 	"github.com/lpmos/lpmos/agent/wire"
 )
 
-func TestRateLimitUnauthenticated(t *testing.T) {
+func TestRateLimitUnauthenticated(t *testing.T) { // not parallel: Retry-After counts whole seconds since the burst
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
@@ -58,7 +58,7 @@ func TestRateLimitUnauthenticated(t *testing.T) {
 
 // A made-up token does not get around the rate limit; a valid one is never
 // charged.
-func TestRateLimitBadTokens(t *testing.T) {
+func TestRateLimitBadTokens(t *testing.T) { // not parallel: Retry-After counts whole seconds since the burst
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.AgentRate, c.AgentBurst = 0.01, 3 })
 	task := createTask(t, st, "dc1")
@@ -96,6 +96,7 @@ func TestRateLimitBadTokens(t *testing.T) {
 }
 
 func TestMaxDiscovered(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", func(c *Config) { c.MaxDiscovered = 2 })
 	report := func(mac, model string) wire.HardwareReport {
@@ -135,6 +136,7 @@ func TestMaxDiscovered(t *testing.T) {
 }
 
 func TestStreamingPaths(t *testing.T) {
+	t.Parallel()
 	for path, want := range map[string]bool{
 		wire.PathApproval + "52:54:00:00:00:01?wait=30s": true,
 		wire.PathImages + "ubuntu/22.04":                 true,

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,6 +151,10 @@ func encodeImage(t *testing.T, format string, raw []byte) []byte {
 // installer (agent/install, --disk a regular file) writes it. The disk then
 // holds the raw image: byte for byte outside the root partition (where the
 // agent adds its cloud-init seed), and the root file system's files intact.
+//
+// Not parallel, nor its cases, nor TestAgentWritesTheDiskChosenBeforeApproval
+// (the two tests whose agent mounts an ext4 root through a loop device):
+// concurrent installs as root got EBUSY mounting the root file system.
 func TestEachFormatWrittenByTheAgent(t *testing.T) {
 	st := newStore(t)
 	ctx := context.Background()
@@ -160,15 +165,34 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 	r := newRegion(t, st, "dc1", func(c *Config) { c.Images = policy })
 	images := imageOnly(t, r.Region)
 
+	// Each format is encoded once, for its file and its URL case (xz of
+	// 8 MiB under -race is most of the test's CPU), each case its own file.
+	type encoding struct {
+		once sync.Once
+		data []byte
+	}
+	encoded := map[string]*encoding{}
+	for _, format := range []string{"raw", "gzip", "xz", "zstd", "qcow2"} {
+		encoded[format] = &encoding{}
+	}
+	encode := func(t *testing.T, format string) []byte {
+		e := encoded[format]
+		e.once.Do(func() { e.data = encodeImage(t, format, raw) })
+		if e.data == nil {
+			t.Fatalf("no %s encoding (it failed in the other case of this format)", format)
+		}
+		return e.data
+	}
 	for _, name := range []string{"raw", "gzip", "xz", "zstd", "qcow2", "xz-url", "zstd-url", "gzip-url"} {
 		t.Run(name, func(t *testing.T) {
 			format, viaURL := strings.CutSuffix(name, "-url")
-			src := filepath.Join(imagesDir, "os."+format)
-			if err := os.WriteFile(src, encodeImage(t, format, raw), 0o644); err != nil {
+			file := name + "." + format
+			src := filepath.Join(imagesDir, file)
+			if err := os.WriteFile(src, encode(t, format), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if viaURL {
-				src = origin + "/os." + format
+				src = origin + "/" + file
 			}
 			info, err := policy.Inspect(ctx, src, "lpmostest_"+name)
 			if err != nil {
@@ -246,6 +270,7 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 // file) is decompressed while served raw; a Range (the agent resuming) is
 // answered by decompressing and skipping, with a strong ETag for If-Range.
 func TestDecompressedImageServedWithRange(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	raw := make([]byte, 300_000)
@@ -319,6 +344,7 @@ func sha256hex(b []byte) string {
 // out of it, a loopback URL, a qcow2 recorded as raw. None is served, and
 // a task for them fails before the agent touches the disk.
 func TestServeRechecksTheCatalog(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	root := t.TempDir()

@@ -9,6 +9,7 @@ import (
 )
 
 func TestHardwareLimits(t *testing.T) {
+	t.Parallel()
 	ok := func() wire.HardwareReport {
 		return wire.HardwareReport{MACAddress: "52:54:00:00:00:01", Hardware: wire.Hardware{
 			CPU:   wire.CPU{Model: "Intel Xeon", Sockets: 2, Cores: 32, Threads: 64},
@@ -62,6 +63,7 @@ func TestHardwareLimits(t *testing.T) {
 }
 
 func TestHardwareLimitsOverHTTP(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", nil)
 	mac := nextMAC()

@@ -10,6 +10,7 @@ import (
 
 // An approved task's static address reaches the agent in the install spec.
 func TestApprovalCarriesStaticNetwork(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	addImage(t, st, "debian", "12", []byte("img"))
 	r := newRegion(t, st, "dc1", nil)

@@ -16,6 +16,7 @@ import (
 // the OpenAPI description (x-lpmos-listener: agent) and every documented
 // agent operation is routed; /healthz answers as documented.
 func TestOpenAPICoversEveryAgentRoute(t *testing.T) {
+	t.Parallel()
 	d, err := apispec.Load()
 	if err != nil {
 		t.Fatal(err)

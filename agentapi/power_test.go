@@ -11,6 +11,7 @@ import (
 // A task with a BMC tells its agent the region reboots the machine
 // (power_managed); a task without one does not (the agent reboots itself).
 func TestApprovalSaysPowerManaged(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	addImage(t, st, "debian", "12", []byte("img"))
 	r := newRegion(t, st, "dc1", nil)

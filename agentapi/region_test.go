@@ -17,6 +17,7 @@ import (
 )
 
 func TestRegionsClaimOnlyTheirOwnTasks(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	before1 := createTask(t, st, "dc1")
@@ -79,6 +80,7 @@ func TestRegionsClaimOnlyTheirOwnTasks(t *testing.T) {
 }
 
 func TestTokenOpensOnlyItsTask(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	r := newRegion(t, st, "dc1", nil)
@@ -164,6 +166,7 @@ func TestTokenOpensOnlyItsTask(t *testing.T) {
 }
 
 func TestHappyPathThroughAPI(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	img := addImage(t, st, "ubuntu", "22.04", []byte("a tiny disk image"))
@@ -280,6 +283,7 @@ func TestHappyPathThroughAPI(t *testing.T) {
 }
 
 func TestProgressRules(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	addImage(t, st, "ubuntu", "22.04", []byte("img"))
@@ -344,6 +348,7 @@ func TestProgressRules(t *testing.T) {
 }
 
 func TestBadBodies(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", nil)
 	task := createTask(t, st, "dc1")
@@ -386,6 +391,7 @@ func TestBadBodies(t *testing.T) {
 }
 
 func TestDiscovery(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	on := newRegion(t, st, "dc1", nil)
@@ -434,6 +440,7 @@ func TestDiscovery(t *testing.T) {
 }
 
 func TestBootScriptPerState(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	r := newRegion(t, st, "dc1", func(c *Config) { c.ExtraKernelArgs = []string{"lpmos_poweroff=1"} })
@@ -536,6 +543,7 @@ func TestBootScriptPerState(t *testing.T) {
 }
 
 func TestAllowed(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	r := newRegion(t, st, "dc1", nil)
@@ -575,6 +583,7 @@ func TestAllowed(t *testing.T) {
 }
 
 func TestImageServedWithRange(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	data := make([]byte, 100_000)
 	for i := range data {
@@ -698,6 +707,7 @@ func TestImageServedWithRange(t *testing.T) {
 }
 
 func TestMissingImageFailsAtApproval(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	const reason = "no image for ubuntu 22.04: lpmos image add ubuntu 22.04 <file-or-url>"
@@ -749,6 +759,7 @@ func TestMissingImageFailsAtApproval(t *testing.T) {
 }
 
 func TestStallAndRecover(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	addImage(t, st, "ubuntu", "22.04", []byte("img"))
@@ -796,6 +807,7 @@ func TestStallAndRecover(t *testing.T) {
 }
 
 func TestStartServesAndReportsState(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	port := storetest.FreePort(t)
 	addr := "127.0.0.1:" + itoa(port)
@@ -858,6 +870,7 @@ func TestStartServesAndReportsState(t *testing.T) {
 }
 
 func TestNewRefusesBadConfig(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	for _, bad := range []Config{
 		{RegionID: "dc1", PublicURL: "http://x"},
@@ -873,6 +886,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 }
 
 func TestLeases(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	l := NewLeases(st, "dc1")

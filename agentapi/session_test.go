@@ -16,6 +16,7 @@ import (
 // agent starts again at partitioning: accepted, as a new run; the old
 // session is refused with 401 saying it was revoked.
 func TestRebootMidInstall(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	addImage(t, st, "ubuntu", "22.04", []byte("img"))
@@ -92,6 +93,7 @@ func TestRebootMidInstall(t *testing.T) {
 // TestDiscoverySessionOverHTTP: the discovery session opens only the
 // approval poll of its MAC; a newer report replaces it (401 with a reason).
 func TestDiscoverySessionOverHTTP(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	r := newRegion(t, st, "dc1", nil)
 	mac := nextMAC()
@@ -129,6 +131,7 @@ func TestDiscoverySessionOverHTTP(t *testing.T) {
 // with its session, is handed a new task created for its MAC (not only a
 // retry of the old one).
 func TestEndedTaskAgentGetsNewTask(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	ctx := context.Background()
 	r := newRegion(t, st, "dc1", nil)

@@ -59,6 +59,7 @@ func tlsRegion(t *testing.T, st *store.Store, id string) (r *Region, httpsURL, h
 // refuses the agent API and images with a JSON error; HTTPS with the
 // pinned CA serves the agent API.
 func TestAgentAPITLSAndPlainBoot(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	addImage(t, st, "ubuntu", "22.04", make([]byte, 1000))
 	_, httpsURL, httpURL, pin := tlsRegion(t, st, "dc1")
@@ -129,6 +130,7 @@ func TestAgentAPITLSAndPlainBoot(t *testing.T) {
 // the kernel line (lpmos_client=https://..., lpmos_ca=sha256:...): a wrong
 // pin is refused before anything is sent, the right one installs.
 func TestRealAgentOverTLS(t *testing.T) {
+	t.Parallel()
 	st := newStore(t)
 	addImage(t, st, "ubuntu", "22.04", make([]byte, 300_000))
 	_, _, httpURL, _ := tlsRegion(t, st, "dc1")

@@ -11,6 +11,7 @@ import (
 )
 
 func TestBMCSealedPerTask(t *testing.T) {
+	t.Parallel()
 	st := storetest.New(t)
 	ctx := context.Background()
 	bmc := &store.BMCInput{Protocol: "IPMI", Address: "127.0.0.1:623", Username: "admin", Password: "pw-of-a"}
@@ -55,6 +56,7 @@ func TestBMCSealedPerTask(t *testing.T) {
 }
 
 func TestBMCNeedsClusterKey(t *testing.T) {
+	t.Parallel()
 	cfg := storetest.Config(t, t.TempDir())
 	member, err := store.Open(context.Background(), cfg)
 	if err != nil {

@@ -81,6 +81,7 @@ func assertNoKeyMaterial(t *testing.T, raw []byte, ca *pki.CA) {
 // cluster key it cannot; the joiner receives the cluster key sealed to its
 // own CSR key.
 func TestCAKeySealedInEtcd(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openCAKeyMember(t, dir)
@@ -178,6 +179,7 @@ func TestCAKeySealedInEtcd(t *testing.T) {
 // A plain CA key left in etcd by an older lpmos is sealed when the member
 // restarts.
 func TestCAKeyPlainRecordMigrated(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openCAKeyMember(t, dir)

@@ -19,6 +19,7 @@ import (
 // key (or the spec) says, and decode back to the same values; values in
 // the older, full form still decode.
 func TestCompactValues(t *testing.T) {
+	t.Parallel()
 	id := "0a30e94b-aab0-45c0-849f-77fda0a3bf7d"
 	at := time.Date(2026, 12, 1, 21, 8, 33, 505838390, time.UTC)
 	p := wire.Progress{MACAddress: "52:54:00:00:00:01", TaskID: id, Seq: 7, Stage: wire.StageDownloading, Percentage: 41,

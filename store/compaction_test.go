@@ -17,6 +17,7 @@ import (
 // here): an old revision becomes unreadable without any maintenance loop or
 // operator action, while the current value stays.
 func TestPeriodicCompaction(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, func(c *store.Config) { c.Space.CompactionRetention = time.Second })
 	ctx := context.Background()
 	cli := s.Client()

@@ -8,6 +8,7 @@ import (
 // Members take turns: at any instant exactly one member of a cluster may
 // defragment, and each gets its turn within one round.
 func TestDefragTurnOneMemberAtATime(t *testing.T) {
+	t.Parallel()
 	const interval = 10 * time.Second
 	start := time.Date(2026, 12, 1, 15, 0, 0, 0, time.UTC)
 	for _, ids := range [][]uint64{{7}, {0x9a, 0x12}, {0xc3, 0x5b, 0x21}, {5, 4, 3, 2, 1}} {

@@ -50,6 +50,7 @@ func putImage(t *testing.T, s *store.Store, version string, size int64) {
 }
 
 func TestHardwareChoosesTheDisk(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	hwr := fourDisks(t)
@@ -135,6 +136,7 @@ func macN(i int) string {
 // A machine that reboots while waiting for approval reports again: the
 // choice follows the disks; hints that stop matching fail the task.
 func TestHardwareReReportedBeforeApproval(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	hwr := fourDisks(t)
@@ -161,6 +163,7 @@ func TestHardwareReReportedBeforeApproval(t *testing.T) {
 }
 
 func TestApproveNamesTheDisk(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	putImage(t, s, "22.04", 300e9)
@@ -213,6 +216,7 @@ func TestApproveNamesTheDisk(t *testing.T) {
 }
 
 func TestRootDeviceHintsValidation(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	for _, tc := range []struct {

@@ -72,6 +72,7 @@ func reportCached(t *testing.T, ctx context.Context, pp *store.ProgressPath, id,
 // writes in seq order, fewer writes than reports, every stage and every
 // status change written, and the final report stored.
 func TestProgressPathCoalescesInOrder(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:01")
@@ -207,6 +208,7 @@ collect:
 // cancelled task is not taken by the cache, and a repeat or an older seq
 // is left to the authoritative path.
 func TestProgressPathGuards(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:02")
@@ -262,6 +264,7 @@ func TestProgressPathGuards(t *testing.T) {
 // serialised): per task, etcd must still record the progress in seq order,
 // every stage event once and in order, and the final report.
 func TestProgressPathConcurrentTasksInOrder(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	const n = 12
@@ -380,6 +383,7 @@ collect:
 // watchers at once (Live), and the stream never goes back: a stored
 // report older than a live one already seen is left out.
 func TestProgressPathPersistInterval(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0e:01")

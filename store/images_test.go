@@ -12,6 +12,7 @@ import (
 )
 
 func TestPutImageValidates(t *testing.T) {
+	t.Parallel()
 	st := storetest.New(t)
 	ctx := context.Background()
 	good := store.Image{OSType: "debian", OSVersion: "12", Source: "/srv/images/d.qcow2", Format: "qcow2", AgentFormat: "gzip",
@@ -49,6 +50,7 @@ func TestPutImageValidates(t *testing.T) {
 }
 
 func TestDeleteImage(t *testing.T) {
+	t.Parallel()
 	st := storetest.New(t)
 	ctx := context.Background()
 	img := store.Image{OSType: "ubuntu", OSVersion: "24.04", Source: "/i", Format: "raw", SHA256: strings.Repeat("a", 64), Size: 1}

@@ -13,6 +13,7 @@ import (
 )
 
 func TestRecordMachineUnchangedAndCap(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	rev := func() int64 {

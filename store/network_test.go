@@ -10,6 +10,7 @@ import (
 )
 
 func TestSpecNetworkValidation(t *testing.T) {
+	t.Parallel()
 	base := func(n *wire.StaticNetwork) store.Spec {
 		return store.Spec{RegionID: "dc1", TargetMAC: "00-1A-2B-3C-4D-5E", OSType: "debian", OSVersion: "12", Network: n}
 	}

@@ -46,6 +46,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 // revisions of rewritten keys), and keeps the alarm, visibly, while the
 // space is live data, until that is deleted.
 func TestNoSpaceAlarmAndRecovery(t *testing.T) {
+	t.Parallel()
 	const quota = 24 << 20
 	s := openStore(t, func(c *store.Config) {
 		c.Space = store.SpaceConfig{QuotaBytes: quota, Interval: 100 * time.Millisecond}
@@ -123,6 +124,7 @@ func TestNoSpaceAlarmAndRecovery(t *testing.T) {
 // Without an alarm, a member defragments only when it pays: once
 // compaction left at least the ratio and the bytes free, not before.
 func TestDefragWhenItPays(t *testing.T) {
+	t.Parallel()
 	s := openStore(t, func(c *store.Config) {
 		c.Space = store.SpaceConfig{Interval: 100 * time.Millisecond, DefragMinFreeRatio: 0.5, DefragMinFreeBytes: 4 << 20}
 	})

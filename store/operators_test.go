@@ -11,6 +11,7 @@ import (
 )
 
 func TestOperatorTokenCheck(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t)
 	alice, err := s.CreateOperatorToken(ctx, "alice", "")
@@ -62,6 +63,7 @@ func TestOperatorTokenCheck(t *testing.T) {
 
 // TestApproveNamesTheActor: the approval event says who approved.
 func TestApproveNamesTheActor(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	putImage(t, s, "22.04", 300e9)

@@ -19,6 +19,7 @@ import (
 // certificate's CN as its user, so a serving certificate that could also
 // authenticate a client would be an etcd identity.
 func TestServingCertificatesAreServerOnly(t *testing.T) {
+	t.Parallel()
 	st := storetest.New(t)
 	ctx := context.Background()
 	agent, _, err := st.IssueAgentAPICert(ctx, "dc1", []string{"10.0.0.1"})

@@ -28,6 +28,7 @@ func authEvents(t *testing.T, s *store.Store, id string) []string {
 }
 
 func TestBootTokenRedeemedOnce(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	a := walk(t, ctx, s, "02:00:00:00:09:01", wire.StatusReady)
@@ -108,6 +109,7 @@ func TestBootTokenRedeemedOnce(t *testing.T) {
 }
 
 func TestIssueSessionAndDiscovery(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	a := walk(t, ctx, s, "02:00:00:00:09:11", wire.StatusReady)
@@ -161,6 +163,7 @@ func TestIssueSessionAndDiscovery(t *testing.T) {
 }
 
 func TestAgentProgressOrder(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	task := walk(t, ctx, s, "02:00:00:00:09:21", wire.StatusApproved)
@@ -215,6 +218,7 @@ func TestAgentProgressOrder(t *testing.T) {
 }
 
 func TestDeleteMachineEndsItsDiscoverySession(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	const mac = "02:00:00:00:09:31"

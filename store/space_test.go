@@ -30,6 +30,7 @@ func openStore(t *testing.T, mod func(*store.Config)) *store.Store {
 // A task's history stays bounded: past the limit the oldest events go, the
 // newest stay, and the first event says how many were dropped.
 func TestEventHistoryBounded(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		limit, flips int // limit 0: the default
 	}{
@@ -95,6 +96,7 @@ func TestEventHistoryBounded(t *testing.T) {
 // A watch from a revision etcd compacted away ends with one resync change
 // naming the compaction revision, instead of hanging or missing changes.
 func TestWatchFromCompactedRevisionAsksForResync(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

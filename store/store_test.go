@@ -45,6 +45,7 @@ func walk(t *testing.T, ctx context.Context, s *store.Store, mac string, to wire
 }
 
 func TestStateMachineEveryPair(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	n := 0
@@ -82,6 +83,7 @@ func TestStateMachineEveryPair(t *testing.T) {
 }
 
 func TestStateMachineTable(t *testing.T) {
+	t.Parallel()
 	// The allowed set, written out once more by hand: a change to the
 	// machine must be deliberate.
 	allowed := map[[2]wire.Status]bool{}
@@ -109,6 +111,7 @@ func TestStateMachineTable(t *testing.T) {
 }
 
 func TestConcurrentApproveOneWins(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	for round := range 5 {
@@ -153,6 +156,7 @@ func TestConcurrentApproveOneWins(t *testing.T) {
 }
 
 func TestMACIndex(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	first, err := s.CreateTask(ctx, spec("00-1A-2B-3C-4D-5E"))
@@ -209,6 +213,7 @@ func TestMACIndex(t *testing.T) {
 }
 
 func TestSpecValidation(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -238,6 +243,7 @@ func TestSpecValidation(t *testing.T) {
 }
 
 func TestProgressMonotonic(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	task := walk(t, ctx, s, "02:00:00:00:02:01", wire.StatusPendingApproval)
@@ -285,6 +291,7 @@ func TestProgressMonotonic(t *testing.T) {
 }
 
 func TestWatchSeesEveryChange(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -325,6 +332,7 @@ func TestWatchSeesEveryChange(t *testing.T) {
 }
 
 func TestRestartKeepsTasks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfg := storetest.Config(t, dir)
 	ctx := context.Background()
@@ -365,6 +373,7 @@ func TestRestartKeepsTasks(t *testing.T) {
 }
 
 func TestListFiltersAndNotFound(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	walk(t, ctx, s, "02:00:00:00:06:01", wire.StatusReady)
@@ -392,6 +401,7 @@ func TestListFiltersAndNotFound(t *testing.T) {
 }
 
 func TestAdminToken(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	tok, created, err := s.EnsureAdminToken(ctx)

@@ -76,6 +76,7 @@ func seedInstalled(tb testing.TB, s *store.Store, n int) {
 // hardware summary (no disks, no NICs), filters, pages newest first, and
 // follows deletes; the full task still has everything.
 func TestListSummaries(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	seedInstalled(t, s, 30)

@@ -14,6 +14,7 @@ import (
 // makes it; a MAC twice in the list or one with an active task refuses
 // as CreateTask does.
 func TestCreateTasksBulk(t *testing.T) {
+	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	var specs []store.Spec

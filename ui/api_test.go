@@ -90,6 +90,7 @@ func (e *apiEnv) doAuth(t *testing.T, auth, method, path, body string, out any) 
 const createBody = `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type":"ubuntu","os_version":"22.04"}`
 
 func TestCreateGetListApprove(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	unseedImage(t, e) // this test adds the image after creating the task
 	var task store.Task
@@ -175,6 +176,7 @@ func TestCreateGetListApprove(t *testing.T) {
 }
 
 func TestBadInputWritesNothing(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	big := `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type":"ubuntu","os_version":"22.04","user_data":"` + strings.Repeat("x", 1<<20) + `"}`
 	for _, tc := range []struct {
@@ -224,6 +226,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	for _, tc := range []struct {
 		name, auth string
@@ -249,6 +252,7 @@ func TestAuth(t *testing.T) {
 }
 
 func TestWatchStreamsChanges(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	var task store.Task
 	e.do(t, "POST", "/api/v1/tasks", createBody, &task)

@@ -58,6 +58,7 @@ func waitConfirm(t *testing.T, shown <-chan string) string {
 // list and the detail; Approve asks for confirmation naming that disk:
 // cancelling approves nothing, confirming approves that disk.
 func TestDashboardApproveNamesTheDisk(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	if err := e.store.PutImage(ctx, store.Image{OSType: "ubuntu", OSVersion: "22.04", Source: "/srv/ubuntu.img", Format: "raw",

@@ -50,6 +50,7 @@ func taskStatus(t *testing.T, ctx context.Context, st *store.Store, id string) w
 // Issue 15 item 5: Approve asks first, naming the machine (hostname and
 // MAC) and the disk it will erase; dismissing approves nothing.
 func TestDashboardApproveConfirmationNamesMachine(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	task := pendingApproval(t, ctx, e.store, "52:54:00:15:05:01", "web-15")
@@ -90,6 +91,7 @@ func TestDashboardApproveConfirmationNamesMachine(t *testing.T) {
 // button returns to the previous selection and then to none, opening the
 // URL opens the task, and a new selection starts at the top, focused.
 func TestDashboardTaskDeepLink(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	a := pendingApproval(t, ctx, e.store, "52:54:00:15:0a:01", "deep-a")
@@ -150,6 +152,7 @@ func TestDashboardTaskDeepLink(t *testing.T) {
 // confirmation naming the count: all three approved through the API; the
 // select-all box ticks every shown row.
 func TestDashboardBulkApprove(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	var ids []string
@@ -252,6 +255,7 @@ const layoutJS = `(() => {
 // Issue 15 item 10: at 1,400x900 the open detail panel does not cover the
 // Progress and Updated columns (element geometry, not a screenshot).
 func TestDashboardLayoutKeepsProgressVisible(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	task := pendingApproval(t, ctx, e.store, "52:54:00:15:0c:01", "layout-01")
@@ -287,6 +291,7 @@ func TestDashboardLayoutKeepsProgressVisible(t *testing.T) {
 // downloading (from successive reports), and a create dialog whose
 // placeholders are examples (italic, "e.g."), with "allow missing image".
 func TestDashboardThroughputAndCreateDialog(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	withBytes := pendingApproval(t, ctx, e.store, "52:54:00:15:0d:01", "eta-bytes")

@@ -17,6 +17,7 @@ import (
 // and role it found in each partition: live while the detail is open, and
 // when a finished task is opened later.
 func TestDashboardShowsPartitionsLeftOnDisk(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	if err := e.store.PutImage(ctx, store.Image{OSType: "ubuntu", OSVersion: "22.04", Source: "/srv/ubuntu.img", Format: "raw",

@@ -16,6 +16,7 @@ import (
 // the list and the detail, live, and the buttons queue actions for the
 // region (what it then does is powermgr's test).
 func TestDashboardPowerButtons(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLiveTLS(t)
 	resp, body := e.request(t, "POST", "/api/v1/tasks",

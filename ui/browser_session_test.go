@@ -12,6 +12,7 @@ import (
 // (elsewhere: through the API), the dashboard falls back to the sign-in
 // page, which says why.
 func TestDashboardSignInSaysWhySessionEnded(t *testing.T) {
+	t.Parallel()
 	e := newLiveTLS(t)
 	tab := newBrowser(t, e.spki)
 	browserLogin(t, tab, e)

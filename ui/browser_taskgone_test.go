@@ -15,6 +15,7 @@ import (
 // neither a reload nor back lands on it; a deep link to a deleted (or
 // never existing) task says "Task not found" instead of a blank panel.
 func TestDashboardOpenTaskDeleted(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	gone := pendingApproval(t, ctx, e.store, "52:54:00:15:0f:01", "gone-01")

@@ -101,6 +101,7 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 func newBrowser(t *testing.T, spkiPins ...string) context.Context {
 	t.Helper()
 	chromium := testenv.RequireTool(t, "chromium", "chromium") // Debian's /usr/bin/chromium
+	browserTurn(t)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		append(chromedp.DefaultExecAllocatorOptions[:],
 			chromedp.ExecPath(chromium),
@@ -120,6 +121,38 @@ func newBrowser(t *testing.T, spkiPins ...string) context.Context {
 	return tab
 }
 
+// browserTurns lets one test at a time drive chromium: the browser tests
+// are parallel with the package's other tests (whose time is mostly
+// waiting on etcd), but two browsers at once on a 2-core machine only
+// slow each other down towards their 15 s polls. A test holds its turn
+// from its first newBrowser until it ends.
+var browserTurns = struct {
+	mu      sync.Mutex
+	holders map[string]bool // top-level test names
+	turn    chan struct{}
+}{holders: map[string]bool{}, turn: make(chan struct{}, 1)}
+
+func browserTurn(t *testing.T) {
+	t.Helper()
+	name, _, _ := strings.Cut(t.Name(), "/")
+	browserTurns.mu.Lock()
+	held := browserTurns.holders[name]
+	browserTurns.mu.Unlock()
+	if held {
+		return
+	}
+	browserTurns.turn <- struct{}{}
+	browserTurns.mu.Lock()
+	browserTurns.holders[name] = true
+	browserTurns.mu.Unlock()
+	t.Cleanup(func() {
+		browserTurns.mu.Lock()
+		delete(browserTurns.holders, name)
+		browserTurns.mu.Unlock()
+		<-browserTurns.turn
+	})
+}
+
 // browserLogin signs in with the admin token on the dashboard page.
 func browserLogin(t *testing.T, tab context.Context, e *liveEnv) {
 	t.Helper()
@@ -136,6 +169,7 @@ func browserLogin(t *testing.T, tab context.Context, e *liveEnv) {
 // TestDashboardInBrowser runs the dashboard over HTTPS, as `lpmos serve`
 // serves it by default (the live updates then use wss://).
 func TestDashboardInBrowser(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLiveTLS(t)
 	if err := e.store.PutImage(ctx, store.Image{OSType: "ubuntu", OSVersion: "22.04", Source: "/srv/ubuntu.img", Format: "raw",
@@ -325,6 +359,7 @@ func setInput(t *testing.T, tab context.Context, sel, value, event string) {
 // The NOSPACE alarm shows as a banner on the dashboard, whatever the tab,
 // and goes away once lpmos recovered.
 func TestDashboardShowsNoSpaceBanner(t *testing.T) {
+	t.Parallel()
 	st, ctx := smallStore(t, 24<<20)
 	e := newLiveOn(t, st)
 	// Sign in first: a dashboard session is an etcd write, which NOSPACE

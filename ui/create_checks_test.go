@@ -35,6 +35,7 @@ func unseedImage(t testing.TB, e *apiEnv) {
 // POST /api/v1/tasks refuses what could never run, with a status and a
 // reason, and writes nothing.
 func TestCreateRefusesWhatCannotRun(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

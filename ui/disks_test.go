@@ -28,6 +28,7 @@ func fourDisks(t testing.TB) wire.Hardware {
 // approval; approve with {"disk": ...} overrides it, a disk that is not
 // exactly one reported disk is 400 and approves nothing.
 func TestRootDeviceHintsAndApproveDisk(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	ctx := context.Background()
 	// A 300 GB image straight into the catalog (the API would read the
@@ -123,6 +124,7 @@ func TestRootDeviceHintsAndApproveDisk(t *testing.T) {
 // The /ws hub: the chosen disk arrives as a target_disk message, its
 // removal (retry) as one with target_disk null, and a snapshot carries it.
 func TestHubTargetDiskMessages(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := storetest.New(t)
 	h := startHub(t, st, ui.HubConfig{})

@@ -16,6 +16,7 @@ import (
 // README's API table: GET /machines/{mac} and GET /cluster/members/{name}
 // answer the one object (they were 405), and 404/400 with a JSON error.
 func TestGetOneMachineAndMember(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	ctx := context.Background()
 	if _, err := e.store.RecordMachine(ctx, "dc1", "52:54:00:15:08:01", &wire.Hardware{BootMode: "uefi"}); err != nil {
@@ -53,6 +54,7 @@ func TestGetOneMachineAndMember(t *testing.T) {
 // history (409 naming the status of an active one); plain DELETE still
 // cancels and keeps it.
 func TestDeleteEndedTask(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	var task store.Task
 	if code := e.do(t, "POST", "/api/v1/tasks", createBody, &task); code != 201 {
@@ -90,6 +92,7 @@ func TestDeleteEndedTask(t *testing.T) {
 // snapshot carries the time it was sent (it was cached: two connections
 // seconds apart got the same server_time).
 func TestWSOriginErrorAndFreshServerTime(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 	hdr := http.Header{
 		"Authorization":         {"Bearer " + e.token},

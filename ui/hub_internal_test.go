@@ -16,6 +16,7 @@ import (
 // reloads a snapshot and sends it to every connected client, so changes
 // the broken watch never delivered are not lost.
 func TestHubResyncOnWatchRestart(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := storetest.New(t)
 	h := NewHub(st, HubConfig{Logger: slog.New(slog.DiscardHandler), Retry: time.Millisecond})
@@ -107,6 +108,7 @@ func decodeSnap(t *testing.T, sub *Subscription) Snapshot {
 // that fell behind the retention), store.Watch reports it, and every
 // client gets a fresh snapshot with what the watch missed.
 func TestHubResyncAfterRealCompaction(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := storetest.New(t)
 	h := NewHub(st, HubConfig{Logger: slog.New(slog.DiscardHandler), Retry: time.Millisecond})

@@ -22,6 +22,7 @@ func popAll(q *outQueue) []string {
 // and only the latest unsent state message of each (task, kind); a state
 // message never jumps ahead of an earlier message of its task.
 func TestOutQueueCoalescesStateKeepsOrder(t *testing.T) {
+	t.Parallel()
 	q := newOutQueue()
 	push := func(task, b string, kind uint8) {
 		t.Helper()
@@ -63,6 +64,7 @@ func TestOutQueueCoalescesStateKeepsOrder(t *testing.T) {
 // coalesce is past both the message and the byte bound; state messages
 // never count, however many arrive.
 func TestOutQueueResyncOnlyPastBothBounds(t *testing.T) {
+	t.Parallel()
 	q := newOutQueue()
 	msg := make([]byte, 100)
 	for i := range 50 { // 50 messages, 5,000 bytes: past 10 messages, not past 8,000 bytes

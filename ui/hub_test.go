@@ -55,6 +55,7 @@ func nextOf(t *testing.T, sub *ui.Subscription, typ, id string) wsMsg {
 }
 
 func TestHubSnapshotThenChanges(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := storetest.New(t)
 	before, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: "52:54:00:00:00:01", OSType: "ubuntu", OSVersion: "22.04", Hostname: "before"})
@@ -167,6 +168,7 @@ func TestHubSnapshotThenChanges(t *testing.T) {
 // One falling more than QueueLen other messages (and more bytes than a
 // snapshot) behind is resynced from a snapshot instead.
 func TestHubSlowClientGetsLatestStateNoDrop(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := storetest.New(t)
 	task := walkToApproved(t, ctx, st, "52:54:00:00:01:01")
@@ -315,6 +317,7 @@ func TestHubSlowClientGetsLatestStateNoDrop(t *testing.T) {
 // Two members of one etcd cluster: a change written through one shows on
 // the other's hub, because the hub watches etcd, not memory.
 func TestHubSeesOtherProcessWrites(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st, other := twoStores(t)
 	h := startHub(t, st, ui.HubConfig{})

@@ -45,6 +45,7 @@ func imageBody(src string, extra string) string {
 // Every bad source is a 400 whose JSON error names the rule, and nothing
 // enters the catalog.
 func TestAddImageRefusesBadSources(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	unseedImage(t, e) // this test counts the catalog from empty
 	root := filepath.Dir(e.imagesDir)
@@ -98,6 +99,7 @@ func TestAddImageRefusesBadSources(t *testing.T) {
 }
 
 func TestAddAndRemoveImages(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	unseedImage(t, e) // this test counts the catalog from empty
 	ctx := context.Background()

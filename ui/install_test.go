@@ -14,6 +14,7 @@ import (
 // is kept under the task and returned by GET /api/v1/tasks/{id}; later
 // reports without one do not erase it, and the progress record stays small.
 func TestTaskShowsPartitionsLeftOnDisk(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	ctx := context.Background()
 	var task store.Task
@@ -77,6 +78,7 @@ func TestTaskShowsPartitionsLeftOnDisk(t *testing.T) {
 // POST /api/v1/tasks takes a static address; a bad one is a 400 that
 // names the field.
 func TestCreateTaskWithStaticNetwork(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	var task store.Task
 	body := `{"region_id":"dc1","target_mac":"00:1a:2b:3c:4d:5e","os_type":"ubuntu","os_version":"22.04",` +

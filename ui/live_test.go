@@ -39,6 +39,7 @@ func login(t *testing.T, e *liveEnv) (*http.Cookie, string) {
 }
 
 func TestSessionLoginCookieAndCSRF(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 
 	if resp, _ := e.request(t, "POST", "/api/v1/session", `{"token":"wrong"}`, nil); resp.StatusCode != 401 || len(resp.Cookies()) != 0 {
@@ -117,6 +118,7 @@ func TestSessionLoginCookieAndCSRF(t *testing.T) {
 }
 
 func TestSessionCookieSecureUnderTLS(t *testing.T) {
+	t.Parallel()
 	st := storetest.New(t)
 	tok, _, err := st.EnsureAdminToken(context.Background())
 	if err != nil {
@@ -141,6 +143,7 @@ func TestSessionCookieSecureUnderTLS(t *testing.T) {
 }
 
 func TestSecurityHeadersAndAssets(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 	for _, path := range []string{"/", "/assets/app.js", "/assets/style.css", "/api/v1/health", "/api/v1/tasks"} {
 		resp, body := e.request(t, "GET", path, "", nil)
@@ -181,6 +184,7 @@ func TestSecurityHeadersAndAssets(t *testing.T) {
 // The dashboard's own source keeps the CSP honest: no inline script, no
 // inline handlers or styles in the markup, and no HTML sinks in the code.
 func TestDashboardSourceHasNoInlineScriptOrHTMLSinks(t *testing.T) {
+	t.Parallel()
 	page, err := os.ReadFile("web/index.html")
 	if err != nil {
 		t.Fatal(err)
@@ -216,6 +220,7 @@ func TestDashboardSourceHasNoInlineScriptOrHTMLSinks(t *testing.T) {
 }
 
 func TestWebSocketAuthOriginAndStream(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newLive(t)
 	wsURL := "ws" + strings.TrimPrefix(e.url, "http") + "/ws"
@@ -262,6 +267,7 @@ func TestWebSocketAuthOriginAndStream(t *testing.T) {
 // Two lpmos processes on one etcd cluster, each serving the dashboard: a
 // task approved through one shows up live on the other's /ws.
 func TestWebSocketAcrossMembers(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	stA, stB := twoStores(t)
 	a, b := newLiveOn(t, stA), newLiveOn(t, stB)

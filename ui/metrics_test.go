@@ -11,6 +11,7 @@ import (
 )
 
 func TestMetricsCountTasksAndClients(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

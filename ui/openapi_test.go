@@ -22,6 +22,7 @@ import (
 // plane is in the OpenAPI description and every documented control-plane
 // operation is routed. The failure lists exactly the differences.
 func TestOpenAPICoversEveryControlPlaneRoute(t *testing.T) {
+	t.Parallel()
 	d, err := apispec.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +44,7 @@ func TestOpenAPICoversEveryControlPlaneRoute(t *testing.T) {
 // plane and validates each answer (status and JSON body) against the
 // description.
 func TestOpenAPIValidatesRealResponses(t *testing.T) {
+	t.Parallel()
 	d, err := apispec.Load()
 	if err != nil {
 		t.Fatal(err)

@@ -62,6 +62,7 @@ func (e *liveEnv) call(t *testing.T, method, path, body string) (int, []byte) {
 // and looks for it in every API answer, every /ws message, every log line
 // and every key and value of etcd (a real range over all keys).
 func TestBMCCredentialsNeverLeak(t *testing.T) {
+	t.Parallel()
 	const pw = "Zq7-pw-LEAK-canary" // 18 chars: fits IPMI's 20
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -225,6 +226,7 @@ func errOf(data []byte) string {
 }
 
 func TestBMCBadInput(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 	base := `"region_id":"dc1","target_mac":"52:54:00:00:13:02","os_type":"ubuntu","os_version":"22.04"`
 	tests := []struct {
@@ -294,6 +296,7 @@ func TestBMCBadInput(t *testing.T) {
 
 // A discovered machine's BMC is taken by the next task for its MAC.
 func TestMachineBMCGoesToItsTask(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 	const mac = "52:54:00:00:13:30"
 	bmc := `{"protocol":"redfish","address":"https://10.0.0.30","username":"root","password":"machine-pw-7","system_id":"1"}`
@@ -338,6 +341,7 @@ func TestMachineBMCGoesToItsTask(t *testing.T) {
 // GET /api/v1/tasks/{id}/watch (lpmos task watch) carries the power state
 // and BMC changes, the BMC without its password.
 func TestWatchStreamsPower(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 	code, data := e.call(t, "POST", "/api/v1/tasks", `{"region_id":"dc1","target_mac":"52:54:00:00:13:50","os_type":"ubuntu","os_version":"22.04",
 		"bmc":{"protocol":"ipmi","address":"10.0.0.50","username":"admin","password":"watch-pw-1"}}`)

@@ -79,6 +79,7 @@ func sessionState(t *testing.T, e *liveEnv, c *http.Cookie) (int, string, bool) 
 // sessions; a read-only operator's session can watch (/ws) but not act; an
 // expired or ended session says so.
 func TestDashboardSessionsInEtcd(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cfg := storetest.Config(t, t.TempDir())
 	task := `{"region_id":"dc1","target_mac":"52:54:00:30:00:01","os_type":"ubuntu","os_version":"22.04"}`
@@ -234,7 +235,9 @@ func TestDashboardSessionsInEtcd(t *testing.T) {
 	if code, msg, ended := sessionState(t, c, grafana); code != 401 || !ended || !strings.Contains(msg, `operator token "grafana" was removed`) {
 		t.Fatalf("grafana's session after removal: %d %q %v", code, msg, ended)
 	}
-	if _, resp, err := websocket.Dial(wctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {grafana.String()}, "Origin": {c.url}}}); err == nil || resp == nil || resp.StatusCode != 401 {
+	dctx, cancelDial := context.WithTimeout(ctx, 10*time.Second) // wctx's 10 s are for the dials above
+	defer cancelDial()
+	if _, resp, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {grafana.String()}, "Origin": {c.url}}}); err == nil || resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("/ws with a removed operator's session: %v", err)
 	}
 	for i, ws := range open {

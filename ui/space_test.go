@@ -71,6 +71,7 @@ func service(rep ui.HealthReport, name string) (state, errText string) {
 // disarms by itself: health is ok again, writes work, and the dashboards
 // see the new task live. Nothing restarts.
 func TestNoSpaceShownAndRecovered(t *testing.T) {
+	t.Parallel()
 	const quota = 24 << 20
 	st, ctx := smallStore(t, quota)
 	e := newLiveOn(t, st)
@@ -177,6 +178,7 @@ func TestNoSpaceShownAndRecovered(t *testing.T) {
 // watched: the stream watches from the read's revision, not the status's
 // (which etcd no longer has), and goes on.
 func TestWatchOldTaskAfterCompaction(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	ctx := context.Background()
 	var task store.Task

@@ -21,6 +21,7 @@ import (
 // outcome, time in each status, tasks by region and status, HTTP requests
 // by route pattern (not the raw path) and code, and etcd's own health.
 func TestMetricsScrape(t *testing.T) {
+	t.Parallel()
 	st := storetest.New(t)
 	ctx := context.Background()
 	tok, _, err := st.EnsureAdminToken(ctx)

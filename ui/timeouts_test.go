@@ -6,6 +6,7 @@ import (
 )
 
 func TestStreamingPaths(t *testing.T) {
+	t.Parallel()
 	for path, want := range map[string]bool{
 		"/ws":                     true,
 		"/api/v1/tasks/t-1/watch": true,

@@ -17,6 +17,7 @@ import (
 // stream (it used to stay open forever); a task ending while watched ends
 // the stream after its status line.
 func TestWatchEndsOnTerminalState(t *testing.T) {
+	t.Parallel()
 	e := newAPI(t)
 	ctx := context.Background()
 	spec := func(mac string) store.Spec {

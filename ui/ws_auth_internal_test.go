@@ -10,6 +10,7 @@ import (
 // Connections with one credential share its re-check; another credential
 // gets its own; the answer is asked again once it is wsRecheck old.
 func TestCredMemoSharesOneCheckPerCredential(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int32
 	ended := func(_ context.Context, r *http.Request) string {
 		calls.Add(1)

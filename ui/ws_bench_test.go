@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/internal/testenv"
 	"github.com/lpmos/lpmos/store/storetest"
 )
 
@@ -41,6 +43,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	flag.Parse()
+	testenv.ParallelAtLeast(4) // most tests wait on etcd; the browser tests take turns (newBrowser)
 	os.Exit(m.Run())
 }
 

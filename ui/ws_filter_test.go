@@ -16,6 +16,7 @@ import (
 // its progress while in it, its status when it leaves, and nothing about
 // the other tasks; a bad status is refused with 400 before the upgrade.
 func TestWSSubscriptionFilters(t *testing.T) {
+	t.Parallel()
 	e := newLive(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

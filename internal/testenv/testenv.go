@@ -9,11 +9,13 @@
 package testenv
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -71,5 +73,19 @@ func RequireRoot(t testing.TB, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 || hidden("root") {
 		Missing(t, "needs root for "+why+" (CI runs as root)")
+	}
+}
+
+// ParallelAtLeast raises -test.parallel to n unless it was given; call it
+// from TestMain after flag.Parse. The default, GOMAXPROCS (2 on the CI
+// box), suits tests that compute; tests that mostly wait (for etcd's
+// fsyncs, a server's timer, a child process) finish sooner side by side.
+func ParallelAtLeast(n int) {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if f := flag.Lookup("test.parallel"); f != nil && !set {
+		if cur, err := strconv.Atoi(f.Value.String()); err == nil && cur < n {
+			_ = f.Value.Set(strconv.Itoa(n))
+		}
 	}
 }
