@@ -72,7 +72,7 @@ func (s *Store) ensureClusterKey() error {
 	if err != nil {
 		return err
 	}
-	if key == nil && s.ca.Key != nil {
+	if key == nil && s.ca.Load().Key != nil {
 		key = make([]byte, clusterKeyLen)
 		if _, err := rand.Read(key); err != nil {
 			return fmt.Errorf("cluster key: %w", err)
@@ -174,7 +174,7 @@ func (s *Store) migrateCARecord(ctx context.Context) error {
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
 		return fmt.Errorf("decode cluster CA: %w", err)
 	}
-	if rec.Key == "" || !pki.SameCert([]byte(rec.Cert), s.ca.CertPEM) {
+	if rec.Key == "" || !pki.SameCert([]byte(rec.Cert), s.ca.Load().CertPEM) {
 		return nil
 	}
 	ca, err := openCA(rec, nil)

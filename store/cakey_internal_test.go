@@ -88,8 +88,8 @@ func TestCAKeySealedInEtcd(t *testing.T) {
 	defer s.Close()
 
 	raw, rec := rawCARecord(t, s)
-	assertNoKeyMaterial(t, raw, s.ca)
-	if rec.Key != "" || rec.KeySealed == "" || !pki.SameCert([]byte(rec.Cert), s.ca.CertPEM) {
+	assertNoKeyMaterial(t, raw, s.ca.Load())
+	if rec.Key != "" || rec.KeySealed == "" || !pki.SameCert([]byte(rec.Cert), s.ca.Load().CertPEM) {
 		t.Fatalf("record: %+v", rec)
 	}
 	fi, err := os.Stat(filepath.Join(dir, "pki", ClusterKeyFile))
@@ -98,9 +98,9 @@ func TestCAKeySealedInEtcd(t *testing.T) {
 	}
 
 	// Act as a joined member: the CA certificate only.
-	full := s.ca
-	s.ca = &pki.CA{Cert: full.Cert, CertPEM: full.CertPEM}
-	defer func() { s.ca = full }()
+	full := s.ca.Load()
+	s.ca.Store(&pki.CA{Cert: full.Cert, CertPEM: full.CertPEM})
+	defer s.ca.Store(full)
 	ca, err := s.signer(ctx)
 	if err != nil || !ca.Key.Equal(full.Key) {
 		t.Fatalf("signer from the sealed record: %v", err)
@@ -183,8 +183,8 @@ func TestCAKeyPlainRecordMigrated(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openCAKeyMember(t, dir)
-	keyPEM, _ := s.ca.KeyPEM()
-	if _, err := s.cli.Put(ctx, keyClusterCA, mustJSON(caRecord{Cert: string(s.ca.CertPEM), Key: string(keyPEM)})); err != nil {
+	keyPEM, _ := s.ca.Load().KeyPEM()
+	if _, err := s.cli.Put(ctx, keyClusterCA, mustJSON(caRecord{Cert: string(s.ca.Load().CertPEM), Key: string(keyPEM)})); err != nil {
 		t.Fatal(err)
 	}
 	if raw, _ := rawCARecord(t, s); !bytes.Contains(raw, []byte("PRIVATE KEY")) {
@@ -200,12 +200,12 @@ func TestCAKeyPlainRecordMigrated(t *testing.T) {
 	s = openCAKeyMember(t, dir)
 	defer s.Close()
 	raw, rec := rawCARecord(t, s)
-	assertNoKeyMaterial(t, raw, s.ca)
+	assertNoKeyMaterial(t, raw, s.ca.Load())
 	if rec.Key != "" || rec.KeySealed == "" {
 		t.Fatalf("after restart: %+v", rec)
 	}
 	ca, err := openCA(rec, s.clusterKey)
-	if err != nil || !ca.Key.Equal(s.ca.Key) {
+	if err != nil || !ca.Key.Equal(s.ca.Load().Key) {
 		t.Fatalf("open the migrated record: %v", err)
 	}
 }

@@ -108,12 +108,12 @@ type caRecord struct {
 
 // CA returns the cluster CA certificate of an embedded member (nil for an
 // external store).
-func (s *Store) CA() *pki.CA { return s.ca }
+func (s *Store) CA() *pki.CA { return s.ca.Load() }
 
 // publishCA stores the local CA (its key sealed under the cluster key) in
 // etcd unless one is there, and warns when the one there differs.
 func (s *Store) publishCA(ctx context.Context) error {
-	sealed, err := sealCAKey(s.clusterKey, s.ca)
+	sealed, err := sealCAKey(s.clusterKey, s.ca.Load())
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func (s *Store) publishCA(ctx context.Context) error {
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		var have caRecord
-		if len(kvs) == 1 && json.Unmarshal(kvs[0].Value, &have) == nil && !pki.SameCert([]byte(have.Cert), s.ca.CertPEM) {
+		if len(kvs) == 1 && json.Unmarshal(kvs[0].Value, &have) == nil && !pki.SameCert([]byte(have.Cert), s.ca.Load().CertPEM) {
 			s.log.Warn("store: the cluster CA in etcd differs from this member's CA file")
 		}
 	}
@@ -138,11 +138,11 @@ func (s *Store) publishCA(ctx context.Context) error {
 // signer returns a CA that can sign: the local one if it has its key, else
 // the one shared in etcd (which must be the same certificate).
 func (s *Store) signer(ctx context.Context) (*pki.CA, error) {
-	if s.ca == nil {
+	if s.ca.Load() == nil {
 		return nil, ErrNotEmbedded
 	}
-	if s.ca.Key != nil {
-		return s.ca, nil
+	if s.ca.Load().Key != nil {
+		return s.ca.Load(), nil
 	}
 	resp, err := s.cli.Get(ctx, keyClusterCA)
 	if err != nil {
@@ -159,7 +159,7 @@ func (s *Store) signer(ctx context.Context) (*pki.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !pki.SameCert(ca.CertPEM, s.ca.CertPEM) {
+	if !pki.SameCert(ca.CertPEM, s.ca.Load().CertPEM) {
 		return nil, errors.New("the cluster CA in etcd differs from this member's: refusing to sign")
 	}
 	return ca, nil
@@ -458,7 +458,7 @@ func (s *Store) AdmitMember(ctx context.Context, req JoinRequest) (JoinResponse,
 		}
 	}()
 
-	out := JoinResponse{CA: string(s.ca.CertPEM), Cert: string(certPEM), Reused: reuse != nil}
+	out := JoinResponse{CA: string(s.ca.Load().CertPEM), Cert: string(certPEM), Reused: reuse != nil}
 	if s.clusterKey != nil {
 		if out.ClusterKey, err = sealForCSR(csr.PublicKey, s.clusterKey); err != nil {
 			return JoinResponse{}, fmt.Errorf("%w: seal the cluster key to the CSR: %v", ErrInvalid, err)

@@ -42,7 +42,7 @@ func joinTokenKey(id string) string { return prefixJoinTokens + id }
 
 // CreateJoinToken makes a join token valid for ttl.
 func (s *Store) CreateJoinToken(ctx context.Context, ttl time.Duration, singleUse bool) (JoinToken, error) {
-	if s.ca == nil {
+	if s.ca.Load() == nil {
 		return JoinToken{}, ErrNotEmbedded
 	}
 	if ttl < 10*time.Second || ttl > 30*24*time.Hour {
@@ -63,7 +63,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, ttl time.Duration, singleUs
 	}
 	return JoinToken{
 		ID:        id,
-		Token:     FormatJoinToken(s.ca.Fingerprint(), id, secret),
+		Token:     FormatJoinToken(s.ca.Load().Fingerprint(), id, secret),
 		ExpiresAt: rec.ExpiresAt,
 		SingleUse: singleUse,
 	}, nil

@@ -84,7 +84,7 @@ type Store struct {
 	// Embedded member only.
 	cfg      Config
 	pkiDir   pki.Dir
-	ca       *pki.CA
+	ca       atomic.Pointer[pki.CA] // swapped only by tests acting as a joined member; read by background loops
 	tls      transport.TLSInfo
 	removed  atomic.Bool // etcd said this member was removed
 	closing  atomic.Bool
@@ -214,7 +214,8 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		ClientCertAuth: true,
 		CRLFile:        pdir.Path(CRLFile),
 	}
-	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, ca: ca, tls: tlsInfo, lost: make(chan struct{})}
+	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, tls: tlsInfo, lost: make(chan struct{})}
+	s.ca.Store(ca)
 	s.applySpaceDefaults(cfg)
 	if err := s.ensureClusterKey(); err != nil {
 		return nil, fmt.Errorf("store: %w", err)

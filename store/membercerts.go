@@ -293,7 +293,7 @@ func (s *Store) renewBeforeStart() {
 	if err != nil || time.Now().Before(memberCertRenewAt(cert, s.memberCertTTL())) {
 		return
 	}
-	ca := s.ca
+	ca := s.ca.Load()
 	if ca.Key == nil {
 		data, err := os.ReadFile(s.pkiDir.Path(sealedCACacheFile))
 		var rec caRecord
@@ -303,7 +303,7 @@ func (s *Store) renewBeforeStart() {
 		if err == nil {
 			ca, err = openCA(rec, s.clusterKey)
 		}
-		if err == nil && !pki.SameCert(ca.CertPEM, s.ca.CertPEM) {
+		if err == nil && !pki.SameCert(ca.CertPEM, s.ca.Load().CertPEM) {
 			err = errors.New("the cached CA is not this member's CA")
 		}
 		if err != nil {

@@ -116,7 +116,7 @@ func TestMemberCertRenewedWhileRunning(t *testing.T) {
 		t.Fatalf("member certificate lives %s, want the configured 3 s", life)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(s.ca.Cert)
+	pool.AddCert(s.ca.Load().Cert)
 
 	var renewed *x509.Certificate
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -323,7 +323,7 @@ func TestExpiredMemberCertRenewedBeforeStart(t *testing.T) {
 		t.Fatalf("restart after the certificate expired: %v\n%s", err, logs.String())
 	}
 	defer s2.Close()
-	if s2.ca.Key != nil {
+	if s2.ca.Load().Key != nil {
 		t.Fatal("the test meant a member without ca.key")
 	}
 	cert, err := readCert(s2.tls.CertFile)
