@@ -35,6 +35,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/bench/internal/procstat"
 )
 
 type options struct {
@@ -64,15 +65,6 @@ func main() {
 	}
 }
 
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type proc struct {
 	cmd      *exec.Cmd
 	dir      string
@@ -82,17 +74,11 @@ type proc struct {
 }
 
 func (p *proc) rss() int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
+	kib, ok := procstat.Status(p.cmd.Process.Pid, "VmRSS")["VmRSS"]
+	if !ok {
 		return -1
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return -1
+	return kib << 10
 }
 
 // cpuTicks is utime+stime of the process in clock ticks (100 Hz).
@@ -110,19 +96,7 @@ func (p *proc) cpuTicks() int64 {
 
 // metric reads one sample of lpmos's /metrics.
 func (p *proc) metric(name string) int64 {
-	resp, err := http.Get(p.url + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			return int64(v)
-		}
-	}
-	return -1
+	return int64(procstat.Metric(p.url, name))
 }
 
 // dbInUse is etcd's bytes in use, measured by lpmos every second.
@@ -157,16 +131,16 @@ func start(o options, dir string) (*proc, error) {
 		return nil, fmt.Errorf("raise the descriptor limit: %w", err)
 	}
 	data := filepath.Join(dir, "data")
-	cp, api := freePort(), freePort()
+	cp, api := procstat.FreePort(), procstat.FreePort()
 	args := []string{"serve", "--data-dir", data,
 		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
 		"--api-port", fmt.Sprint(api),
-		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
-		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
+		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", procstat.FreePort()),
+		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", procstat.FreePort()),
 		"--advertise-ip", "127.0.0.1",
-		"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
-		"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
-		"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+		"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()),
+		"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()),
+		"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()),
 		"--agent-tls", "off", "--tls=off",
 		"--agent-rate", "0", "--max-conns", "15000", "--max-conns-per-ip", "0",
 		"--etcd-maintenance-interval", "1s", // measures the db's bytes in use

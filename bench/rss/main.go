@@ -15,15 +15,15 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lpmos/lpmos/bench/internal/procstat"
 )
 
 func main() {
@@ -39,49 +39,6 @@ func main() {
 	if err := run(*data, *bin, *samples, *profile, *role); err != nil {
 		log.Fatal(err)
 	}
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// status reads fields of /proc/PID/status in KiB.
-func status(pid int, fields ...string) map[string]int64 {
-	out := map[string]int64{}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return out
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		for _, want := range fields {
-			if len(f) >= 2 && f[0] == want+":" {
-				out[want], _ = strconv.ParseInt(f[1], 10, 64)
-			}
-		}
-	}
-	return out
-}
-
-func metric(url, name string) float64 {
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			return v
-		}
-	}
-	return -1
 }
 
 func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
@@ -105,7 +62,7 @@ func run(src, bin, samples, profile, role string) error {
 		return fmt.Errorf("copy %s: %v: %s", src, err, out)
 	}
 	_ = os.Remove(filepath.Join(data, "lpmos.lock"))
-	cp, pp := freePort(), freePort()
+	cp, pp := procstat.FreePort(), procstat.FreePort()
 	url := fmt.Sprintf("http://127.0.0.1:%d", cp)
 	logf, err := os.Create(filepath.Join(dir, "lpmos.log"))
 	if err != nil {
@@ -113,14 +70,14 @@ func run(src, bin, samples, profile, role string) error {
 	}
 	args := []string{"serve", "--role=" + role, "--data-dir", data, "--tls=off",
 		"--listen-addr", fmt.Sprintf("127.0.0.1:%d", cp),
-		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
-		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", freePort()),
+		"--etcd-client-url", fmt.Sprintf("https://127.0.0.1:%d", procstat.FreePort()),
+		"--etcd-peer-url", fmt.Sprintf("https://127.0.0.1:%d", procstat.FreePort()),
 		"--pprof-addr", fmt.Sprintf("127.0.0.1:%d", pp)}
 	if role != "control-plane" { // the region's listeners, loopback only
-		args = append(args, "--api-port", fmt.Sprint(freePort()), "--api-bind", "127.0.0.1", "--advertise-ip", "127.0.0.1", "--agent-tls", "off",
-			"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
-			"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
-			"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", freePort()))
+		args = append(args, "--api-port", fmt.Sprint(procstat.FreePort()), "--api-bind", "127.0.0.1", "--advertise-ip", "127.0.0.1", "--agent-tls", "off",
+			"--dhcp-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()),
+			"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()),
+			"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()))
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -152,12 +109,12 @@ func run(src, bin, samples, profile, role string) error {
 		if cmd.ProcessState != nil {
 			return fmt.Errorf("lpmos exited (log: %s)", logf.Name())
 		}
-		last = status(pid, "VmRSS", "RssAnon", "RssFile", "VmHWM")
+		last = procstat.Status(pid, "VmRSS", "RssAnon", "RssFile", "VmHWM")
 		load, _ := os.ReadFile("/proc/loadavg")
 		fmt.Printf("+%-4s VmRSS %s (anonymous %s, file %s), peak %s; load %s", s, mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]), load)
 	}
 	fmt.Printf("Go heap: %.1f MiB allocated, %.1f MiB from the OS (go_memstats_heap_alloc_bytes, _heap_sys_bytes)\n",
-		metric(url, "go_memstats_heap_alloc_bytes")/(1<<20), metric(url, "go_memstats_heap_sys_bytes")/(1<<20))
+		procstat.Metric(url, "go_memstats_heap_alloc_bytes")/(1<<20), procstat.Metric(url, "go_memstats_heap_sys_bytes")/(1<<20))
 	if profile != "" {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", pp))
 		if err != nil {
