@@ -265,7 +265,23 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), s.markRemoved)))
 
 	start := time.Now()
-	e, err := embed.StartEtcd(ec)
+	var e *embed.Etcd
+	if joining && !restart {
+		// A first start of a joining member: a member that just started
+		// may not have decided the cluster version yet (store/joinversion.go).
+		e, err = startJoining(ctx, cfg.Logger, joinVersionWait,
+			func() (*embed.Etcd, error) { return embed.StartEtcd(ec) },
+			func(ctx context.Context) (bool, string) {
+				hc, herr := peerHTTPClient(tlsInfo)
+				if herr != nil {
+					return false, herr.Error()
+				}
+				defer hc.CloseIdleConnections()
+				return remoteVersionsTransient(ctx, hc, cfg.InitialCluster, cfg.Name)
+			})
+	} else {
+		e, err = embed.StartEtcd(ec)
+	}
 	if err != nil {
 		if strings.Contains(err.Error(), "permanently removed") || strings.Contains(err.Error(), "has already been removed") {
 			s.tombstone()
