@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -106,30 +105,22 @@ func spawn(t testing.TB, name string, p *lpmosProc, args []string) {
 		p.cmd = exec.Command(p.prefix[0], append(append(p.prefix[1:len(p.prefix):len(p.prefix)], os.Args[0]), args...)...)
 	}
 	p.cmd.Env = append(append(os.Environ(), "LPMOS_TEST_BE_LPMOS=1"), p.env...)
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// exec copies stderr into the log and Wait returns only once the copy
+	// reached the end: a test that reads the log after Wait sees all of it.
+	// (With StderrPipe and a reader goroutine, Wait closed the pipe as the
+	// child exited, before the goroutine had read a short-lived child's
+	// last lines: TestServeOnLockedDataDirFails saw an empty message.)
+	p.cmd.Stderr = (*procLog)(p)
+	// A grandchild that kept stderr open must not hold Wait forever.
+	p.cmd.WaitDelay = 10 * time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-	}()
 	t.Cleanup(func() {
 		if p.cmd.ProcessState == nil {
 			_ = p.cmd.Process.Kill()
 			_ = p.cmd.Wait()
 		}
-		<-done
 		if strings.Contains(p.logText(), "WARNING: DATA RACE") {
 			t.Errorf("%s: data race in the lpmos process", name)
 		}
@@ -137,6 +128,15 @@ func spawn(t testing.TB, name string, p *lpmosProc, args []string) {
 			t.Logf("%s log (%v):\n%s", name, args[:1], p.logText())
 		}
 	})
+}
+
+// procLog is the child's stderr: it appends to p.log.
+type procLog lpmosProc
+
+func (l *procLog) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.log.Write(b)
 }
 
 func (p *lpmosProc) logText() string {
