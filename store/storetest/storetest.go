@@ -3,12 +3,17 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/lpmos/lpmos/store"
@@ -22,12 +27,19 @@ import (
 // which happened when a member's port was handed to another member's
 // client connection. A port is handed out once per test process: parallel
 // tests would otherwise race between one drawing a port and binding it and
-// another drawing the same port meanwhile.
+// another drawing the same port meanwhile. Across processes (`go test
+// ./...` runs the packages' test binaries at once, and a killed run's
+// children may still run) a port is also reserved by an flock on a file
+// named after it in os.TempDir()/lpmos-test-ports, held until the test
+// ends (the kernel drops it when the process dies).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
 		port := 20000 + rand.IntN(12000)
 		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		if !reservePort(t, port) {
 			continue
 		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -84,4 +96,25 @@ func New(t testing.TB) *store.Store {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// reservePort takes port's lock file for the rest of the test; false when
+// another process holds it. Without a usable lock directory the port is
+// not reserved across processes (true): the bind checks still apply.
+func reservePort(t testing.TB, port int) bool {
+	dir := filepath.Join(os.TempDir(), "lpmos-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return true
+	}
+	_ = os.Chmod(dir, 0o1777) // shared by the users that run tests; MkdirAll's mode goes through umask
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return !errors.Is(err, fs.ErrPermission) // another user's lock file: theirs
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return false
+	}
+	t.Cleanup(func() { f.Close() }) // closing drops the flock
+	return true
 }
