@@ -509,7 +509,11 @@ BMC_PASS=pw-$(printf %04x%04x $RANDOM $RANDOM) BMC_BAD_PASS=bad-$(printf %04x%04
 # write_chassis_control DIR: the program ipmi_sim runs as
 # "DIR/chassis_control 0x20 get power boot" (it answers "name:value" lines)
 # and "... set power 0|1", "set reset 1", "set boot pxe|default|none".
-# DIR/vm.conf holds the qemu command (QEMU) and the e2e PID file (PIDS).
+# DIR/vm.conf holds the qemu command (QEMU), the e2e PID file (PIDS) and
+# MARK, a string only this VM's qemu command line holds: a pid in vm.pid
+# counts as the VM only while its command line holds MARK (pid_max is 32768
+# here: the pid of a qemu that exited, say after its guest powered itself
+# off, can belong to any process a while later).
 # Every call and power-on goes to DIR/calls.log; power-on N's console to
 # DIR/serial.N.log.
 write_chassis_control() {
@@ -521,11 +525,12 @@ d=$(cd "$(dirname "$0")" && pwd)
 echo "$(date +%T.%3N) $*" >>"$d/calls.log"
 while [ $# -gt 0 ] && [ "$1" != get ] && [ "$1" != set ]; do shift; done
 op=${1:-}; [ $# -gt 0 ] && shift
-vmpid() { cat "$d/vm.pid" 2>/dev/null; }
-# on while the qemu process lives (a zombie is off)
-running() {
-  local p st; p=$(vmpid) && [ -n "$p" ] && st=$(cut -d' ' -f3 "/proc/$p/stat" 2>/dev/null) && [ "$st" != Z ]
-}
+vmpid() { local p; { read -r p <"$d/vm.pid"; } 2>/dev/null && [ -n "$p" ] && echo "$p"; }
+# alive PID: PID is this VM's qemu (a zombie, whose command line is empty,
+# is not; nor is another process that got the pid since)
+alive() { grep -qaF -- "$MARK" "/proc/$1/cmdline" 2>/dev/null; }
+# on while this VM's qemu process lives
+running() { local p; p=$(vmpid) && alive "$p"; }
 power_on() {
   running && return 0
   local boot order n
@@ -536,13 +541,32 @@ power_on() {
   "${QEMU[@]}" -boot "order=$order" </dev/null >"$d/serial.$n.log" 2>&1 &
   echo $! >"$d/vm.pid"; echo $! >>"$PIDS"
 }
+# Off means the qemu process is gone: vm.pid is removed only then, so a
+# "get power" never answers off while qemu still runs. (It used to send
+# SIGKILL after 5 s and remove vm.pid at once: a qemu that had not exited
+# on SIGTERM within 5 s, as under TCG on a loaded box, was still being
+# torn down when the BMC already said off.)
 power_off() {
-  local p; p=$(vmpid) || return 0
-  kill "$p" 2>/dev/null
-  for _ in $(seq 50); do running || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null
+  local p how=off end; p=$(vmpid) || return 0
+  if ! alive "$p"; then
+    how="off (was off already)"
+  else
+    kill "$p" 2>/dev/null
+    end=$((SECONDS + 5))
+    while alive "$p" && [ $SECONDS -lt $end ]; do sleep 0.1; done
+    if alive "$p"; then
+      how="off (no exit within 5 s of SIGTERM: SIGKILL)"
+      kill -9 "$p" 2>/dev/null
+      end=$((SECONDS + 30))
+      while alive "$p" && [ $SECONDS -lt $end ]; do sleep 0.1; done
+    fi
+  fi
+  if alive "$p"; then
+    echo "$(date +%T.%3N) power-off FAILED: qemu $p still runs 30 s after SIGKILL" >>"$d/calls.log"
+    return 1
+  fi
   rm -f "$d/vm.pid"
-  echo "$(date +%T.%3N) power-off" >>"$d/calls.log"
+  echo "$(date +%T.%3N) power-$how" >>"$d/calls.log"
 }
 case $op in
 get)
@@ -556,8 +580,8 @@ get)
 set)
   while [ $# -gt 1 ]; do
     case $1 in
-      power) if [ "$2" = 1 ]; then power_on; else power_off; fi ;;
-      reset) running && { power_off; power_on; } ;;
+      power) if [ "$2" = 1 ]; then power_on; else power_off || exit 1; fi ;;
+      reset) if running; then power_off || exit 1; power_on; fi ;;
       boot) echo "$2" >"$d/boot" ;;
     esac
     shift 2
@@ -591,8 +615,8 @@ power_scenario() {
     -drive "file=$disk,if=none,id=d0,format=raw,cache=unsafe" -device virtio-blk-pci,drive=d0
     -chardev "socket,id=ipmi0,host=127.0.0.1,port=$BMC_VM_PORT,reconnect=10"
     -device ipmi-bmc-extern,chardev=ipmi0,id=bmc0 -device isa-ipmi-kcs,bmc=bmc0)
-  local PIDS=$PIDFILE
-  declare -p QEMU PIDS >"$b/vm.conf"
+  local PIDS=$PIDFILE MARK="file=$disk,if=none"
+  declare -p QEMU PIDS MARK >"$b/vm.conf"
   write_chassis_control "$b"
   cat >"$b/lan.conf" <<EOF
 name "lpmos-e2e"
@@ -703,12 +727,16 @@ EOF
   ! grep -qF "$BMC_PASS" "$W/$ns/lpmos.log" || { fail "the BMC password is in lpmos's log"; return 1; }
 
   # lpmos powers it off through the server; the BMC agrees, qemu is gone.
-  local qpid out; qpid=$(cat "$b/vm.pid" 2>/dev/null || true)
+  # (The installed OS powers itself off once it printed its seed, so the VM
+  # may be off already; either way no qemu of this VM may run after it.)
+  # The VM's qemu by its command line (its disk), not by a pid that may have
+  # been reused since: any qemu of this VM, zombies (empty command line) not.
+  vm_qemu() { pgrep -af -- "file=$disk,if=none"; }
+  local out
   out=$(ip netns exec "$NSP-$ns" "$LPMOS" power off "$id" --server https://127.0.0.1:8080 --data-dir "$W/$ns/data") || { fail "lpmos power off $id: $out"; return 1; }
   echo "lpmos: $out"
   wait_for 30 "the region to power the VM off" power_is off || { fail "ipmitool: not off after lpmos power off $id"; return 1; }
-  [ -z "$qpid" ] || ! kill -0 "$qpid" 2>/dev/null || [ "$(cut -d' ' -f3 "/proc/$qpid/stat" 2>/dev/null)" = Z ] ||
-    { fail "qemu (pid $qpid) still runs after power off"; return 1; }
+  ! vm_qemu >/dev/null || { fail "qemu still runs after power off: $(vm_qemu)"; return 1; }
   poff_event() { api "$ns" GET "/api/v1/tasks/$id" 2>/dev/null | jq -r '.events[] | select(.kind=="power") | .message' | grep -q "^power off (requested by .*): powered off"; }
   wait_for 30 "the power off event" poff_event || { fail "no 'power off (requested by ...): powered off' event"; return 1; }
   polled_off() { api "$ns" GET "/api/v1/tasks/$id/power" 2>/dev/null | jqok '.state == "off"'; }
