@@ -113,6 +113,10 @@ func spawn(t testing.TB, name string, p *lpmosProc, args []string) {
 	p.cmd.Stderr = (*procLog)(p)
 	// A grandchild that kept stderr open must not hold Wait forever.
 	p.cmd.WaitDelay = 10 * time.Second
+	// The child dies with the test binary: a binary killed mid-suite (or
+	// ended by -timeout, which runs no Cleanup) left its lpmos children
+	// running, loading the box and holding ports for the next run.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
