@@ -20,12 +20,15 @@ import (
 
 // A joining member's etcd refuses to start ("incompatible with current
 // running cluster") when no other member answers a cluster version etcd
-// can parse. A member that was just started (or restarted) answers
-// "not_decided" until its leader has committed the cluster version: etcd's
-// monitorClusterVersions proposes it after the first commit of the term
-// and then every 4 s, so the window is a few seconds, longer on a loaded
-// box. A join that lands in it used to fail and be taken back although a
-// retry a moment later succeeds; an operator's join would hit it too.
+// can parse. A member that was just started answers "not_decided" until
+// its leader has committed the cluster version. etcd's
+// monitorClusterVersions proposes it when the term's first entry is
+// applied (firstCommitInTerm) and otherwise every 4 s; when the monitor
+// goroutine is scheduled late (a loaded box) the notification of a single
+// member's quick election fires before it first waits on it, and the
+// version comes up to 4 s after the member is ready. A join that lands in that
+// window used to fail and be taken back although a retry a moment later
+// succeeds; an operator's join right after the first `serve` hits it too.
 const (
 	// joinVersionWait bounds the retries: a few of etcd's 4 s monitor
 	// rounds, each of which may take a request timeout to commit.
