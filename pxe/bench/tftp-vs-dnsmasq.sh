@@ -3,31 +3,48 @@
 # server (package pxe) and from dnsmasq's, in the same run, with the same
 # client (curl), inside a network namespace this script creates (loopback
 # only; dnsmasq's TFTP port is fixed at 69, the namespace keeps it off the
-# host). Needs root, iproute2, curl, dnsmasq-base, go.
+# host). Needs root, iproute2, curl, dnsmasq-base, go, bc.
 #
-#   sh pxe/bench/tftp-vs-dnsmasq.sh            # N=200 downloads per case
-#   N=50 sh pxe/bench/tftp-vs-dnsmasq.sh
+# Downloads are interleaved (one from each server in turn), so load from
+# elsewhere on the machine falls on all servers alike; the ratio lines
+# compare lpmos with dnsmasq within this run.
+#
+#   bash pxe/bench/tftp-vs-dnsmasq.sh              # N=200 downloads per case
+#   N=50 C=50 R=3 bash pxe/bench/tftp-vs-dnsmasq.sh
+#   BEFORE=main bash pxe/bench/tftp-vs-dnsmasq.sh  # also the server at that git revision
+#
+# N: sequential downloads per server and blksize; C: concurrent clients in
+# the concurrent case (0 skips it), each doing N/C downloads per round; R:
+# rounds of the concurrent case, servers alternated.
 set -eu
 
 N=${N:-200}
+C=${C:-50}
+R=${R:-3}
+BEFORE=${BEFORE:-}
 cd "$(dirname "$0")/../.."
-for cmd in ip curl dnsmasq go; do
+for cmd in ip curl dnsmasq go bc; do
 	command -v "$cmd" >/dev/null || { echo "missing $cmd" >&2; exit 1; }
 done
 
 tmp=$(mktemp -d)
 ns="lpmos-bench-$$"
-lpid=""
-dpid=""
+pids=""
 cleanup() {
-	[ -n "$lpid" ] && kill "$lpid" 2>/dev/null && wait "$lpid" 2>/dev/null
-	[ -n "$dpid" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null
+	for p in $pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
 	ip netns del "$ns" 2>/dev/null || true
 	rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 
 go build -o "$tmp/lpmos-tftpd" ./pxe/bench/tftpd
+servers="lpmos dnsmasq"
+if [ -n "$BEFORE" ]; then
+	mkdir "$tmp/before-src"
+	git archive "$BEFORE" | tar -x -C "$tmp/before-src"
+	(cd "$tmp/before-src" && go build -o "$tmp/before-tftpd" ./pxe/bench/tftpd)
+	servers="before lpmos dnsmasq"
+fi
 mkdir "$tmp/root"
 cp pxe/ipxe/undionly.kpxe "$tmp/root/"
 chmod 755 "$tmp" "$tmp/root"
@@ -38,48 +55,145 @@ ip netns add "$ns"
 ip -n "$ns" link set lo up
 
 ip netns exec "$ns" "$tmp/lpmos-tftpd" 127.0.0.1:6969 &
-lpid=$!
+pid_lpmos=$!
+pids="$pids $!"
+if [ -n "$BEFORE" ]; then
+	ip netns exec "$ns" "$tmp/before-tftpd" 127.0.0.1:6970 &
+	pid_before=$!
+	pids="$pids $!"
+fi
 ip netns exec "$ns" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --user=root \
 	--pid-file= --enable-tftp --tftp-root="$tmp/root" --listen-address=127.0.0.1 \
 	--bind-interfaces --quiet-tftp --log-facility=/dev/null 2>"$tmp/dnsmasq.log" &
-dpid=$!
+pid_dnsmasq=$!
+pids="$pids $!"
 
-# Wait until both answer.
-for url in tftp://127.0.0.1:6969/undionly.kpxe tftp://127.0.0.1:69/undionly.kpxe; do
+# cpu SERVER: "ns-on-CPU voluntary-context-switches" summed over the
+# server's threads (/proc/PID/task/*/schedstat and status): the
+# load-robust cost, unlike wall time on a shared machine.
+cpu() {
+	eval "p=\$pid_$1"
+	cat /proc/"$p"/task/*/schedstat | awk '{ ns += $1 } END { printf "%d ", ns }'
+	cat /proc/"$p"/task/*/status | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n }'
+}
+
+# cpustats CASE FILES: server CPU and wake-ups per downloaded file over CASE.
+cpustats() {
+	for s in $servers; do
+		set -- $(cat "$tmp/$s.cpu0") $(cpu "$s")
+		awk -v name="$s $CASE" -v n="$FILES" -v a="$1" -v b="$2" -v c="$3" -v d="$4" \
+			'BEGIN { printf "%-30s server CPU %7.1f us/file  %6.1f wake-ups/file\n", name, (c - a) / n / 1000, (d - b) / n }'
+	done
+}
+cpu0() { for s in $servers; do cpu "$s" >"$tmp/$s.cpu0"; done; }
+
+url() {
+	case $1 in
+	lpmos) echo tftp://127.0.0.1:6969/undionly.kpxe ;;
+	before) echo tftp://127.0.0.1:6970/undionly.kpxe ;;
+	dnsmasq) echo tftp://127.0.0.1:69/undionly.kpxe ;;
+	esac
+}
+
+# Wait until all answer.
+for s in $servers; do
 	i=0
-	until ip netns exec "$ns" curl -fsS --max-time 2 -o /dev/null "$url" 2>/dev/null; do
+	until ip netns exec "$ns" curl -fsS --max-time 2 -o /dev/null "$(url "$s")" 2>/dev/null; do
 		i=$((i + 1))
-		[ "$i" -lt 50 ] || { echo "no answer from $url" >&2; exit 1; }
+		[ "$i" -lt 50 ] || { echo "no answer from $s" >&2; exit 1; }
 		sleep 0.1
 	done
 done
 
-# run NAME URL [curl args]: N timed downloads, each checked for size.
-run() {
-	name=$1 url=$2
+# fetch SERVER OUT [curl args]: one download, "time_total size" appended to OUT.
+fetch() {
+	s=$1 out=$2
 	shift 2
-	out="$tmp/$name.times"
-	: >"$out"
-	start=$(date +%s.%N)
-	i=0
-	while [ "$i" -lt "$N" ]; do
-		ip netns exec "$ns" curl -fsS --max-time 20 "$@" -o "$tmp/dl" -w '%{time_total}\n' "$url" >>"$out"
-		got=$(wc -c <"$tmp/dl")
-		[ "$got" -eq "$size" ] || { echo "$name: got $got bytes, want $size" >&2; exit 1; }
-		i=$((i + 1))
-	done
-	end=$(date +%s.%N)
-	sort -n "$out" | awk -v name="$name" -v n="$N" -v wall="$(echo "$end - $start" | bc)" -v size="$size" '
+	ip netns exec "$ns" curl -fsS --max-time 20 "$@" -o /dev/null -w '%{time_total} %{size_download}\n' "$(url "$s")" >>"$out"
+}
+
+# stats NAME FILE: percentiles of the per-file times in FILE.
+stats() {
+	sort -n "$2" | awk -v name="$1" -v size="$size" '
+		$2 != size { bad++ }
 		{ t[NR] = $1; sum += $1 }
 		END {
+			if (bad) { printf "%s: %d downloads with the wrong size\n", name, bad; exit 1 }
 			p50 = t[int((NR - 1) * 0.50) + 1]; p90 = t[int((NR - 1) * 0.90) + 1]; p99 = t[int((NR - 1) * 0.99) + 1]
-			printf "%-28s n=%d  p50 %6.2f ms  p90 %6.2f ms  p99 %6.2f ms  mean %6.2f ms  %6.1f MB/s at p50\n",
-				name, n, p50 * 1000, p90 * 1000, p99 * 1000, sum / NR * 1000, size / p50 / 1e6
+			printf "%-30s n=%-5d p50 %7.2f ms  p90 %7.2f ms  p99 %7.2f ms  mean %7.2f ms\n",
+				name, NR, p50 * 1000, p90 * 1000, p99 * 1000, sum / NR * 1000
 		}'
 }
 
-echo "undionly.kpxe: $size bytes, $N downloads per case, curl $(curl --version | head -1 | cut -d' ' -f2), $(dnsmasq --version | head -1)"
-run lpmos-blksize512 tftp://127.0.0.1:6969/undionly.kpxe
-run dnsmasq-blksize512 tftp://127.0.0.1:69/undionly.kpxe
-run lpmos-blksize1468 tftp://127.0.0.1:6969/undionly.kpxe --tftp-blksize 1468
-run dnsmasq-blksize1468 tftp://127.0.0.1:69/undionly.kpxe --tftp-blksize 1468
+# ratio CASE: lpmos (and before) over dnsmasq, p50 and mean.
+ratio() {
+	for s in $servers; do
+		[ "$s" = dnsmasq ] && continue
+		awk -v name="$s/dnsmasq $1" '
+			FNR == 1 { f++ }
+			{ t[f, FNR] = $1; n[f] = FNR; sum[f] += $1 }
+			END {
+				for (i = 1; i <= 2; i++) { m = n[i]; for (j = 1; j <= m; j++) v[j] = t[i, j]; asort_(v, m); p[i] = v[int((m - 1) * 0.5) + 1] }
+				printf "%-30s p50 %.2f  mean %.2f\n", "ratio " name, p[1] / p[2], (sum[1] / n[1]) / (sum[2] / n[2])
+			}
+			function asort_(a, m,   i, j, x) { for (i = 2; i <= m; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x } }
+		' "$tmp/$s.$1" "$tmp/dnsmasq.$1"
+	done
+}
+
+echo "undionly.kpxe: $size bytes; N=$N C=$C R=$R; curl $(curl --version | head -1 | cut -d' ' -f2); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); servers: $servers${BEFORE:+ (before = $BEFORE)}"
+echo "loadavg at start: $(cat /proc/loadavg)"
+
+for blk in 512 1468; do
+	args=""
+	[ "$blk" = 512 ] || args="--tftp-blksize $blk"
+	cpu0
+	i=0
+	while [ "$i" -lt "$N" ]; do
+		for s in $servers; do
+			# shellcheck disable=SC2086
+			fetch "$s" "$tmp/$s.seq$blk" $args
+		done
+		i=$((i + 1))
+	done
+	CASE="sequential blksize $blk" FILES=$N cpustats
+	for s in $servers; do stats "$s sequential blksize $blk" "$tmp/$s.seq$blk"; done
+	ratio "seq$blk"
+	echo "loadavg: $(cat /proc/loadavg)"
+done
+
+if [ "$C" -gt 0 ]; then
+	per=$(((N + C - 1) / C))
+	cpu0
+	r=0
+	while [ "$r" -lt "$R" ]; do
+		for s in $servers; do
+			start=$(date +%s.%N)
+			j=0
+			wpids=""
+			while [ "$j" -lt "$C" ]; do
+				(
+					k=0
+					while [ "$k" -lt "$per" ]; do
+						fetch "$s" "$tmp/$s.conc.$j"
+						k=$((k + 1))
+					done
+				) &
+				wpids="$wpids $!"
+				j=$((j + 1))
+			done
+			for p in $wpids; do wait "$p"; done
+			echo "$(echo "$(date +%s.%N) - $start" | bc) $size" >>"$tmp/$s.wall"
+			cat "$tmp/$s".conc.* >>"$tmp/$s.conc"
+			rm -f "$tmp/$s".conc.*
+		done
+		r=$((r + 1))
+	done
+	CASE="$C concurrent" FILES=$((per * C * R)) cpustats
+	for s in $servers; do
+		stats "$s $C concurrent, per file" "$tmp/$s.conc"
+		awk -v name="$s $C concurrent, round wall" '{ sum += $1 } END { printf "%-30s n=%-5d mean %.2f s\n", name, NR, sum / NR }' "$tmp/$s.wall"
+	done
+	ratio conc
+	echo "loadavg: $(cat /proc/loadavg)"
+fi
