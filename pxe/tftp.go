@@ -7,13 +7,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/ipv4"
 )
 
 // TFTPConfig configures the TFTP service.
@@ -46,10 +43,13 @@ type TFTPConfig struct {
 // ("../x", "/x", "a/b") get a TFTP error packet; so do netascii and mail
 // mode requests (the files are binaries).
 //
-// Each transfer runs on its own UDP socket, connected to the client, from
-// an ephemeral port, with blocking reads (a receive timeout drives
-// retransmission): one wake-up per ACK and no timer or allocation per
-// block. What a hostile client can get: one DATA (or OACK) packet per
+// Like dnsmasq, one thread serves every transfer: it waits in epoll_wait on
+// the listening socket and on each transfer's UDP socket (connected to its
+// client, from an ephemeral port), with the nearest retransmission deadline
+// as the wait's timeout. A block costs one wake-up for its ACK (fewer when
+// ACKs of several transfers arrive together), a recv and a send: no
+// goroutine switch, Go timer or allocation per block. What a hostile
+// client can get: one DATA (or OACK) packet per
 // request, a blksize no larger than the interface MTU allows, at most
 // MaxTransfers transfers (one per client address and port), each holding
 // one block buffer, and no transfer longer than 10 minutes.
@@ -59,9 +59,8 @@ type TFTP struct {
 	files map[string]bool
 	stats tftpCounters
 
-	mu     sync.Mutex
-	active map[netip.AddrPort]bool
-	mtus   map[int]tftpMTU
+	mu   sync.Mutex
+	mtus map[int]tftpMTU
 }
 
 type tftpMTU struct {
@@ -106,7 +105,7 @@ func NewTFTP(cfg TFTPConfig) (*TFTP, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := &TFTP{cfg: cfg, log: cfg.Logger.With("service", "tftp"), files: make(map[string]bool),
-		active: make(map[netip.AddrPort]bool), mtus: make(map[int]tftpMTU)}
+		mtus: make(map[int]tftpMTU)}
 	for _, n := range bootBinaries(cfg.Files) {
 		t.files[n] = true
 	}
@@ -125,144 +124,6 @@ func (t *TFTP) Start(ctx context.Context) error {
 	}
 	t.log.InfoContext(ctx, "tftp listening", "addr", conn.LocalAddr().String(), "files", strings.Join(bootBinaries(t.cfg.Files), ","))
 	return t.serve(ctx, conn)
-}
-
-// serve reads requests from conn until ctx is done, then closes conn and
-// waits for the transfers.
-func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
-	var pc *ipv4.PacketConn
-	if uc, ok := conn.(*net.UDPConn); ok {
-		pc = ipv4.NewPacketConn(uc)
-		if pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true) != nil {
-			pc = nil
-		}
-	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	buf := make([]byte, tftpMaxRequest+1)
-	for {
-		var (
-			n   int
-			cm  *ipv4.ControlMessage
-			src net.Addr
-			err error
-		)
-		if pc != nil {
-			n, cm, src, err = pc.ReadFrom(buf)
-		} else {
-			n, src, err = conn.ReadFrom(buf)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
-			}
-			conn.Close()
-			return fmt.Errorf("tftp: read: %w", err)
-		}
-		ua, ok := src.(*net.UDPAddr)
-		if !ok {
-			continue
-		}
-		peer := ua.AddrPort()
-		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-		var local netip.Addr
-		ifindex := 0
-		if cm != nil {
-			if a, ok := netip.AddrFromSlice(cm.Dst); ok {
-				local = a.Unmap()
-			}
-			ifindex = cm.IfIndex
-		}
-		if local == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || !local.Is4() {
-			local = netip.IPv4Unspecified() // the kernel picks the source
-		}
-		t.request(ctx, &wg, conn, pc, buf[:n], peer, local, ifindex)
-	}
-}
-
-// request answers one packet read on the listening port: an RRQ for a
-// served file starts a transfer, any other request is refused from this
-// port, and what is not a request is dropped (never an error to an error,
-// nothing to amplify).
-func (t *TFTP) request(ctx context.Context, wg *sync.WaitGroup, conn net.PacketConn, pc *ipv4.PacketConn,
-	b []byte, peer netip.AddrPort, local netip.Addr, ifindex int) {
-	req, err := parseTFTPRequest(b)
-	if errors.Is(err, errNotRequest) {
-		return
-	}
-	refuse := func(code uint16, msg, reason string) {
-		t.stats.refused.Add(1)
-		t.log.InfoContext(ctx, "tftp: refused", "file", req.file, "peer", peer.String(), "reason", reason)
-		pkt := appendTFTPError(nil, code, msg)
-		dst := net.UDPAddrFromAddrPort(peer)
-		if pc != nil {
-			var cm *ipv4.ControlMessage
-			if !local.IsUnspecified() {
-				cm = &ipv4.ControlMessage{Src: local.AsSlice()}
-			}
-			_, _ = pc.WriteTo(pkt, cm, dst)
-		} else {
-			_, _ = conn.WriteTo(pkt, dst)
-		}
-	}
-	switch {
-	case err != nil:
-		refuse(tftpErrIllegalOp, "malformed request", err.Error())
-	case req.op == tftpWRQ:
-		t.log.WarnContext(ctx, "tftp: write request refused", "file", req.file, "peer", peer.String())
-		refuse(tftpErrAccess, "access violation: this server is read-only", "write request")
-	case !t.files[req.file]:
-		refuse(tftpErrNotFound, "file not found", "not an iPXE binary served here")
-	case req.mode != "octet":
-		refuse(tftpErrUndefined, "only octet mode is served", "mode "+req.mode)
-	default:
-		switch t.admit(peer) {
-		case admitDuplicate:
-			// A retransmitted RRQ: the transfer already running answers it.
-		case admitFull:
-			refuse(tftpErrUndefined, "too many transfers, try again later", "too many transfers")
-		case admitOK:
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer t.release(peer)
-				t.transfer(ctx, req, peer, local, ifindex)
-			}()
-		}
-	}
-}
-
-type admission int
-
-const (
-	admitOK admission = iota
-	admitDuplicate
-	admitFull
-)
-
-// admit reserves a transfer slot for peer.
-func (t *TFTP) admit(peer netip.AddrPort) admission {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.active[peer] {
-		return admitDuplicate
-	}
-	if len(t.active) >= t.cfg.MaxTransfers {
-		return admitFull
-	}
-	t.active[peer] = true
-	return admitOK
-}
-
-func (t *TFTP) release(peer netip.AddrPort) {
-	t.mu.Lock()
-	delete(t.active, peer)
-	t.mu.Unlock()
 }
 
 // maxBlksize is the largest block that fits one unfragmented datagram on
