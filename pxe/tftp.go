@@ -43,16 +43,17 @@ type TFTPConfig struct {
 // ("../x", "/x", "a/b") get a TFTP error packet; so do netascii and mail
 // mode requests (the files are binaries).
 //
-// Like dnsmasq, one thread serves every transfer: it waits in epoll_wait on
-// the listening socket and on each transfer's UDP socket (connected to its
-// client, from an ephemeral port), with the nearest retransmission deadline
-// as the wait's timeout. A block costs one wake-up for its ACK (fewer when
-// ACKs of several transfers arrive together), a recv and a send: no
-// goroutine switch, Go timer or allocation per block. What a hostile
-// client can get: one DATA (or OACK) packet per
-// request, a blksize no larger than the interface MTU allows, at most
-// MaxTransfers transfers (one per client address and port), each holding
-// one block buffer, and no transfer longer than 10 minutes.
+// Like dnsmasq, one event loop serves every transfer: a goroutine waits on
+// an epoll set holding the listening socket and each transfer's UDP socket
+// (connected to its client, from an ephemeral port); the epoll fd itself
+// waits in Go's netpoller, with the nearest retransmission deadline as its
+// read deadline. A block costs one wake-up for its ACK (fewer when ACKs of
+// several transfers arrive together), a recv and a send: no goroutine
+// switch, Go timer or allocation per block. What a hostile client can get:
+// one DATA (or OACK) packet per request, a blksize no larger than the
+// interface MTU allows, at most MaxTransfers transfers (one per client
+// address and port), each holding one block buffer, and no transfer longer
+// than 10 minutes.
 type TFTP struct {
 	cfg   TFTPConfig
 	log   *slog.Logger

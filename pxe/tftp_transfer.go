@@ -32,6 +32,7 @@ type tftpLoop struct {
 	peers   map[netip.AddrPort]bool
 	rbuf    []byte
 	oob     []byte
+	abuf    [516]byte // a transfer's incoming packet (ACK or ERROR)
 }
 
 // serve runs the loop on conn until ctx is done, ends the transfers in
@@ -293,9 +294,9 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 
 // packets feeds x every datagram waiting on its socket.
 func (l *tftpLoop) packets(x *tftpXfer, now time.Time) {
-	var buf [516]byte
+	buf := l.abuf[:]
 	for {
-		n, err := unix.Read(x.fd, buf[:])
+		n, err := unix.Read(x.fd, buf)
 		if err == unix.EAGAIN {
 			return
 		}
