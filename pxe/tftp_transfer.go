@@ -326,6 +326,10 @@ func (l *tftpLoop) step(x *tftpXfer, err error) {
 	case err == nil:
 	case errors.Is(err, errTFTPDone):
 		l.end(x, nil, "")
+	case errors.Is(err, errTFTPProbe):
+		x.counted = true
+		l.t.log.DebugContext(l.ctx, "tftp: size probe", "file", x.file, "peer", x.peer.String())
+		l.end(x, nil, "")
 	case errors.Is(err, errTFTPClient):
 		l.end(x, err, "")
 	default:
@@ -418,7 +422,10 @@ func readerAt(f fs.File) (io.ReaderAt, int64, error) {
 	return bytes.NewReader(b), int64(len(b)), nil
 }
 
-var errTFTPClient = errors.New("client sent an error")
+var (
+	errTFTPClient = errors.New("client sent an error")
+	errTFTPProbe  = errors.New("option probe ended by the client")
+)
 
 // tftpXfer is one read transfer's state. Blocks are numbered from 1 as
 // uint64 (the wire carries the low 16 bits, so files past 65535 blocks roll
@@ -518,6 +525,11 @@ func (x *tftpXfer) packet(p []byte, now time.Time) (done bool, err error) {
 		}
 		return false, x.send()
 	case tftpERROR:
+		if x.needOACK && binary.BigEndian.Uint16(p[2:]) == tftpErrOptionRefuse {
+			// UEFI firmware asks for tsize, then ends the transfer after the
+			// OACK: a size probe, not a failure.
+			return false, errTFTPProbe
+		}
 		msg := p[4:]
 		if i := bytes.IndexByte(msg, 0); i >= 0 {
 			msg = msg[:i]
