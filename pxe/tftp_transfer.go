@@ -168,11 +168,12 @@ func (l *tftpLoop) run() error {
 func (l *tftpLoop) requests(now time.Time) error {
 	for {
 		n, oobn, _, from, err := unix.Recvmsg(l.lfd, l.rbuf, l.oob, 0)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			return nil
-		}
-		if err != nil {
+		switch err {
+		case nil:
+		case unix.EBADF, unix.ENOTSOCK, unix.EINVAL, unix.EFAULT:
 			return fmt.Errorf("tftp: read: %w", err)
+		default: // EAGAIN: drained; a transient error (ICMP report, ENOBUFS): next time
+			return nil
 		}
 		sa, ok := from.(*unix.SockaddrInet4)
 		if !ok {
