@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -73,10 +74,22 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 			return fmt.Errorf("tftp: epoll_ctl: %w", err)
 		}
 	}
+	// The wake-up writes to efd only while serve still holds it open.
+	var mu sync.Mutex
+	open := true
 	stop := context.AfterFunc(ctx, func() {
-		_, _ = unix.Write(l.efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		mu.Lock()
+		if open {
+			_, _ = unix.Write(l.efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}
+		mu.Unlock()
 	})
-	defer stop()
+	defer func() {
+		stop()
+		mu.Lock()
+		open = false
+		mu.Unlock()
+	}()
 	return l.run()
 }
 
