@@ -173,6 +173,11 @@ func TestTFTPRetransmitsThenGivesUp(t *testing.T) {
 		wantData(t, c.mustRecv(), 1)
 	}
 	wantError(t, c.mustRecv(), tftpErrUndefined, "transfer failed")
+	// The error packet leaves before the counter moves.
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats().Failed == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if s := srv.Stats(); s.Failed != 1 || s.Sent != 0 {
 		t.Fatalf("stats %+v, want one failed", s)
 	}
