@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,12 @@ type TFTPConfig struct {
 	// MaxTransfers bounds the transfers in flight; a request beyond it is
 	// answered with an error. Default 128.
 	MaxTransfers int
+	// ThreadTransfers is how many of those transfers are served each by
+	// its own OS thread blocked in recv on the transfer's socket (the
+	// kernel wakes that thread when the ACK comes: dnsmasq's latency per
+	// block); the others share the epoll loop. Default GOMAXPROCS;
+	// negative: none.
+	ThreadTransfers int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -101,6 +108,9 @@ func NewTFTP(cfg TFTPConfig) (*TFTP, error) {
 	}
 	if cfg.MaxTransfers <= 0 {
 		cfg.MaxTransfers = 128
+	}
+	if cfg.ThreadTransfers == 0 {
+		cfg.ThreadTransfers = runtime.GOMAXPROCS(0)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -30,7 +30,13 @@ type tftpLoop struct {
 	epOwned bool
 	lfd     int // the listening socket (owned by the net.PacketConn)
 	xfers   map[int]*tftpXfer
-	peers   map[netip.AddrPort]bool
+	// pmu guards peers: the clients with a transfer running, in the loop
+	// or on a thread of their own (tftp_thread.go).
+	pmu   sync.Mutex
+	peers map[netip.AddrPort]bool
+	// threads holds a token per transfer served on its own thread.
+	threads chan struct{}
+	wg      sync.WaitGroup // those transfers
 	rbuf    []byte
 	oob     []byte
 	abuf    [516]byte // a transfer's incoming packet (ACK or ERROR)
@@ -49,7 +55,9 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 		return fmt.Errorf("tftp: %w", err)
 	}
 	l := &tftpLoop{t: t, ctx: ctx, lfd: -1, efd: -1, epfd: -1, xfers: make(map[int]*tftpXfer),
-		peers: make(map[netip.AddrPort]bool), rbuf: make([]byte, tftpMaxRequest+1), oob: make([]byte, 128)}
+		peers: make(map[netip.AddrPort]bool), rbuf: make([]byte, tftpMaxRequest+1), oob: make([]byte, 128),
+		threads: make(chan struct{}, max(0, t.cfg.ThreadTransfers))}
+	defer l.wg.Wait()
 	if err := rc.Control(func(fd uintptr) { l.lfd = int(fd) }); err != nil {
 		return fmt.Errorf("tftp: %w", err)
 	}
@@ -239,12 +247,21 @@ func (l *tftpLoop) request(b []byte, peer netip.AddrPort, local netip.Addr, ifin
 		refuse(tftpErrNotFound, "file not found", "not an iPXE binary served here")
 	case req.mode != "octet":
 		refuse(tftpErrUndefined, "only octet mode is served", "mode "+req.mode)
-	case l.peers[peer]:
-		// A retransmitted RRQ: the transfer already running answers it.
-	case len(l.peers) >= t.cfg.MaxTransfers:
-		refuse(tftpErrUndefined, "too many transfers, try again later", "too many transfers")
 	default:
-		l.start(req, peer, local, ifindex, now)
+		l.pmu.Lock()
+		running, full := l.peers[peer], len(l.peers) >= t.cfg.MaxTransfers
+		if !running && !full {
+			l.peers[peer] = true
+		}
+		l.pmu.Unlock()
+		switch {
+		case running:
+			// A retransmitted RRQ: the transfer already running answers it.
+		case full:
+			refuse(tftpErrUndefined, "too many transfers, try again later", "too many transfers")
+		default:
+			l.start(req, peer, local, ifindex, now)
+		}
 	}
 }
 
@@ -255,14 +272,21 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	if err != nil {
 		t.stats.failed.Add(1)
 		t.log.ErrorContext(l.ctx, "tftp: transfer socket", "file", req.file, "peer", peer.String(), "err", err)
+		l.pmu.Lock()
+		delete(l.peers, peer)
+		l.pmu.Unlock()
 		return
 	}
 	x := &tftpXfer{fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
-	l.xfers[fd] = x
-	l.peers[peer] = true
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-		l.end(x, fmt.Errorf("epoll_ctl: %w", err), "server error")
-		return
+	select {
+	case l.threads <- struct{}{}:
+		x.thread = true
+	default:
+		l.xfers[fd] = x
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			l.end(x, fmt.Errorf("epoll_ctl: %w", err), "server error")
+			return
+		}
 	}
 	f, err := t.cfg.Files.Open(req.file)
 	if err != nil {
@@ -303,6 +327,11 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	x.buf = make([]byte, 4+x.blksize)
 	x.wait = x.timeout
 	x.waitUntil = now.Add(x.wait)
+	if x.thread {
+		l.wg.Add(1)
+		go l.runThread(x)
+		return
+	}
 	l.step(x, x.send())
 }
 
@@ -346,6 +375,8 @@ func (l *tftpLoop) step(x *tftpXfer, err error) {
 		l.end(x, nil, "")
 	case errors.Is(err, errTFTPClient):
 		l.end(x, err, "")
+	case errors.Is(err, errTFTPShutdown):
+		l.end(x, err, err.Error())
 	default:
 		l.end(x, err, "transfer failed")
 	}
@@ -358,13 +389,19 @@ func (l *tftpLoop) end(x *tftpXfer, err error, msg string) {
 	if msg != "" {
 		_, _ = unix.Write(x.fd, appendTFTPError(nil, tftpErrUndefined, msg))
 	}
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+	if x.thread {
+		<-l.threads
+	} else {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+		delete(l.xfers, x.fd)
+	}
 	_ = unix.Close(x.fd)
 	if x.f != nil {
 		_ = x.f.Close()
 	}
-	delete(l.xfers, x.fd)
+	l.pmu.Lock()
 	delete(l.peers, x.peer)
+	l.pmu.Unlock()
 	if x.counted {
 		return
 	}
@@ -446,6 +483,7 @@ var (
 // over to 0 as most clients expect); the OACK is acknowledged as block 0.
 type tftpXfer struct {
 	fd        int
+	thread    bool // served by runThread, not the loop
 	peer      netip.AddrPort
 	file      string
 	start     time.Time

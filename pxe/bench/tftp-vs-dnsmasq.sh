@@ -12,6 +12,7 @@
 #   bash pxe/bench/tftp-vs-dnsmasq.sh              # N=200 downloads per case
 #   N=50 C=50 R=3 bash pxe/bench/tftp-vs-dnsmasq.sh
 #   BEFORE=main bash pxe/bench/tftp-vs-dnsmasq.sh  # also the server at that git revision
+#   ALT=LPMOS_TFTP_THREADS=-1 bash pxe/bench/tftp-vs-dnsmasq.sh  # also this build with that environment
 #
 # N: sequential downloads per server and blksize; C: concurrent clients in
 # the concurrent case (0 skips it), each doing N/C downloads per round; R:
@@ -22,6 +23,7 @@ N=${N:-200}
 C=${C:-50}
 R=${R:-3}
 BEFORE=${BEFORE:-}
+ALT=${ALT:-}
 cd "$(dirname "$0")/../.."
 for cmd in ip curl dnsmasq go bc; do
 	command -v "$cmd" >/dev/null || { echo "missing $cmd" >&2; exit 1; }
@@ -45,6 +47,7 @@ if [ -n "$BEFORE" ]; then
 	(cd "$tmp/before-src" && go build -o "$tmp/before-tftpd" ./pxe/bench/tftpd)
 	servers="before lpmos dnsmasq"
 fi
+[ -z "$ALT" ] || servers="alt $servers"
 mkdir "$tmp/root"
 cp pxe/ipxe/undionly.kpxe "$tmp/root/"
 chmod 755 "$tmp" "$tmp/root"
@@ -60,6 +63,12 @@ pids="$pids $!"
 if [ -n "$BEFORE" ]; then
 	ip netns exec "$ns" "$tmp/before-tftpd" 127.0.0.1:6970 &
 	pid_before=$!
+	pids="$pids $!"
+fi
+if [ -n "$ALT" ]; then
+	# shellcheck disable=SC2086
+	ip netns exec "$ns" env $ALT "$tmp/lpmos-tftpd" 127.0.0.1:6971 &
+	pid_alt=$!
 	pids="$pids $!"
 fi
 ip netns exec "$ns" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --user=root \
@@ -91,6 +100,7 @@ url() {
 	case $1 in
 	lpmos) echo tftp://127.0.0.1:6969/undionly.kpxe ;;
 	before) echo tftp://127.0.0.1:6970/undionly.kpxe ;;
+	alt) echo tftp://127.0.0.1:6971/undionly.kpxe ;;
 	dnsmasq) echo tftp://127.0.0.1:69/undionly.kpxe ;;
 	esac
 }
@@ -141,7 +151,7 @@ ratio() {
 	done
 }
 
-echo "undionly.kpxe: $size bytes; N=$N C=$C R=$R; curl $(curl --version | head -1 | cut -d' ' -f2); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); servers: $servers${BEFORE:+ (before = $BEFORE)}"
+echo "undionly.kpxe: $size bytes; N=$N C=$C R=$R; curl $(curl --version | head -1 | cut -d' ' -f2); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); servers: $servers${BEFORE:+ (before = $BEFORE)}${ALT:+ (alt = lpmos with $ALT)}"
 echo "loadavg at start: $(cat /proc/loadavg)"
 
 for blk in 512 1468; do
