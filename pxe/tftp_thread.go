@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,10 +58,8 @@ func (x *tftpXfer) serveBlocking(l *tftpLoop) error {
 	if err := unix.SetsockoptTimeval(x.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
 		return fmt.Errorf("SO_SNDTIMEO: %w", err)
 	}
-	var (
-		buf [516]byte
-		cur time.Duration // SO_RCVTIMEO as set
-	)
+	buf := make([]byte, 516)
+	var cur time.Duration // SO_RCVTIMEO as set
 	if err := x.send(); err != nil {
 		return err
 	}
@@ -82,7 +81,13 @@ func (x *tftpXfer) serveBlocking(l *tftpLoop) error {
 			}
 			cur = rem
 		}
-		n, err := unix.Read(x.fd, buf[:])
+		var n int
+		var err error
+		if l.t.cfg.ThreadRaw {
+			n, err = rawRead(x.fd, buf)
+		} else {
+			n, err = unix.Read(x.fd, buf)
+		}
 		switch {
 		case err == unix.EINTR, err == unix.EAGAIN: // EAGAIN: the timer fired
 			continue
@@ -99,4 +104,14 @@ func (x *tftpXfer) serveBlocking(l *tftpLoop) error {
 			return errTFTPDone
 		}
 	}
+}
+
+// rawRead is read(2) without telling the runtime: the thread keeps its P
+// while it blocks, so no sysmon wake-up and no P handoff per block.
+func rawRead(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

@@ -26,6 +26,7 @@ type tftpLoop struct {
 	ctx  context.Context
 	epfd int
 	efd  int // eventfd: ctx is done
+	sys  tftpSys
 	// epOwned: epfd is closed by the os.File run wraps it in.
 	epOwned bool
 	lfd     int // the listening socket (owned by the net.PacketConn)
@@ -56,7 +57,7 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 	}
 	l := &tftpLoop{t: t, ctx: ctx, lfd: -1, efd: -1, epfd: -1, xfers: make(map[int]*tftpXfer),
 		peers: make(map[netip.AddrPort]bool), rbuf: make([]byte, tftpMaxRequest+1), oob: make([]byte, 128),
-		threads: make(chan struct{}, max(0, t.cfg.ThreadTransfers))}
+		threads: make(chan struct{}, max(0, t.cfg.ThreadTransfers)), sys: tftpSys{noRaw: t.cfg.NoRaw}}
 	defer l.wg.Wait()
 	if err := rc.Control(func(fd uintptr) { l.lfd = int(fd) }); err != nil {
 		return fmt.Errorf("tftp: %w", err)
@@ -127,12 +128,24 @@ func (l *tftpLoop) run() error {
 		werr  error
 		armed time.Time // the read deadline set on ep, zero: none
 	)
+	spin := time.Duration(l.t.cfg.SpinMicros) * time.Microsecond
 	wait := func(fd uintptr) bool {
-		n, werr = unix.EpollWait(int(fd), events, 0)
-		if werr == unix.EINTR {
-			n, werr = 0, nil
+		var until time.Time
+		for {
+			n, werr = l.sys.epollWait(int(fd), events)
+			if werr == unix.EINTR {
+				n, werr = 0, nil
+			}
+			if n > 0 || werr != nil || spin <= 0 {
+				return n > 0 || werr != nil
+			}
+			now := time.Now()
+			if until.IsZero() {
+				until = now.Add(spin)
+			} else if now.After(until) {
+				return false
+			}
 		}
-		return n > 0 || werr != nil
 	}
 	for {
 		var next time.Time
@@ -188,7 +201,7 @@ func (l *tftpLoop) run() error {
 // requests reads every request waiting on the listening socket.
 func (l *tftpLoop) requests(now time.Time) error {
 	for {
-		n, oobn, _, from, err := unix.Recvmsg(l.lfd, l.rbuf, l.oob, 0)
+		n, oobn, peer, err := l.sys.recvmsg4(l.lfd, l.rbuf, l.oob)
 		switch err {
 		case nil:
 		case unix.EBADF, unix.ENOTSOCK, unix.EINVAL, unix.EFAULT:
@@ -196,11 +209,9 @@ func (l *tftpLoop) requests(now time.Time) error {
 		default: // EAGAIN: drained; a transient error (ICMP report, ENOBUFS): next time
 			return nil
 		}
-		sa, ok := from.(*unix.SockaddrInet4)
-		if !ok {
+		if !peer.IsValid() {
 			continue
 		}
-		peer := netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
 		local, ifindex := netip.IPv4Unspecified(), 0
 		if cms, err := unix.ParseSocketControlMessage(l.oob[:oobn]); err == nil {
 			for _, m := range cms {
@@ -268,7 +279,7 @@ func (l *tftpLoop) request(b []byte, peer netip.AddrPort, local netip.Addr, ifin
 // start opens the transfer's socket and file and sends the first packet.
 func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr, ifindex int, now time.Time) {
 	t := l.t
-	fd, err := dialTFTP(local, peer, t.cfg.Interface)
+	fd, err := dialTFTP(l.sys, local, peer, t.cfg.Interface)
 	if err != nil {
 		t.stats.failed.Add(1)
 		t.log.ErrorContext(l.ctx, "tftp: transfer socket", "file", req.file, "peer", peer.String(), "err", err)
@@ -277,13 +288,13 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 		l.pmu.Unlock()
 		return
 	}
-	x := &tftpXfer{fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
+	x := &tftpXfer{sys: l.sys, fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
 	select {
 	case l.threads <- struct{}{}:
 		x.thread = true
 	default:
 		l.xfers[fd] = x
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		if err := l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
 			l.end(x, fmt.Errorf("epoll_ctl: %w", err), "server error")
 			return
 		}
@@ -292,7 +303,7 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	if err != nil {
 		t.stats.refused.Add(1)
 		t.log.ErrorContext(l.ctx, "tftp: open", "file", req.file, "err", err)
-		_, _ = unix.Write(fd, appendTFTPError(nil, tftpErrNotFound, "file not found"))
+		_, _ = l.sys.write(fd, appendTFTPError(nil, tftpErrNotFound, "file not found"))
 		x.counted = true
 		l.end(x, nil, "")
 		return
@@ -339,7 +350,7 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 func (l *tftpLoop) packets(x *tftpXfer, now time.Time) {
 	buf := l.abuf[:]
 	for {
-		n, err := unix.Read(x.fd, buf)
+		n, err := l.sys.read(x.fd, buf)
 		if err == unix.EAGAIN {
 			return
 		}
@@ -387,15 +398,15 @@ func (l *tftpLoop) step(x *tftpXfer, err error) {
 func (l *tftpLoop) end(x *tftpXfer, err error, msg string) {
 	t := l.t
 	if msg != "" {
-		_, _ = unix.Write(x.fd, appendTFTPError(nil, tftpErrUndefined, msg))
+		_, _ = x.sys.write(x.fd, appendTFTPError(nil, tftpErrUndefined, msg))
 	}
 	if x.thread {
 		<-l.threads
 	} else {
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+		_ = l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
 		delete(l.xfers, x.fd)
 	}
-	_ = unix.Close(x.fd)
+	_ = x.sys.close(x.fd)
 	if x.f != nil {
 		_ = x.f.Close()
 	}
@@ -426,27 +437,27 @@ func (l *tftpLoop) endAll(msg string) {
 // dialTFTP returns a transfer's UDP socket: non-blocking, bound to the
 // address the request came to (ephemeral port), connected to the client
 // (the kernel drops anything from another address or port).
-func dialTFTP(local netip.Addr, peer netip.AddrPort, iface string) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
+func dialTFTP(sys tftpSys, local netip.Addr, peer netip.AddrPort, iface string) (int, error) {
+	fd, err := sys.socketUDP4()
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}
 	if iface != "" {
 		if err := unix.BindToDevice(fd, iface); err != nil {
-			unix.Close(fd)
+			_ = sys.close(fd)
 			return -1, fmt.Errorf("SO_BINDTODEVICE %s: %w", iface, err)
 		}
 	}
-	err = unix.Bind(fd, &unix.SockaddrInet4{Addr: local.As4()})
+	err = sys.bind(fd, netip.AddrPortFrom(local, 0))
 	if err == unix.EADDRNOTAVAIL { // e.g. a subnet broadcast address: let the kernel pick
-		err = unix.Bind(fd, &unix.SockaddrInet4{})
+		err = sys.bind(fd, netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
 	}
 	if err != nil {
-		unix.Close(fd)
+		_ = sys.close(fd)
 		return -1, fmt.Errorf("bind %s: %w", local, err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: peer.Addr().As4(), Port: int(peer.Port())}); err != nil {
-		unix.Close(fd)
+	if err := sys.connect(fd, peer); err != nil {
+		_ = sys.close(fd)
 		return -1, fmt.Errorf("connect %s: %w", peer, err)
 	}
 	return fd, nil
@@ -482,6 +493,7 @@ var (
 // uint64 (the wire carries the low 16 bits, so files past 65535 blocks roll
 // over to 0 as most clients expect); the OACK is acknowledged as block 0.
 type tftpXfer struct {
+	sys       tftpSys
 	fd        int
 	thread    bool // served by runThread, not the loop
 	peer      netip.AddrPort
@@ -510,7 +522,7 @@ type tftpXfer struct {
 func (x *tftpXfer) write(b []byte) error {
 	x.datagrams++
 	for {
-		_, err := unix.Write(x.fd, b)
+		_, err := x.sys.write(x.fd, b)
 		switch err {
 		case nil, unix.EAGAIN: // a full send buffer: a lost datagram, the timeout resends
 			return nil
