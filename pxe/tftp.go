@@ -40,12 +40,6 @@ type TFTPConfig struct {
 	// block); the others share the epoll loop. Default GOMAXPROCS;
 	// negative: none.
 	ThreadTransfers int
-	// ThreadRaw: those threads read with RawSyscall (experiment).
-	ThreadRaw bool
-	// NoRaw: the loop's system calls go through Syscall (experiment).
-	NoRaw bool
-	// SpinMicros: the loop polls this long before it parks (experiment).
-	SpinMicros int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }

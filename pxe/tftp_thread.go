@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -81,13 +80,9 @@ func (x *tftpXfer) serveBlocking(l *tftpLoop) error {
 			}
 			cur = rem
 		}
-		var n int
-		var err error
-		if l.t.cfg.ThreadRaw {
-			n, err = rawRead(x.fd, buf)
-		} else {
-			n, err = unix.Read(x.fd, buf)
-		}
+		// Through Syscall, not raw: the runtime must know this thread
+		// blocks (it may hand the P on; a stop-the-world does not wait).
+		n, err := unix.Read(x.fd, buf)
 		switch {
 		case err == unix.EINTR, err == unix.EAGAIN: // EAGAIN: the timer fired
 			continue
@@ -104,14 +99,4 @@ func (x *tftpXfer) serveBlocking(l *tftpLoop) error {
 			return errTFTPDone
 		}
 	}
-}
-
-// rawRead is read(2) without telling the runtime: the thread keeps its P
-// while it blocks, so no sysmon wake-up and no P handoff per block.
-func rawRead(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
 }

@@ -57,7 +57,7 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 	}
 	l := &tftpLoop{t: t, ctx: ctx, lfd: -1, efd: -1, epfd: -1, xfers: make(map[int]*tftpXfer),
 		peers: make(map[netip.AddrPort]bool), rbuf: make([]byte, tftpMaxRequest+1), oob: make([]byte, 128),
-		threads: make(chan struct{}, max(0, t.cfg.ThreadTransfers)), sys: tftpSys{noRaw: t.cfg.NoRaw}}
+		threads: make(chan struct{}, max(0, t.cfg.ThreadTransfers)), sys: tftpSys{}}
 	defer l.wg.Wait()
 	if err := rc.Control(func(fd uintptr) { l.lfd = int(fd) }); err != nil {
 		return fmt.Errorf("tftp: %w", err)
@@ -128,24 +128,12 @@ func (l *tftpLoop) run() error {
 		werr  error
 		armed time.Time // the read deadline set on ep, zero: none
 	)
-	spin := time.Duration(l.t.cfg.SpinMicros) * time.Microsecond
 	wait := func(fd uintptr) bool {
-		var until time.Time
-		for {
-			n, werr = l.sys.epollWait(int(fd), events)
-			if werr == unix.EINTR {
-				n, werr = 0, nil
-			}
-			if n > 0 || werr != nil || spin <= 0 {
-				return n > 0 || werr != nil
-			}
-			now := time.Now()
-			if until.IsZero() {
-				until = now.Add(spin)
-			} else if now.After(until) {
-				return false
-			}
+		n, werr = l.sys.epollWait(int(fd), events)
+		if werr == unix.EINTR {
+			n, werr = 0, nil
 		}
+		return n > 0 || werr != nil
 	}
 	for {
 		var next time.Time

@@ -33,11 +33,6 @@ func main() {
 		}
 		cfg.ThreadTransfers = n
 	}
-	cfg.NoRaw = os.Getenv("LPMOS_TFTP_NORAW") != ""
-	cfg.ThreadRaw = os.Getenv("LPMOS_TFTP_RAW") != ""
-	if v := os.Getenv("LPMOS_TFTP_SPIN"); v != "" {
-		cfg.SpinMicros, _ = strconv.Atoi(v)
-	}
 	srv, err := pxe.NewTFTP(cfg)
 	if err == nil {
 		err = srv.Start(ctx)
