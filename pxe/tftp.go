@@ -50,13 +50,18 @@ type TFTPConfig struct {
 // ("../x", "/x", "a/b") get a TFTP error packet; so do netascii and mail
 // mode requests (the files are binaries).
 //
-// Like dnsmasq, one event loop serves every transfer: a goroutine waits on
-// an epoll set holding the listening socket and each transfer's UDP socket
-// (connected to its client, from an ephemeral port); the epoll fd itself
+// Each transfer has its own UDP socket, connected to its client, from an
+// ephemeral port. The first ThreadTransfers transfers in flight are served
+// each by a goroutine locked to its OS thread, blocked in read(2) on that
+// socket (SO_RCVTIMEO is the retransmission timer): the kernel wakes that
+// thread when the ACK comes, as dnsmasq is woken, and it answers at once.
+// The others share one event loop: a goroutine waits on an epoll set
+// holding the listening socket and their sockets; the epoll fd itself
 // waits in Go's netpoller, with the nearest retransmission deadline as its
-// read deadline. A block costs one wake-up for its ACK (fewer when ACKs of
-// several transfers arrive together), a recv and a send: no goroutine
-// switch, Go timer or allocation per block. What a hostile client can get:
+// read deadline, and the loop's non-blocking system calls are raw (see
+// tftp_raw.go). A block costs one wake-up for its ACK (in the loop, fewer
+// when ACKs of several transfers arrive together), a recv and a send: no
+// goroutine switch, Go timer or allocation per block. What a hostile client can get:
 // one DATA (or OACK) packet per request, a blksize no larger than the
 // interface MTU allows, at most MaxTransfers transfers (one per client
 // address and port), each holding one block buffer, and no transfer longer

@@ -14,20 +14,11 @@ import (
 // ~50 thread wake-ups per file, a third of what the transfer itself costs
 // (measured; see BENCHMARKS.md). Only calls that cannot block are raw.
 
-// tftpSys issues the loop's system calls, raw or (for comparison) through
-// the runtime.
-type tftpSys struct{ noRaw bool }
+// tftpSys issues the loop's system calls raw.
+type tftpSys struct{}
 
-func (s tftpSys) call(trap, a1, a2, a3 uintptr) (uintptr, error) {
-	var (
-		r uintptr
-		e unix.Errno
-	)
-	if s.noRaw {
-		r, _, e = unix.Syscall(trap, a1, a2, a3)
-	} else {
-		r, _, e = unix.RawSyscall(trap, a1, a2, a3)
-	}
+func (tftpSys) call(trap, a1, a2, a3 uintptr) (uintptr, error) {
+	r, _, e := unix.RawSyscall(trap, a1, a2, a3)
 	if e != 0 {
 		return r, e
 	}
@@ -39,9 +30,15 @@ func (s tftpSys) read(fd int, b []byte) (int, error) {
 	return int(r), err
 }
 
-func (s tftpSys) write(fd int, b []byte) (int, error) {
-	r, err := s.call(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	return int(r), err
+// write sends b on connected socket fd without ever blocking (MSG_DONTWAIT,
+// also on a transfer thread's blocking socket): a full send buffer is
+// EAGAIN, a lost datagram the retransmission timer resends.
+func (tftpSys) write(fd int, b []byte) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
 }
 
 func (s tftpSys) close(fd int) error {
@@ -50,27 +47,16 @@ func (s tftpSys) close(fd int) error {
 }
 
 // epollWait polls epfd without waiting (timeout 0).
-func (s tftpSys) epollWait(epfd int, events []unix.EpollEvent) (int, error) {
-	var (
-		r uintptr
-		e unix.Errno
-	)
+func (tftpSys) epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(events)))
-	if s.noRaw {
-		r, _, e = unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), p, uintptr(len(events)), 0, 0, 0)
-	} else {
-		r, _, e = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), p, uintptr(len(events)), 0, 0, 0)
-	}
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), p, uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(r), nil
 }
 
-func (s tftpSys) epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
-	if s.noRaw {
-		return unix.EpollCtl(epfd, op, fd, ev)
-	}
+func (tftpSys) epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
 	if e != 0 {
 		return e

@@ -51,12 +51,7 @@ func (x *tftpXfer) serveBlocking(l *tftpLoop) error {
 	if err := unix.SetNonblock(x.fd, false); err != nil {
 		return fmt.Errorf("blocking socket: %w", err)
 	}
-	// A full send buffer must not hold the thread: after 1 s the datagram
-	// counts as lost (x.write ignores EAGAIN) and the timer resends it.
-	tv := unix.NsecToTimeval(time.Second.Nanoseconds())
-	if err := unix.SetsockoptTimeval(x.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-		return fmt.Errorf("SO_SNDTIMEO: %w", err)
-	}
+	// Sends never block (x.write uses MSG_DONTWAIT); only read waits.
 	buf := make([]byte, 516)
 	var cur time.Duration // SO_RCVTIMEO as set
 	if err := x.send(); err != nil {
