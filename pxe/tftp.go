@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,12 +33,6 @@ type TFTPConfig struct {
 	// MaxTransfers bounds the transfers in flight; a request beyond it is
 	// answered with an error. Default 128.
 	MaxTransfers int
-	// ThreadTransfers is how many of those transfers are served each by
-	// its own OS thread blocked in recv on the transfer's socket (the
-	// kernel wakes that thread when the ACK comes: dnsmasq's latency per
-	// block); the others share the epoll loop. Default GOMAXPROCS;
-	// negative: none.
-	ThreadTransfers int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -50,18 +43,16 @@ type TFTPConfig struct {
 // ("../x", "/x", "a/b") get a TFTP error packet; so do netascii and mail
 // mode requests (the files are binaries).
 //
-// Each transfer has its own UDP socket, connected to its client, from an
-// ephemeral port. The first ThreadTransfers transfers in flight are served
-// each by a goroutine locked to its OS thread, blocked in read(2) on that
-// socket (SO_RCVTIMEO is the retransmission timer): the kernel wakes that
-// thread when the ACK comes, as dnsmasq is woken, and it answers at once.
-// The others share one event loop: a goroutine waits on an epoll set
-// holding the listening socket and their sockets; the epoll fd itself
+// Like dnsmasq, one event loop serves every transfer: a goroutine waits on
+// an epoll set holding the listening socket and each transfer's UDP socket
+// (connected to its client, from an ephemeral port); the epoll fd itself
 // waits in Go's netpoller, with the nearest retransmission deadline as its
-// read deadline, and the loop's non-blocking system calls are raw (see
-// tftp_raw.go). A block costs one wake-up for its ACK (in the loop, fewer
-// when ACKs of several transfers arrive together), a recv and a send: no
-// goroutine switch, Go timer or allocation per block. What a hostile client can get:
+// read deadline. The loop's system calls cannot block and are raw (see
+// tftp_raw.go: through Syscall they woke sysmon into 20 µs polling). A
+// block costs one wake-up for its ACK (fewer when ACKs of several
+// transfers arrive together), a recv and a send: no goroutine switch, Go
+// timer or allocation per block; one thread wake-up per block in all, as
+// dnsmasq. What a hostile client can get:
 // one DATA (or OACK) packet per request, a blksize no larger than the
 // interface MTU allows, at most MaxTransfers transfers (one per client
 // address and port), each holding one block buffer, and no transfer longer
@@ -113,9 +104,6 @@ func NewTFTP(cfg TFTPConfig) (*TFTP, error) {
 	}
 	if cfg.MaxTransfers <= 0 {
 		cfg.MaxTransfers = 128
-	}
-	if cfg.ThreadTransfers == 0 {
-		cfg.ThreadTransfers = runtime.GOMAXPROCS(0)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

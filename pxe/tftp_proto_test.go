@@ -58,14 +58,6 @@ func startTFTPConfig(t *testing.T, cfg TFTPConfig) (string, *TFTP, func() error)
 	return conn.LocalAddr().String(), srv, stop
 }
 
-// tftpPaths runs f against both ways the server serves a transfer: on a
-// thread of its own (the default for the first GOMAXPROCS transfers) and in
-// the epoll loop (ThreadTransfers < 0, and every transfer beyond them).
-func tftpPaths(t *testing.T, f func(t *testing.T, threads int)) {
-	t.Run("thread", func(t *testing.T) { f(t, 0) })
-	t.Run("loop", func(t *testing.T) { f(t, -1) })
-}
-
 // rawClient is a UDP socket speaking TFTP by hand, to check the server's
 // packets one by one.
 type rawClient struct {
@@ -159,94 +151,88 @@ func wantError(t *testing.T, p []byte, code uint16, msg string) {
 // TestTFTPNoResendOnDuplicateACK: a duplicate ACK sends nothing (no
 // sorcerer's apprentice); only the timeout retransmits.
 func TestTFTPNoResendOnDuplicateACK(t *testing.T) {
-	tftpPaths(t, func(t *testing.T, threads int) {
-		addr, _, _ := startTFTPConfig(t, TFTPConfig{ThreadTransfers: threads, Timeout: 2 * time.Second})
-		c := newRawClient(t, addr)
-		c.sendServer(rrq(FileBIOS, "octet"))
-		wantData(t, c.mustRecv(), 1)
-		c.sendPeer(ack(1))
-		wantData(t, c.mustRecv(), 2)
-		c.sendPeer(ack(1)) // duplicate
-		if p := c.recv(time.Second); p != nil {
-			t.Fatalf("duplicate ACK 1 answered with %q", p[:4])
-		}
-		// The timeout (2 s, 1 s of it gone) sends block 2 again.
-		wantData(t, c.mustRecv(), 2)
-	})
+	addr, _, _ := startTFTPConfig(t, TFTPConfig{Timeout: 2 * time.Second})
+	c := newRawClient(t, addr)
+	c.sendServer(rrq(FileBIOS, "octet"))
+	wantData(t, c.mustRecv(), 1)
+	c.sendPeer(ack(1))
+	wantData(t, c.mustRecv(), 2)
+	c.sendPeer(ack(1)) // duplicate
+	if p := c.recv(time.Second); p != nil {
+		t.Fatalf("duplicate ACK 1 answered with %q", p[:4])
+	}
+	// The timeout (2 s, 1 s of it gone) sends block 2 again.
+	wantData(t, c.mustRecv(), 2)
 }
 
 func TestTFTPRetransmitsThenGivesUp(t *testing.T) {
-	tftpPaths(t, func(t *testing.T, threads int) {
-		addr, srv, _ := startTFTPConfig(t, TFTPConfig{ThreadTransfers: threads, Timeout: 50 * time.Millisecond, Retries: 2})
-		c := newRawClient(t, addr)
-		c.sendServer(rrq(FileBIOS, "octet"))
-		for range 3 { // the first send and 2 retransmissions
-			wantData(t, c.mustRecv(), 1)
-		}
-		wantError(t, c.mustRecv(), tftpErrUndefined, "transfer failed")
-		// The error packet leaves before the counter moves.
-		deadline := time.Now().Add(5 * time.Second)
-		for srv.Stats().Failed == 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if s := srv.Stats(); s.Failed != 1 || s.Sent != 0 {
-			t.Fatalf("stats %+v, want one failed", s)
-		}
-	})
+	addr, srv, _ := startTFTPConfig(t, TFTPConfig{Timeout: 50 * time.Millisecond, Retries: 2})
+	c := newRawClient(t, addr)
+	c.sendServer(rrq(FileBIOS, "octet"))
+	for range 3 { // the first send and 2 retransmissions
+		wantData(t, c.mustRecv(), 1)
+	}
+	wantError(t, c.mustRecv(), tftpErrUndefined, "transfer failed")
+	// The error packet leaves before the counter moves.
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats().Failed == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := srv.Stats(); s.Failed != 1 || s.Sent != 0 {
+		t.Fatalf("stats %+v, want one failed", s)
+	}
 }
 
 // TestTFTPOptionsAndWindow negotiates every option and walks a windowed
 // transfer, with one window cut short by the client.
 func TestTFTPOptionsAndWindow(t *testing.T) {
-	tftpPaths(t, func(t *testing.T, threads int) {
-		want, err := fs.ReadFile(IPXEFiles(), FileBIOS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr, srv, _ := startTFTPConfig(t, TFTPConfig{ThreadTransfers: threads, Timeout: 5 * time.Second})
-		c := newRawClient(t, addr)
-		c.sendServer(rrq(FileBIOS, "OCTET", "BLKSIZE", "1000", "tsize", "0", "timeout", "3", "windowsize", "4", "x-unknown", "1"))
-		oack := c.mustRecv()
-		wantOACK := fmt.Sprintf("\x00\x06blksize\x001000\x00tsize\x00%d\x00timeout\x003\x00windowsize\x004\x00", len(want))
-		if string(oack) != wantOACK {
-			t.Fatalf("OACK %q, want %q", oack, wantOACK)
-		}
-		c.sendPeer(ack(0))
-		for n := uint16(1); n <= 4; n++ {
-			wantData(t, c.mustRecv(), n)
-		}
-		// Block 3 "lost": ACK 2, the server goes on from 3.
-		c.sendPeer(ack(2))
-		var got []byte
-		got = append(got, want[:2000]...)
-		n := uint16(3)
-		for {
-			var last []byte
-			for i := 0; i < 4; i++ {
-				last = wantData(t, c.mustRecv(), n)
-				got = append(got, last...)
-				if len(last) < 1000 {
-					break
-				}
-				n++
-			}
+	want, err := fs.ReadFile(IPXEFiles(), FileBIOS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, srv, _ := startTFTPConfig(t, TFTPConfig{Timeout: 5 * time.Second})
+	c := newRawClient(t, addr)
+	c.sendServer(rrq(FileBIOS, "OCTET", "BLKSIZE", "1000", "tsize", "0", "timeout", "3", "windowsize", "4", "x-unknown", "1"))
+	oack := c.mustRecv()
+	wantOACK := fmt.Sprintf("\x00\x06blksize\x001000\x00tsize\x00%d\x00timeout\x003\x00windowsize\x004\x00", len(want))
+	if string(oack) != wantOACK {
+		t.Fatalf("OACK %q, want %q", oack, wantOACK)
+	}
+	c.sendPeer(ack(0))
+	for n := uint16(1); n <= 4; n++ {
+		wantData(t, c.mustRecv(), n)
+	}
+	// Block 3 "lost": ACK 2, the server goes on from 3.
+	c.sendPeer(ack(2))
+	var got []byte
+	got = append(got, want[:2000]...)
+	n := uint16(3)
+	for {
+		var last []byte
+		for i := 0; i < 4; i++ {
+			last = wantData(t, c.mustRecv(), n)
+			got = append(got, last...)
 			if len(last) < 1000 {
-				c.sendPeer(ack(n))
 				break
 			}
-			c.sendPeer(ack(n - 1))
+			n++
 		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("got %d bytes, differ from the %d served", len(got), len(want))
+		if len(last) < 1000 {
+			c.sendPeer(ack(n))
+			break
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for srv.Stats().Sent != 1 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if s := srv.Stats(); s.Sent != 1 {
-			t.Fatalf("stats %+v, want one sent", s)
-		}
-	})
+		c.sendPeer(ack(n - 1))
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, differ from the %d served", len(got), len(want))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats().Sent != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := srv.Stats(); s.Sent != 1 {
+		t.Fatalf("stats %+v, want one sent", s)
+	}
 }
 
 // TestTFTPOptionLimits: values outside what the server takes are left out
@@ -312,76 +298,70 @@ func TestTFTPBadRequests(t *testing.T) {
 // TestTFTPTransferLimit: beyond MaxTransfers a request is refused; a
 // retransmitted RRQ does not start a second transfer.
 func TestTFTPTransferLimit(t *testing.T) {
-	tftpPaths(t, func(t *testing.T, threads int) {
-		addr, _, _ := startTFTPConfig(t, TFTPConfig{ThreadTransfers: threads, MaxTransfers: 1, Timeout: 5 * time.Second})
-		a := newRawClient(t, addr)
-		a.sendServer(rrq(FileBIOS, "octet"))
-		wantData(t, a.mustRecv(), 1)
-		a.sendServer(rrq(FileBIOS, "octet")) // duplicate
-		if p := a.recv(300 * time.Millisecond); p != nil {
-			t.Fatalf("duplicate RRQ answered: %q", p[:4])
-		}
-		b := newRawClient(t, addr)
+	addr, _, _ := startTFTPConfig(t, TFTPConfig{MaxTransfers: 1, Timeout: 5 * time.Second})
+	a := newRawClient(t, addr)
+	a.sendServer(rrq(FileBIOS, "octet"))
+	wantData(t, a.mustRecv(), 1)
+	a.sendServer(rrq(FileBIOS, "octet")) // duplicate
+	if p := a.recv(300 * time.Millisecond); p != nil {
+		t.Fatalf("duplicate RRQ answered: %q", p[:4])
+	}
+	b := newRawClient(t, addr)
+	b.sendServer(rrq(FileBIOS, "octet"))
+	wantError(t, b.mustRecv(), tftpErrUndefined, "too many transfers")
+	// a finishes; then b gets its file.
+	a.sendPeer([]byte{0, tftpERROR, 0, 0, 0})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
 		b.sendServer(rrq(FileBIOS, "octet"))
-		wantError(t, b.mustRecv(), tftpErrUndefined, "too many transfers")
-		// a finishes; then b gets its file.
-		a.sendPeer([]byte{0, tftpERROR, 0, 0, 0})
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			b.sendServer(rrq(FileBIOS, "octet"))
-			p := b.mustRecv()
-			if binary.BigEndian.Uint16(p) == tftpDATA {
-				wantData(t, p, 1)
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("still refused after the first transfer ended: %q", p)
-			}
-			time.Sleep(20 * time.Millisecond)
+		p := b.mustRecv()
+		if binary.BigEndian.Uint16(p) == tftpDATA {
+			wantData(t, p, 1)
+			break
 		}
-	})
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused after the first transfer ended: %q", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestTFTPShutdownEndsTransfers: stopping the server ends a stalled
 // transfer with an error packet instead of waiting for its timeouts.
 func TestTFTPShutdownEndsTransfers(t *testing.T) {
-	tftpPaths(t, func(t *testing.T, threads int) {
-		addr, _, stop := startTFTPConfig(t, TFTPConfig{ThreadTransfers: threads, Timeout: 10 * time.Second})
-		c := newRawClient(t, addr)
-		c.sendServer(rrq(FileBIOS, "octet"))
-		wantData(t, c.mustRecv(), 1)
-		if err := stop(); err != nil {
-			t.Fatal(err)
-		}
-		wantError(t, c.mustRecv(), tftpErrUndefined, "shutting down")
-	})
+	addr, _, stop := startTFTPConfig(t, TFTPConfig{Timeout: 10 * time.Second})
+	c := newRawClient(t, addr)
+	c.sendServer(rrq(FileBIOS, "octet"))
+	wantData(t, c.mustRecv(), 1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, c.mustRecv(), tftpErrUndefined, "shutting down")
 }
 
 // TestTFTPBusybox fetches with BusyBox's tftp client.
 func TestTFTPBusybox(t *testing.T) {
-	tftpPaths(t, func(t *testing.T, threads int) {
-		bb := testenv.RequireTool(t, "busybox", "busybox")
-		addr, _, _ := startTFTPConfig(t, TFTPConfig{ThreadTransfers: threads})
-		host, port, _ := net.SplitHostPort(addr)
-		for _, name := range IPXEBinaries() {
-			want, _ := fs.ReadFile(IPXEFiles(), name)
-			for _, blk := range []string{"512", "1468", "8192"} {
-				out := filepath.Join(t.TempDir(), name)
-				cmd := exec.Command(bb, "tftp", "-g", "-r", name, "-l", out, "-b", blk, host, port)
-				if b, err := cmd.CombinedOutput(); err != nil {
-					t.Fatalf("busybox tftp %s -b %s: %v\n%s", name, blk, err, b)
-				}
-				got, err := os.ReadFile(out)
-				if err != nil || !bytes.Equal(got, want) {
-					t.Fatalf("busybox tftp %s -b %s: %d bytes (err %v), want the embedded %d", name, blk, len(got), err, len(want))
-				}
+	bb := testenv.RequireTool(t, "busybox", "busybox")
+	addr, _, _ := startTFTPConfig(t, TFTPConfig{})
+	host, port, _ := net.SplitHostPort(addr)
+	for _, name := range IPXEBinaries() {
+		want, _ := fs.ReadFile(IPXEFiles(), name)
+		for _, blk := range []string{"512", "1468", "8192"} {
+			out := filepath.Join(t.TempDir(), name)
+			cmd := exec.Command(bb, "tftp", "-g", "-r", name, "-l", out, "-b", blk, host, port)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("busybox tftp %s -b %s: %v\n%s", name, blk, err, b)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("busybox tftp %s -b %s: %d bytes (err %v), want the embedded %d", name, blk, len(got), err, len(want))
 			}
 		}
-		cmd := exec.Command(bb, "tftp", "-g", "-r", "nope.efi", "-l", filepath.Join(t.TempDir(), "x"), host, port)
-		if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "not found") {
-			t.Fatalf("busybox tftp nope.efi: err %v, output %q; want the server's 'file not found'", err, b)
-		}
-	})
+	}
+	cmd := exec.Command(bb, "tftp", "-g", "-r", "nope.efi", "-l", filepath.Join(t.TempDir(), "x"), host, port)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "not found") {
+		t.Fatalf("busybox tftp nope.efi: err %v, output %q; want the server's 'file not found'", err, b)
+	}
 }
 
 func FuzzParseTFTPRequest(f *testing.F) {
@@ -434,14 +414,13 @@ func FuzzParseTFTPRequest(f *testing.F) {
 	})
 }
 
-// TestTFTPThreadsAndLoopTogether: with one thread slot, concurrent
-// downloads by two real clients (busybox tftp and curl) are served partly
-// on the thread and partly in the loop, all complete and byte-identical,
-// and the slot is handed back (a later download still completes).
-func TestTFTPThreadsAndLoopTogether(t *testing.T) {
+// TestTFTPConcurrentClients: concurrent downloads by two real clients
+// (busybox tftp and curl) all complete byte-identical from the one loop,
+// and later sequential downloads still do.
+func TestTFTPConcurrentClients(t *testing.T) {
 	bb := testenv.RequireTool(t, "busybox", "busybox")
 	curl := testenv.RequireTool(t, "curl", "curl")
-	addr, srv, _ := startTFTPConfig(t, TFTPConfig{ThreadTransfers: 1, Timeout: time.Second})
+	addr, srv, _ := startTFTPConfig(t, TFTPConfig{Timeout: time.Second})
 	host, port, _ := net.SplitHostPort(addr)
 	want, err := fs.ReadFile(IPXEFiles(), FileBIOS)
 	if err != nil {
@@ -475,7 +454,7 @@ func TestTFTPThreadsAndLoopTogether(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	for i := range 3 { // sequential: each takes the thread slot the last gave back
+	for i := range 3 {
 		out := filepath.Join(t.TempDir(), FileBIOS)
 		if b, err := exec.Command(curl, "-sS", "--max-time", "20", "-o", out, "tftp://"+addr+"/"+FileBIOS).CombinedOutput(); err != nil {
 			t.Fatalf("download %d after the concurrent ones: %v\n%s", i, err, b)

@@ -30,9 +30,9 @@ func (s tftpSys) read(fd int, b []byte) (int, error) {
 	return int(r), err
 }
 
-// write sends b on connected socket fd without ever blocking (MSG_DONTWAIT,
-// also on a transfer thread's blocking socket): a full send buffer is
-// EAGAIN, a lost datagram the retransmission timer resends.
+// write sends b on connected socket fd without ever blocking
+// (MSG_DONTWAIT): a full send buffer is EAGAIN, a lost datagram the
+// retransmission timer resends.
 func (tftpSys) write(fd int, b []byte) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {

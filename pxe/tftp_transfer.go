@@ -31,13 +31,7 @@ type tftpLoop struct {
 	epOwned bool
 	lfd     int // the listening socket (owned by the net.PacketConn)
 	xfers   map[int]*tftpXfer
-	// pmu guards peers: the clients with a transfer running, in the loop
-	// or on a thread of their own (tftp_thread.go).
-	pmu   sync.Mutex
-	peers map[netip.AddrPort]bool
-	// threads holds a token per transfer served on its own thread.
-	threads chan struct{}
-	wg      sync.WaitGroup // those transfers
+	peers   map[netip.AddrPort]bool
 	rbuf    []byte
 	oob     []byte
 	abuf    [516]byte // a transfer's incoming packet (ACK or ERROR)
@@ -56,9 +50,7 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 		return fmt.Errorf("tftp: %w", err)
 	}
 	l := &tftpLoop{t: t, ctx: ctx, lfd: -1, efd: -1, epfd: -1, xfers: make(map[int]*tftpXfer),
-		peers: make(map[netip.AddrPort]bool), rbuf: make([]byte, tftpMaxRequest+1), oob: make([]byte, 128),
-		threads: make(chan struct{}, max(0, t.cfg.ThreadTransfers)), sys: tftpSys{}}
-	defer l.wg.Wait()
+		peers: make(map[netip.AddrPort]bool), rbuf: make([]byte, tftpMaxRequest+1), oob: make([]byte, 128)}
 	if err := rc.Control(func(fd uintptr) { l.lfd = int(fd) }); err != nil {
 		return fmt.Errorf("tftp: %w", err)
 	}
@@ -246,21 +238,12 @@ func (l *tftpLoop) request(b []byte, peer netip.AddrPort, local netip.Addr, ifin
 		refuse(tftpErrNotFound, "file not found", "not an iPXE binary served here")
 	case req.mode != "octet":
 		refuse(tftpErrUndefined, "only octet mode is served", "mode "+req.mode)
+	case l.peers[peer]:
+		// A retransmitted RRQ: the transfer already running answers it.
+	case len(l.peers) >= t.cfg.MaxTransfers:
+		refuse(tftpErrUndefined, "too many transfers, try again later", "too many transfers")
 	default:
-		l.pmu.Lock()
-		running, full := l.peers[peer], len(l.peers) >= t.cfg.MaxTransfers
-		if !running && !full {
-			l.peers[peer] = true
-		}
-		l.pmu.Unlock()
-		switch {
-		case running:
-			// A retransmitted RRQ: the transfer already running answers it.
-		case full:
-			refuse(tftpErrUndefined, "too many transfers, try again later", "too many transfers")
-		default:
-			l.start(req, peer, local, ifindex, now)
-		}
+		l.start(req, peer, local, ifindex, now)
 	}
 }
 
@@ -271,21 +254,14 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	if err != nil {
 		t.stats.failed.Add(1)
 		t.log.ErrorContext(l.ctx, "tftp: transfer socket", "file", req.file, "peer", peer.String(), "err", err)
-		l.pmu.Lock()
-		delete(l.peers, peer)
-		l.pmu.Unlock()
 		return
 	}
 	x := &tftpXfer{sys: l.sys, fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
-	select {
-	case l.threads <- struct{}{}:
-		x.thread = true
-	default:
-		l.xfers[fd] = x
-		if err := l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-			l.end(x, fmt.Errorf("epoll_ctl: %w", err), "server error")
-			return
-		}
+	l.xfers[fd] = x
+	l.peers[peer] = true
+	if err := l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		l.end(x, fmt.Errorf("epoll_ctl: %w", err), "server error")
+		return
 	}
 	f, err := t.cfg.Files.Open(req.file)
 	if err != nil {
@@ -326,11 +302,6 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	x.buf = make([]byte, 4+x.blksize)
 	x.wait = x.timeout
 	x.waitUntil = now.Add(x.wait)
-	if x.thread {
-		l.wg.Add(1)
-		go l.runThread(x)
-		return
-	}
 	l.step(x, x.send())
 }
 
@@ -374,8 +345,6 @@ func (l *tftpLoop) step(x *tftpXfer, err error) {
 		l.end(x, nil, "")
 	case errors.Is(err, errTFTPClient):
 		l.end(x, err, "")
-	case errors.Is(err, errTFTPShutdown):
-		l.end(x, err, err.Error())
 	default:
 		l.end(x, err, "transfer failed")
 	}
@@ -388,19 +357,13 @@ func (l *tftpLoop) end(x *tftpXfer, err error, msg string) {
 	if msg != "" {
 		_, _ = x.sys.write(x.fd, appendTFTPError(nil, tftpErrUndefined, msg))
 	}
-	if x.thread {
-		<-l.threads
-	} else {
-		_ = l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
-		delete(l.xfers, x.fd)
-	}
-	_ = x.sys.close(x.fd)
+	_ = l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
+	_ = l.sys.close(x.fd)
 	if x.f != nil {
 		_ = x.f.Close()
 	}
-	l.pmu.Lock()
+	delete(l.xfers, x.fd)
 	delete(l.peers, x.peer)
-	l.pmu.Unlock()
 	if x.counted {
 		return
 	}
@@ -483,7 +446,6 @@ var (
 type tftpXfer struct {
 	sys       tftpSys
 	fd        int
-	thread    bool // served by runThread, not the loop
 	peer      netip.AddrPort
 	file      string
 	start     time.Time

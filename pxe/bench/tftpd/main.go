@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/lpmos/lpmos/pxe"
@@ -23,17 +22,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := pxe.TFTPConfig{Addr: addr, Logger: log}
-	// LPMOS_TFTP_THREADS: TFTPConfig.ThreadTransfers (for comparing variants).
-	if v := os.Getenv("LPMOS_TFTP_THREADS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "tftpd: LPMOS_TFTP_THREADS:", err)
-			os.Exit(2)
-		}
-		cfg.ThreadTransfers = n
-	}
-	srv, err := pxe.NewTFTP(cfg)
+	srv, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: addr, Logger: log})
 	if err == nil {
 		err = srv.Start(ctx)
 	}
