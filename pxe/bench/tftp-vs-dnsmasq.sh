@@ -94,7 +94,7 @@ pids="$pids $!"
 # load-robust cost, unlike wall time on a shared machine.
 cpu() {
 	eval "p=\$pid_$1"
-	cat /proc/"$p"/task/*/schedstat | awk '{ ns += $1 } END { printf "%d ", ns }'
+	cat /proc/"$p"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.0f ", ns }'
 	cat /proc/"$p"/task/*/status | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n }'
 }
 
