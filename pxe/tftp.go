@@ -4,45 +4,81 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pin/tftp/v3"
 )
 
 // TFTPConfig configures the TFTP service.
 type TFTPConfig struct {
 	// Addr is the listen address; default ":69".
 	Addr string
-	// Interface, when set, binds the listening socket to that device.
+	// Interface, when set, binds the listening socket and every transfer's
+	// socket to that device.
 	Interface string
 	// Files is the set served; default IPXEFiles(). Only its top-level boot
 	// binaries (.kpxe, .pxe, .efi) are served.
 	Files fs.FS
-	// Timeout is the per-packet retransmission timeout; default 2 s.
+	// Timeout is the first retransmission timeout; default 2 s. Each
+	// retransmission of the same packet doubles it, up to 4x. A client's
+	// RFC 2349 timeout option (1-10 s) replaces it for its transfer.
 	Timeout time.Duration
+	// Retries is how many times an unacknowledged packet is sent again
+	// before the transfer is given up; default 5.
+	Retries int
+	// MaxTransfers bounds the transfers in flight; a request beyond it is
+	// answered with an error. Default 128.
+	MaxTransfers int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
 
-// TFTP is a read-only TFTP server for the iPXE binaries. Write requests,
-// unknown names and any path ("../x", "/x", "a/b") get a TFTP error packet.
-// The blksize and tsize options are supported.
+// TFTP is a read-only TFTP server for the iPXE binaries (RFC 1350 with the
+// RFC 2347 options blksize (RFC 2348), tsize and timeout (RFC 2349) and
+// windowsize (RFC 7440)). Write requests, unknown names and any path
+// ("../x", "/x", "a/b") get a TFTP error packet; so do netascii and mail
+// mode requests (the files are binaries).
+//
+// Like dnsmasq, one event loop serves every transfer: a goroutine waits on
+// an epoll set holding the listening socket and each transfer's UDP socket
+// (connected to its client, from an ephemeral port); the epoll fd itself
+// waits in Go's netpoller, with the nearest retransmission deadline as its
+// read deadline. The loop's system calls cannot block and are raw (see
+// tftp_raw.go: through Syscall they woke sysmon into 20 µs polling). A
+// block costs one wake-up for its ACK (fewer when ACKs of several
+// transfers arrive together), a recv and a send: no goroutine switch, Go
+// timer or allocation per block; one thread wake-up per block in all, as
+// dnsmasq. What a hostile client can get:
+// one DATA (or OACK) packet per request, a blksize no larger than the
+// interface MTU allows, at most MaxTransfers transfers (one per client
+// address and port), each holding one block buffer, and no transfer longer
+// than 10 minutes.
 type TFTP struct {
 	cfg   TFTPConfig
 	log   *slog.Logger
 	files map[string]bool
 	stats tftpCounters
+
+	mu   sync.Mutex
+	mtus map[int]tftpMTU
 }
 
+type tftpMTU struct {
+	mtu int
+	at  time.Time
+}
+
+// tftpMaxTransferTime bounds one transfer's duration, whatever the client
+// does (slow ACKs with blksize 8 could otherwise hold a slot for days).
+const tftpMaxTransferTime = 10 * time.Minute
+
 // TFTPStats counts transfers by outcome: Sent completed, Refused were
-// answered with an error (unknown file, write request), Failed broke off
-// (timeout, client error).
+// answered with an error (unknown file, write request, bad request, too
+// many transfers), Failed broke off (timeout, client error, shutdown).
 type TFTPStats struct{ Sent, Refused, Failed uint64 }
 
 type tftpCounters struct{ sent, refused, failed atomic.Uint64 }
@@ -63,10 +99,17 @@ func NewTFTP(cfg TFTPConfig) (*TFTP, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 5
+	}
+	if cfg.MaxTransfers <= 0 {
+		cfg.MaxTransfers = 128
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := &TFTP{cfg: cfg, log: cfg.Logger.With("service", "tftp"), files: make(map[string]bool)}
+	t := &TFTP{cfg: cfg, log: cfg.Logger.With("service", "tftp"), files: make(map[string]bool),
+		mtus: make(map[int]tftpMTU)}
 	for _, n := range bootBinaries(cfg.Files) {
 		t.files[n] = true
 	}
@@ -77,7 +120,7 @@ func NewTFTP(cfg TFTPConfig) (*TFTP, error) {
 }
 
 // Start listens on Addr and serves until ctx is done; transfers in flight
-// are finished (or time out) before it returns.
+// are then ended with an error packet and waited for before it returns.
 func (t *TFTP) Start(ctx context.Context) error {
 	conn, err := listenUDP(ctx, t.cfg.Addr, t.cfg.Interface)
 	if err != nil {
@@ -87,83 +130,28 @@ func (t *TFTP) Start(ctx context.Context) error {
 	return t.serve(ctx, conn)
 }
 
-// serve runs the server on conn until ctx is done.
-func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
-	s := tftp.NewServer(
-		func(name string, rf io.ReaderFrom) error { return t.read(ctx, name, rf) },
-		func(name string, _ io.WriterTo) error {
-			t.log.WarnContext(ctx, "tftp: write request refused", "file", name)
-			return errors.New("access violation: this server is read-only")
-		},
-	)
-	s.SetTimeout(t.cfg.Timeout)
-	s.SetHook(tftpHook{ctx: ctx, log: t.log, stats: &t.stats})
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-done:
+// maxBlksize is the largest block that fits one unfragmented datagram on
+// interface ifindex (MTU - 20 IP - 8 UDP - 4 TFTP), looked up at most every
+// 30 s per interface; 1468 (a 1500-byte Ethernet MTU) when unknown.
+func (t *TFTP) maxBlksize(ifindex int) int {
+	const fallback = 1468
+	if ifindex <= 0 {
+		return fallback
+	}
+	t.mu.Lock()
+	m, ok := t.mtus[ifindex]
+	t.mu.Unlock()
+	if !ok || time.Since(m.at) > 30*time.Second {
+		m = tftpMTU{mtu: 0, at: time.Now()}
+		if ifc, err := net.InterfaceByIndex(ifindex); err == nil {
+			m.mtu = ifc.MTU
 		}
-		s.Shutdown() // closes conn, waits for transfers
-		close(stopped)
-	}()
-	err := s.Serve(conn)
-	close(done)
-	<-stopped
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("tftp: serve: %w", err)
+		t.mu.Lock()
+		t.mtus[ifindex] = m
+		t.mu.Unlock()
 	}
-	return nil
-}
-
-func (t *TFTP) read(ctx context.Context, name string, rf io.ReaderFrom) error {
-	var peer string
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		a := ot.RemoteAddr()
-		peer = a.String()
+	if m.mtu <= 0 {
+		return fallback
 	}
-	log := t.log.With("file", name, "peer", peer)
-	if !t.files[name] {
-		log.InfoContext(ctx, "tftp: refused", "reason", "not an iPXE binary served here")
-		return fmt.Errorf("file not found: %q", name)
-	}
-	f, err := t.cfg.Files.Open(name)
-	if err != nil {
-		log.ErrorContext(ctx, "tftp: open", "err", err)
-		return errors.New("file not found")
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("stat %s: %w", name, err)
-	}
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ot.SetSize(st.Size())
-	}
-	if _, err := rf.ReadFrom(f); err != nil {
-		return fmt.Errorf("send %s: %w", name, err)
-	}
-	return nil
-}
-
-type tftpHook struct {
-	ctx   context.Context
-	log   *slog.Logger
-	stats *tftpCounters
-}
-
-func (h tftpHook) OnSuccess(st tftp.TransferStats) {
-	h.stats.sent.Add(1)
-	h.log.InfoContext(h.ctx, "tftp: sent", "file", st.Filename, "peer", st.RemoteAddr.String(),
-		"duration", st.Duration.String(), "datagrams", st.DatagramsSent)
-}
-
-func (h tftpHook) OnFailure(st tftp.TransferStats, err error) {
-	if msg := err.Error(); strings.HasPrefix(msg, "file not found") || strings.HasPrefix(msg, "access violation") {
-		h.stats.refused.Add(1) // the errors read and write answer with
-	} else {
-		h.stats.failed.Add(1)
-	}
-	h.log.InfoContext(h.ctx, "tftp: transfer failed", "file", st.Filename, "peer", st.RemoteAddr.String(), "err", err)
+	return max(512, min(tftpMaxBlksize, m.mtu-32))
 }

@@ -3,6 +3,7 @@ package pxe
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net"
 	"testing"
 	"time"
@@ -24,6 +25,15 @@ func TestTFTPStatsCountOutcomes(t *testing.T) {
 	go func() { done <- srv.serve(ctx, conn) }()
 	defer func() { cancel(); <-done }()
 	addr := conn.LocalAddr().String()
+
+	// A UEFI-style size probe (tsize, then ERROR 8 after the OACK) is
+	// neither sent nor failed (it ends before the download below).
+	c := newRawClient(t, addr)
+	c.sendServer(rrq("undionly.kpxe", "octet", "tsize", "0"))
+	if p := c.mustRecv(); binary.BigEndian.Uint16(p) != tftpOACK {
+		t.Fatalf("got %q, want an OACK", p)
+	}
+	c.sendPeer(appendTFTPError(nil, tftpErrOptionRefuse, "User aborted the transfer"))
 
 	wt, err := tftpClient(t, addr, 0, false).Receive("undionly.kpxe", "octet")
 	if err != nil {

@@ -12,6 +12,13 @@
 #   bash pxe/bench/tftp-vs-dnsmasq.sh              # N=200 downloads per case
 #   N=50 C=50 R=3 bash pxe/bench/tftp-vs-dnsmasq.sh
 #   BEFORE=main bash pxe/bench/tftp-vs-dnsmasq.sh  # also the server at that git revision
+#   ALT=GOMAXPROCS=1 bash pxe/bench/tftp-vs-dnsmasq.sh  # also this build with that environment
+#   RT=20 C=0 bash pxe/bench/tftp-vs-dnsmasq.sh    # servers and curl at SCHED_FIFO priority 20
+#
+# RT: on a shared machine, runs the servers and the clients as real-time
+# tasks (chrt -f RT), so other work does not preempt the transfers: the
+# wall times then approach a quiet machine's. Use it with C=0 (50 real-time
+# clients would starve everything else on the machine while they run).
 #
 # N: sequential downloads per server and blksize; C: concurrent clients in
 # the concurrent case (0 skips it), each doing N/C downloads per round; R:
@@ -22,6 +29,10 @@ N=${N:-200}
 C=${C:-50}
 R=${R:-3}
 BEFORE=${BEFORE:-}
+ALT=${ALT:-}
+RT=${RT:-}
+rt=""
+[ -z "$RT" ] || rt="chrt -f $RT"
 cd "$(dirname "$0")/../.."
 for cmd in ip curl dnsmasq go bc; do
 	command -v "$cmd" >/dev/null || { echo "missing $cmd" >&2; exit 1; }
@@ -45,6 +56,7 @@ if [ -n "$BEFORE" ]; then
 	(cd "$tmp/before-src" && go build -o "$tmp/before-tftpd" ./pxe/bench/tftpd)
 	servers="before lpmos dnsmasq"
 fi
+[ -z "$ALT" ] || servers="alt $servers"
 mkdir "$tmp/root"
 cp pxe/ipxe/undionly.kpxe "$tmp/root/"
 chmod 755 "$tmp" "$tmp/root"
@@ -54,15 +66,24 @@ size=$(wc -c <"$tmp/root/undionly.kpxe")
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 
-ip netns exec "$ns" "$tmp/lpmos-tftpd" 127.0.0.1:6969 &
+# shellcheck disable=SC2086
+ip netns exec "$ns" $rt "$tmp/lpmos-tftpd" 127.0.0.1:6969 &
 pid_lpmos=$!
 pids="$pids $!"
 if [ -n "$BEFORE" ]; then
-	ip netns exec "$ns" "$tmp/before-tftpd" 127.0.0.1:6970 &
+	# shellcheck disable=SC2086
+	ip netns exec "$ns" $rt "$tmp/before-tftpd" 127.0.0.1:6970 &
 	pid_before=$!
 	pids="$pids $!"
 fi
-ip netns exec "$ns" dnsmasq --no-daemon --conf-file=/dev/null --port=0 --user=root \
+if [ -n "$ALT" ]; then
+	# shellcheck disable=SC2086
+	ip netns exec "$ns" $rt env $ALT "$tmp/lpmos-tftpd" 127.0.0.1:6971 &
+	pid_alt=$!
+	pids="$pids $!"
+fi
+# shellcheck disable=SC2086
+ip netns exec "$ns" $rt dnsmasq --no-daemon --conf-file=/dev/null --port=0 --user=root \
 	--pid-file= --enable-tftp --tftp-root="$tmp/root" --listen-address=127.0.0.1 \
 	--bind-interfaces --quiet-tftp --log-facility=/dev/null 2>"$tmp/dnsmasq.log" &
 pid_dnsmasq=$!
@@ -73,7 +94,7 @@ pids="$pids $!"
 # load-robust cost, unlike wall time on a shared machine.
 cpu() {
 	eval "p=\$pid_$1"
-	cat /proc/"$p"/task/*/schedstat | awk '{ ns += $1 } END { printf "%d ", ns }'
+	cat /proc/"$p"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.0f ", ns }'
 	cat /proc/"$p"/task/*/status | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n }'
 }
 
@@ -91,6 +112,7 @@ url() {
 	case $1 in
 	lpmos) echo tftp://127.0.0.1:6969/undionly.kpxe ;;
 	before) echo tftp://127.0.0.1:6970/undionly.kpxe ;;
+	alt) echo tftp://127.0.0.1:6971/undionly.kpxe ;;
 	dnsmasq) echo tftp://127.0.0.1:69/undionly.kpxe ;;
 	esac
 }
@@ -109,7 +131,8 @@ done
 fetch() {
 	s=$1 out=$2
 	shift 2
-	ip netns exec "$ns" curl -fsS --max-time 20 "$@" -o /dev/null -w '%{time_total} %{size_download}\n' "$(url "$s")" >>"$out"
+	# shellcheck disable=SC2086
+	ip netns exec "$ns" $rt curl -fsS --max-time 20 "$@" -o /dev/null -w '%{time_total} %{size_download}\n' "$(url "$s")" >>"$out"
 }
 
 # stats NAME FILE: percentiles of the per-file times in FILE.
@@ -141,7 +164,7 @@ ratio() {
 	done
 }
 
-echo "undionly.kpxe: $size bytes; N=$N C=$C R=$R; curl $(curl --version | head -1 | cut -d' ' -f2); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); servers: $servers${BEFORE:+ (before = $BEFORE)}"
+echo "undionly.kpxe: $size bytes; N=$N C=$C R=$R; curl $(curl --version | head -1 | cut -d' ' -f2); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); servers: $servers${BEFORE:+ (before = $BEFORE)}${ALT:+ (alt = lpmos with $ALT)}${RT:+; servers and curl at SCHED_FIFO $RT}"
 echo "loadavg at start: $(cat /proc/loadavg)"
 
 for blk in 512 1468; do
