@@ -27,15 +27,20 @@ func TestDashboardSessionSurvivesServeRestart(t *testing.T) {
 	first.waitHealthy(t, 30*time.Second)
 	token := first.token(t)
 
+	// Reduced motion: the dashboard's CSS then stops its infinite pulses,
+	// which otherwise render 60 frames a second while the test waits.
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("force-prefers-reduced-motion", true),
 		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1600, 1000))...)
 	tab, cancelTab := chromedp.NewContext(alloc)
 	t.Cleanup(func() { cancelTab(); cancelAlloc() })
 	waitJS := func(what, expr string) {
 		t.Helper()
-		if _, err := chromedp.Run(tab, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(45*time.Second))); err != nil {
+		// Every 50 ms, not every animation frame (chromedp's default,
+		// which keeps the page drawing frames while it waits).
+		if _, err := chromedp.Run(tab, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(45*time.Second), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
 			text, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.body.innerText.slice(0, 1500)`))
 			t.Fatalf("%s: %v\npage text:\n%s", what, err, text)
 		}

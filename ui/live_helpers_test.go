@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/health"
+	"github.com/lpmos/lpmos/internal/pki"
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/store/storetest"
 	"github.com/lpmos/lpmos/ui"
@@ -31,6 +32,7 @@ type liveEnv struct {
 	// spki is the base64 sha256 of the served key, chromium's pin for it.
 	client *http.Client
 	spki   string
+	ca     *pki.CA // the test CA of newLiveTLS
 }
 
 func newLive(t testing.TB) *liveEnv {

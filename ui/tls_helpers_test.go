@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -35,10 +36,7 @@ func newLiveTLS(t testing.TB) *liveEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := browsers.key // the key the package's chromium pins (browserPool)
 	certPEM, err := ca.SignServing("test", &key.PublicKey, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -60,5 +58,34 @@ func newLiveTLS(t testing.TB) *liveEnv {
 	e.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	sum := sha256.Sum256(cert.Leaf.RawSubjectPublicKeyInfo)
 	e.spki = base64.StdEncoding.EncodeToString(sum[:])
+	e.ca = ca
 	return e
+}
+
+// unpinnedTLS serves the dashboard of e over HTTPS with a certificate of
+// e's test CA (newLiveTLS) for a fresh key, one chromium has no pin for;
+// it returns the URL.
+func unpinnedTLS(t testing.TB, e *liveEnv) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := e.ca.SignServing("test", &key.PublicKey, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.EncodeKeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(e.srv.Handler())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

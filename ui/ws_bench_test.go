@@ -45,7 +45,15 @@ func TestMain(m *testing.M) {
 	}
 	flag.Parse()
 	testenv.ParallelAtLeast(4) // most tests wait on etcd; the browser tests take turns (newBrowser)
-	os.Exit(m.Run())
+	pool, err := newBrowserPool()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	browsers = pool
+	code := m.Run()
+	browsers.close()
+	os.Exit(code)
 }
 
 func BenchmarkWSLatency(b *testing.B) {
