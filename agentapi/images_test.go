@@ -32,20 +32,23 @@ import (
 const (
 	tSector       = 512
 	tPartStart    = 2048 * tSector
-	tPartSectors  = 12288 // 6 MiB
-	tImageSectors = 16384 // 8 MiB
+	tPartSectors  = 5120 // 2.5 MiB
+	tImageSectors = 8192 // 4 MiB
 )
 
-// osImage builds an 8 MiB GPT disk image with one x86-64 root partition
-// (ext4 with /etc/os-release and 1 MiB of random data), as image builders
-// do, with sfdisk and mkfs.ext4.
+// osImage builds a 4 MiB GPT disk image with one x86-64 root partition
+// (ext4 with /etc/os-release and 256 KiB of random data), as image builders
+// do, with sfdisk and mkfs.ext4. Small: every test that writes it encodes
+// and decodes it under -race (pure-Go xz most of all), and the formats,
+// the partition table and the file system are what the tests check, not
+// the size.
 func osImage(t *testing.T) (raw []byte, files map[string]string) {
 	t.Helper()
 	for tool, pkg := range map[string]string{"mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "sfdisk": "fdisk"} {
 		testenv.RequireTool(t, tool, pkg)
 	}
 	dir := t.TempDir()
-	noise := make([]byte, 1<<20)
+	noise := make([]byte, 256<<10)
 	rand.Read(noise)
 	files = map[string]string{
 		"etc/os-release": "ID=lpmostest\nVERSION_ID=1\n",
@@ -166,7 +169,7 @@ func TestEachFormatWrittenByTheAgent(t *testing.T) {
 	images := imageOnly(t, r.Region)
 
 	// Each format is encoded once, for its file and its URL case (xz of
-	// 8 MiB under -race is most of the test's CPU), each case its own file.
+	// the image under -race is most of the test's CPU), each case its own file.
 	type encoding struct {
 		once sync.Once
 		data []byte

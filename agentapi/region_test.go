@@ -842,7 +842,12 @@ func TestStartServesAndReportsState(t *testing.T) {
 	pollDone := make(chan int, 1)
 	sess := sessionFor(t, st, task.ID)
 	go func() {
-		pollDone <- call(t, "GET", "http://"+addr+wire.PathApproval+task.Spec.TargetMAC+"?wait=60s", sess, nil, nil)
+		// Sent also when call fails the test (t.Fatal ends this goroutine
+		// only): the wait below then ends instead of hanging the package
+		// until its timeout, as it did on a loaded box.
+		code := 0
+		defer func() { pollDone <- code }()
+		code = call(t, "GET", "http://"+addr+wire.PathApproval+task.Spec.TargetMAC+"?wait=60s", sess, nil, nil)
 	}()
 	time.Sleep(200 * time.Millisecond)
 	if err := r.Start(ctx); err == nil {

@@ -132,7 +132,7 @@ func fillToNoSpace(t *testing.T, from, limit int, put func(i int) error) (next, 
 // created again.
 func TestServeFillsEtcdToQuotaAndRecovers(t *testing.T) {
 	t.Parallel()
-	const quota = 24 << 20
+	const quota = 16 << 20 // the least serve accepts
 	dir := t.TempDir()
 	p := startServe(t, dir, "--etcd-quota-bytes", fmt.Sprint(quota), "--etcd-maintenance-interval", "100ms")
 	p.waitHealthy(t, 30*time.Second)
