@@ -8,6 +8,7 @@
 //
 //	go run ./bench/fleet -n 10000 -duration 5s -keep   # prints the data dir
 //	go run ./bench/rss -data /tmp/lpmos-fleet-NNN/data
+//	go run ./bench/rss -data DIR -serve-args=--memory-limit=128MiB -at 30s,90s,720s
 package main
 
 import (
