@@ -8,6 +8,7 @@
 //
 //	go run ./bench/fleet -n 10000 -duration 5s -keep   # prints the data dir
 //	go run ./bench/rss -data /tmp/lpmos-fleet-NNN/data
+//	go run ./bench/rss -data DIR -serve-args=--memory-limit=128MiB -at 30s,90s,720s
 package main
 
 import (
@@ -32,18 +33,19 @@ func main() {
 	samples := flag.String("at", "30s,60s,90s", "when to read the RSS, after start")
 	profile := flag.String("profile", "", "save a heap profile (after a GC) here at the end")
 	role := flag.String("role", "control-plane", "lpmos serve --role (all: the region too, every listener on loopback)")
+	extra := flag.String("serve-args", "", "extra `lpmos serve` flags, space separated (e.g. --memory-limit=160MiB)")
 	flag.Parse()
 	if *data == "" {
 		log.Fatal("-data is required")
 	}
-	if err := run(*data, *bin, *samples, *profile, *role); err != nil {
+	if err := run(*data, *bin, *samples, *profile, *role, strings.Fields(*extra)); err != nil {
 		log.Fatal(err)
 	}
 }
 
 func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
 
-func run(src, bin, samples, profile, role string) error {
+func run(src, bin, samples, profile, role string, extra []string) error {
 	dir, err := os.MkdirTemp("", "lpmos-rss-")
 	if err != nil {
 		return err
@@ -79,6 +81,7 @@ func run(src, bin, samples, profile, role string) error {
 			"--pxe-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()),
 			"--tftp-addr", fmt.Sprintf("127.0.0.1:%d", procstat.FreePort()))
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	load, _ := os.ReadFile("/proc/loadavg")
@@ -99,7 +102,11 @@ func run(src, bin, samples, profile, role string) error {
 	}()
 	pid := cmd.Process.Pid
 	fmt.Printf("rss: %s served by %s, load average before: %s", src, bin, load)
-	var last map[string]int64
+	var (
+		last             map[string]int64
+		cpu0, gc0, first = 0.0, 0.0, true
+		cpu1, gc1        float64
+	)
 	for _, s := range strings.Split(samples, ",") {
 		at, err := time.ParseDuration(strings.TrimSpace(s))
 		if err != nil {
@@ -111,8 +118,15 @@ func run(src, bin, samples, profile, role string) error {
 		}
 		last = procstat.Status(pid, "VmRSS", "RssAnon", "RssFile", "VmHWM")
 		load, _ := os.ReadFile("/proc/loadavg")
-		fmt.Printf("+%-4s VmRSS %s (anonymous %s, file %s), peak %s; load %s", s, mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]), load)
+		// CPU and GC cycles so far: what the idle process spends between
+		// the first sample and the last (e.g. with --memory-limit).
+		cpu1, gc1 = procstat.Metric(url, "process_cpu_seconds_total"), procstat.Metric(url, "go_gc_duration_seconds_count")
+		if first {
+			cpu0, gc0, first = cpu1, gc1, false
+		}
+		fmt.Printf("+%-4s VmRSS %s (anonymous %s, file %s), peak %s; CPU %.2f s, %.0f GCs; load %s", s, mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]), cpu1, gc1, load)
 	}
+	fmt.Printf("from the first sample to the last: %.2f s of CPU, %.0f GCs\n", cpu1-cpu0, gc1-gc0)
 	fmt.Printf("Go heap: %.1f MiB allocated, %.1f MiB from the OS (go_memstats_heap_alloc_bytes, _heap_sys_bytes)\n",
 		procstat.Metric(url, "go_memstats_heap_alloc_bytes")/(1<<20), procstat.Metric(url, "go_memstats_heap_sys_bytes")/(1<<20))
 	if profile != "" {
