@@ -19,7 +19,7 @@ func spec(mac string) store.Spec {
 }
 
 // walk drives a new task to status `to` along the happy path.
-func walk(t *testing.T, ctx context.Context, s *store.Store, mac string, to wire.Status) store.Task {
+func walk(t testing.TB, ctx context.Context, s *store.Store, mac string, to wire.Status) store.Task {
 	t.Helper()
 	task, err := s.CreateTask(ctx, spec(mac))
 	if err != nil {
