@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -63,6 +64,17 @@ func BenchmarkProgressStageWaves(b *testing.B) {
 	b.ResetTimer() // b.N is ignored (the waves need fresh tasks): -benchtime 1x
 	var lat []time.Duration
 	var lmu sync.Mutex
+	if path := os.Getenv("LPMOS_WAVE_PROFILE"); path != "" { // the waves only, not the setup
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0 := procCPU()
 	var waveWall time.Duration
 	for w, wave := range waves {
