@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -24,7 +25,8 @@ import (
 // waiting for its commit, with two store.Watch consumers draining the
 // changes as a dashboard hub would. It reports the process's CPU per
 // report (embedded etcd included: the load-robust figure), the wall
-// time of a wave and its reports' p50/p99. Run it with -benchtime 1x.
+// time of a wave and its reports' p50/p99, and the process's allocations
+// per report (also load-robust). Run it with -benchtime 1x.
 func BenchmarkProgressStageWaves(b *testing.B) {
 	n := 500
 	if v, err := strconv.Atoi(os.Getenv("LPMOS_WAVE_AGENTS")); err == nil && v > 0 {
@@ -75,6 +77,8 @@ func BenchmarkProgressStageWaves(b *testing.B) {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	cpu0 := procCPU()
 	var waveWall time.Duration
 	for w, wave := range waves {
@@ -106,8 +110,11 @@ func BenchmarkProgressStageWaves(b *testing.B) {
 	}
 	b.StopTimer()
 	cpu := procCPU() - cpu0
+	runtime.ReadMemStats(&m1)
 	slices.Sort(lat)
 	b.ReportMetric(float64(cpu.Microseconds())/float64(len(lat)), "cpu-µs/report")
+	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(len(lat)), "allocs/report")
+	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(len(lat)), "B/report")
 	b.ReportMetric(float64(waveWall.Milliseconds())/float64(len(waves)), "ms/wave")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
