@@ -77,6 +77,20 @@ func BenchmarkProgressStageWaves(b *testing.B) {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	writeAllocs := func(suffix string) { // LPMOS_WAVE_PROFILE.allocs-{before,after}: compare with pprof -diff_base
+		if path := os.Getenv("LPMOS_WAVE_PROFILE"); path != "" {
+			f, err := os.Create(path + ".allocs-" + suffix)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	writeAllocs("before")
+	defer writeAllocs("after")
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	cpu0 := procCPU()
