@@ -22,8 +22,8 @@ import (
 // 500) each report the next stage at the same moment, five times
 // (partitioning with the move to installing, downloading, installing,
 // configuring, completed with the move to completed), every report
-// waiting for its commit, with two store.Watch consumers draining the
-// changes as a dashboard hub would. It reports the process's CPU per
+// waiting for its commit, with two store.Watch consumers
+// (LPMOS_WAVE_WATCHERS) draining the changes as a dashboard hub would. It reports the process's CPU per
 // report (embedded etcd included: the load-robust figure), the wall
 // time of a wave and its reports' p50/p99, and the process's allocations
 // per report (also load-robust). Run it with -benchtime 1x.
@@ -52,7 +52,11 @@ func BenchmarkProgressStageWaves(b *testing.B) {
 	pp := runProgressPath(b, s, 0, time.Hour)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for range 2 {
+	watchers := 2 // LPMOS_WAVE_WATCHERS: how many store.Watch consumers drain the changes
+	if v, err := strconv.Atoi(os.Getenv("LPMOS_WAVE_WATCHERS")); err == nil && v >= 0 {
+		watchers = v
+	}
+	for range watchers {
 		ch := s.Watch(wctx, 0)
 		go func() {
 			for range ch {
