@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/store/storetest"
 )
 
@@ -23,7 +24,9 @@ import (
 // (partitioning with the move to installing, downloading, installing,
 // configuring, completed with the move to completed), every report
 // waiting for its commit, with two store.Watch consumers
-// (LPMOS_WAVE_WATCHERS) draining the changes as a dashboard hub would. It reports the process's CPU per
+// (LPMOS_WAVE_WATCHERS) draining the changes as a dashboard hub would
+// (LPMOS_WAVE_STATUS_ONLY: WatchStored consumers of statuses only, as the
+// task metrics). It reports the process's CPU per
 // report (embedded etcd included: the load-robust figure), the wall
 // time of a wave and its reports' p50/p99, and the process's allocations
 // per report (also load-robust). Run it with -benchtime 1x.
@@ -56,8 +59,12 @@ func BenchmarkProgressStageWaves(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("LPMOS_WAVE_WATCHERS")); err == nil && v >= 0 {
 		watchers = v
 	}
+	filtered := os.Getenv("LPMOS_WAVE_STATUS_ONLY") != "" // the consumers as the task metrics: statuses only
 	for range watchers {
 		ch := s.Watch(wctx, 0)
+		if filtered {
+			ch = s.WatchStored(wctx, 0, store.KindTaskCreated, store.KindTaskDeleted, store.KindStatus)
+		}
 		go func() {
 			for range ch {
 			}
