@@ -89,7 +89,7 @@ func (r *Region) stallTick() time.Duration {
 func (s *syncer) follow(ctx context.Context, rev int64) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := s.r.st.WatchStored(wctx, rev+1) // the stall check needs the stored reports only (written at least every stall-after/4)
+	ch := s.r.st.WatchStored(wctx, rev+1, store.KindTaskCreated, store.KindTaskDeleted, store.KindStatus, store.KindProgress) // the stall check needs the stored reports only (written at least every stall-after/4)
 	tick := time.NewTicker(s.r.stallTick())
 	defer tick.Stop()
 	for {

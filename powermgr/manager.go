@@ -218,7 +218,7 @@ func (m *Manager) snapshot(ctx context.Context, own map[string]*tracked) (int64,
 func (m *Manager) follow(ctx context.Context, rev int64, own map[string]*tracked) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := m.st.WatchStored(wctx, rev+1) // BMC, status, power: no live progress
+	ch := m.st.WatchStored(wctx, rev+1, store.KindTaskCreated, store.KindTaskDeleted, store.KindBMC, store.KindStatus, store.KindPowerRequest) // BMC, status, power: no live progress
 	var tick <-chan time.Time
 	if m.cfg.PollInterval > 0 {
 		t := time.NewTicker(m.cfg.PollInterval)

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 )
 
 // The agent progress hot path (issue 14). A region keeps, from one watch
@@ -536,8 +538,8 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 	// syncs concurrent transactions together).
 	type chunkTxn struct {
 		reqs []*progressReq
-		ops  []clientv3.Op
-		cmps []clientv3.Cmp
+		ops  []*etcdserverpb.RequestOp
+		cmps []*etcdserverpb.Compare
 	}
 	var chunks []chunkTxn
 	for len(batch) > 0 {
@@ -557,9 +559,9 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 			c.reqs = append(c.reqs, r)
 			c.ops = append(c.ops, rops...)
 			c.cmps = append(c.cmps,
-				clientv3.Compare(clientv3.ModRevision(statusKey(r.id)), "=", r.statusRev),
-				clientv3.Compare(clientv3.ModRevision(progressKey(r.id)), "=", r.progRev),
-				clientv3.Compare(clientv3.ModRevision(sessionKey(r.id)), "=", r.sessRev))
+				modRevIs(statusKey(r.id), r.statusRev),
+				modRevIs(progressKey(r.id), r.progRev),
+				modRevIs(sessionKey(r.id), r.sessRev))
 		}
 		if len(c.reqs) > 0 {
 			chunks = append(chunks, c)
@@ -577,7 +579,9 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 		txns <- struct{}{} // backpressure: the writer waits when too many are in flight
 		wg.Go(func() {
 			defer func() { <-txns }()
-			resp, err := pp.s.cli.Txn(ctx).If(c.cmps...).Then(c.ops...).Commit()
+			// As clientv3's Txn sends it (WaitForReady), without its copy of every comparison.
+			resp, err := etcdserverpb.NewKVClient(pp.s.cli.ActiveConnection()).Txn(ctx,
+				&etcdserverpb.TxnRequest{Compare: c.cmps, Success: c.ops}, grpc.WaitForReady(true))
 			if err == nil && resp.Succeeded {
 				pp.committed(c.reqs, resp.Header.Revision)
 				pp.landed(c.reqs)
@@ -596,36 +600,55 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 }
 
 // ops are the writes of report r, or nil when its event would need the
-// history bound's read.
-func (pp *ProgressPath) ops(r *progressReq) []clientv3.Op {
+// history bound's read. They are etcd's own request messages (built once,
+// not cloned by clientv3's Txn): the transaction's events under one key
+// (the oldest one's, eventsValue, as packEvents does), after the report.
+func (pp *ProgressPath) ops(r *progressReq) []*etcdserverpb.RequestOp {
 	p := r.p
 	now := p.UpdatedAt
-	ops := []clientv3.Op{clientv3.OpPut(progressKey(r.id), progressValue(p))}
-	events := 0
+	var evs [3]Event
+	events := evs[:0]
 	if r.stageEvent {
-		ops = append(ops, eventOp(r.id, Event{At: now, Kind: "stage", Stage: p.Stage, Message: p.Message}))
-		events++
+		events = append(events, Event{At: now, Kind: "stage", Stage: p.Stage, Message: p.Message})
+	}
+	if r.from != wire.StatusInstalling {
+		events = append(events, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"})
+	}
+	if r.complete {
+		events = append(events, Event{At: now.Add(time.Nanosecond), Kind: "status", From: wire.StatusInstalling, To: wire.StatusCompleted, Message: CompletedReason})
+	}
+	if len(events) > 0 && r.events+int64(len(events)) > int64(pp.s.maxEvents-1) {
+		return nil
+	}
+	ops := make([]*etcdserverpb.RequestOp, 0, 5)
+	ops = append(ops, putOp(progressKey(r.id), progressValue(p)))
+	if len(events) > 0 {
+		ops = append(ops, putOp(eventKey(r.id, firstAt(events)), eventsValue(events)))
 	}
 	if r.from != wire.StatusInstalling {
 		st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: now, Attempt: p.Attempt}
-		ops = append(ops,
-			clientv3.OpPut(statusKey(r.id), statusValue(st)),
-			eventOp(r.id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"}))
-		events++
+		ops = append(ops, putOp(statusKey(r.id), statusValue(st)))
 	}
 	if r.complete {
 		// Transition(completed) in the same transaction, after the report.
 		st := StatusRecord{Status: wire.StatusCompleted, Reason: CompletedReason, UpdatedAt: now, Attempt: p.Attempt}
 		ops = append(ops,
-			clientv3.OpPut(statusKey(r.id), statusValue(st)),
-			eventOp(r.id, Event{At: now.Add(time.Nanosecond), Kind: "status", From: wire.StatusInstalling, To: wire.StatusCompleted, Message: CompletedReason}),
-			clientv3.OpDelete(bootstrapKey(r.id))) // an unredeemed boot token dies with the task
-		events++
+			putOp(statusKey(r.id), statusValue(st)),
+			&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestDeleteRange{ // an unredeemed boot token dies with the task
+				RequestDeleteRange: &etcdserverpb.DeleteRangeRequest{Key: []byte(bootstrapKey(r.id))}}})
 	}
-	if events > 0 && r.events+int64(events) > int64(pp.s.maxEvents-1) {
-		return nil
-	}
-	return packEvents(r.id, ops)
+	return ops
+}
+
+func putOp(key, val string) *etcdserverpb.RequestOp {
+	return &etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestPut{
+		RequestPut: &etcdserverpb.PutRequest{Key: []byte(key), Value: []byte(val)}}}
+}
+
+// modRevIs is the guard "key's mod revision is rev" (0: the key is absent).
+func modRevIs(key string, rev int64) *etcdserverpb.Compare {
+	return &etcdserverpb.Compare{Key: []byte(key), Target: etcdserverpb.Compare_MOD, Result: etcdserverpb.Compare_EQUAL,
+		TargetUnion: &etcdserverpb.Compare_ModRevision{ModRevision: rev}}
 }
 
 // committed records a committed chunk in the cache and answers its waiters.

@@ -13,7 +13,7 @@ import (
 )
 
 // agentSession walks a new task to approved and opens its agent session.
-func agentSession(t *testing.T, ctx context.Context, s *store.Store, mac string) (store.Task, string) {
+func agentSession(t testing.TB, ctx context.Context, s *store.Store, mac string) (store.Task, string) {
 	t.Helper()
 	task := walk(t, ctx, s, mac, wire.StatusPendingApproval)
 	boot, err := s.IssueBootToken(ctx, task.ID, time.Minute)
@@ -30,7 +30,7 @@ func agentSession(t *testing.T, ctx context.Context, s *store.Store, mac string)
 	return task, sess
 }
 
-func runProgressPath(t *testing.T, s *store.Store, window, persist time.Duration) *store.ProgressPath {
+func runProgressPath(t testing.TB, s *store.Store, window, persist time.Duration) *store.ProgressPath {
 	t.Helper()
 	pp := s.NewProgressPath("dc1", window)
 	pp.SetPersistInterval(persist)

@@ -19,7 +19,7 @@ func spec(mac string) store.Spec {
 }
 
 // walk drives a new task to status `to` along the happy path.
-func walk(t *testing.T, ctx context.Context, s *store.Store, mac string, to wire.Status) store.Task {
+func walk(t testing.TB, ctx context.Context, s *store.Store, mac string, to wire.Status) store.Task {
 	t.Helper()
 	task, err := s.CreateTask(ctx, spec(mac))
 	if err != nil {
@@ -328,6 +328,65 @@ func TestWatchSeesEveryChange(t *testing.T) {
 	want := []wire.Status{"pending", "ready", "pending_approval", "approved"}
 	if !sawCreate || fmt.Sprint(statuses[:4]) != fmt.Sprint(want) {
 		t.Fatalf("create=%v statuses=%v want %v", sawCreate, statuses, want)
+	}
+}
+
+// TestWatchStoredKinds: a watch asked for some kinds of change sends
+// those and nothing else (it does not decode the others), in order, and
+// the same ones an unfiltered watch sends.
+func TestWatchStoredKinds(t *testing.T) {
+	t.Parallel()
+	s := storetest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, rev, err := s.ListTasks(ctx, store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := walk(t, ctx, s, "02:00:00:00:04:02", wire.StatusApproved)
+	if _, err := s.ReportProgress(ctx, task.ID, wire.Progress{Seq: 1, Stage: "partitioning", Percentage: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Transition(ctx, task.ID, wire.StatusCancelled, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteTask(ctx, task.ID); err != nil {
+		t.Fatal(err)
+	}
+	// What an unfiltered watch sends of the task, up to its deletion.
+	collect := func(ch <-chan store.Change) []string {
+		var got []string
+		for {
+			select {
+			case c := <-ch:
+				if c.TaskID != task.ID {
+					continue
+				}
+				got = append(got, string(c.Kind))
+				if c.Kind == store.KindTaskDeleted {
+					return got
+				}
+			case <-ctx.Done():
+				t.Fatalf("watch: saw %v, not the deletion", got)
+			}
+		}
+	}
+	all := collect(s.WatchStored(ctx, rev+1))
+	want := map[string]bool{string(store.KindTaskCreated): true, string(store.KindStatus): true, string(store.KindTaskDeleted): true}
+	var wantSeq []string
+	kinds := map[string]bool{}
+	for _, k := range all {
+		kinds[k] = true
+		if want[k] {
+			wantSeq = append(wantSeq, k)
+		}
+	}
+	if !kinds[string(store.KindEvent)] || !kinds[string(store.KindProgress)] {
+		t.Fatalf("unfiltered watch sent %v: want events and progress too", all)
+	}
+	got := collect(s.WatchStored(ctx, rev+1, store.KindTaskCreated, store.KindStatus, store.KindTaskDeleted))
+	if fmt.Sprint(got) != fmt.Sprint(wantSeq) {
+		t.Fatalf("filtered watch sent %v, want %v (of %v)", got, wantSeq, all)
 	}
 }
 

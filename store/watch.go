@@ -71,7 +71,7 @@ const (
 // change is sent and the channel closes: the consumer reloads a snapshot and
 // watches again. The channel also closes when ctx ends.
 func (s *Store) Watch(ctx context.Context, fromRev int64) <-chan Change {
-	return s.watch(ctx, fromRev, true)
+	return s.watch(ctx, fromRev, true, nil)
 }
 
 // WatchStored is Watch without the live progress reports of this
@@ -80,11 +80,23 @@ func (s *Store) Watch(ctx context.Context, fromRev int64) <-chan Change {
 // stored report, which is written at most every --progress-persist,
 // capped at stall-after/4): at thousands of reports a second, each live
 // report handed to every watcher is a wake-up of each.
-func (s *Store) WatchStored(ctx context.Context, fromRev int64) <-chan Change {
-	return s.watch(ctx, fromRev, false)
+//
+// kinds, when given, are the only kinds of change sent (KindWatchRestart
+// always is): the others are not decoded at all. A fleet's stage changes
+// are a progress and an events record each; a consumer that counts
+// statuses need not decode either.
+func (s *Store) WatchStored(ctx context.Context, fromRev int64, kinds ...ChangeKind) <-chan Change {
+	var want map[ChangeKind]bool
+	if len(kinds) > 0 {
+		want = make(map[ChangeKind]bool, len(kinds))
+		for _, k := range kinds {
+			want[k] = true
+		}
+	}
+	return s.watch(ctx, fromRev, false, want)
 }
 
-func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool) <-chan Change {
+func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool, want map[ChangeKind]bool) <-chan Change {
 	out := make(chan Change, 256)
 	go func() {
 		defer close(out)
@@ -143,6 +155,11 @@ func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool) <-chan 
 			}
 			for _, ev := range resp.Events {
 				lastRev = max(lastRev, ev.Kv.ModRevision)
+				if want != nil {
+					if k, ok := changeKindOf(string(ev.Kv.Key), ev.Type == clientv3.EventTypeDelete); !ok || !want[k] {
+						continue
+					}
+				}
 				c, ok := s.decodeChange(ev)
 				if !ok {
 					continue
@@ -182,6 +199,54 @@ func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool) <-chan 
 		}
 	}()
 	return out
+}
+
+// changeKindOf is the kind of change decodeChange makes of a change of
+// key (del: a deletion), without decoding its value; ok false: none.
+func changeKindOf(key string, del bool) (ChangeKind, bool) {
+	switch {
+	case strings.HasPrefix(key, prefixTasks):
+		_, kind, ok := taskKeyKind(key)
+		if !ok {
+			return "", false
+		}
+		switch {
+		case kind == "spec" && del:
+			return KindTaskDeleted, true
+		case kind == "spec":
+			return KindTaskCreated, true
+		case kind == "bmc":
+			return KindBMC, true
+		case kind == "power" && !del:
+			return KindPower, true
+		case kind == "target-disk":
+			return KindTargetDisk, true
+		case del:
+			return "", false
+		case kind == "status":
+			return KindStatus, true
+		case kind == "hardware":
+			return KindHardware, true
+		case kind == "progress":
+			return KindProgress, true
+		case kind == "events":
+			return KindEvent, true
+		}
+		return "", false
+	case strings.HasPrefix(key, prefixPowerRequests):
+		return KindPowerRequest, !del
+	case strings.HasPrefix(key, prefixMachines):
+		if del {
+			return KindMachineGone, true
+		}
+		return KindMachine, true
+	case strings.HasPrefix(key, prefixRegions):
+		if del {
+			return KindRegionGone, true
+		}
+		return KindRegion, true
+	}
+	return "", false
 }
 
 func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {

@@ -94,7 +94,7 @@ func (m *taskMetrics) run(ctx context.Context) {
 			continue
 		}
 		m.load(tasks)
-		for c := range m.st.WatchStored(ctx, rev+1) { // counts statuses: no live progress
+		for c := range m.st.WatchStored(ctx, rev+1, store.KindTaskCreated, store.KindTaskDeleted, store.KindStatus) { // counts statuses: no live progress
 			if c.Kind == store.KindWatchRestart {
 				break
 			}
