@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -136,10 +135,9 @@ func (s *Store) rangeChunked(ctx context.Context, prefix string, chunk int64, fn
 
 func (s *Store) followIndex(ctx context.Context) error {
 	tasks := make(map[string]*indexed)
-	in := newInterner() // this goroutine's alone: the load, then the watch
 	rev, err := s.rangeChunked(ctx, prefixTasks, indexChunk, func(kvs []*mvccpb.KeyValue) {
 		for _, kv := range kvs {
-			applyKV(tasks, in, kv, false)
+			applyKV(tasks, kv, false)
 		}
 	})
 	if err != nil {
@@ -160,7 +158,7 @@ func (s *Store) followIndex(ctx context.Context) error {
 		}
 		ix.mu.Lock()
 		for _, ev := range wr.Events {
-			applyKV(ix.tasks, in, ev.Kv, ev.Type == clientv3.EventTypeDelete)
+			applyKV(ix.tasks, ev.Kv, ev.Type == clientv3.EventTypeDelete)
 			ix.rev = max(ix.rev, ev.Kv.ModRevision)
 		}
 		if wr.IsProgressNotify() {
@@ -217,9 +215,8 @@ func (s *Store) TaskSummaries(ctx context.Context) ([]Task, int64, error) {
 	return out, rev, nil
 }
 
-// applyKV folds one key of a task (or its deletion) into tasks; the
-// values many tasks share are interned through in.
-func applyKV(tasks map[string]*indexed, in *interner, kv *mvccpb.KeyValue, del bool) {
+// applyKV folds one key of a task (or its deletion) into tasks.
+func applyKV(tasks map[string]*indexed, kv *mvccpb.KeyValue, del bool) {
 	id, kind, ok := taskKeyKind(string(kv.Key))
 	if !ok || kind == "events" || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
 		return
@@ -229,7 +226,6 @@ func applyKV(tasks map[string]*indexed, in *interner, kv *mvccpb.KeyValue, del b
 		if del {
 			return
 		}
-		id = strings.Clone(id) // not the whole key's string
 		e = &indexed{t: Task{ID: id}}
 		tasks[id] = e
 	}
@@ -256,14 +252,11 @@ func applyKV(tasks map[string]*indexed, in *interner, kv *mvccpb.KeyValue, del b
 	}
 	e.ver++
 	e.js = nil
-	// The entry's own ID, not id (a piece of this key's string, which a
-	// progress record's TaskID would keep alive, one per task).
-	one := Task{ID: e.t.ID}
+	one := Task{ID: id}
 	has, err := decodeTaskKey(&one, kind, kv)
 	if err != nil {
 		return // assembleTasks logs it on the full read
 	}
-	in.task(&one, kind)
 	e.has |= has
 	switch kind {
 	case "spec":
@@ -280,60 +273,6 @@ func applyKV(tasks map[string]*indexed, in *interner, kv *mvccpb.KeyValue, del b
 		e.t.BMC = one.BMC
 	case "power":
 		e.t.Power = one.Power
-	}
-}
-
-// interner keeps one copy of each value many tasks repeat (region, OS,
-// status, stage, the disk's and the machine's model names...): decoded
-// from each task's JSON, each task had its own (issue 14: RSS with 10,000
-// tasks). Unique values (serials, MACs, host names, UUIDs) are not
-// offered; it holds at most maxInterned values, after which a value is
-// kept as decoded.
-type interner struct{ m map[string]string }
-
-const maxInterned = 4096
-
-func newInterner() *interner { return &interner{m: make(map[string]string)} }
-
-func (in *interner) str(s string) string {
-	if s == "" {
-		return s
-	}
-	if v, ok := in.m[s]; ok {
-		return v
-	}
-	if len(in.m) < maxInterned {
-		in.m[s] = s
-	}
-	return s
-}
-
-// task interns the repeated values of the part of t decoded from a key of
-// this kind (applyKV).
-func (in *interner) task(t *Task, kind string) {
-	switch kind {
-	case "spec":
-		t.Spec.RegionID, t.Spec.OSType, t.Spec.OSVersion = in.str(t.Spec.RegionID), in.str(t.Spec.OSType), in.str(t.Spec.OSVersion)
-	case "status":
-		t.Status.Status, t.Status.Reason = Status(in.str(string(t.Status.Status))), in.str(t.Status.Reason)
-	case "progress":
-		if p := t.Progress; p != nil {
-			p.Stage, p.Message = in.str(p.Stage), in.str(p.Message)
-		}
-	case "target-disk":
-		if d := t.TargetDisk; d != nil {
-			d.Name, d.Model, d.Vendor, d.ByPath, d.ChosenBy = in.str(d.Name), in.str(d.Model), in.str(d.Vendor), in.str(d.ByPath), in.str(d.ChosenBy)
-		}
-	case "hardware":
-		if hw := t.Hardware; hw != nil {
-			hw.CPU.Model, hw.BootMode, hw.Kernel = in.str(hw.CPU.Model), in.str(hw.BootMode), in.str(hw.Kernel)
-			hw.DMI.Vendor, hw.DMI.Product = in.str(hw.DMI.Vendor), in.str(hw.DMI.Product)
-			hw.DMI.BIOSVendor, hw.DMI.BIOSVersion, hw.DMI.BIOSDate = in.str(hw.DMI.BIOSVendor), in.str(hw.DMI.BIOSVersion), in.str(hw.DMI.BIOSDate)
-		}
-	case "power":
-		if ps := t.Power; ps != nil {
-			ps.State, ps.Error = in.str(ps.State), in.str(ps.Error)
-		}
 	}
 }
 

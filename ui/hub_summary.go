@@ -93,27 +93,23 @@ func compactTask(t store.Task) store.Task {
 }
 
 // indexedTask is the hub's copy of a task from the store's task index
-// (Store.TaskSummaries). Its hardware, progress and target disk are the
-// index's own, shared rather than copied (with 10,000 tasks the copies
-// were ~3 MB of live heap): the index replaces them on each change and
-// never changes them in place, and summaryOf sends only their compact
-// form (the hardware's hostname and DMI identity; progress without the
-// agent's echo of its task and MAC or the partitions; the disk's name,
-// size, description and chooser).
+// (Store.TaskSummaries). Its hardware is the index's own summary, shared
+// rather than copied: the index replaces a task's hardware on each report
+// and never changes it in place, and summaryOf reads only its hostname and
+// DMI identity.
 func indexedTask(t store.Task) store.Task {
-	c := compactTask(store.Task{ID: t.ID, Spec: t.Spec, Status: t.Status, Revision: t.Revision, BMC: t.BMC, Power: t.Power})
-	c.Hardware, c.Progress, c.TargetDisk = t.Hardware, t.Progress, t.TargetDisk
+	c := compactTask(store.Task{ID: t.ID, Spec: t.Spec, Status: t.Status, Progress: t.Progress, Revision: t.Revision,
+		TargetDisk: t.TargetDisk, BMC: t.BMC, Power: t.Power})
+	c.Hardware = t.Hardware
 	return c
 }
 
-// summaryOf is the /ws form of the hub's task: compact whether the task's
-// parts are the hub's own (compacted as they arrive) or the index's
-// (indexedTask).
+// summaryOf is the /ws form of the hub's (compacted) task.
 func summaryOf(t *store.Task) TaskSummary {
 	s := TaskSummary{ID: t.ID, Spec: SpecSummary{RegionID: t.Spec.RegionID, TargetMAC: t.Spec.TargetMAC,
 		OSType: t.Spec.OSType, OSVersion: t.Spec.OSVersion, Hostname: t.Spec.Hostname, CreatedAt: t.Spec.CreatedAt},
-		Status: t.Status, Hardware: hardwareSummary(t.Hardware), Progress: compactProgress(t.Progress), Revision: t.Revision,
-		TargetDisk: compactTargetDisk(t.TargetDisk), BMC: t.BMC, Power: t.Power}
+		Status: t.Status, Hardware: hardwareSummary(t.Hardware), Progress: t.Progress, Revision: t.Revision,
+		TargetDisk: t.TargetDisk, BMC: t.BMC, Power: t.Power}
 	return s
 }
 
