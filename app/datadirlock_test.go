@@ -28,6 +28,9 @@ func TestServeOnLockedDataDirFails(t *testing.T) {
 	select {
 	case err = <-done:
 	case <-time.After(10 * time.Second):
+		// Reap it here: spawn's cleanup must not Wait beside this goroutine.
+		_ = p2.cmd.Process.Kill()
+		<-done
 		t.Fatal("a second serve on the same data dir still runs after 10s")
 	}
 	var ee *exec.ExitError
