@@ -143,6 +143,12 @@ type progressReq struct {
 	sessRev int64             // the session the report was checked against
 	done    chan progressDone // nil: coalesced, nobody waits
 	final   bool              // completed at 100: the task completes with it
+	// superseded is the coalesced report this one replaced unwritten. The
+	// batch needs none (its guards are the cache's, which accepted it), but
+	// the authoritative path judges order against what etcd holds: it
+	// writes superseded first, or a stage change that followed a coalesced
+	// end of stage (configuring 100, then completed) reads as a skip.
+	superseded *wire.Progress
 
 	// Filled by the writer from the cache when it writes the report.
 	from                       Status
@@ -380,12 +386,14 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 	// A change: written at once. The task's pending report, older and of
 	// the same run, is superseded by it and never written (so what etcd
 	// holds always follows the agent's order).
+	var superseded *wire.Progress
 	if t.pending != nil {
+		superseded = t.pending
 		t.pending = nil
 		pp.pending--
 	}
 	req := &progressReq{id: id, p: p, sessRev: t.sessRev, done: make(chan progressDone, 1),
-		final: p.Stage == wire.StageCompleted && p.Percentage == 100}
+		final: p.Stage == wire.StageCompleted && p.Percentage == 100, superseded: superseded}
 	pp.queue = append(pp.queue, req)
 	pp.mu.Unlock()
 	select {
@@ -688,6 +696,11 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 // cancelled) is dropped: its agent's next report is told.
 func (pp *ProgressPath) authoritative(ctx context.Context, r *progressReq) {
 	// The cache learns the outcome from the watch.
+	if prev := r.superseded; prev != nil {
+		if _, err := pp.s.ReportAgentProgress(ctx, r.id, *prev); err != nil && !errors.Is(err, context.Canceled) {
+			pp.s.log.Debug("progress: superseded report not written", "task", r.id, "seq", prev.Seq, "error", strings.TrimSpace(err.Error()))
+		}
+	}
 	res, err := pp.s.ReportAgentProgress(ctx, r.id, r.p)
 	if r.done != nil {
 		r.done <- progressDone{res: res, err: err}
