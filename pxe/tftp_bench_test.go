@@ -1,7 +1,6 @@
 package pxe
 
 import (
-	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -15,19 +14,11 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkTFTPFile -benchmem ./pxe/
 func BenchmarkTFTPFile(b *testing.B) {
-	srv, err := NewTFTP(TFTPConfig{Logger: testLogger(b), Timeout: 2 * time.Second})
+	addr, _, _ := startTFTPConfig(b, TFTPConfig{Timeout: 2 * time.Second})
+	server, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		b.Fatal(err)
 	}
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.serve(ctx, conn) }()
-	defer func() { cancel(); <-done }()
-	server := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

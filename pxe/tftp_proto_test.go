@@ -20,7 +20,7 @@ import (
 
 // startTFTPConfig serves cfg on a loopback port; it returns the address and
 // a function that stops the server and reports how serve returned.
-func startTFTPConfig(t *testing.T, cfg TFTPConfig) (string, *TFTP, func() error) {
+func startTFTPConfig(t testing.TB, cfg TFTPConfig) (string, *TFTP, func() error) {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)

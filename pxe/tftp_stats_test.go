@@ -2,9 +2,7 @@ package pxe
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
-	"net"
 	"testing"
 	"time"
 )
@@ -12,19 +10,7 @@ import (
 // TestTFTPStatsCountOutcomes: a served file counts as sent, an unknown
 // name and a write request as refused (lpmos_tftp_transfers_total).
 func TestTFTPStatsCountOutcomes(t *testing.T) {
-	srv, err := NewTFTP(TFTPConfig{Logger: testLogger(t), Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.serve(ctx, conn) }()
-	defer func() { cancel(); <-done }()
-	addr := conn.LocalAddr().String()
+	addr, srv, _ := startTFTPConfig(t, TFTPConfig{Timeout: time.Second})
 
 	// A UEFI-style size probe (tsize, then ERROR 8 after the OACK) is
 	// neither sent nor failed (it ends before the download below).

@@ -2,11 +2,8 @@ package pxe
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"github.com/lpmos/lpmos/internal/testenv"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,35 +12,16 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+
+	"github.com/lpmos/lpmos/internal/testenv"
 )
 
 // startTFTP serves the embedded iPXE set on a loopback port and stops it at
 // the end of the test.
 func startTFTP(t testing.TB) string {
 	t.Helper()
-	srv, err := NewTFTP(TFTPConfig{Logger: testLogger(t), Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("tftp serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("tftp server did not stop")
-		}
-	})
-	return conn.LocalAddr().String()
+	addr, _, _ := startTFTPConfig(t, TFTPConfig{Timeout: time.Second})
+	return addr
 }
 
 func tftpClient(t testing.TB, addr string, blksize int, tsize bool) *tftp.Client {
