@@ -47,7 +47,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 // space is live data, until that is deleted.
 func TestNoSpaceAlarmAndRecovery(t *testing.T) {
 	t.Parallel()
-	const quota = 8 << 20
+	const quota = 24 << 20
 	s := openStore(t, func(c *store.Config) {
 		c.Space = store.SpaceConfig{QuotaBytes: quota, Interval: 100 * time.Millisecond}
 	})
