@@ -36,19 +36,7 @@ func newLiveTLS(t testing.TB) *liveEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := browsers.key // the key the package's chromium pins (browserPool)
-	certPEM, err := ca.SignServing("test", &key.PublicKey, nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := pki.EncodeKeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := servingCert(t, ca, browsers.key) // the key the package's chromium pins (browserPool)
 	reg := &health.Registry{}
 	reg.Set("etcd", health.Running, nil)
 	e := serveLive(t, st, tok, ui.Config{Store: st, Health: reg, Version: "test", Logger: slog.New(slog.DiscardHandler),
@@ -71,7 +59,18 @@ func unpinnedTLS(t testing.TB, e *liveEnv) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, err := e.ca.SignServing("test", &key.PublicKey, nil, time.Hour)
+	cert := servingCert(t, e.ca, key)
+	srv := httptest.NewUnstartedServer(e.srv.Handler())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// servingCert is a one-hour serving certificate of ca for key.
+func servingCert(t testing.TB, ca *pki.CA, key *ecdsa.PrivateKey) tls.Certificate {
+	t.Helper()
+	certPEM, err := ca.SignServing("test", &key.PublicKey, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,9 +82,5 @@ func unpinnedTLS(t testing.TB, e *liveEnv) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(e.srv.Handler())
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return cert
 }
