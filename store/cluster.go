@@ -586,32 +586,22 @@ func (s *Store) RemoveMember(ctx context.Context, who string) (Member, error) {
 	if len(list.Members) == 1 {
 		return Member{}, fmt.Errorf("%w: %q is the last member of the cluster: stop it instead of removing it", ErrConflict, who)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := s.cli.MemberRemove(rctx, target.ID)
-		cancel()
-		if err == nil {
-			break
-		}
-		// A member removing itself (`lpmos leave`) may stop before it
-		// answers ("server stopped") although the removal applied: ask
-		// the members that remain.
-		if !strings.Contains(err.Error(), "unhealthy cluster") && s.memberGone(ctx, list.Members, target.ID) {
-			break
-		}
-		if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) || ctx.Err() != nil {
-			hint := ""
-			if strings.Contains(err.Error(), "unhealthy cluster") {
-				hint = " (removing it would leave too few healthy members for a quorum: bring a member back first)"
-			}
-			return Member{}, fmt.Errorf("remove member %q: %w%s", who, err, hint)
-		}
+	// A member that removes itself stops as soon as the removal applies:
+	// its lease keepalives stop first (store/keepalive.go).
+	self := s.etcd != nil && target.ID == uint64(s.etcd.Server.MemberID())
+	if self && s.haltKeepAlives() {
 		select {
 		case <-ctx.Done():
+			s.resumeKeepAlives()
 			return Member{}, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(keepAliveDrain):
 		}
+	}
+	if err := s.removeMemberID(ctx, who, list.Members, target.ID); err != nil {
+		if self {
+			s.resumeKeepAlives()
+		}
+		return Member{}, err
 	}
 	s.log.Info("store: removed member", "name", target.Name, "id", strconv.FormatUint(target.ID, 16))
 	// Its certificate dies with it: delete its etcd users, through the
@@ -638,4 +628,36 @@ func (s *Store) RemoveMember(ctx context.Context, who string) (Member, error) {
 	}
 	return Member{ID: strconv.FormatUint(target.ID, 16), Name: target.Name, PeerURLs: nonNil(target.PeerURLs),
 		ClientURLs: nonNil(target.ClientURLs), Learner: target.IsLearner, Regions: []string{}}, nil
+}
+
+// removeMemberID removes member id, retrying "unhealthy cluster" for 20 s,
+// and counts a removal that applied although its answer was lost as done.
+func (s *Store) removeMemberID(ctx context.Context, who string, members []*etcdserverpb.Member, id uint64) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := s.cli.MemberRemove(rctx, id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		// A member removing itself (`lpmos leave`) may stop before it
+		// answers ("server stopped") although the removal applied: ask
+		// the members that remain.
+		if !strings.Contains(err.Error(), "unhealthy cluster") && s.memberGone(ctx, members, id) {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "unhealthy cluster") || time.Now().After(deadline) || ctx.Err() != nil {
+			hint := ""
+			if strings.Contains(err.Error(), "unhealthy cluster") {
+				hint = " (removing it would leave too few healthy members for a quorum: bring a member back first)"
+			}
+			return fmt.Errorf("remove member %q: %w%s", who, err, hint)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -87,6 +87,7 @@ type Store struct {
 	ca       atomic.Pointer[pki.CA] // swapped only by tests acting as a joined member; read by background loops
 	tls      transport.TLSInfo
 	removed  atomic.Bool // etcd said this member was removed
+	ka       keepAlives  // region lease keepalives, halted before this member stops (store/keepalive.go)
 	closing  atomic.Bool
 	lost     chan struct{} // closed when the member stops on its own
 	lostErr  error
@@ -353,6 +354,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Logger.Warn("store: could not seal the plain CA key in etcd; it stays readable by etcd clients until a member with the cluster key restarts", "error", err)
 	}
 	cancel()
+	s.haltKeepAlivesOnStop(e.Server.StoppingNotify())
 	go s.watchMember()
 	s.startMemberCerts() // store/membercerts.go
 	return s, nil
@@ -491,6 +493,7 @@ func (s *Store) Close() error {
 		s.remote = nil
 	}
 	s.remoteMu.Unlock()
+	s.haltKeepAlives()
 	err := s.cli.Close()
 	if s.etcd != nil {
 		s.etcd.Close()

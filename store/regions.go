@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -28,6 +29,9 @@ func (s *Store) RegisterRegion(ctx context.Context, r Region, ttl int64) error {
 		return fmt.Errorf("%w: region id %q: use letters, digits, '.', '-' or '_'", ErrInvalid, r.ID)
 	}
 	register := func() (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+		if s.keepAlivesHalted() {
+			return nil, errKeepAlivesHalted
+		}
 		lease, err := s.cli.Grant(ctx, ttl)
 		if err != nil {
 			return nil, fmt.Errorf("grant region lease: %w", err)
@@ -38,7 +42,7 @@ func (s *Store) RegisterRegion(ctx context.Context, r Region, ttl int64) error {
 		if err := s.RememberRegion(ctx, r.ID); err != nil { // store/regions_known.go
 			return nil, err
 		}
-		return s.cli.KeepAlive(ctx, lease.ID)
+		return s.keepAlive(ctx, lease.ID)
 	}
 	ka, err := register()
 	if err != nil {
@@ -51,12 +55,18 @@ func (s *Store) RegisterRegion(ctx context.Context, r Region, ttl int64) error {
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("store: region lease lost, registering again", "region", r.ID)
+			if s.keepAlivesHalted() {
+				s.log.Info("store: region lease keepalive stopped: this member is leaving its cluster or stopping", "region", r.ID)
+			} else {
+				s.log.Warn("store: region lease lost, registering again", "region", r.ID)
+			}
 			for {
 				if ka, err = register(); err == nil {
 					break
 				}
-				s.log.Warn("store: region registration failed", "region", r.ID, "error", err)
+				if !errors.Is(err, errKeepAlivesHalted) {
+					s.log.Warn("store: region registration failed", "region", r.ID, "error", err)
+				}
 				select {
 				case <-ctx.Done():
 					return
