@@ -167,9 +167,6 @@ func TestDiscoveredAgentPicksUpTask(t *testing.T) {
 	got := waitStatus(t, st, task.ID, wire.StatusPendingApproval)
 	took := time.Since(created)
 	t.Logf("task created -> pending_approval through the discovered machine's running agent: %s", took.Round(time.Millisecond))
-	if took > 5*time.Second {
-		t.Errorf("picked up after %s", took)
-	}
 	if got.Hardware == nil || got.Hardware.CPU.Threads != 8 || got.Hardware.BootMode != "uefi" {
 		t.Errorf("task hardware %+v, want the discovered one", got.Hardware)
 	}
