@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/internal/pki"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -78,7 +79,8 @@ type Config struct {
 // Store is lpmos's only source of state: a thin typed layer over etcd.
 type Store struct {
 	cli  *clientv3.Client
-	etcd *embed.Etcd // nil when using external endpoints
+	kvc  etcdserverpb.KVClient // cli's raw KV client when it has no connection (in process); see kvClient
+	etcd *embed.Etcd           // nil when using external endpoints
 	log  *slog.Logger
 
 	// Embedded member only.
@@ -322,9 +324,9 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
-	// lpmos's own client authenticates with this member's certificate: its
-	// CN is this member's etcd user (store/memberauth.go).
-	if s.cli, err = s.selfClient(); err != nil {
+	// lpmos's own client calls this member in process, as the etcd user
+	// of its certificate's CN (store/memberauth.go, store/inproc.go).
+	if s.cli, s.kvc, err = s.selfClient(); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -456,6 +458,14 @@ func Tombstone(dataDir string) error {
 		return fmt.Errorf("tombstone %s: %w", dataDir, err)
 	}
 	return nil
+}
+
+// kvClient is the raw KV client under s.cli, for pre-built requests.
+func (s *Store) kvClient() etcdserverpb.KVClient {
+	if s.kvc != nil {
+		return s.kvc
+	}
+	return etcdserverpb.NewKVClient(s.cli.ActiveConnection())
 }
 
 // Client exposes the etcd client for packages that need raw access

@@ -588,7 +588,7 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 		wg.Go(func() {
 			defer func() { <-txns }()
 			// As clientv3's Txn sends it (WaitForReady), without its copy of every comparison.
-			resp, err := etcdserverpb.NewKVClient(pp.s.cli.ActiveConnection()).Txn(ctx,
+			resp, err := pp.s.kvClient().Txn(ctx,
 				&etcdserverpb.TxnRequest{Compare: c.cmps, Success: c.ops}, grpc.WaitForReady(true))
 			if err == nil && resp.Succeeded {
 				pp.committed(c.reqs, resp.Header.Revision)

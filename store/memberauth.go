@@ -6,12 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strings"
 
 	"github.com/lpmos/lpmos/internal/pki"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -125,14 +125,16 @@ func (s *Store) setupAuth(ctx context.Context, in *clientv3.Client) error {
 	return nil
 }
 
-// selfClient is this member's TLS client to its own loopback client URL,
-// authenticated as the user of its certificate's CN.
-func (s *Store) selfClient() (*clientv3.Client, error) {
-	u, err := parseMemberURL("client", s.cfg.ClientURL)
+// selfClient is this member's own client, in process (store/inproc.go),
+// authenticated as the user of its certificate's CN like a TLS client of
+// the member would be; other members and external clients use mutual TLS.
+func (s *Store) selfClient() (*clientv3.Client, etcdserverpb.KVClient, error) {
+	cert, err := readCert(s.tls.CertFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("member certificate: %w", err)
 	}
-	return s.tlsClient([]string{"https://" + net.JoinHostPort("127.0.0.1", u.Port())})
+	cli, kvc := newInprocClient(s.etcd.Server, cert, recoverRemovedMember(s.log.With("component", "etcd"), s.markRemoved))
+	return cli, kvc, nil
 }
 
 // deleteMemberUsersWith deletes, through cli, the etcd users of member
