@@ -78,10 +78,11 @@ type Config struct {
 
 // Store is lpmos's only source of state: a thin typed layer over etcd.
 type Store struct {
-	cli  *clientv3.Client
-	kvc  etcdserverpb.KVClient // cli's raw KV client when it has no connection (in process); see kvClient
-	etcd *embed.Etcd           // nil when using external endpoints
-	log  *slog.Logger
+	cli    *clientv3.Client
+	kvc    etcdserverpb.KVClient    // cli's raw KV client when it has no connection (in process); see kvClient
+	leases etcdserverpb.LeaseClient // cli's raw lease client when in process (store/keepalive.go)
+	etcd   *embed.Etcd              // nil when using external endpoints
+	log    *slog.Logger
 
 	// Embedded member only.
 	cfg      Config
@@ -326,7 +327,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	// lpmos's own client calls this member in process, as the etcd user
 	// of its certificate's CN (store/memberauth.go, store/inproc.go).
-	if s.cli, s.kvc, err = s.selfClient(); err != nil {
+	if s.cli, s.kvc, s.leases, err = s.selfClient(); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}

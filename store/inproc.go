@@ -75,8 +75,9 @@ type inproc struct {
 }
 
 // newInprocClient is a client of srv that acts as the etcd user of cert
-// (its CN), and the raw KV client under it (for pre-built transactions).
-func newInprocClient(srv *etcdserver.EtcdServer, cert *x509.Certificate, recoverRemoved grpc.UnaryServerInterceptor) (*clientv3.Client, pb.KVClient) {
+// (its CN), and the raw KV and lease clients under it (for pre-built
+// transactions, and for a lessor of its own: store/keepalive.go).
+func newInprocClient(srv *etcdserver.EtcdServer, cert *x509.Certificate, recoverRemoved grpc.UnaryServerInterceptor) (*clientv3.Client, pb.KVClient, pb.LeaseClient) {
 	ic := &inproc{
 		srv: srv,
 		peer: &peer.Peer{
@@ -88,13 +89,14 @@ func newInprocClient(srv *etcdserver.EtcdServer, cert *x509.Certificate, recover
 	c := clientv3.NewCtxClient(context.Background(), clientv3.WithZapLogger(srv.Logger()))
 	kvc := &inprocKV{ic, adapter.KvServerToKvClient(v3rpc.NewQuotaKVServer(srv))}
 	c.KV = clientv3.NewKVFromKVClient(kvc, c)
-	c.Lease = clientv3.NewLeaseFromLeaseClient(&inprocLease{ic, adapter.LeaseServerToLeaseClient(v3rpc.NewQuotaLeaseServer(srv))}, c, time.Second)
+	lc := &inprocLease{ic, adapter.LeaseServerToLeaseClient(v3rpc.NewQuotaLeaseServer(srv))}
+	c.Lease = clientv3.NewLeaseFromLeaseClient(lc, c, time.Second)
 	wc := &inprocWatch{ic, adapter.WatchServerToWatchClient(&inprocWatchServer{ic, v3rpc.NewWatchServer(srv)})}
 	c.Watcher = &blankWatcher{clientv3.NewWatchFromWatchClient(wc, c)}
 	c.Maintenance = clientv3.NewMaintenanceFromMaintenanceClient(&inprocMaintenance{ic, adapter.MaintenanceServerToMaintenanceClient(v3rpc.NewMaintenanceServer(srv, nil))}, c)
 	c.Cluster = clientv3.NewClusterFromClusterClient(&inprocCluster{ic, adapter.ClusterServerToClusterClient(v3rpc.NewClusterServer(srv))}, c)
 	c.Auth = clientv3.NewAuthFromAuthClient(&inprocAuth{ic, adapter.AuthServerToAuthClient(v3rpc.NewAuthServer(srv))}, c)
-	return c, kvc
+	return c, kvc, lc
 }
 
 type inprocAddr struct{}

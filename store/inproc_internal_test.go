@@ -22,7 +22,7 @@ func inprocAs(t *testing.T, s *Store, cn string) *clientv3.Client {
 	passthrough := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		return h(ctx, req)
 	}
-	cli, _ := newInprocClient(s.etcd.Server, cert, passthrough)
+	cli, _, _ := newInprocClient(s.etcd.Server, cert, passthrough)
 	t.Cleanup(func() { _ = cli.Close() })
 	return cli
 }

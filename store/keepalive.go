@@ -41,7 +41,11 @@ func (s *Store) keepAlive(ctx context.Context, id clientv3.LeaseID) (<-chan *cli
 		return nil, errKeepAlivesHalted
 	}
 	if s.ka.lessor == nil {
-		s.ka.lessor = clientv3.NewLease(s.cli)
+		if s.leases != nil { // the in-process client has no connection to build one on
+			s.ka.lessor = clientv3.NewLeaseFromLeaseClient(s.leases, s.cli, time.Second)
+		} else {
+			s.ka.lessor = clientv3.NewLease(s.cli)
+		}
 	}
 	l := s.ka.lessor
 	s.ka.mu.Unlock()

@@ -128,13 +128,13 @@ func (s *Store) setupAuth(ctx context.Context, in *clientv3.Client) error {
 // selfClient is this member's own client, in process (store/inproc.go),
 // authenticated as the user of its certificate's CN like a TLS client of
 // the member would be; other members and external clients use mutual TLS.
-func (s *Store) selfClient() (*clientv3.Client, etcdserverpb.KVClient, error) {
+func (s *Store) selfClient() (*clientv3.Client, etcdserverpb.KVClient, etcdserverpb.LeaseClient, error) {
 	cert, err := readCert(s.tls.CertFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("member certificate: %w", err)
+		return nil, nil, nil, fmt.Errorf("member certificate: %w", err)
 	}
-	cli, kvc := newInprocClient(s.etcd.Server, cert, recoverRemovedMember(s.log.With("component", "etcd"), s.markRemoved))
-	return cli, kvc, nil
+	cli, kvc, lc := newInprocClient(s.etcd.Server, cert, recoverRemovedMember(s.log.With("component", "etcd"), s.markRemoved))
+	return cli, kvc, lc, nil
 }
 
 // deleteMemberUsersWith deletes, through cli, the etcd users of member
