@@ -202,6 +202,9 @@ func benchWSLatency(b *testing.B, n int) {
 	if len(hubLats) > 0 {
 		b.ReportMetric(float64(hubLats[len(hubLats)/2])/1e6, "hub-p50-ms")
 	}
+	if res.Wakeups > 0 {
+		b.ReportMetric(float64(res.Wakeups)/float64(seq*int64(n)), "client-wakeups/delivery")
+	}
 	b.ReportMetric(res.FirstP50Ms, "first-client-p50-ms")
 	b.ReportMetric(res.LastP50Ms, "last-client-p50-ms")
 	if d := e.srv.Hub().Stats().Dropped; d != 0 {
@@ -225,6 +228,7 @@ type benchResult struct {
 	Count               int
 	RSSKiB              int64
 	CPUNs               int64 // the clients' CPU from "ready" to "done"
+	Wakeups             int64 // the lean clients' epoll_wait calls that returned events
 	// Medians over the events of the latency of its first and of its
 	// last client.
 	FirstP50Ms, LastP50Ms float64
@@ -247,7 +251,7 @@ func (s *seqStat) seen(now int64) {
 // leanClients opens n lean clients (ui/ws_benchclient_test.go) on 2
 // epoll loops (LPMOS_WSBENCH_LOOPS) and returns once all have their
 // snapshot.
-func leanClients(n int, base, token string, onText func(c *rawWSClient, payload []byte, now int64)) (func(), error) {
+func leanClients(n int, base, token string, onText func(c *rawWSClient, payload []byte, now int64)) (*rawWSClients, error) {
 	u, err := neturl.Parse(base)
 	if err != nil {
 		return nil, fmt.Errorf("LPMOS_WSBENCH_URL: %w", err)
@@ -263,6 +267,9 @@ func leanClients(n int, base, token string, onText func(c *rawWSClient, payload 
 	r, err := newRawWSClients(loops, onText)
 	if err != nil {
 		return nil, err
+	}
+	if v, err := time.ParseDuration(os.Getenv("LPMOS_WSBENCH_NAP")); err == nil {
+		r.nap = v
 	}
 	r.clients = make([]*rawWSClient, n)
 	for i := range r.clients {
@@ -289,7 +296,7 @@ func leanClients(n int, base, token string, onText func(c *rawWSClient, payload 
 		return nil, err
 	default:
 	}
-	return r.close, nil
+	return r, nil
 }
 
 // libClients opens n coder/websocket clients, each read by its goroutine,
@@ -405,12 +412,17 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		}
 	}
 	var closeAll func()
+	waits := func() int64 { return 0 }
 	if os.Getenv("LPMOS_WSBENCH_CLIENT") == "lib" {
 		closeAll, err = libClients(ctx, n, url, hdr, onMessage, errc)
 	} else {
-		closeAll, err = leanClients(n, os.Getenv("LPMOS_WSBENCH_URL"), os.Getenv("LPMOS_WSBENCH_TOKEN"), func(c *rawWSClient, data []byte, now int64) {
+		var r *rawWSClients
+		r, err = leanClients(n, os.Getenv("LPMOS_WSBENCH_URL"), os.Getenv("LPMOS_WSBENCH_TOKEN"), func(c *rawWSClient, data []byte, now int64) {
 			onMessage(c.i, data, now)
 		})
+		if err == nil {
+			closeAll, waits = r.close, r.waits.Load
+		}
 	}
 	if err != nil {
 		return err
@@ -431,7 +443,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	cpu0 := cpuTime()
+	cpu0, waits0 := cpuTime(), waits()
 	outMu.Lock()
 	fmt.Fprintln(out, "ready")
 	outMu.Unlock()
@@ -439,7 +451,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() && sc.Text() != "done" {
 	}
-	cpu := cpuTime() - cpu0
+	cpu, nwaits := cpuTime()-cpu0, waits()-waits0
 	rss := rssKiB()
 	cancel()
 	closeAll()
@@ -448,7 +460,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	res := benchResult{Count: len(all), RSSKiB: rss, CPUNs: cpu.Nanoseconds()}
+	res := benchResult{Count: len(all), RSSKiB: rss, CPUNs: cpu.Nanoseconds(), Wakeups: nwaits}
 	if len(all) > 0 {
 		ms := func(q float64) float64 { return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / 1e6 }
 		res.P50Ms, res.P99Ms, res.MaxMs = ms(0.50), ms(0.99), float64(all[len(all)-1])/1e6

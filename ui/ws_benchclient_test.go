@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -50,6 +51,12 @@ type rawWSClients struct {
 	wg      sync.WaitGroup
 	onText  func(c *rawWSClient, payload []byte, now int64)
 	errc    chan error
+	// nap: after handling what one epoll_wait returned, the loop sleeps
+	// this long before it waits again (0: not at all), so that the
+	// messages arriving meanwhile are taken by one wait and the server's
+	// writes find no waiter to wake (interrupt moderation, as a NIC's).
+	nap   time.Duration
+	waits atomic.Int64 // epoll_wait calls that returned events
 }
 
 func newRawWSClients(loops int, onText func(c *rawWSClient, payload []byte, now int64)) (*rawWSClients, error) {
@@ -216,6 +223,7 @@ func (r *rawWSClients) loop(ep int) {
 			r.errc <- fmt.Errorf("epoll_wait: %w", err)
 			return
 		}
+		r.waits.Add(1)
 		for _, ev := range events[:n] {
 			if ev.Pad < 0 {
 				return // stop
@@ -225,6 +233,9 @@ func (r *rawWSClients) loop(ep int) {
 				syscall.Close(c.fd) // leaves the epoll set too
 				c.fd = -1
 			}
+		}
+		if r.nap > 0 {
+			time.Sleep(r.nap)
 		}
 	}
 }
