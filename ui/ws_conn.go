@@ -15,7 +15,8 @@ import (
 // wsConn is the connection under a /ws WebSocket. The library writes its
 // control frames (ping, pong, close) through it; the hub's messages are
 // written as prepared frames (header and payload in one buffer, encoded
-// once per event for every client) directly, one write system call each.
+// once per event for every client) directly: one write system call each,
+// or one writev for the frames queued meanwhile (tryWriteFrames).
 // Every write holds mu, so frames never interleave; a frame the kernel
 // took only in part leaves its rest in pending, which the next writer
 // sends first.
