@@ -177,6 +177,27 @@ func (q *outQueue) next() (queued, bool) {
 	return it, ok
 }
 
+// nextBatch is next for several messages: it appends to dst the oldest
+// queued messages, up to maxItems and, after the first, up to maxBytes;
+// none when the queue is empty (and then gives the ownership up).
+func (q *outQueue) nextBatch(dst []queued, maxItems, maxBytes int) []queued {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	size := 0
+	for len(dst) < maxItems && q.head < len(q.items) {
+		if len(dst) > 0 && size+len(q.items[q.head].b) > maxBytes {
+			break
+		}
+		it, _ := q.popItemLocked()
+		size += len(it.b)
+		dst = append(dst, it)
+	}
+	if len(dst) == 0 {
+		q.busy = false
+	}
+	return dst
+}
+
 // handOff passes the ownership of a /ws queue from a pool worker to the
 // connection's goroutine, which first writes carry (and any pending rest).
 func (q *outQueue) handOff(carry []byte) {

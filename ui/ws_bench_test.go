@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"runtime/pprof"
@@ -140,6 +142,35 @@ func benchWSLatency(b *testing.B, n int) {
 		b.Fatalf("hub has %d clients, want %d", clients, n)
 	}
 
+	// An in-process subscriber times the hub's side: the progress
+	// message reaches it when the hub queues it for the clients (it is
+	// one of them, at a random place in the fan-out order, and its pump
+	// goroutine adds a hand-over).
+	hubSub, err := e.srv.Hub().Subscribe(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.srv.Hub().Unsubscribe(hubSub)
+	var hubLats []int64
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		for {
+			var m []byte
+			select {
+			case m = <-hubSub.C:
+			case <-hubSub.Done():
+				return
+			}
+			now := time.Now().UnixNano()
+			if bytes.HasPrefix(m, []byte(`{"type":"progress"`)) {
+				if t0 := jsonInt(m, `"message":"t0=`); t0 > 0 {
+					hubLats = append(hubLats, now-t0)
+				}
+			}
+		}
+	}()
+
 	cpu0 := cpuTime()
 	seq := int64(0)
 	for b.Loop() {
@@ -165,6 +196,17 @@ func benchWSLatency(b *testing.B, n int) {
 	if want := int(seq) * n; res.Count != want {
 		b.Fatalf("child measured %d deliveries, want %d", res.Count, want)
 	}
+	e.srv.Hub().Unsubscribe(hubSub)
+	<-hubDone
+	slices.Sort(hubLats)
+	if len(hubLats) > 0 {
+		b.ReportMetric(float64(hubLats[len(hubLats)/2])/1e6, "hub-p50-ms")
+	}
+	if res.Wakeups > 0 {
+		b.ReportMetric(float64(res.Wakeups)/float64(seq*int64(n)), "client-wakeups/delivery")
+	}
+	b.ReportMetric(res.FirstP50Ms, "first-client-p50-ms")
+	b.ReportMetric(res.LastP50Ms, "last-client-p50-ms")
 	if d := e.srv.Hub().Stats().Dropped; d != 0 {
 		b.Fatalf("%d clients dropped", d)
 	}
@@ -186,34 +228,81 @@ type benchResult struct {
 	Count               int
 	RSSKiB              int64
 	CPUNs               int64 // the clients' CPU from "ready" to "done"
+	Wakeups             int64 // the lean clients' epoll_wait calls that returned events
+	// Medians over the events of the latency of its first and of its
+	// last client.
+	FirstP50Ms, LastP50Ms float64
 }
 
-// benchClients is the child: it opens N authenticated /ws connections,
-// says "ready", then for every progress message records the latency from
-// the t0 in its text (wall clock, same host) and prints "ack <seq>" once
-// all N clients have it. On "done" it prints the percentiles and its CPU
-// time. LPMOS_WSBENCH_CHILDPROF=FILE writes its CPU profile there.
-func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
-	if err := raiseNoFile(); err != nil {
-		return err
-	}
-	n, err := strconv.Atoi(os.Getenv("LPMOS_WSBENCH_N"))
-	if err != nil {
-		return fmt.Errorf("LPMOS_WSBENCH_N: %w", err)
-	}
-	url := "ws" + strings.TrimPrefix(os.Getenv("LPMOS_WSBENCH_URL"), "http") + "/ws"
-	hdr := http.Header{"Authorization": {"Bearer " + os.Getenv("LPMOS_WSBENCH_TOKEN")}}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+// seqStat is one event as the clients saw it.
+type seqStat struct {
+	t0          int64
+	n           atomic.Int64
+	first, last atomic.Int64 // the earliest and the latest read
+}
 
-	var (
-		outMu sync.Mutex
-		acks  sync.Map // seq -> *atomic.Int64
-		lats  = make([][]int64, n)
-		wg    sync.WaitGroup
-		errc  = make(chan error, n)
-	)
-	var readers sync.WaitGroup
+func (s *seqStat) seen(now int64) {
+	for f := s.first.Load(); (f == 0 || now < f) && !s.first.CompareAndSwap(f, now); f = s.first.Load() {
+	}
+	for l := s.last.Load(); now > l && !s.last.CompareAndSwap(l, now); l = s.last.Load() {
+	}
+}
+
+// leanClients opens n lean clients (ui/ws_benchclient_test.go) on 2
+// epoll loops (LPMOS_WSBENCH_LOOPS) and returns once all have their
+// snapshot.
+func leanClients(n int, base, token string, onText func(c *rawWSClient, payload []byte, now int64)) (*rawWSClients, error) {
+	u, err := neturl.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("LPMOS_WSBENCH_URL: %w", err)
+	}
+	addr, err := netip.ParseAddrPort(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("LPMOS_WSBENCH_URL: %w", err)
+	}
+	loops := 2
+	if v, err := strconv.Atoi(os.Getenv("LPMOS_WSBENCH_LOOPS")); err == nil && v > 0 {
+		loops = v
+	}
+	r, err := newRawWSClients(loops, onText)
+	if err != nil {
+		return nil, err
+	}
+	if v, err := time.ParseDuration(os.Getenv("LPMOS_WSBENCH_NAP")); err == nil {
+		r.nap = v
+	}
+	r.clients = make([]*rawWSClient, n)
+	for i := range r.clients {
+		r.clients[i] = &rawWSClient{fd: -1}
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := r.dial(i, addr, "/ws", token, r.clients[i]); err != nil {
+				errc <- fmt.Errorf("dial %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		r.close()
+		return nil, err
+	default:
+	}
+	return r, nil
+}
+
+// libClients opens n coder/websocket clients, each read by its goroutine,
+// and returns once all have their snapshot.
+func libClients(ctx context.Context, n int, url string, hdr http.Header, onMessage func(i int, data []byte, now int64), errc chan error) (func(), error) {
+	var readers, wg sync.WaitGroup
 	// A client reads from the moment it has its snapshot (it answers the
 	// server's pings meanwhile: dialing 10,000 clients takes a while).
 	// Reads take a context without Done (the library arms no
@@ -234,25 +323,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 				return
 			}
 			buf = data
-			now := time.Now().UnixNano()
-			// Cheap field extraction keeps the clients' CPU (which
-			// shares the box with lpmos) low: {"type":"progress",...
-			// "message":"t0=<ns>","seq":<n>,...}.
-			if !bytes.HasPrefix(data, []byte(`{"type":"progress"`)) {
-				continue
-			}
-			t0 := jsonInt(data, `"message":"t0=`)
-			seq := jsonInt(data, `"seq":`)
-			if t0 <= 0 || seq <= 0 {
-				continue
-			}
-			lats[i] = append(lats[i], now-t0)
-			v, _ := acks.LoadOrStore(seq, new(atomic.Int64))
-			if v.(*atomic.Int64).Add(1) == int64(n) {
-				outMu.Lock()
-				fmt.Fprintf(out, "ack %d\n", seq)
-				outMu.Unlock()
-			}
+			onMessage(i, data, time.Now().UnixNano())
 		}
 	}
 	conns := make([]*websocket.Conn, n)
@@ -279,6 +350,83 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		}()
 	}
 	wg.Wait()
+	return func() {
+		for _, c := range conns {
+			if c != nil {
+				c.CloseNow()
+			}
+		}
+		readers.Wait()
+	}, nil
+}
+
+// benchClients is the child: it opens N authenticated /ws connections,
+// says "ready", then for every progress message records the latency from
+// the t0 in its text (wall clock, same host) and prints "ack <seq>" once
+// all N clients have it. On "done" it prints the percentiles and its CPU
+// time. LPMOS_WSBENCH_CHILDPROF=FILE writes its CPU profile there.
+func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
+	if err := raiseNoFile(); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(os.Getenv("LPMOS_WSBENCH_N"))
+	if err != nil {
+		return fmt.Errorf("LPMOS_WSBENCH_N: %w", err)
+	}
+	url := "ws" + strings.TrimPrefix(os.Getenv("LPMOS_WSBENCH_URL"), "http") + "/ws"
+	hdr := http.Header{"Authorization": {"Bearer " + os.Getenv("LPMOS_WSBENCH_TOKEN")}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var (
+		outMu sync.Mutex
+		acks  sync.Map // seq -> *seqStat
+		lats  = make([][]int64, n)
+		errc  = make(chan error, n)
+	)
+	// onMessage handles client i's text message data, read at now (client
+	// i's messages are handled by one goroutine at a time).
+	onMessage := func(i int, data []byte, now int64) {
+		// Cheap field extraction keeps the clients' CPU (which
+		// shares the box with lpmos) low: {"type":"progress",...
+		// "message":"t0=<ns>","seq":<n>,...}.
+		if !bytes.HasPrefix(data, []byte(`{"type":"progress"`)) {
+			return
+		}
+		t0 := jsonInt(data, `"message":"t0=`)
+		seq := jsonInt(data, `"seq":`)
+		if t0 <= 0 || seq <= 0 {
+			return
+		}
+		lats[i] = append(lats[i], now-t0)
+		v, ok := acks.Load(seq)
+		if !ok {
+			v, _ = acks.LoadOrStore(seq, &seqStat{t0: t0})
+		}
+		st := v.(*seqStat)
+		st.seen(now)
+		if st.n.Add(1) == int64(n) {
+			outMu.Lock()
+			fmt.Fprintf(out, "ack %d\n", seq)
+			outMu.Unlock()
+		}
+	}
+	var closeAll func()
+	waits := func() int64 { return 0 }
+	if os.Getenv("LPMOS_WSBENCH_CLIENT") == "lib" {
+		closeAll, err = libClients(ctx, n, url, hdr, onMessage, errc)
+	} else {
+		var r *rawWSClients
+		r, err = leanClients(n, os.Getenv("LPMOS_WSBENCH_URL"), os.Getenv("LPMOS_WSBENCH_TOKEN"), func(c *rawWSClient, data []byte, now int64) {
+			onMessage(c.i, data, now)
+		})
+		if err == nil {
+			closeAll, waits = r.close, r.waits.Load
+		}
+	}
+	if err != nil {
+		return err
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -295,7 +443,7 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	cpu0 := cpuTime()
+	cpu0, waits0 := cpuTime(), waits()
 	outMu.Lock()
 	fmt.Fprintln(out, "ready")
 	outMu.Unlock()
@@ -303,22 +451,31 @@ func benchClients(ctx context.Context, in io.Reader, out io.Writer) error {
 	sc := bufio.NewScanner(in)
 	for sc.Scan() && sc.Text() != "done" {
 	}
-	cpu := cpuTime() - cpu0
+	cpu, nwaits := cpuTime()-cpu0, waits()-waits0
 	rss := rssKiB()
 	cancel()
-	for _, c := range conns {
-		c.CloseNow()
-	}
-	readers.Wait()
+	closeAll()
 	var all []int64
 	for _, l := range lats {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	res := benchResult{Count: len(all), RSSKiB: rss, CPUNs: cpu.Nanoseconds()}
+	res := benchResult{Count: len(all), RSSKiB: rss, CPUNs: cpu.Nanoseconds(), Wakeups: nwaits}
 	if len(all) > 0 {
 		ms := func(q float64) float64 { return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / 1e6 }
 		res.P50Ms, res.P99Ms, res.MaxMs = ms(0.50), ms(0.99), float64(all[len(all)-1])/1e6
+	}
+	// Per event: when its first and its last client had it.
+	var firsts, lasts []int64
+	acks.Range(func(_, v any) bool {
+		st := v.(*seqStat)
+		firsts, lasts = append(firsts, st.first.Load()-st.t0), append(lasts, st.last.Load()-st.t0)
+		return true
+	})
+	slices.Sort(firsts)
+	slices.Sort(lasts)
+	if len(firsts) > 0 {
+		res.FirstP50Ms, res.LastP50Ms = float64(firsts[len(firsts)/2])/1e6, float64(lasts[len(lasts)/2])/1e6
 	}
 	data, _ := json.Marshal(res)
 	outMu.Lock()

@@ -5,15 +5,18 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // wsConn is the connection under a /ws WebSocket. The library writes its
 // control frames (ping, pong, close) through it; the hub's messages are
 // written as prepared frames (header and payload in one buffer, encoded
-// once per event for every client) directly, one write system call each.
+// once per event for every client) directly: one write system call each,
+// or one writev for the frames queued meanwhile (tryWriteFrames).
 // Every write holds mu, so frames never interleave; a frame the kernel
 // took only in part leaves its rest in pending, which the next writer
 // sends first.
@@ -28,10 +31,13 @@ type wsConn struct {
 	// tryWriteFrame's system call, made once (a closure per call would
 	// be an allocation per message per client); its arguments and results
 	// are guarded by mu.
-	rawWrite func(fd uintptr) bool
-	rawBuf   []byte
-	rawN     int
-	rawErr   error
+	rawWrite  func(fd uintptr) bool
+	rawWritev func(fd uintptr) bool
+	rawBuf    []byte
+	rawIov    []syscall.Iovec
+	rawN      int
+	rawErr    error
+	tries     int // non-blocking write system calls made (guarded by mu)
 }
 
 func newWSConn(c net.Conn) *wsConn {
@@ -45,6 +51,19 @@ func newWSConn(c net.Conn) *wsConn {
 					if w.rawErr != syscall.EINTR {
 						return true
 					}
+				}
+			}
+			w.rawWritev = func(fd uintptr) bool {
+				for {
+					n, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.rawIov[0])), uintptr(len(w.rawIov)))
+					if e == syscall.EINTR {
+						continue
+					}
+					w.rawN, w.rawErr = int(n), nil
+					if e != 0 {
+						w.rawN, w.rawErr = 0, e
+					}
+					return true
 				}
 			}
 		}
@@ -117,6 +136,7 @@ func (w *wsConn) tryWriteFrame(frame []byte) (done bool, carry []byte) {
 		return false, frame
 	}
 	w.rawBuf = frame
+	w.tries++
 	err := w.rc.Write(w.rawWrite)
 	n, werr := w.rawN, w.rawErr
 	w.rawBuf, w.rawErr = nil, nil
@@ -129,6 +149,45 @@ func (w *wsConn) tryWriteFrame(frame []byte) (done bool, carry []byte) {
 		return false, frame
 	default:
 		w.pending = frame[n:]
+		return false, nil
+	}
+}
+
+// tryWriteFrames is tryWriteFrame for several frames (queued for the
+// connection meanwhile): one writev system call for all of them. What the
+// kernel did not take is carried (or left pending) as one buffer.
+func (w *wsConn) tryWriteFrames(frames [][]byte) (done bool, carry []byte) {
+	if len(frames) == 1 {
+		return w.tryWriteFrame(frames[0])
+	}
+	if w.rc == nil || !w.mu.TryLock() {
+		return false, slices.Concat(frames...)
+	}
+	defer w.mu.Unlock()
+	if len(w.pending) > 0 || w.closeSent {
+		return false, slices.Concat(frames...)
+	}
+	total := 0
+	for _, f := range frames {
+		iov := syscall.Iovec{Base: unsafe.SliceData(f)}
+		iov.SetLen(len(f))
+		w.rawIov = append(w.rawIov, iov)
+		total += len(f)
+	}
+	w.tries++
+	err := w.rc.Write(w.rawWritev)
+	n, werr := w.rawN, w.rawErr
+	clear(w.rawIov)
+	w.rawIov, w.rawErr = w.rawIov[:0], nil
+	switch {
+	case err != nil || (werr != nil && werr != syscall.EAGAIN):
+		return false, slices.Concat(frames...) // the blocking write reports the error
+	case n == total:
+		return true, nil
+	case n <= 0:
+		return false, slices.Concat(frames...)
+	default:
+		w.pending = slices.Concat(frames...)[n:]
 		return false, nil
 	}
 }

@@ -43,7 +43,19 @@ type wsWorker struct {
 	spare   []*wsOut
 	running bool
 	wake    chan struct{} // cap 1
+
+	// The worker's scratch for one connection's batch (run only).
+	items  []queued
+	frames [][]byte
 }
+
+// A worker writes what a connection has queued with one system call: up
+// to wsBatchFrames messages, or up to wsBatchBytes (a larger message goes
+// alone).
+const (
+	wsBatchFrames = 64
+	wsBatchBytes  = 64 << 10
+)
 
 const wsWorkerIdle = 5 * time.Second
 
@@ -92,7 +104,7 @@ func (w *wsWorker) run() {
 		w.ready, w.spare = w.spare[:0], nil
 		w.mu.Unlock()
 		for i, o := range batch {
-			o.deliver()
+			o.deliver(w)
 			batch[i] = nil
 		}
 		w.mu.Lock()
@@ -101,15 +113,24 @@ func (w *wsWorker) run() {
 	}
 }
 
-// deliver writes o's queued messages while the socket takes them at once;
-// otherwise it hands o to the connection's goroutine (handOff).
-func (o *wsOut) deliver() {
+// deliver writes o's queued messages while the socket takes them at once,
+// everything queued at the time in one system call (a client that
+// received several events since its last write gets them in one write);
+// otherwise it hands o to the connection's goroutine (handOff). w's
+// scratch holds the batch.
+func (o *wsOut) deliver(w *wsWorker) {
 	for {
-		it, ok := o.q.next()
-		if !ok {
+		w.items = o.q.nextBatch(w.items[:0], wsBatchFrames, wsBatchBytes)
+		if len(w.items) == 0 {
 			return // the queue is empty and o is idle again
 		}
-		done, carry := o.conn.tryWriteFrame(wsFrameNow(it.b, it.frame))
+		for _, it := range w.items {
+			w.frames = append(w.frames, wsFrameNow(it.b, it.frame))
+		}
+		done, carry := o.conn.tryWriteFrames(w.frames)
+		clear(w.items)
+		clear(w.frames)
+		w.frames = w.frames[:0]
 		if !done {
 			o.q.handOff(carry)
 			return

@@ -185,3 +185,131 @@ func TestWSWritersSlowClientOrderAndFrames(t *testing.T) {
 		t.Fatal("the full socket never handed the connection to its goroutine")
 	}
 }
+
+// Messages queued for a connection while its writer was busy go out with
+// one system call, in the queue's order: status changes and events all
+// there, a task's progress coalesced to its latest (in the place of its
+// first unsent one), nothing dropped; then the connection is idle.
+func TestWSWritersBatchQueuedInOneWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn := newWSConn(raw)
+	q := newOutQueue()
+	q.out = &wsOut{conn: conn, pool: &wsPool{}, q: q}
+
+	// A writer owns the queue (as a worker busy with the previous write):
+	// pushes queue up.
+	q.busy = true
+	push := func(task, msg string, kind uint8) {
+		b := []byte(msg)
+		if !q.pushFrame(task, b, wsTextFrame(b), kind, 1<<20, 1<<30) {
+			t.Fatal("resync asked")
+		}
+	}
+	push("a", "status a installing", coalesceNone)
+	push("a", "progress a 10", coalesceProgress)
+	push("b", "progress b 5", coalesceProgress)
+	push("a", "progress a 20", coalesceProgress) // replaces a 10
+	push("", "machine m1", coalesceNone)
+	push("b", "status b failed", coalesceNone) // b 5 stays before it
+	push("b", "progress b 6", coalesceProgress)
+	push("a", "progress a 30", coalesceProgress) // replaces a 20
+	want := []string{"status a installing", "progress a 30", "progress b 5", "machine m1", "status b failed", "progress b 6"}
+
+	var w wsWorker
+	q.out.deliver(&w)
+	if conn.tries != 1 {
+		t.Fatalf("%d write system calls, want 1 for the %d queued messages", conn.tries, len(want))
+	}
+	if q.busy || len(q.items) != 0 {
+		t.Fatalf("after delivery: busy %v, %d queued; want idle, empty", q.busy, len(q.items))
+	}
+	r := bufio.NewReader(client)
+	for i, m := range want {
+		op, p, err := readFrame(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op != 0x1 || string(p) != m {
+			t.Fatalf("message %d: opcode %x %q, want text %q", i, op, p, m)
+		}
+	}
+
+	// Idle again: the next message goes to a pool worker and out alone.
+	b := []byte("status a done")
+	q.pushFrame("a", b, wsTextFrame(b), coalesceNone, 1<<20, 1<<30)
+	op, p, err := readFrame(r)
+	if err != nil || op != 0x1 || string(p) != "status a done" {
+		t.Fatalf("after idle: %x %q %v", op, p, err)
+	}
+}
+
+// More queued messages than a batch holds are split: every message
+// arrives, in order, over several system calls.
+func TestWSWritersBatchBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn := newWSConn(raw)
+	q := newOutQueue()
+	q.out = &wsOut{conn: conn, pool: &wsPool{}, q: q}
+	q.busy = true
+	const n = wsBatchFrames + 10
+	for i := range n {
+		b := []byte(fmt.Sprintf("event %03d %s", i, strings.Repeat("x", 90)))
+		q.pushFrame("t", b, wsTextFrame(b), coalesceNone, 1<<20, 1<<30)
+	}
+	done := make(chan struct{})
+	go func() { // the client reads meanwhile: the socket never fills
+		defer close(done)
+		r := bufio.NewReader(client)
+		for i := range n {
+			_, p, err := readFrame(r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if want := fmt.Sprintf("event %03d ", i); !strings.HasPrefix(string(p), want) {
+				t.Errorf("message %d: %.12q, want %q", i, p, want)
+				return
+			}
+		}
+	}()
+	var w wsWorker
+	q.out.deliver(&w)
+	carry, handedOff := q.takeHandoff()
+	if handedOff { // the socket was full: the connection's goroutine writes the rest
+		if err := q.out.writeOwned(carry, conn.writeFrame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	if !handedOff && conn.tries != 2 {
+		t.Fatalf("%d write system calls for %d messages, want 2 (at most %d frames each)", conn.tries, n, wsBatchFrames)
+	}
+}
