@@ -747,7 +747,7 @@ func run(ctx context.Context, o options) error {
 	}
 	ctl := &http.Client{Timeout: 120 * time.Second}
 	// The full list is timed to its last byte (the server's answer) and,
-	// separately, with this client's decoding of it (12+ MB of JSON for
+	// separately, with this client's decoding of it (several MB of JSON for
 	// 10,000 installed tasks).
 	t0 := time.Now()
 	body, err := get(ctl, p.url+"/api/v1/tasks", p.token)
