@@ -1,8 +1,10 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -216,6 +218,16 @@ func BenchmarkListInstalled10k(b *testing.B) {
 			}
 		}
 	})
+	b.Run("ListSummariesJSON/changed", func(b *testing.B) { // every task changed since the last list (after a round of progress)
+		for b.Loop() {
+			b.StopTimer()
+			s.ForgetSummaryJSON()
+			b.StartTimer()
+			if tasks, _, _, err := s.ListSummariesJSON(ctx, store.Filter{}, 0, nil); err != nil || len(tasks) != n {
+				b.Fatalf("listed %d: %v", len(tasks), err)
+			}
+		}
+	})
 	b.Run("FirstPage50", func(b *testing.B) {
 		for b.Loop() {
 			if tasks, _, _, err := s.ListSummaries(ctx, store.Filter{}, 50, nil); err != nil || len(tasks) != 50 {
@@ -283,4 +295,81 @@ func TestTaskSummariesMatchFullRead(t *testing.T) {
 		}
 	}
 	t.Fatal("the watch from the summaries' revision+1 ended without the creation")
+}
+
+// TestEachSummaryJSON: the streamed list (what GET /api/v1/tasks writes)
+// hands each task's JSON in the list's order, byte for byte what
+// json.Marshal makes of its summary, whether the index kept it, made it
+// now on several goroutines (300 tasks: three chunks), or a mix (some
+// tasks changed since the last list); after a change the new JSON is
+// handed, not the kept one; an error of fn ends the walk and is returned.
+func TestEachSummaryJSON(t *testing.T) {
+	t.Parallel()
+	s := storetest.New(t)
+	ctx := context.Background()
+	seedInstalled(t, s, 300)
+	check := func(what string) {
+		t.Helper()
+		want, wantRev, _, err := s.ListSummaries(ctx, store.Filter{}, 0, nil)
+		if err != nil || len(want) != 300 {
+			t.Fatalf("%s: summaries %d, %v", what, len(want), err)
+		}
+		var got [][]byte
+		n, rev, next, err := s.EachSummaryJSON(ctx, store.Filter{}, 0, nil, func(js json.RawMessage) error {
+			got = append(got, js)
+			return nil
+		})
+		if err != nil || n != 300 || len(got) != 300 || next != nil || rev < wantRev {
+			t.Fatalf("%s: %d tasks (%d handed) at %d (summaries at %d), next %v: %v", what, n, len(got), rev, wantRev, next, err)
+		}
+		for i := range want {
+			w, _ := json.Marshal(want[i])
+			if !bytes.Equal(got[i], w) {
+				t.Fatalf("%s: task %d:\n%s\nwant\n%s", what, i, got[i], w)
+			}
+		}
+	}
+	check("none kept")
+	check("all kept")
+	s.ForgetSummaryJSON()
+	check("all made again")
+	// Every third task changes (a new hostname in its spec).
+	raw, _, _, err := s.ListSummaries(ctx, store.Filter{}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kvs [][2]string
+	for i := 0; i < len(raw); i += 3 {
+		sp := raw[i].Spec
+		sp.Hostname = fmt.Sprintf("renamed-%d", i)
+		b, _ := json.Marshal(sp)
+		kvs = append(kvs, [2]string{"/tasks/" + raw[i].ID + "/spec", string(b)})
+	}
+	if err := s.PutRaw(ctx, kvs); err != nil {
+		t.Fatal(err)
+	}
+	check("a third changed")
+	got, _, _, err := s.ListSummaries(ctx, store.Filter{}, 0, nil)
+	if err != nil || got[0].Spec.Hostname != "renamed-0" {
+		t.Fatalf("after the renames: %q, %v", got[0].Spec.Hostname, err)
+	}
+
+	stop := errors.New("client gone")
+	handed := 0
+	_, _, _, err = s.EachSummaryJSON(ctx, store.Filter{}, 0, nil, func(json.RawMessage) error {
+		handed++
+		if handed == 130 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || handed != 130 {
+		t.Fatalf("fn's error: %v after %d tasks, want %v after 130", err, handed, stop)
+	}
+	s.ForgetSummaryJSON()
+	handed = 0
+	if _, _, _, err = s.EachSummaryJSON(ctx, store.Filter{}, 0, nil, func(json.RawMessage) error { handed++; return stop }); !errors.Is(err, stop) || handed != 1 {
+		t.Fatalf("fn's error with nothing kept: %v after %d tasks", err, handed)
+	}
+	check("after ended walks")
 }

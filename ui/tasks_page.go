@@ -1,7 +1,7 @@
 package ui
 
 import (
-	"bytes"
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -71,34 +71,44 @@ func pageParams(r *http.Request) (limit int, cur *pageCursor, paged bool, err er
 }
 
 // listTasksPage answers GET /api/v1/tasks (limit 0: every task) as
-// TaskList, from the tasks' JSON the store's index keeps.
+// TaskList, from the tasks' JSON the store's index keeps, written as the
+// store hands it over (store.EachSummaryJSON marshals the tasks changed
+// since the last list ahead of the writer): a list of 10,000 tasks is
+// never one buffer of all of them, and the client reads the first tasks
+// while the last are being marshalled.
 func (s *Server) listTasksPage(w http.ResponseWriter, r *http.Request, f store.Filter, limit int, cur *pageCursor) {
-	tasks, rev, next, err := s.cfg.Store.ListSummariesJSON(r.Context(), f, limit, cur)
-	if err != nil {
-		writeStoreError(w, err)
-		return
+	var bw *bufio.Writer
+	begin := func() {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		bw = bufio.NewWriterSize(w, 64<<10)
+		bw.WriteString(`{"tasks":[`)
 	}
-	n := 0
-	for _, t := range tasks {
-		n += len(t) + 1
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, n+128))
-	buf.WriteString(`{"tasks":[`)
-	for i, t := range tasks {
-		if i > 0 {
-			buf.WriteByte(',')
+	n, rev, next, err := s.cfg.Store.EachSummaryJSON(r.Context(), f, limit, cur, func(js json.RawMessage) error {
+		if bw == nil {
+			begin()
+		} else {
+			bw.WriteByte(',')
 		}
-		buf.Write(t)
+		_, err := bw.Write(js)
+		return err
+	})
+	if err != nil {
+		if bw == nil { // nothing written yet: the selection failed
+			writeStoreError(w, err)
+		}
+		return // else the client went away mid-list
 	}
-	fmt.Fprintf(buf, `],"count":%d,"revision":%d`, len(tasks), rev)
+	if bw == nil {
+		begin()
+	}
+	fmt.Fprintf(bw, `],"count":%d,"revision":%d`, n, rev)
 	if next != nil {
 		c, _ := json.Marshal(encodeCursor(*next))
-		buf.WriteString(`,"continue":`)
-		buf.Write(c)
+		bw.WriteString(`,"continue":`)
+		bw.Write(c)
 	}
-	buf.WriteString("}\n")
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf.Bytes())
+	bw.WriteString("}\n")
+	_ = bw.Flush()
 }

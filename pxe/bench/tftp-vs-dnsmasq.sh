@@ -14,6 +14,7 @@
 #   BEFORE=main bash pxe/bench/tftp-vs-dnsmasq.sh  # also the server at that git revision
 #   ALT=GOMAXPROCS=1 bash pxe/bench/tftp-vs-dnsmasq.sh  # also this build with that environment
 #   RT=20 C=0 bash pxe/bench/tftp-vs-dnsmasq.sh    # servers and curl at SCHED_FIFO priority 20
+#   SEQ=0 C=50 R=3 bash pxe/bench/tftp-vs-dnsmasq.sh  # the concurrent case only
 #
 # RT: on a shared machine, runs the servers and the clients as real-time
 # tasks (chrt -f RT), so other work does not preempt the transfers: the
@@ -31,6 +32,7 @@ R=${R:-3}
 BEFORE=${BEFORE:-}
 ALT=${ALT:-}
 RT=${RT:-}
+SEQ=${SEQ:-1}
 rt=""
 [ -z "$RT" ] || rt="chrt -f $RT"
 cd "$(dirname "$0")/../.."
@@ -167,7 +169,9 @@ ratio() {
 echo "undionly.kpxe: $size bytes; N=$N C=$C R=$R; curl $(curl --version | head -1 | cut -d' ' -f2); $(dnsmasq --version | head -1 | cut -d' ' -f1-3); servers: $servers${BEFORE:+ (before = $BEFORE)}${ALT:+ (alt = lpmos with $ALT)}${RT:+; servers and curl at SCHED_FIFO $RT}"
 echo "loadavg at start: $(cat /proc/loadavg)"
 
-for blk in 512 1468; do
+blks="512 1468"
+[ "$SEQ" != 0 ] || blks=""
+for blk in $blks; do
 	args=""
 	[ "$blk" = 512 ] || args="--tftp-blksize $blk"
 	cpu0
