@@ -310,12 +310,16 @@ func TestAttackSlowConnections(t *testing.T) {
 // come from LPMOS_* variables, answer 429 with Retry-After and 503, and are
 // counted in /metrics.
 func TestAttackDiscoveryLimitsFromEnv(t *testing.T) {
-	// Not parallel: "retry after 5s" holds only if the four reports come
-	// within a second (rate 0.2/s); it runs before the parallel tests.
+	// Parallel: at 0.01 requests a second a token comes back after 100 s,
+	// so a slow (loaded) run still sees the burst spent, and the Retry-After
+	// it is told is 100 s less the time since the burst began (checked
+	// below to be 90-100 s). At 0.2/s ("retry after 5s" exactly) the test
+	// had to run alone, before the parallel tests.
+	t.Parallel()
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)
 	p := &lpmosProc{dataDir: dir, url: url, ports: ports,
-		env: []string{"LPMOS_AGENT_RATE=0.2", "LPMOS_AGENT_BURST=3", "LPMOS_MAX_DISCOVERED=2"}}
+		env: []string{"LPMOS_AGENT_RATE=0.01", "LPMOS_AGENT_BURST=3", "LPMOS_MAX_DISCOVERED=2"}}
 	spawn(t, "lpmos", p, args)
 	p.waitHealthy(t, 30*time.Second)
 	report := func(mac string) []byte {
@@ -333,13 +337,19 @@ func TestAttackDiscoveryLimitsFromEnv(t *testing.T) {
 		{"first machine", a, "52:54:00:00:0e:01", 200, ""},
 		{"second machine", a, "52:54:00:00:0e:02", 200, ""},
 		{"third machine: over the cap", a, "52:54:00:00:0e:03", 503, "discovered machines at their cap: 2 stored, at most 2"},
-		{"fourth report from .2: over the burst", a, "52:54:00:00:0e:01", 429, "too many requests from 127.0.0.2: retry after 5s"},
+		{"fourth report from .2: over the burst", a, "52:54:00:00:0e:01", 429, "too many requests from 127.0.0.2: retry after "},
 		{"another address still gets through", b, "52:54:00:00:0e:01", 200, ""},
 	}
 	for _, s := range steps {
 		code, msg, err := postJSON(s.c, p.agentURL()+wire.PathHardware, report(s.mac))
 		if err != nil || code != s.want || !strings.HasPrefix(msg, s.wantErr) {
 			t.Errorf("%s: %d %q %v, want %d %q", s.name, code, msg, err, s.want, s.wantErr)
+		}
+		if code == 429 {
+			var secs int
+			if _, err := fmt.Sscanf(strings.TrimPrefix(msg, s.wantErr), "%ds", &secs); err != nil || secs < 90 || secs > 100 {
+				t.Errorf("%s: %q, want retry after 90-100s (one token per 100 s)", s.name, msg)
+			}
 		}
 	}
 	resp, err := a.Get(p.agentURL() + "/boot/52:54:00:00:0e:09.ipxe")

@@ -17,8 +17,12 @@ import (
 // and ports: the same tab, never reloaded, reconnects its live view and
 // shows a task created after the restart; a reload stays signed in.
 func TestDashboardSessionSurvivesServeRestart(t *testing.T) {
-	// Not parallel: the second serve takes the first one's ports back, which
-	// must stay free meanwhile.
+	// Parallel: the second serve takes the first one's ports back, and they
+	// stay free meanwhile: serveArgs's ports come from storetest.FreePort,
+	// which hands each out once per process and holds its lock file (other
+	// test binaries) until this test ends, below the kernel's ephemeral
+	// range (outgoing connections).
+	t.Parallel()
 	chromium := testenv.RequireTool(t, "chromium", "chromium") // Debian's /usr/bin/chromium
 	dir := t.TempDir()
 	args, url, ports := serveArgs(t, dir)

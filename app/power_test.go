@@ -177,14 +177,20 @@ func TestPowerCLI(t *testing.T) {
 }
 
 // TestPowerCLIIPMI runs lpmos power against a real IPMI BMC (ipmi_sim).
+// The password comes from a file, not $LPMOS_BMC_PASSWORD (TestPowerCLI
+// covers both), so the test runs in parallel: t.Setenv would keep it out.
 func TestPowerCLIIPMI(t *testing.T) {
+	t.Parallel()
 	sim := ipmisim.Start(t, true)
-	t.Setenv(bmcPasswordEnv, sim.Pass)
+	pwFile := filepath.Join(t.TempDir(), "bmc.pw")
+	if err := os.WriteFile(pwFile, []byte(sim.Pass+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	bmc := "ipmi://" + sim.User + "@127.0.0.1:" + strconv.Itoa(sim.Port)
 	run := func(args ...string) (string, error) {
 		var out, errOut bytes.Buffer
 		root := NewRoot("test", &out, &errOut)
-		root.SetArgs(append([]string{"power"}, append(args, "--bmc", bmc)...))
+		root.SetArgs(append([]string{"power"}, append(args, "--bmc", bmc, "--bmc-password-file", pwFile)...))
 		err := root.ExecuteContext(context.Background())
 		return out.String(), err
 	}
@@ -218,7 +224,9 @@ func TestPowerCLIIPMI(t *testing.T) {
 	if out, err := sim.Ipmitool("power", "status"); err != nil || !strings.Contains(out, "Chassis Power is off") {
 		t.Fatalf("ipmitool power status: %v %s", err, out)
 	}
-	t.Setenv(bmcPasswordEnv, "wrong-pw-123")
+	if err := os.WriteFile(pwFile, []byte("wrong-pw-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, err := run("on")
 	if err == nil || !strings.Contains(err.Error(), "login refused") || strings.Contains(err.Error(), "wrong-pw-123") {
 		t.Fatalf("wrong password: %v", err)

@@ -60,7 +60,8 @@ var rendered10k = fmt.Sprintf(`document.querySelector("#count-tasks").innerText 
 // tasks the list renders only the rows in view (virtual scrolling, also
 // scrolled to the end), and search, the status filter and live changes
 // work at that size. How fast: BenchmarkDashboardRender10k.
-func TestDashboardWith10kTasks(t *testing.T) { // not parallel: 10,000 tasks under -race are CPU, and etcd timed out with both beside the others
+func TestDashboardWith10kTasks(t *testing.T) {
+	heavyTurn(t) // 10,000 tasks under -race are CPU: one heavy test at a time
 	ctx := context.Background()
 	// Seeded before the control plane serves: its hub then loads the
 	// 10,000 tasks once instead of following 40,000 writes (a third of

@@ -71,7 +71,7 @@ func service(rep ui.HealthReport, name string) (state, errText string) {
 // disarms by itself: health is ok again, writes work, and the dashboards
 // see the new task live. Nothing restarts.
 func TestNoSpaceShownAndRecovered(t *testing.T) {
-	// Serial: it fills etcd to its quota and waits on maintenance rounds.
+	heavyTurn(t) // it fills etcd to its quota and waits on maintenance rounds
 	const quota = noSpaceQuota
 	st, ctx := smallStore(t, quota)
 	e := newLiveOn(t, st)

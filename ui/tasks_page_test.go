@@ -62,7 +62,8 @@ func walkPages(t *testing.T, e *liveEnv, limit int, query string) []string {
 // pages of 250 while more tasks are being created: each of the 10,000
 // exactly once, newest first, no task twice; filters apply server-side;
 // bad parameters are refused with 400 and the unpaged list is unchanged.
-func TestTaskPagesWalkEveryTaskOnceWhileCreating(t *testing.T) { // not parallel: 10,000 tasks under -race are CPU, and etcd timed out with both beside the others
+func TestTaskPagesWalkEveryTaskOnceWhileCreating(t *testing.T) {
+	heavyTurn(t) // 10,000 tasks under -race are CPU: one heavy test at a time
 	// The first 10,000 are written before the control plane serves (its
 	// hub loads them once instead of following 40,000 writes).
 	st := storetest.New(t)

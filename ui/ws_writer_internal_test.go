@@ -45,6 +45,7 @@ func readFrame(r *bufio.Reader) (byte, []byte, error) {
 // never split a frame; every message that does not coalesce arrives in
 // order, and the last progress arrives last.
 func TestWSWritersSlowClientOrderAndFrames(t *testing.T) {
+	t.Parallel() // its own listener, pool and queue
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
