@@ -104,6 +104,7 @@ type watchHub struct {
 	ringCap  int       // 0: watchRingEntries (tests set less)
 	ringMax  int       // 0: watchRingBytes
 	runsMade int       // runs started (tests)
+	catchUps int       // private catch-up watches opened (tests)
 }
 
 // watchRun is one shared etcd watch and its ring; its fields are guarded
@@ -123,6 +124,7 @@ type watchRun struct {
 	notify chan struct{}
 	err    error           // set when the run ended; subscribers get it after the ring
 	wctx   context.Context // the current etcd watch's, for RequestProgress
+	wstop  context.CancelFunc
 }
 
 func (h *watchHub) startLocked(s *Store) *watchRun {
@@ -156,7 +158,7 @@ func (h *watchHub) read(s *Store, r *watchRun) {
 			opts = append(opts, clientv3.WithCreatedNotify()) // from now: the created response says where now is
 		}
 		h.mu.Lock()
-		r.wctx = wctx
+		r.wctx, r.wstop = wctx, wcancel
 		h.mu.Unlock()
 		var end error
 		for wr := range s.cli.Watch(wctx, "/", opts...) {
@@ -324,6 +326,9 @@ func (h *watchHub) subscribe(ctx context.Context, s *Store, fromRev int64) *watc
 func (c *watchCursor) startPrivate(ctx context.Context) {
 	pctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	c.pcancel = cancel
+	c.h.mu.Lock()
+	c.h.catchUps++
+	c.h.mu.Unlock()
 	c.priv = c.s.cli.Watch(pctx, "/", clientv3.WithPrefix(), clientv3.WithRev(c.last+1))
 }
 
