@@ -285,6 +285,7 @@ type watchCursor struct {
 	priv    clientv3.WatchChan // catching up on a private watch (nil: reading the ring)
 	pcancel context.CancelFunc
 	buf     []*watchEntry
+	turn    bool // alternates a waiting live change with the ring's entries
 }
 
 // subscribe follows the store's changes after fromRev-1 (fromRev 0: from
@@ -432,6 +433,13 @@ func (c *watchCursor) next(ctx context.Context, live <-chan Change) ([]*watchEnt
 				}
 			}
 			continue
+		}
+		if c.turn = !c.turn; c.turn && live != nil { // a live change waiting goes first every other time, as a select would
+			select {
+			case l := <-live:
+				return nil, &l, nil
+			default:
+			}
 		}
 		c.h.mu.Lock()
 		r := c.r
