@@ -22,12 +22,12 @@ import (
 // read-only. Each subscriber (a watchCursor) reads the ring at its own
 // pace from its own position; the stream never waits for a subscriber.
 //
-//   - Start revision: a subscriber from revision r reads the ring from r
-//     when the ring holds every change after r-1; otherwise it follows a
-//     private etcd watch from r (the catch-up) until that watch has
-//     delivered a revision the ring still covers, then continues in the
-//     ring. A compacted r gives the private watch's compaction error, as
-//     an own watch did.
+//   - Start revision: a subscriber from revision r (0: from now) whose r
+//     the stream has not reached yet reads the ring. One that asks for
+//     history follows a private etcd watch from r (the catch-up) until
+//     that watch has delivered a revision the ring still covers, then
+//     continues in the ring: a compacted r gives etcd's compaction error,
+//     as its own watch did, even when the ring still holds r.
 //   - A subscriber that falls behind by more than the ring holds
 //     (watchRingEntries or watchRingBytes) is not waited for: it goes
 //     back to a private catch-up watch from the last revision it
@@ -312,9 +312,12 @@ func (h *watchHub) subscribe(ctx context.Context, s *Store, fromRev int64) *watc
 		c.seq, c.last = r.end, r.pos // the ring, then the error
 	case fromRev <= 0:
 		c.seq, c.last = r.end, r.pos
-	case fromRev-1 >= r.lo:
+	case fromRev-1 >= r.pos: // nothing before what the run has yet to receive
 		c.seq, c.last = r.seekLocked(fromRev-1), fromRev-1
 	default:
+		// History: from etcd, even when the ring still holds it, so that
+		// a compacted revision gives etcd's compaction error (and the
+		// consumer's resync) exactly as its own watch did.
 		c.last, catchUp = fromRev-1, true
 	}
 	h.mu.Unlock()
