@@ -108,6 +108,7 @@ type Store struct {
 	defragRev int64       // revision at the last defrag (maintenance loop only)
 
 	live      liveFeed           // accepted progress not stored yet, for this process's watchers (store/live.go)
+	watches   watchHub           // the one etcd watch every watcher of this process follows (store/sharedwatch.go)
 	index     taskIndex          // task summaries for lists (store/taskindex.go), started by the first list
 	indexStop context.CancelFunc // set with index.started, under index.mu
 

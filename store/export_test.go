@@ -35,3 +35,33 @@ func (s *Store) ForgetSummaryJSON() {
 		e.js = nil
 	}
 }
+
+// SetWatchRing bounds the shared watch's ring (store/sharedwatch.go) of
+// the runs started from now on (tests only).
+func (s *Store) SetWatchRing(entries int) {
+	s.watches.mu.Lock()
+	s.watches.ringCap = entries
+	s.watches.mu.Unlock()
+}
+
+// SharedWatchStats is the shared watch's state (tests only): runs
+// started, catch-up watches opened, whether a run is up and its
+// subscribers.
+func (s *Store) SharedWatchStats() (runs, catchUps int, running bool, subs int) {
+	s.watches.mu.Lock()
+	defer s.watches.mu.Unlock()
+	if r := s.watches.run; r != nil {
+		running, subs = true, r.subs
+	}
+	return s.watches.runsMade, s.watches.catchUps, running, subs
+}
+
+// BreakSharedWatch ends the shared watch's etcd watch as a broken stream
+// would (tests only): the run reopens it from where it was.
+func (s *Store) BreakSharedWatch() {
+	s.watches.mu.Lock()
+	defer s.watches.mu.Unlock()
+	if r := s.watches.run; r != nil && r.wstop != nil {
+		r.wstop()
+	}
+}

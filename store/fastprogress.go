@@ -228,22 +228,24 @@ func (pp *ProgressPath) follow(ctx context.Context) error {
 	pp.mu.Lock()
 	pp.ready = true
 	pp.mu.Unlock()
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range pp.s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-		if wr.CompactRevision != 0 || wr.Err() != nil {
-			return fmt.Errorf("watch ended: %w (compacted at %d)", wr.Err(), wr.CompactRevision)
+	cur := pp.s.watches.subscribe(ctx, pp.s, rev+1) // the store's shared watch (store/sharedwatch.go)
+	defer cur.close()
+	for {
+		es, _, err := cur.next(ctx, nil)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch ended: %w", err)
 		}
 		pp.mu.Lock()
-		for _, ev := range wr.Events {
-			pp.applyLocked(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision, ev.Type == clientv3.EventTypeDelete, ev.IsCreate())
+		for _, e := range es {
+			if ev := e.ev; ev != nil && strings.HasPrefix(string(ev.Kv.Key), prefixTasks) {
+				pp.applyLocked(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision, ev.Type == clientv3.EventTypeDelete, ev.IsCreate())
+			}
 		}
 		pp.mu.Unlock()
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return errors.New("watch closed")
 }
 
 // applyLocked folds one key's change into the cache. A value older than

@@ -3,10 +3,10 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,33 +146,35 @@ func (s *Store) followIndex(ctx context.Context) error {
 		return fmt.Errorf("load tasks: %w", err)
 	}
 	ix := &s.index
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
+	// The store's shared watch (store/sharedwatch.go), of every key: a
+	// change of another prefix moves the index's revision too (every
+	// change before it was delivered).
+	cur := s.watches.subscribe(ctx, s, rev+1)
+	defer cur.close()
 	ix.mu.Lock()
 	ix.tasks = tasks
 	ix.rev, ix.ready = rev, true
-	ix.notify = func(ctx context.Context) error { return s.cli.RequestProgress(wctx) }
+	ix.notify = cur.requestProgress
 	ix.caught.Broadcast()
 	ix.mu.Unlock()
-	for wr := range s.cli.Watch(wctx, prefixTasks, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-		if wr.CompactRevision != 0 || wr.Err() != nil {
-			return fmt.Errorf("watch ended: %w (compacted at %d)", wr.Err(), wr.CompactRevision)
+	for {
+		es, _, err := cur.next(ctx, nil)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watch ended: %w", err)
 		}
 		ix.mu.Lock()
-		for _, ev := range wr.Events {
-			applyKV(ix.tasks, ev.Kv, ev.Type == clientv3.EventTypeDelete)
-			ix.rev = max(ix.rev, ev.Kv.ModRevision)
-		}
-		if wr.IsProgressNotify() {
-			ix.rev = max(ix.rev, wr.Header.Revision)
+		for _, e := range es {
+			if e.ev != nil && strings.HasPrefix(string(e.ev.Kv.Key), prefixTasks) {
+				applyKV(ix.tasks, e.ev.Kv, e.ev.Type == clientv3.EventTypeDelete)
+			}
+			ix.rev = max(ix.rev, e.rev)
 		}
 		ix.caught.Broadcast()
 		ix.mu.Unlock()
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return errors.New("watch closed")
 }
 
 // TaskSummaries returns every task's summary (what ListSummaries returns:

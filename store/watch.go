@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -100,13 +101,10 @@ func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool, want ma
 	out := make(chan Change, 256)
 	go func() {
 		defer close(out)
-		// No WithPrevKV: nothing reads the previous value, and it costs etcd
-		// a read of it per event per watcher (and doubles what is sent).
-		opts := []clientv3.OpOption{clientv3.WithPrefix()}
-		if fromRev > 0 {
-			opts = append(opts, clientv3.WithRev(fromRev))
-		}
-		wctx := clientv3.WithRequireLeader(ctx)
+		// The store's one etcd watch (store/sharedwatch.go): its events
+		// are decoded once for every watcher and shared read-only.
+		cur := s.watches.subscribe(ctx, s, fromRev)
+		defer cur.close()
 		var live <-chan Change // nil: never ready
 		if withLive {
 			var unsubscribe func()
@@ -118,49 +116,49 @@ func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool, want ma
 			order   = liveOrder{}
 			stored  = map[string][2]int64{} // task -> attempt, seq of the last stored report sent
 		)
-		wch := s.cli.Watch(wctx, "/", opts...)
-	loop:
-		for {
-			var resp clientv3.WatchResponse
+		send := func(c Change) bool {
 			select {
+			case out <- c:
+				return true
 			case <-ctx.Done():
+				return false
+			}
+		}
+		for {
+			es, lc, err := cur.next(ctx, live)
+			if err != nil {
+				if ctx.Err() == nil {
+					var end *watchEnd
+					var compacted int64
+					if errors.As(err, &end) {
+						compacted = end.compactRev
+					}
+					s.log.Warn("store: watch ended, consumer must resync", "error", err, "compact_revision", compacted)
+					send(Change{Kind: KindWatchRestart, Revision: compacted})
+				}
 				return
-			case c := <-live:
+			}
+			if lc != nil {
+				c := *lc
 				if !liveAhead(stored, c.TaskID, c.Progress) {
 					continue
 				}
 				c.Revision = lastRev
 				order.sent(c.TaskID, c.Progress)
-				select {
-				case out <- c:
-				case <-ctx.Done():
+				if !send(c) {
 					return
 				}
 				continue
-			case r, ok := <-wch:
-				if !ok {
-					break loop
-				}
-				resp = r
 			}
-			if resp.CompactRevision != 0 || resp.Err() != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("store: watch ended, consumer must resync", "error", resp.Err(), "compact_revision", resp.CompactRevision)
-					select {
-					case out <- Change{Kind: KindWatchRestart, Revision: resp.CompactRevision}:
-					case <-ctx.Done():
-					}
+			for _, e := range es {
+				if e.ev == nil {
+					continue // a progress notification
 				}
-				return
-			}
-			for _, ev := range resp.Events {
-				lastRev = max(lastRev, ev.Kv.ModRevision)
-				if want != nil {
-					if k, ok := changeKindOf(string(ev.Kv.Key), ev.Type == clientv3.EventTypeDelete); !ok || !want[k] {
-						continue
-					}
+				lastRev = max(lastRev, e.rev)
+				if want != nil && (!e.kindOK || !want[e.kind]) {
+					continue
 				}
-				c, ok := s.decodeChange(ev)
+				c, ok := e.change(s)
 				if !ok {
 					continue
 				}
@@ -176,25 +174,15 @@ func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool, want ma
 				}
 				more := c.moreEvents
 				c.moreEvents = nil
-				select {
-				case out <- c:
-				case <-ctx.Done():
+				if !send(c) {
 					return
 				}
 				for i := range more {
 					c.Event = &more[i]
-					select {
-					case out <- c:
-					case <-ctx.Done():
+					if !send(c) {
 						return
 					}
 				}
-			}
-		}
-		if ctx.Err() == nil { // the watch channel closed without our asking
-			select {
-			case out <- Change{Kind: KindWatchRestart}:
-			case <-ctx.Done():
 			}
 		}
 	}()
