@@ -25,8 +25,9 @@ import (
 //   - a report that changes the stage, the run or the status (the first
 //     report moves an approved task to installing), and the final one, is
 //     written at once; the agent's answer waits for the commit; the final
-//     report (completed at 100) moves the task to completed in the same
-//     transaction (what Transition would do after it, without its reads);
+//     report (completed at 100) goes the authoritative way, which moves
+//     the task to completed in the same transaction and folds its history
+//     (store/history.go: that needs the task's event keys, a read);
 //   - a report that only moves the percentage within a stage is coalesced:
 //     answered at once, published to this process's watchers at once
 //     (store/live.go), kept as the task's latest pending report (a newer
@@ -154,7 +155,7 @@ type progressReq struct {
 	from                       Status
 	statusRev, progRev, events int64
 	stageEvent                 bool // the stored report is of another stage or attempt
-	complete                   bool // final, from installing: written with the move to completed
+	complete                   bool // final, from installing: written the authoritative way, with the move to completed
 }
 
 type progressDone struct {
@@ -612,6 +613,11 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 // not cloned by clientv3's Txn): the transaction's events under one key
 // (the oldest one's, eventsValue, as packEvents does), after the report.
 func (pp *ProgressPath) ops(r *progressReq) []*etcdserverpb.RequestOp {
+	if r.complete {
+		// The move to completed folds the task's history (store/history.go),
+		// which needs its event keys: the authoritative way, once per install.
+		return nil
+	}
 	p := r.p
 	now := p.UpdatedAt
 	var evs [3]Event
@@ -621,9 +627,6 @@ func (pp *ProgressPath) ops(r *progressReq) []*etcdserverpb.RequestOp {
 	}
 	if r.from != wire.StatusInstalling {
 		events = append(events, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"})
-	}
-	if r.complete {
-		events = append(events, Event{At: now.Add(time.Nanosecond), Kind: "status", From: wire.StatusInstalling, To: wire.StatusCompleted, Message: CompletedReason})
 	}
 	if len(events) > 0 && r.events+int64(len(events)) > int64(pp.s.maxEvents-1) {
 		return nil
@@ -636,14 +639,6 @@ func (pp *ProgressPath) ops(r *progressReq) []*etcdserverpb.RequestOp {
 	if r.from != wire.StatusInstalling {
 		st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: now, Attempt: p.Attempt}
 		ops = append(ops, putOp(statusKey(r.id), statusValue(st)))
-	}
-	if r.complete {
-		// Transition(completed) in the same transaction, after the report.
-		st := StatusRecord{Status: wire.StatusCompleted, Reason: CompletedReason, UpdatedAt: now, Attempt: p.Attempt}
-		ops = append(ops,
-			putOp(statusKey(r.id), statusValue(st)),
-			&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestDeleteRange{ // an unredeemed boot token dies with the task
-				RequestDeleteRange: &etcdserverpb.DeleteRangeRequest{Key: []byte(bootstrapKey(r.id))}}})
 	}
 	return ops
 }
@@ -672,8 +667,6 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 		}
 		t.wroteAt = time.Now()
 		switch {
-		case r.complete && rev > t.statusRev:
-			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusCompleted, r.p.Attempt, rev
 		case r.from != wire.StatusInstalling && rev > t.statusRev:
 			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusInstalling, r.p.Attempt, rev
 		}
@@ -683,9 +676,6 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 		if r.done != nil {
 			p := r.p
 			st := StatusRecord{Status: wire.StatusInstalling, Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}
-			if r.complete {
-				st.Status, st.Reason = wire.StatusCompleted, CompletedReason
-			}
 			r.done <- progressDone{res: ProgressResult{Task: Task{ID: r.id, Revision: rev, Progress: &p, Status: st}}}
 		}
 	}
@@ -701,7 +691,7 @@ func (pp *ProgressPath) authoritative(ctx context.Context, r *progressReq) {
 			pp.s.log.Debug("progress: superseded report not written", "task", r.id, "seq", prev.Seq, "error", strings.TrimSpace(err.Error()))
 		}
 	}
-	res, err := pp.s.ReportAgentProgress(ctx, r.id, r.p)
+	res, err := pp.s.reportAgentProgress(ctx, r.id, r.p, r.final) // final: completes the task too
 	if r.done != nil {
 		r.done <- progressDone{res: res, err: err}
 	} else if err != nil && !errors.Is(err, context.Canceled) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -255,12 +256,11 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		evs, err := decodeEvents(string(kv.Key), kv.Value)
+		evs, err := keyEvents(string(kv.Key), kv.Value)
 		if err != nil {
 			s.log.Warn("store: skip undecodable event", "key", string(kv.Key), "error", err)
 			continue
 		}
-		sort.SliceStable(evs, func(i, j int) bool { return evs[i].At.Before(evs[j].At) }) // one key's: in time order, as when each had its own
 		out = append(out, evs...)
 	}
 	return out, nil
@@ -324,6 +324,9 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 			cmps = append(cmps, xcmps...)
 		}
 		ops = s.boundEventsIn(id, packEvents(id, ops), kvs)
+		if !to.Active() {
+			ops = foldEvents(id, ops, kvs) // store/history.go
+		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return Task{}, fmt.Errorf("move task %s to %s: %w", id, to, err)
@@ -400,13 +403,16 @@ type ProgressResult struct {
 // with ErrRegression. An approved or stalled task moves to installing in the
 // same transaction.
 func (s *Store) ReportProgress(ctx context.Context, id string, p wire.Progress) (ProgressResult, error) {
-	return s.reportProgress(ctx, id, p, nil)
+	return s.reportProgress(ctx, id, p, false, nil)
 }
 
 // reportProgress is ReportProgress with an extra check of the report
 // against the stored one (nil when none), run inside the guarded
-// read-modify-write so concurrent reports cannot slip past it.
-func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, check func(old *wire.Progress, attempt int) error) (ProgressResult, error) {
+// read-modify-write so concurrent reports cannot slip past it. complete:
+// the report is the final one (completed at 100), and the task moves to
+// completed in the same transaction, its history folded (store/history.go),
+// as Transition would after it.
+func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, complete bool, check func(old *wire.Progress, attempt int) error) (ProgressResult, error) {
 	if p.Percentage < 0 || p.Percentage > 100 {
 		return ProgressResult{}, fmt.Errorf("%w: percentage %d is outside 0-100", ErrInvalid, p.Percentage)
 	}
@@ -474,7 +480,18 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 				clientv3.OpPut(statusKey(id), statusValue(st)),
 				eventOp(id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: cur, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		}
+		if complete {
+			st = StatusRecord{Status: wire.StatusCompleted, Reason: CompletedReason, UpdatedAt: now, Attempt: t.Status.Attempt}
+			ops = slices.DeleteFunc(ops, func(op clientv3.Op) bool { return string(op.KeyBytes()) == statusKey(id) })
+			ops = append(ops,
+				clientv3.OpPut(statusKey(id), statusValue(st)),
+				eventOp(id, Event{At: now.Add(time.Nanosecond), Kind: "status", From: wire.StatusInstalling, To: wire.StatusCompleted, Message: CompletedReason}),
+				clientv3.OpDelete(bootstrapKey(id))) // an unredeemed boot token dies with the task
+		}
 		ops = s.boundEventsIn(id, packEvents(id, ops), resp.Kvs)
+		if complete {
+			ops = foldEvents(id, ops, resp.Kvs)
+		}
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return ProgressResult{}, fmt.Errorf("store progress of %s: %w", id, err)
