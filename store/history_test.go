@@ -222,7 +222,7 @@ func TestHistoryBound(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t, func(c *store.Config) { c.MaxTaskEvents = limit })
 	task := walk(t, ctx, s, "02:00:00:00:0f:11", wire.StatusApproved) // 4 events
-	if _, err := s.Fail(ctx, task.ID, "gone", nil); err != nil {     // 5: 4 in the history, 1 key
+	if _, err := s.Fail(ctx, task.ID, "gone", nil); err != nil {      // 5: 4 in the history, 1 key
 		t.Fatal(err)
 	}
 	all := events(t, ctx, s, task.ID)
