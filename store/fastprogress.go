@@ -25,9 +25,8 @@ import (
 //   - a report that changes the stage, the run or the status (the first
 //     report moves an approved task to installing), and the final one, is
 //     written at once; the agent's answer waits for the commit; the final
-//     report (completed at 100) goes the authoritative way, which moves
-//     the task to completed in the same transaction and folds its history
-//     (store/history.go: that needs the task's event keys, a read);
+//     report (completed at 100) moves the task to completed in the same
+//     transaction (what Transition would do after it, without its reads);
 //   - a report that only moves the percentage within a stage is coalesced:
 //     answered at once, published to this process's watchers at once
 //     (store/live.go), kept as the task's latest pending report (a newer
@@ -133,7 +132,11 @@ type ProgressPath struct {
 	kick     chan struct{}
 	pending  int             // tasks with a pending report
 	inflight map[string]bool // tasks with a write in flight: their next waits
+	folds    chan string     // tasks the batch completed: their history to fold (store/history.go)
 }
+
+// foldQueue bounds the completed tasks waiting for their history fold.
+const foldQueue = 4096
 
 // maxInflightTxns bounds the batch transactions in flight at once.
 const maxInflightTxns = 16
@@ -155,7 +158,7 @@ type progressReq struct {
 	from                       Status
 	statusRev, progRev, events int64
 	stageEvent                 bool // the stored report is of another stage or attempt
-	complete                   bool // final, from installing: written the authoritative way, with the move to completed
+	complete                   bool // final, from installing: written with the move to completed
 }
 
 type progressDone struct {
@@ -170,7 +173,7 @@ func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPa
 		window = DefaultCoalesceWindow
 	}
 	return &ProgressPath{s: s, region: region, window: window, persist: DefaultPersistInterval, tasks: map[string]*cachedTask{}, regions: map[string]string{},
-		kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+		kick: make(chan struct{}, 1), inflight: map[string]bool{}, folds: make(chan string, foldQueue)}
 }
 
 // SetPersistInterval sets how often at most a task's within-stage report
@@ -191,6 +194,7 @@ var ErrNotCached = errors.New("progress: not decidable from the cache")
 func (pp *ProgressPath) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { pp.writer(ctx) })
+	wg.Go(func() { pp.foldLoop(ctx) })
 	for ctx.Err() == nil {
 		err := pp.follow(ctx)
 		pp.mu.Lock()
@@ -613,11 +617,6 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 // not cloned by clientv3's Txn): the transaction's events under one key
 // (the oldest one's, eventsValue, as packEvents does), after the report.
 func (pp *ProgressPath) ops(r *progressReq) []*etcdserverpb.RequestOp {
-	if r.complete {
-		// The move to completed folds the task's history (store/history.go),
-		// which needs its event keys: the authoritative way, once per install.
-		return nil
-	}
 	p := r.p
 	now := p.UpdatedAt
 	var evs [3]Event
@@ -627,6 +626,9 @@ func (pp *ProgressPath) ops(r *progressReq) []*etcdserverpb.RequestOp {
 	}
 	if r.from != wire.StatusInstalling {
 		events = append(events, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: r.from, To: wire.StatusInstalling, Message: "agent reported progress"})
+	}
+	if r.complete {
+		events = append(events, Event{At: now.Add(time.Nanosecond), Kind: "status", From: wire.StatusInstalling, To: wire.StatusCompleted, Message: CompletedReason})
 	}
 	if len(events) > 0 && r.events+int64(len(events)) > int64(pp.s.maxEvents-1) {
 		return nil
@@ -639,6 +641,14 @@ func (pp *ProgressPath) ops(r *progressReq) []*etcdserverpb.RequestOp {
 	if r.from != wire.StatusInstalling {
 		st := StatusRecord{Status: wire.StatusInstalling, UpdatedAt: now, Attempt: p.Attempt}
 		ops = append(ops, putOp(statusKey(r.id), statusValue(st)))
+	}
+	if r.complete {
+		// Transition(completed) in the same transaction, after the report.
+		st := StatusRecord{Status: wire.StatusCompleted, Reason: CompletedReason, UpdatedAt: now, Attempt: p.Attempt}
+		ops = append(ops,
+			putOp(statusKey(r.id), statusValue(st)),
+			&etcdserverpb.RequestOp{Request: &etcdserverpb.RequestOp_RequestDeleteRange{ // an unredeemed boot token dies with the task
+				RequestDeleteRange: &etcdserverpb.DeleteRangeRequest{Key: []byte(bootstrapKey(r.id))}}})
 	}
 	return ops
 }
@@ -667,16 +677,42 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 		}
 		t.wroteAt = time.Now()
 		switch {
+		case r.complete && rev > t.statusRev:
+			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusCompleted, r.p.Attempt, rev
 		case r.from != wire.StatusInstalling && rev > t.statusRev:
 			t.hasStatus, t.status, t.attempt, t.statusRev = true, wire.StatusInstalling, r.p.Attempt, rev
 		}
 	}
 	pp.mu.Unlock()
 	for _, r := range chunk {
+		if r.complete {
+			select {
+			case pp.folds <- r.id:
+			default: // behind: the task keeps its event keys
+			}
+		}
 		if r.done != nil {
 			p := r.p
 			st := StatusRecord{Status: wire.StatusInstalling, Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}
+			if r.complete {
+				st.Status, st.Reason = wire.StatusCompleted, CompletedReason
+			}
 			r.done <- progressDone{res: ProgressResult{Task: Task{ID: r.id, Revision: rev, Progress: &p, Status: st}}}
+		}
+	}
+}
+
+// foldLoop folds the history of the tasks the batch completed, one at a
+// time, off the reports' path (store/history.go).
+func (pp *ProgressPath) foldLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-pp.folds:
+			if err := pp.s.foldHistory(ctx, id); err != nil && ctx.Err() == nil {
+				pp.s.log.Debug("progress: history not folded", "task", id, "error", err)
+			}
 		}
 	}
 }
@@ -691,7 +727,7 @@ func (pp *ProgressPath) authoritative(ctx context.Context, r *progressReq) {
 			pp.s.log.Debug("progress: superseded report not written", "task", r.id, "seq", prev.Seq, "error", strings.TrimSpace(err.Error()))
 		}
 	}
-	res, err := pp.s.reportAgentProgress(ctx, r.id, r.p, r.final) // final: completes the task too
+	res, err := pp.s.ReportAgentProgress(ctx, r.id, r.p)
 	if r.done != nil {
 		r.done <- progressDone{res: res, err: err}
 	} else if err != nil && !errors.Is(err, context.Canceled) {

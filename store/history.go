@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -27,7 +29,10 @@ import (
 // each published when first written, and the ending transaction's own
 // events keep their key, so the watch feed (/ws) sees what it saw before.
 // A task written before the fold (a previous release) reads as it did;
-// it is folded when it next ends (a retry, then an end).
+// it is folded when it next ends (a retry, then an end). The progress
+// path's batch, which completes tasks without reading their events, has
+// them folded just after, in a transaction of their own (foldHistory): an
+// installed task then keeps one event key.
 const historyStamp = "00000000000000000001"
 
 func historyKey(id string) string { return eventsPrefix(id) + historyStamp }
@@ -122,4 +127,29 @@ func foldEvents(id string, ops []clientv3.Op, kvs []*mvccpb.KeyValue) []clientv3
 		out = append(out, clientv3.OpDelete(hk))
 	}
 	return out
+}
+
+// foldHistory folds the event keys of task id, ended by a transaction
+// that could not (the progress path's batch completes tasks without
+// reading their events): every event key but the dropped record into
+// historyKey, guarded by the status the read saw. A task that is active
+// again, or changed meanwhile, is left as it is (its next end folds it).
+func (s *Store) foldHistory(ctx context.Context, id string) error {
+	resp, err := s.cli.Get(ctx, taskPrefix(id), clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("read task %s: %w", id, err)
+	}
+	tasks := assembleTasks(resp.Kvs, s.log)
+	if len(tasks) == 0 || tasks[0].Status.Status.Active() {
+		return nil
+	}
+	ops := foldEvents(id, nil, resp.Kvs)
+	if len(ops) == 0 {
+		return nil
+	}
+	_, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(statusKey(id)), "=", tasks[0].Revision)).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("fold the history of %s: %w", id, err)
+	}
+	return nil
 }

@@ -399,12 +399,6 @@ func stageIndex(stage string) int {
 // (else ErrOutOfOrder naming the expected stage). A new run (the machine
 // booted again and its agent starts over) starts at partitioning.
 func (s *Store) ReportAgentProgress(ctx context.Context, id string, p wire.Progress) (ProgressResult, error) {
-	return s.reportAgentProgress(ctx, id, p, false)
-}
-
-// reportAgentProgress is ReportAgentProgress; complete: a final report
-// (completed at 100) also moves the task to completed (reportProgress).
-func (s *Store) reportAgentProgress(ctx context.Context, id string, p wire.Progress, complete bool) (ProgressResult, error) {
 	i := stageIndex(p.Stage)
 	if i < 0 {
 		return ProgressResult{}, fmt.Errorf("%w: stage %q: want partitioning, downloading, installing, configuring or completed", ErrInvalid, p.Stage)
@@ -412,8 +406,7 @@ func (s *Store) reportAgentProgress(ctx context.Context, id string, p wire.Progr
 	if st := stageOrder[i]; p.Percentage < st.from || p.Percentage > st.to {
 		return ProgressResult{}, fmt.Errorf("%w: percentage %d is outside %d-%d, the range of stage %s", ErrInvalid, p.Percentage, st.from, st.to, p.Stage)
 	}
-	complete = complete && p.Stage == wire.StageCompleted && p.Percentage == 100
-	return s.reportProgress(ctx, id, p, complete, func(old *wire.Progress, attempt int) error {
+	return s.reportProgress(ctx, id, p, func(old *wire.Progress, attempt int) error {
 		return checkOrder(old, attempt, p)
 	})
 }

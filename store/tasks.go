@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -403,16 +402,13 @@ type ProgressResult struct {
 // with ErrRegression. An approved or stalled task moves to installing in the
 // same transaction.
 func (s *Store) ReportProgress(ctx context.Context, id string, p wire.Progress) (ProgressResult, error) {
-	return s.reportProgress(ctx, id, p, false, nil)
+	return s.reportProgress(ctx, id, p, nil)
 }
 
 // reportProgress is ReportProgress with an extra check of the report
 // against the stored one (nil when none), run inside the guarded
-// read-modify-write so concurrent reports cannot slip past it. complete:
-// the report is the final one (completed at 100), and the task moves to
-// completed in the same transaction, its history folded (store/history.go),
-// as Transition would after it.
-func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, complete bool, check func(old *wire.Progress, attempt int) error) (ProgressResult, error) {
+// read-modify-write so concurrent reports cannot slip past it.
+func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, check func(old *wire.Progress, attempt int) error) (ProgressResult, error) {
 	if p.Percentage < 0 || p.Percentage > 100 {
 		return ProgressResult{}, fmt.Errorf("%w: percentage %d is outside 0-100", ErrInvalid, p.Percentage)
 	}
@@ -480,18 +476,7 @@ func (s *Store) reportProgress(ctx context.Context, id string, p wire.Progress, 
 				clientv3.OpPut(statusKey(id), statusValue(st)),
 				eventOp(id, Event{At: now.Add(-time.Nanosecond), Kind: "status", From: cur, To: wire.StatusInstalling, Message: "agent reported progress"}))
 		}
-		if complete {
-			st = StatusRecord{Status: wire.StatusCompleted, Reason: CompletedReason, UpdatedAt: now, Attempt: t.Status.Attempt}
-			ops = slices.DeleteFunc(ops, func(op clientv3.Op) bool { return string(op.KeyBytes()) == statusKey(id) })
-			ops = append(ops,
-				clientv3.OpPut(statusKey(id), statusValue(st)),
-				eventOp(id, Event{At: now.Add(time.Nanosecond), Kind: "status", From: wire.StatusInstalling, To: wire.StatusCompleted, Message: CompletedReason}),
-				clientv3.OpDelete(bootstrapKey(id))) // an unredeemed boot token dies with the task
-		}
 		ops = s.boundEventsIn(id, packEvents(id, ops), resp.Kvs)
-		if complete {
-			ops = foldEvents(id, ops, resp.Kvs)
-		}
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return ProgressResult{}, fmt.Errorf("store progress of %s: %w", id, err)
