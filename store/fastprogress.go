@@ -135,8 +135,12 @@ type ProgressPath struct {
 	folds    chan string     // tasks the batch completed: their history to fold (store/history.go)
 }
 
-// foldQueue bounds the completed tasks waiting for their history fold.
-const foldQueue = 4096
+// foldQueue bounds the completed tasks waiting for their history fold,
+// foldWorkers the folds in flight.
+const (
+	foldQueue   = 16384
+	foldWorkers = 8
+)
 
 // maxInflightTxns bounds the batch transactions in flight at once.
 const maxInflightTxns = 16
@@ -702,17 +706,25 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 	}
 }
 
-// foldLoop folds the history of the tasks the batch completed, one at a
-// time, off the reports' path (store/history.go).
+// foldLoop folds the history of the tasks the batch completed, off the
+// reports' path (store/history.go), up to foldWorkers at once: one at a
+// time fell behind a fleet's completions.
 func (pp *ProgressPath) foldLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, foldWorkers)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case id := <-pp.folds:
-			if err := pp.s.foldHistory(ctx, id); err != nil && ctx.Err() == nil {
-				pp.s.log.Debug("progress: history not folded", "task", id, "error", err)
-			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := pp.s.foldHistory(ctx, id); err != nil && ctx.Err() == nil {
+					pp.s.log.Debug("progress: history not folded", "task", id, "error", err)
+				}
+			})
 		}
 	}
 }
