@@ -129,12 +129,7 @@ func eventsValue(evs []Event) string {
 	if len(evs) == 1 {
 		return eventValue(evs[0])
 	}
-	return eventsList(evs, firstAt(evs))
-}
-
-// eventsList is evs as a list whose members say their time as "o",
-// nanoseconds after base (left out when 0), in evs' order.
-func eventsList(evs []Event, base time.Time) string {
+	base := firstAt(evs)
 	var b strings.Builder
 	b.WriteByte('[')
 	for i, ev := range evs {

@@ -358,9 +358,6 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Logger.Warn("store: could not seal the plain CA key in etcd; it stays readable by etcd clients until a member with the cluster key restarts", "error", err)
 	}
 	cancel()
-	if restart {
-		s.compactAtStart(ctx) // store/startcompact.go
-	}
 	s.haltKeepAlivesOnStop(e.Server.StoppingNotify())
 	go s.watchMember()
 	s.startMemberCerts() // store/membercerts.go

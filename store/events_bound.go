@@ -53,13 +53,12 @@ func (s *Store) boundEventsIn(id string, ops []clientv3.Op, kvs []*mvccpb.KeyVal
 	if adding == 0 {
 		return ops
 	}
-	prefix, dk, hk := eventsPrefix(id), droppedKey(id), historyKey(id)
+	prefix, dk := eventsPrefix(id), droppedKey(id)
 	var (
 		keys      []string
 		counts    []int
 		hasRecord bool
 		prev      int64
-		history   []byte
 	)
 	for _, kv := range kvs {
 		switch k := string(kv.Key); {
@@ -72,29 +71,15 @@ func (s *Store) boundEventsIn(id string, ops []clientv3.Op, kvs []*mvccpb.KeyVal
 		case strings.HasPrefix(k, prefix):
 			keys = append(keys, k)
 			counts = append(counts, eventCount(kv.Value))
-			if k == hk {
-				history = kv.Value
-			}
 		}
 	}
-	var total int64
-	if need := s.eventsExcess(counts, adding, hasRecord); need > 0 && history != nil && keys[0] == hk && counts[0] > need {
-		// The oldest key is a folded history (store/history.go) holding
-		// more than the bound must drop: its oldest events go, not all.
-		if evs, err := keyEvents(hk, history); err == nil && len(evs) == counts[0] {
-			ops = append(ops, clientv3.OpPut(hk, historyValue(evs[need:])))
-			total = prev + int64(need)
-		}
+	drop, dropped := s.eventsToDrop(counts, adding, hasRecord)
+	if drop == 0 {
+		return ops
 	}
-	if total == 0 {
-		drop, dropped := s.eventsToDrop(counts, adding, hasRecord)
-		if drop == 0 {
-			return ops
-		}
-		total = prev + int64(dropped)
-		for _, k := range keys[:drop] {
-			ops = append(ops, clientv3.OpDelete(k))
-		}
+	total := prev + int64(dropped)
+	for _, k := range keys[:drop] {
+		ops = append(ops, clientv3.OpDelete(k))
 	}
 	return append(ops, clientv3.OpPut(dk, mustJSON(Event{
 		At: time.Now().UTC(), Kind: EventKindDropped, Dropped: total,
@@ -118,18 +103,6 @@ func newEvents(id string, ops []clientv3.Op) int {
 // events each holds, oldest first) go, and how many events they hold,
 // when adding more events are written.
 func (s *Store) eventsToDrop(counts []int, adding int, hasRecord bool) (keys, events int) {
-	excess := s.eventsExcess(counts, adding, hasRecord)
-	for excess > 0 && keys < len(counts) && events < excess {
-		events += counts[keys]
-		keys++
-	}
-	return keys, events
-}
-
-// eventsExcess is how many of a task's oldest events must go (counts:
-// the events each of its keys holds, oldest first) when adding more are
-// written, the dropped record's slot included; <= 0: none.
-func (s *Store) eventsExcess(counts []int, adding int, hasRecord bool) int {
 	n := 0
 	for _, c := range counts {
 		n += c
@@ -141,10 +114,14 @@ func (s *Store) eventsExcess(counts []int, adding int, hasRecord bool) int {
 	}
 	excess := n + adding - budget
 	if excess <= 0 {
-		return 0
+		return 0, 0
 	}
 	if !hasRecord {
 		excess++ // room for the record
 	}
-	return excess
+	for keys < len(counts) && events < excess {
+		events += counts[keys]
+		keys++
+	}
+	return keys, events
 }

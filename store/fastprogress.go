@@ -132,15 +132,7 @@ type ProgressPath struct {
 	kick     chan struct{}
 	pending  int             // tasks with a pending report
 	inflight map[string]bool // tasks with a write in flight: their next waits
-	folds    chan string     // tasks the batch completed: their history to fold (store/history.go)
 }
-
-// foldQueue bounds the completed tasks waiting for their history fold,
-// foldWorkers the folds in flight.
-const (
-	foldQueue   = 16384
-	foldWorkers = 8
-)
 
 // maxInflightTxns bounds the batch transactions in flight at once.
 const maxInflightTxns = 16
@@ -177,7 +169,7 @@ func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPa
 		window = DefaultCoalesceWindow
 	}
 	return &ProgressPath{s: s, region: region, window: window, persist: DefaultPersistInterval, tasks: map[string]*cachedTask{}, regions: map[string]string{},
-		kick: make(chan struct{}, 1), inflight: map[string]bool{}, folds: make(chan string, foldQueue)}
+		kick: make(chan struct{}, 1), inflight: map[string]bool{}}
 }
 
 // SetPersistInterval sets how often at most a task's within-stage report
@@ -198,7 +190,6 @@ var ErrNotCached = errors.New("progress: not decidable from the cache")
 func (pp *ProgressPath) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { pp.writer(ctx) })
-	wg.Go(func() { pp.foldLoop(ctx) })
 	for ctx.Err() == nil {
 		err := pp.follow(ctx)
 		pp.mu.Lock()
@@ -691,12 +682,6 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 	}
 	pp.mu.Unlock()
 	for _, r := range chunk {
-		if r.complete {
-			select {
-			case pp.folds <- r.id:
-			default: // behind: the task keeps its event keys
-			}
-		}
 		if r.done != nil {
 			p := r.p
 			st := StatusRecord{Status: wire.StatusInstalling, Attempt: p.Attempt, UpdatedAt: p.UpdatedAt}
@@ -704,29 +689,6 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 				st.Status, st.Reason = wire.StatusCompleted, CompletedReason
 			}
 			r.done <- progressDone{res: ProgressResult{Task: Task{ID: r.id, Revision: rev, Progress: &p, Status: st}}}
-		}
-	}
-}
-
-// foldLoop folds the history of the tasks the batch completed, off the
-// reports' path (store/history.go), up to foldWorkers at once: one at a
-// time fell behind a fleet's completions.
-func (pp *ProgressPath) foldLoop(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	sem := make(chan struct{}, foldWorkers)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case id := <-pp.folds:
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				if err := pp.s.foldHistory(ctx, id); err != nil && ctx.Err() == nil {
-					pp.s.log.Debug("progress: history not folded", "task", id, "error", err)
-				}
-			})
 		}
 	}
 }

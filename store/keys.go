@@ -110,9 +110,6 @@ func taskKeyKind(key string) (id, kind string, ok bool) {
 		return "", "", false
 	}
 	if strings.HasPrefix(kind, "events/") {
-		if kind == "events/"+historyStamp {
-			return id, "history", true // not an event of its own: watchers skip it (store/history.go)
-		}
 		kind = "events"
 	}
 	return id, kind, true

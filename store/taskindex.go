@@ -222,7 +222,7 @@ func (s *Store) TaskSummaries(ctx context.Context) ([]Task, int64, error) {
 // applyKV folds one key of a task (or its deletion) into tasks.
 func applyKV(tasks map[string]*indexed, kv *mvccpb.KeyValue, del bool) {
 	id, kind, ok := taskKeyKind(string(kv.Key))
-	if !ok || kind == "events" || kind == "history" || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
+	if !ok || kind == "events" || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
 		return
 	}
 	e := tasks[id]

@@ -255,11 +255,12 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	}
 	out := make([]Event, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		evs, err := keyEvents(string(kv.Key), kv.Value)
+		evs, err := decodeEvents(string(kv.Key), kv.Value)
 		if err != nil {
 			s.log.Warn("store: skip undecodable event", "key", string(kv.Key), "error", err)
 			continue
 		}
+		sort.SliceStable(evs, func(i, j int) bool { return evs[i].At.Before(evs[j].At) }) // one key's: in time order, as when each had its own
 		out = append(out, evs...)
 	}
 	return out, nil
@@ -323,9 +324,6 @@ func (s *Store) transition(ctx context.Context, id string, to Status, reason str
 			cmps = append(cmps, xcmps...)
 		}
 		ops = s.boundEventsIn(id, packEvents(id, ops), kvs)
-		if !to.Active() {
-			ops = foldEvents(id, ops, kvs) // store/history.go
-		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return Task{}, fmt.Errorf("move task %s to %s: %w", id, to, err)
