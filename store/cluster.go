@@ -229,6 +229,18 @@ func (s *Store) promoteSelf(ctx context.Context) error {
 		_, err := cli.MemberPromote(cctx, id)
 		cancel()
 		if err == nil || strings.Contains(err.Error(), "can only promote a learner member") && !strings.Contains(err.Error(), "in sync") {
+			// The leader applied the promotion; this member refuses
+			// writes as a learner until it applies it too (a join's next
+			// write failed so, and took the cluster's quorum with it).
+			for s.etcd.Server.IsLearner() {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("store: promoted, but this member has not applied its promotion yet: %w", ctx.Err())
+				case <-s.etcd.Server.StoppingNotify():
+					return errors.New("store: this member stopped while applying its promotion")
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
 			s.log.Info("store: promoted to voting member", "took", time.Since(start).Round(time.Millisecond))
 			return nil
 		}
