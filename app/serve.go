@@ -231,6 +231,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	if st.Embedded() {
 		startClusterWatch(gctx, g, st, reg)
 	}
+	var startControlPlane func()
 	if r.controlPlane {
 		cfg := ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics, Images: imgPolicy}
 		if tlsOn && o.tlsCert == "" && o.tlsKey == "" {
@@ -250,12 +251,19 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		if err := o.limits.limitControlPlane(srv, !tlsOn, metrics, log); err != nil {
 			return err
 		}
-		g.Go(func() error { return srv.Start(gctx) })
+		startControlPlane = func() { g.Go(func() error { return srv.Start(gctx) }) }
 	}
 	if r.regional {
 		if err := startRegional(gctx, g, st, reg, metrics, o, log); err != nil {
 			return err
 		}
+	}
+	// The control plane listens once every service has put its state in
+	// the health registry: before, /api/v1/health answered "ok" in the
+	// moment before the region's states were there, and a task created
+	// then found its region unknown (CI, TestCLIAgainstServeAndRestartKeepsTasks).
+	if startControlPlane != nil {
+		startControlPlane()
 	}
 	if o.onReady != nil {
 		o.onReady()

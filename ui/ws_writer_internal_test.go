@@ -192,24 +192,7 @@ func TestWSWritersSlowClientOrderAndFrames(t *testing.T) {
 // there, a task's progress coalesced to its latest (in the place of its
 // first unsent one), nothing dropped; then the connection is idle.
 func TestWSWritersBatchQueuedInOneWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	conn := newWSConn(raw)
-	q := newOutQueue()
-	q.out = &wsOut{conn: conn, pool: &wsPool{}, q: q}
+	client, conn, q := loopbackQueue(t)
 
 	// A writer owns the queue (as a worker busy with the previous write):
 	// pushes queue up.
@@ -261,24 +244,7 @@ func TestWSWritersBatchQueuedInOneWrite(t *testing.T) {
 // More queued messages than a batch holds are split: every message
 // arrives, in order, over several system calls.
 func TestWSWritersBatchBounded(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	conn := newWSConn(raw)
-	q := newOutQueue()
-	q.out = &wsOut{conn: conn, pool: &wsPool{}, q: q}
+	client, conn, q := loopbackQueue(t)
 	q.busy = true
 	const n = wsBatchFrames + 10
 	for i := range n {
@@ -313,4 +279,29 @@ func TestWSWritersBatchBounded(t *testing.T) {
 	if !handedOff && conn.tries != 2 {
 		t.Fatalf("%d write system calls for %d messages, want 2 (at most %d frames each)", conn.tries, n, wsBatchFrames)
 	}
+}
+
+// loopbackQueue is an out queue whose connection is one end of a loopback
+// TCP pair, and the other end to read what it writes; both close with t.
+func loopbackQueue(t *testing.T) (net.Conn, *wsConn, *outQueue) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	conn := newWSConn(raw)
+	q := newOutQueue()
+	q.out = &wsOut{conn: conn, pool: &wsPool{}, q: q}
+	return client, conn, q
 }
