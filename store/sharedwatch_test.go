@@ -184,23 +184,7 @@ func TestSharedWatchCompactedRevision(t *testing.T) {
 			if _, err := s.Client().Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
 				t.Fatal(err)
 			}
-			ch := s.Watch(ctx, rev0+1)
-			select {
-			case c, ok := <-ch:
-				if !ok || c.Kind != store.KindWatchRestart || c.Revision != rev {
-					t.Fatalf("first change %+v (open %v), want a resync at compaction revision %d", c, ok, rev)
-				}
-			case <-ctx.Done():
-				t.Fatal("no resync from a compacted revision")
-			}
-			select {
-			case _, ok := <-ch:
-				if ok {
-					t.Fatal("channel still open after the resync")
-				}
-			case <-ctx.Done():
-				t.Fatal("channel not closed after the resync")
-			}
+			wantResyncThenClosed(t, ctx, s.Watch(ctx, rev0+1), rev)
 			if tc.running {
 				if err := s.PutRaw(ctx, [][2]string{{"/machines/end", "{}"}}); err != nil {
 					t.Fatal(err)

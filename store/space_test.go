@@ -115,7 +115,13 @@ func TestWatchFromCompactedRevisionAsksForResync(t *testing.T) {
 	if _, err := s.Client().Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
 		t.Fatal(err)
 	}
-	ch := s.Watch(ctx, task.Revision+1)
+	wantResyncThenClosed(t, ctx, s.Watch(ctx, task.Revision+1), rev)
+}
+
+// wantResyncThenClosed: a watch from a compacted revision sends one resync
+// (KindWatchRestart at the compaction revision rev), then closes.
+func wantResyncThenClosed(t *testing.T, ctx context.Context, ch <-chan store.Change, rev int64) {
+	t.Helper()
 	select {
 	case c, ok := <-ch:
 		if !ok || c.Kind != store.KindWatchRestart || c.Revision != rev {
