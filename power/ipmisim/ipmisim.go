@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,11 +121,16 @@ set_working_mc 0x20
 	// -n: stdin is not a tty (else ipmi_sim asserts).
 	cmd := exec.Command("ipmi_sim", "-n", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "bmc.emu"), "-s", state)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: ipmi_sim runs chassis_control as a child for
+	// every power or boot call, and a script still running when only
+	// ipmi_sim was killed wrote calls.log into dir while t.TempDir's
+	// cleanup removed it ("directory not empty", CI of 460865f).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // ipmi_sim and its running scripts
 		_ = cmd.Wait()
 	})
 	// Ready when ipmitool can log in.
