@@ -170,3 +170,37 @@ func TestHubResyncAfterRealCompaction(t *testing.T) {
 		}
 	}
 }
+
+// The hub's copy of a task's progress keeps what the dashboard shows and
+// the task id (the API's task says it too), and drops the partition
+// table and the agent's MAC echo.
+func TestCompactTaskProgress(t *testing.T) {
+	t.Parallel()
+	full := store.Task{ID: "t1", Progress: &wire.Progress{TaskID: "t1", MACAddress: "52:54:00:00:00:01", Seq: 7,
+		Stage: wire.StageConfiguring, Percentage: 100, Message: "seed written", Attempt: 2, Run: 1,
+		Partitions: []wire.Partition{{Number: 1}}}}
+	got := compactTask(full).Progress
+	if got == nil {
+		t.Fatal("progress dropped")
+	}
+	want := *full.Progress
+	want.Partitions, want.MACAddress = nil, ""
+	if g, _ := json.Marshal(got); string(g) != string(mustJSON(t, want)) {
+		t.Errorf("compact progress %s, want %s", g, mustJSON(t, want))
+	}
+	if full.Progress.MACAddress == "" || len(full.Progress.Partitions) != 1 {
+		t.Error("compactTask changed the task it copied")
+	}
+	if compactTask(store.Task{ID: "t2"}).Progress != nil {
+		t.Error("a task without progress got one")
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

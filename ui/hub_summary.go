@@ -66,14 +66,16 @@ func compactHardware(hw *wire.Hardware) *wire.Hardware {
 	return &wire.Hardware{Hostname: hw.Hostname, DMI: wire.DMI{Vendor: hw.DMI.Vendor, Product: hw.DMI.Product, Serial: hw.DMI.Serial}}
 }
 
-// compactProgress drops the partition table (and the agent's echo of its
-// MAC and task) from a progress record.
+// compactProgress drops the partition table and the agent's echo of its
+// MAC from a progress record. The task id stays: it is the task's own id
+// string (no copy), and without it the dashboard's progress read
+// "task_id":"" where the API's task says the id.
 func compactProgress(p *wire.Progress) *wire.Progress {
 	if p == nil {
 		return nil
 	}
 	c := *p
-	c.Partitions, c.MACAddress, c.TaskID = nil, "", ""
+	c.Partitions, c.MACAddress = nil, ""
 	return &c
 }
 
