@@ -47,6 +47,7 @@ type options struct {
 	keep     bool
 	extra    string
 	listPage int
+	startMax time.Duration
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the data dir")
 	flag.StringVar(&o.extra, "serve-args", "", "extra `lpmos serve` flags, space separated")
 	flag.IntVar(&o.listPage, "list-page", 50, "page size of the timed first-page list (0: skip)")
+	flag.DurationVar(&o.startMax, "start-timeout", 3*time.Minute, "how long lpmos may take to answer health (a kept 10,000-task data dir on a loaded box takes over a minute)")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
 		log.Fatal(err)
@@ -158,7 +160,7 @@ func start(o options, dir string) (*proc, error) {
 		return nil, fmt.Errorf("start lpmos: %w", err)
 	}
 	p := &proc{cmd: cmd, dir: data, url: fmt.Sprintf("http://127.0.0.1:%d", cp), agentURL: fmt.Sprintf("http://127.0.0.1:%d", api)}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(o.startMax)
 	for {
 		resp, err := http.Get(p.url + "/api/v1/health")
 		if err == nil {
@@ -169,7 +171,7 @@ func start(o options, dir string) (*proc, error) {
 		}
 		if time.Now().After(deadline) {
 			p.stop()
-			return nil, fmt.Errorf("lpmos not healthy within 60s (log: %s)", logf.Name())
+			return nil, fmt.Errorf("lpmos not healthy within %v (-start-timeout; log: %s)", o.startMax, logf.Name())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
