@@ -215,6 +215,15 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 		if errors.As(err, &te) {
 			e.Msg = fmt.Sprintf("task %s is %s: progress is accepted only once it is approved", t.ID, te.From)
 		}
+		if be := (*store.ProgressBehindError)(nil); errors.As(err, &be) {
+			// Reports this region answered were lost before they were
+			// stored: the agent sends them again (wire.Error.ResendFrom).
+			r.metrics.refused(req, e.Code)
+			r.log.Info("agent API refused: progress behind the report, asking the agent to resend", "task", t.ID,
+				"stage", p.Stage, "resend_from", be.Expected, "err", e.Msg)
+			httpapi.WriteJSON(w, e.Code, wire.Error{Error: e.Msg, ResendFrom: be.Expected})
+			return
+		}
 		r.fail(w, req, e)
 		return
 	}

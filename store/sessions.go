@@ -411,11 +411,31 @@ func (s *Store) ReportAgentProgress(ctx context.Context, id string, p wire.Progr
 	})
 }
 
+// ProgressBehindError is the ErrOutOfOrder of a report that goes forward
+// from something etcd does not hold: the first report of a run past
+// partitioning, a skipped stage, completed before configuring at 100.
+// The agent reported what is missing and was answered (the region
+// answers some reports before it writes them, store/fastprogress.go, and
+// a restart loses those not written yet), so the answer asks it to send
+// them again from Expected on (wire.Error.ResendFrom). A report that goes
+// back is not one.
+type ProgressBehindError struct {
+	Expected string // the first stage whose report is missing
+	err      error
+}
+
+func (e *ProgressBehindError) Error() string { return e.err.Error() }
+func (e *ProgressBehindError) Unwrap() error { return e.err }
+
+func behind(expected, format string, args ...any) error {
+	return &ProgressBehindError{Expected: expected, err: fmt.Errorf(format, args...)}
+}
+
 func checkOrder(old *wire.Progress, attempt int, p wire.Progress) error {
 	i := stageIndex(p.Stage)
 	if old == nil || old.Attempt != attempt || old.Run != p.Run {
 		if i != 0 {
-			return fmt.Errorf("%w: stage %s as the first report of this agent run: expected stage %s", ErrOutOfOrder, p.Stage, wire.StagePartitioning)
+			return behind(wire.StagePartitioning, "%w: stage %s as the first report of this agent run: expected stage %s", ErrOutOfOrder, p.Stage, wire.StagePartitioning)
 		}
 		return nil
 	}
@@ -430,9 +450,9 @@ func checkOrder(old *wire.Progress, attempt int, p wire.Progress) error {
 	case i == o && p.Percentage < old.Percentage:
 		return fmt.Errorf("%w: %d%% after %d%% in stage %s: percentages never go back; expected stage %s at %d%% or more", ErrOutOfOrder, p.Percentage, old.Percentage, old.Stage, old.Stage, old.Percentage)
 	case i > o+1:
-		return fmt.Errorf("%w: stage %s after %s: expected stage %s", ErrOutOfOrder, p.Stage, old.Stage, next)
+		return behind(next, "%w: stage %s after %s: expected stage %s", ErrOutOfOrder, p.Stage, old.Stage, next)
 	case i == o+1 && p.Stage == wire.StageCompleted && old.Percentage != 100:
-		return fmt.Errorf("%w: completed only after configuring reached 100%% (it is at %d%%): expected stage %s", ErrOutOfOrder, old.Percentage, wire.StageConfiguring)
+		return behind(wire.StageConfiguring, "%w: completed only after configuring reached 100%% (it is at %d%%): expected stage %s", ErrOutOfOrder, old.Percentage, wire.StageConfiguring)
 	}
 	return nil
 }

@@ -177,22 +177,25 @@ func TestAgentProgressOrder(t *testing.T) {
 		p    wire.Progress
 		want error // nil, ErrInvalid or ErrOutOfOrder
 		msg  string
+		// resend: the stage a ProgressBehindError asks for again (a
+		// report that goes forward from what is stored); "": none.
+		resend string
 	}{
-		{"jump to completed first", p(1, "completed", 100), store.ErrOutOfOrder, "expected stage partitioning"},
-		{"unknown stage", p(1, "formatting", 5), store.ErrInvalid, "stage"},
-		{"percentage outside the stage", p(1, "partitioning", 50), store.ErrInvalid, "0-20"},
-		{"start", p(1, "partitioning", 0), nil, ""},
-		{"forward", p(1, "partitioning", 20), nil, ""},
-		{"percentage back", p(1, "partitioning", 10), store.ErrOutOfOrder, "expected stage partitioning at 20%"},
-		{"skip a stage", p(1, "installing", 60), store.ErrOutOfOrder, "expected stage downloading"},
-		{"next stage", p(1, "downloading", 20), nil, ""},
-		{"stage back", p(1, "partitioning", 20), store.ErrOutOfOrder, "expected stage downloading or installing"},
-		{"installing", p(1, "installing", 90), nil, ""},
-		{"configuring", p(1, "configuring", 95), nil, ""},
-		{"completed before configuring is done", p(1, "completed", 100), store.ErrOutOfOrder, "expected stage configuring"},
-		{"a new run (reboot) starts at partitioning", p(2, "downloading", 30), store.ErrOutOfOrder, "expected stage partitioning"},
-		{"new run", p(2, "partitioning", 0), nil, ""},
-		{"new run goes on", p(2, "downloading", 25), nil, ""},
+		{"jump to completed first", p(1, "completed", 100), store.ErrOutOfOrder, "expected stage partitioning", "partitioning"},
+		{"unknown stage", p(1, "formatting", 5), store.ErrInvalid, "stage", ""},
+		{"percentage outside the stage", p(1, "partitioning", 50), store.ErrInvalid, "0-20", ""},
+		{"start", p(1, "partitioning", 0), nil, "", ""},
+		{"forward", p(1, "partitioning", 20), nil, "", ""},
+		{"percentage back", p(1, "partitioning", 10), store.ErrOutOfOrder, "expected stage partitioning at 20%", ""},
+		{"skip a stage", p(1, "installing", 60), store.ErrOutOfOrder, "expected stage downloading", "downloading"},
+		{"next stage", p(1, "downloading", 20), nil, "", ""},
+		{"stage back", p(1, "partitioning", 20), store.ErrOutOfOrder, "expected stage downloading or installing", ""},
+		{"installing", p(1, "installing", 90), nil, "", ""},
+		{"configuring", p(1, "configuring", 95), nil, "", ""},
+		{"completed before configuring is done", p(1, "completed", 100), store.ErrOutOfOrder, "expected stage configuring", "configuring"},
+		{"a new run (reboot) starts at partitioning", p(2, "downloading", 30), store.ErrOutOfOrder, "expected stage partitioning", "partitioning"},
+		{"new run", p(2, "partitioning", 0), nil, "", ""},
+		{"new run goes on", p(2, "downloading", 25), nil, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,6 +211,10 @@ func TestAgentProgressOrder(t *testing.T) {
 			}
 			if tc.want == store.ErrOutOfOrder && !errors.Is(err, store.ErrConflict) {
 				t.Error("out of order does not match ErrConflict (409)")
+			}
+			var be *store.ProgressBehindError
+			if got := errors.As(err, &be); got != (tc.resend != "") || got && be.Expected != tc.resend {
+				t.Errorf("ProgressBehindError %v (%+v), want resend from %q", got, be, tc.resend)
 			}
 		})
 	}

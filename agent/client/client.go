@@ -134,6 +134,7 @@ type APIError struct {
 	Path       string
 	StatusCode int
 	Message    string // the wire.Error text, or the start of the body
+	ResendFrom string // wire.Error.ResendFrom: progress the server lost, to send again
 }
 
 func (e *APIError) Error() string {
@@ -145,6 +146,16 @@ func (e *APIError) Error() string {
 func IsAuth(err error) bool {
 	var e *APIError
 	return errors.As(err, &e) && (e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden)
+}
+
+// ResendFrom is the stage from which the server asks for the agent's
+// progress reports again (a 409 whose wire.Error has ResendFrom), or "".
+func ResendFrom(err error) string {
+	var e *APIError
+	if errors.As(err, &e) && e.StatusCode == http.StatusConflict {
+		return e.ResendFrom
+	}
+	return ""
 }
 
 // IsConflict reports whether err is a 409: the server refused a transition
@@ -279,6 +290,10 @@ func (c *Client) once(ctx context.Context, token, method, path string, extra tim
 		return false, nil
 	}
 	apiErr := &APIError{Method: method, Path: path, StatusCode: resp.StatusCode, Message: errorMessage(data)}
+	var e wire.Error
+	if json.Unmarshal(data, &e) == nil {
+		apiErr.ResendFrom = e.ResendFrom
+	}
 	switch {
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout:
 		return true, apiErr

@@ -345,6 +345,10 @@ type reporter struct {
 	mu     sync.Mutex
 	seq    int64
 	next   time.Duration // the report interval the server asked for; 0: none
+	// lastOf is this run's last report answered in each stage (by
+	// wire.StageIndex): what the agent sends again when the server asks
+	// (wire.Error.ResendFrom) because it lost answered reports.
+	lastOf [5]*install.Progress
 }
 
 // nextInterval is the report interval the server last asked for.
@@ -357,20 +361,53 @@ func (p *reporter) nextInterval() time.Duration {
 func (p *reporter) report(ctx context.Context, pr install.Progress) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	err := p.send(ctx, pr)
+	if from := client.ResendFrom(err); from != "" {
+		// The server lost reports it had answered (a region restart before
+		// it stored them): send this run's last of each stage from the
+		// one it names up to this report's, then this report, once.
+		err = p.resend(ctx, from, pr)
+	}
+	if client.IsConflict(err) {
+		return fmt.Errorf("the server refused progress (task cancelled or taken over?): %w", err)
+	}
+	return err
+}
+
+func (p *reporter) resend(ctx context.Context, from string, pr install.Progress) error {
+	i, cur := wire.StageIndex(from), wire.StageIndex(pr.Stage)
+	if i < 0 || cur < 0 || i > cur {
+		return fmt.Errorf("the server asks for progress again from stage %q, which this report (%s) does not follow", from, pr.Stage)
+	}
+	for ; i <= cur; i++ {
+		last := p.lastOf[i]
+		if last == nil || i == cur && last.Percentage >= pr.Percentage {
+			continue // never sent (the server names what it expects next), or the report itself
+		}
+		if err := p.send(ctx, *last); err != nil {
+			return fmt.Errorf("sending the %s report again: %w", last.Stage, err)
+		}
+	}
+	return p.send(ctx, pr)
+}
+
+// send reports pr with the next seq and keeps it as its stage's last.
+func (p *reporter) send(ctx context.Context, pr install.Progress) error {
 	p.seq = max(p.seq+1, p.api.ServerNow().UnixMicro())
 	resp, err := p.api.ReportProgress(ctx, wire.Progress{
 		MACAddress: p.mac, TaskID: p.taskID, Seq: p.seq, Stage: pr.Stage, Percentage: pr.Percentage,
 		Message: pr.Message, BytesDone: pr.BytesDone, BytesTotal: pr.BytesTotal,
 		Partitions: pr.Partitions,
 	})
-	if err == nil {
-		// A loaded region asks for fewer reports (at most a minute apart).
-		p.next = min(time.Duration(resp.NextReportMS)*time.Millisecond, time.Minute)
+	if err != nil {
+		return err
 	}
-	if client.IsConflict(err) {
-		return fmt.Errorf("the server refused progress (task cancelled or taken over?): %w", err)
+	// A loaded region asks for fewer reports (at most a minute apart).
+	p.next = min(time.Duration(resp.NextReportMS)*time.Millisecond, time.Minute)
+	if i := wire.StageIndex(pr.Stage); i >= 0 {
+		p.lastOf[i] = &pr
 	}
-	return err
+	return nil
 }
 
 // BootMAC is the MAC of the first NIC (by name) with a link, else of the

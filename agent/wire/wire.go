@@ -56,6 +56,24 @@ const (
 	StageCompleted    = "completed"    // 100: the install is done
 )
 
+// StageIndex is stage's place in the order an install goes through the
+// stages (partitioning 0 ... completed 4), or -1 for an unknown stage.
+func StageIndex(stage string) int {
+	switch stage {
+	case StagePartitioning:
+		return 0
+	case StageDownloading:
+		return 1
+	case StageInstalling:
+		return 2
+	case StageConfiguring:
+		return 3
+	case StageCompleted:
+		return 4
+	}
+	return -1
+}
+
 // Hardware is the agent's hardware report.
 type Hardware struct {
 	CPU         CPU       `json:"cpu"`
@@ -271,6 +289,12 @@ type StaticNetwork struct {
 // Error is the JSON body of every error answer.
 type Error struct {
 	Error string `json:"error"`
+	// ResendFrom, on a 409 to a progress report, says the server holds
+	// less of this run than the report follows from: reports it answered
+	// were lost before they were stored (a region restart). The agent
+	// sends again its last report of each stage from this one on, then
+	// the refused report.
+	ResendFrom string `json:"resend_from,omitempty"`
 }
 
 // Kernel command line parameters the iPXE script passes to the agent.
