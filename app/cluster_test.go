@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +36,7 @@ type clusterNode struct {
 	clientURL string
 }
 
-func newClusterNode(t *testing.T, name string) *clusterNode {
+func newClusterNode(t testing.TB, name string) *clusterNode {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	args, url, ports := serveArgs(t, dir)
@@ -51,7 +50,7 @@ func newClusterNode(t *testing.T, name string) *clusterNode {
 }
 
 // run starts `lpmos <args> <flags>` as a child process.
-func (n *clusterNode) run(t *testing.T, args ...string) {
+func (n *clusterNode) run(t testing.TB, args ...string) {
 	t.Helper()
 	p := &lpmosProc{dataDir: n.dataDir, url: n.url, ports: n.ports}
 	spawn(t, n.name, p, append(args, n.flags...))
@@ -90,7 +89,7 @@ func cliIn(args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
-func apiDo(t *testing.T, method, url, token string, body, out any) (int, error) {
+func apiDo(t testing.TB, method, url, token string, body, out any) (int, error) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -134,7 +133,7 @@ func members(t *testing.T, n *clusterNode, token string) store.ClusterStatus {
 }
 
 // waitMembers polls until ok(status) holds.
-func waitMembers(t *testing.T, n *clusterNode, token string, within time.Duration, what string, ok func(store.ClusterStatus) bool) store.ClusterStatus {
+func waitMembers(t testing.TB, n *clusterNode, token string, within time.Duration, what string, ok func(store.ClusterStatus) bool) store.ClusterStatus {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var st store.ClusterStatus
@@ -157,7 +156,7 @@ func createTask(t *testing.T, n *clusterNode, token, mac, region string) (store.
 	return task, err
 }
 
-func joinToken(t *testing.T, n *clusterNode, extra ...string) string {
+func joinToken(t testing.TB, n *clusterNode, extra ...string) string {
 	t.Helper()
 	out, errOut, err := cliIn(append([]string{"token", "create", "--server", n.url, "--data-dir", n.dataDir}, extra...)...)
 	if err != nil {
@@ -172,7 +171,7 @@ func joinToken(t *testing.T, n *clusterNode, extra ...string) string {
 
 // tlsStore connects to members as an external client with a member's
 // certificate (what --etcd-endpoints with --etcd-ca/cert/key does).
-func tlsStore(t *testing.T, certsOf *clusterNode, endpoints ...string) *store.Store {
+func tlsStore(t testing.TB, certsOf *clusterNode, endpoints ...string) *store.Store {
 	t.Helper()
 	pki := filepath.Join(certsOf.dataDir, "pki")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -189,20 +188,16 @@ func tlsStore(t *testing.T, certsOf *clusterNode, endpoints ...string) *store.St
 	return st
 }
 
-// putLatency measures n sequential 128-byte Puts through endpoint.
-func putLatency(t *testing.T, st *store.Store, n int) (p50, p99 time.Duration) {
+// putSome writes n 128-byte values through st, one after the other (the
+// write path works; BenchmarkClusterPut measures its latency).
+func putSome(t testing.TB, st *store.Store, n int) {
 	t.Helper()
 	val := strings.Repeat("x", 128)
-	ds := make([]time.Duration, 0, n)
 	for i := range n {
-		start := time.Now()
 		if _, err := st.Client().Put(context.Background(), fmt.Sprintf("/bench/put/%d", i), val); err != nil {
-			t.Fatalf("put: %v", err)
+			t.Fatalf("put %d of %d: %v", i+1, n, err)
 		}
-		ds = append(ds, time.Since(start))
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[n/2], ds[n*99/100]
 }
 
 func findNode(nodes []*clusterNode, name string) *clusterNode {
@@ -221,10 +216,7 @@ func findNode(nodes []*clusterNode, name string) *clusterNode {
 // its data dir and catches up; a removed member stops, and its restart is
 // refused.
 func TestClusterJoinFailoverRemove(t *testing.T) {
-	// Not parallel, and its 300-Put samples kept: with 30-Put samples or
-	// beside the parallel tests, the removed member sometimes panicked in
-	// etcd ("failed to find local ID in cluster members", a Status call
-	// racing its removal) before writing its tombstone. It runs first.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts three lpmos processes")
 	}
@@ -239,8 +231,7 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 		}
 	}
 	st1 := tlsStore(t, m1, m1.clientURL)
-	p50, p99 := putLatency(t, st1, 300)
-	t.Logf("BENCH put latency, 1 member: p50 %s p99 %s", p50, p99)
+	putSome(t, st1, 5)
 
 	tok := joinToken(t, m1, "--ttl", "10m", "--reusable") // admits m2 and m3
 
@@ -265,7 +256,9 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 
 	joinStart := time.Now()
 	m2.run(t, "join", m1.url, "--token", tok, "--name", "m2", "--region-id", "dc2")
-	m2.waitHealthy(t, 40*time.Second)
+	// A bound, not a figure: a join is ~8 s idle (etcd's publish retry) and
+	// took 30 s beside the other parallel tests at load 40.
+	m2.waitHealthy(t, 90*time.Second)
 	t.Logf("BENCH join m2 (process start -> healthy voter): %s", time.Since(joinStart).Round(time.Millisecond))
 	for _, l := range strings.Split(m2.logText(), "\n") {
 		if strings.Contains(l, "took=") {
@@ -277,7 +270,7 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 	}
 	joinStart = time.Now()
 	m3.run(t, "join", m2.url, "--token", tok, "--name", "m3", "--region-id", "dc3") // through a joined member
-	m3.waitHealthy(t, 40*time.Second)
+	m3.waitHealthy(t, 90*time.Second)
 	t.Logf("BENCH join m3 via m2 (process start -> healthy voter): %s", time.Since(joinStart).Round(time.Millisecond))
 
 	st := waitMembers(t, m3, admin, 20*time.Second, "3 healthy voters with their regions", func(st store.ClusterStatus) bool {
@@ -341,11 +334,9 @@ func TestClusterJoinFailoverRemove(t *testing.T) {
 		}
 	}
 	stL := tlsStore(t, m1, leaderNode.clientURL)
-	p50, p99 = putLatency(t, stL, 300)
-	t.Logf("BENCH put latency, 3 members via leader: p50 %s p99 %s", p50, p99)
+	putSome(t, stL, 5)
 	stF := tlsStore(t, m1, follower.clientURL)
-	p50, p99 = putLatency(t, stF, 300)
-	t.Logf("BENCH put latency, 3 members via follower: p50 %s p99 %s", p50, p99)
+	putSome(t, stF, 5)
 
 	// Member 3's WebSocket sees tasks created through member 1.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -45,6 +45,7 @@ func wantDenied(t *testing.T, what string, err error) {
 // watches; without an identity it is refused; and a member whose etcd user
 // is deleted (a removed member) loses its own in-process access.
 func TestInprocClientIsSubjectToAuth(t *testing.T) {
+	t.Parallel()
 	s := openCAKeyMember(t, t.TempDir())
 	t.Cleanup(func() { _ = s.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -118,5 +119,28 @@ func TestInprocClientIsSubjectToAuth(t *testing.T) {
 	wantDenied(t, "member get after its user was deleted", err)
 	if err != nil && !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("member get after its user was deleted: %v", err)
+	}
+}
+
+// Once its etcd server has stopped (a removed member's stops by itself),
+// the in-process client is refused, as a gRPC client is by the closed
+// listeners, instead of reading etcd's closed backend: that read panicked
+// in bbolt and took the process down.
+func TestInprocRefusedAfterServerStop(t *testing.T) {
+	t.Parallel()
+	s := openCAKeyMember(t, t.TempDir())
+	t.Cleanup(func() { _ = s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.cli.Put(ctx, "/ok/a", "1"); err != nil {
+		t.Fatalf("put before the stop: %v", err)
+	}
+	s.etcd.Server.Stop()
+	<-s.etcd.Server.StopNotify()
+	if _, err := s.cli.Get(ctx, "/ok/a"); !errors.Is(err, rpctypes.ErrStopped) {
+		t.Fatalf("get after the stop: %v, want %v", err, rpctypes.ErrStopped)
+	}
+	if _, err := s.cli.Put(ctx, "/ok/b", "1"); !errors.Is(err, rpctypes.ErrStopped) {
+		t.Fatalf("put after the stop: %v, want %v", err, rpctypes.ErrStopped)
 	}
 }
