@@ -96,6 +96,8 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 // startRegional starts the agent API and, unless turned off, DHCP and TFTP.
 // A PXE service that cannot start (no root for port 67, say) is reported
 // in /api/v1/health and the log; the rest of the region keeps running.
+// loaded reports whether the region's start-up loads are done
+// (app/memrelease.go).
 func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, o serveOptions, log *slog.Logger) (loaded func() bool, err error) {
 	ro := o.regional
 	images, err := o.imagePolicy()
