@@ -45,6 +45,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lpmos/lpmos/internal/httpapi"
@@ -199,7 +200,8 @@ type Region struct {
 	started  bool
 	done     chan struct{} // closed when Start's ctx ends: releases long-polls
 
-	fast *fastProgress // agentapi/fastprogress.go
+	fast   *fastProgress // agentapi/fastprogress.go
+	synced atomic.Bool   // the task sync loaded its first snapshot
 }
 
 // New checks cfg and builds a Region. It does not touch the network.
@@ -367,6 +369,11 @@ func (r *Region) Start(ctx context.Context) error {
 	r.log.Info("region stopped")
 	return nil
 }
+
+// Loaded reports whether the region's start-up loads are done: the task
+// sync's first snapshot and the progress path's cache (app/memrelease.go
+// returns the memory they needed to the OS after them).
+func (r *Region) Loaded() bool { return r.synced.Load() && r.fast.pp.Ready() }
 
 // sleepCtx waits d or until ctx is done; it reports whether ctx is still live.
 func sleepCtx(ctx context.Context, d time.Duration) bool {

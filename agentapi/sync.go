@@ -45,6 +45,7 @@ func (r *Region) syncLoop(ctx context.Context) {
 			continue
 		}
 		r.setState(ServiceTaskSync, StateRunning, nil)
+		r.synced.Store(true)
 		r.notify()
 		s.follow(ctx, rev)
 	}

@@ -36,12 +36,12 @@ func (o *powerMgrOptions) addFlags(cmd *cobra.Command) {
 }
 
 // startPowerManager runs the region's power manager beside the region.
-func startPowerManager(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, regionID string, o powerMgrOptions, log *slog.Logger) error {
+func startPowerManager(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, regionID string, o powerMgrOptions, log *slog.Logger) (*powermgr.Manager, error) {
 	if o.concurrency < 1 {
-		return fmt.Errorf("--bmc-poll-concurrency %d: at least 1", o.concurrency)
+		return nil, fmt.Errorf("--bmc-poll-concurrency %d: at least 1", o.concurrency)
 	}
 	if o.retries < 0 || o.pollInterval < 0 || o.timeout <= 0 {
-		return fmt.Errorf("--bmc-retries, --bmc-poll-interval must not be negative and --bmc-timeout must be positive")
+		return nil, fmt.Errorf("--bmc-retries, --bmc-poll-interval must not be negative and --bmc-timeout must be positive")
 	}
 	interval := o.pollInterval
 	if interval == 0 {
@@ -54,7 +54,7 @@ func startPowerManager(ctx context.Context, g *errgroup.Group, st *store.Store, 
 	name := "region/" + regionID + "/power"
 	observe, err := bmcMetrics(metrics, regionID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m, err := powermgr.New(powermgr.Config{
 		Store: st, RegionID: regionID, PollInterval: interval, Concurrency: o.concurrency,
@@ -63,10 +63,10 @@ func startPowerManager(ctx context.Context, g *errgroup.Group, st *store.Store, 
 		Observe: observe,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	g.Go(func() error { return m.Run(ctx) })
-	return nil
+	return m, nil
 }
 
 // bmcMetrics registers the region's BMC call metrics and returns the

@@ -96,27 +96,29 @@ func (o *regionalOptions) addFlags(cmd *cobra.Command) {
 // startRegional starts the agent API and, unless turned off, DHCP and TFTP.
 // A PXE service that cannot start (no root for port 67, say) is reported
 // in /api/v1/health and the log; the rest of the region keeps running.
-func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, o serveOptions, log *slog.Logger) error {
+// loaded reports whether the region's start-up loads are done
+// (app/memrelease.go).
+func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg *health.Registry, metrics prometheus.Registerer, o serveOptions, log *slog.Logger) (loaded func() bool, err error) {
 	ro := o.regional
 	images, err := o.imagePolicy()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ip, err := advertiseIP(ro.advertiseIP)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	agentTLS, err := ro.agentTLSOn()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	apiAddr, err := ro.apiListenAddr(o.apiPort)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	publicURL := ro.publicURL
 	if agentTLS && strings.HasPrefix(publicURL, "http://") {
-		return fmt.Errorf("--public-url %q: the agent API serves HTTPS (--agent-tls=on), so use https://; or pass --agent-tls=off", publicURL)
+		return nil, fmt.Errorf("--public-url %q: the agent API serves HTTPS (--agent-tls=on), so use https://; or pass --agent-tls=off", publicURL)
 	}
 	if publicURL == "" {
 		scheme := "http"
@@ -129,7 +131,7 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	var getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	if agentTLS {
 		if tlsCfg, err = issueAgentTLS(ctx, st, o.name, ip, publicURL, agentCertLifetime); err != nil {
-			return err
+			return nil, err
 		}
 		log.Info("agent API on HTTPS", "ca_pin", "sha256:"+tlsCfg.pin, "sans", tlsCfg.hosts)
 		ac := newAgentCert(tlsCfg.cert, agentCertLifetime, func(ctx context.Context) (*tls.Certificate, error) { // app/agentcert.go
@@ -144,14 +146,14 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		bootDir = filepath.Join(o.dataDir, "boot")
 	}
 	if err := os.MkdirAll(bootDir, 0o755); err != nil {
-		return fmt.Errorf("create boot dir %s: %w", bootDir, err)
+		return nil, fmt.Errorf("create boot dir %s: %w", bootDir, err)
 	}
 	if err := ensureInitramfs(bootDir, ro, log); err != nil {
-		return err
+		return nil, err
 	}
 	wrap, err := o.limits.listener("agent-api", true, metrics, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	region, err := agentapi.New(agentapi.Config{
 		Store:           st,
@@ -182,13 +184,13 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		ExtraKernelArgs: strings.Fields(ro.kernelArgs),
 	})
 	if err != nil {
-		return fmt.Errorf("region %s: %w", o.regionID, err)
+		return nil, fmt.Errorf("region %s: %w", o.regionID, err)
 	}
 	if err := registerAgentAPIMetrics(metrics, region); err != nil { // app/metrics.go
-		return err
+		return nil, err
 	}
 	if err := registerRegionLimitMetrics(metrics, o.regionID, region); err != nil {
-		return err
+		return nil, err
 	}
 	reg.AddSource(func() []health.Service {
 		var out []health.Service
@@ -198,9 +200,11 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		return out
 	})
 	g.Go(func() error { return region.Start(ctx) })
-	if err := startPowerManager(ctx, g, st, reg, metrics, o.regionID, ro.power, log); err != nil {
-		return err
+	pm, err := startPowerManager(ctx, g, st, reg, metrics, o.regionID, ro.power, log)
+	if err != nil {
+		return nil, err
 	}
+	loaded = func() bool { return region.Loaded() && pm.Loaded() }
 
 	if ro.dhcpMode != string(pxe.ModeOff) {
 		dcfg := pxe.DHCPConfig{
@@ -216,15 +220,15 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 		}
 		if dcfg.Mode == pxe.ModeFull {
 			if dcfg.Full, err = ro.fullDHCP(region.Leases()); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		dhcp, err := pxe.NewProxyDHCP(dcfg)
 		if err != nil {
-			return fmt.Errorf("dhcp: %w", err)
+			return nil, fmt.Errorf("dhcp: %w", err)
 		}
 		if err := registerDHCPMetrics(metrics, o.regionID, dhcp); err != nil {
-			return err
+			return nil, err
 		}
 		runOptional(ctx, g, reg, "region/"+o.regionID+"/dhcp-"+ro.dhcpMode, log, dhcp.Start)
 	} else {
@@ -233,10 +237,10 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	if ro.tftpAddr != "off" && ro.tftpAddr != "" {
 		tftp, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: ro.tftpAddr, Interface: ro.dhcpIface, Logger: log})
 		if err != nil {
-			return fmt.Errorf("tftp: %w", err)
+			return nil, fmt.Errorf("tftp: %w", err)
 		}
 		if err := registerTFTPMetrics(metrics, o.regionID, tftp); err != nil { // app/metrics.go
-			return err
+			return nil, err
 		}
 		runOptional(ctx, g, reg, "region/"+o.regionID+"/tftp", log, tftp.Start)
 	} else {
@@ -244,7 +248,7 @@ func startRegional(ctx context.Context, g *errgroup.Group, st *store.Store, reg 
 	}
 	log.Info("region configured", "region", o.regionID, "public_url", publicURL, "advertise_ip", ip.String(),
 		"boot_dir", bootDir, "dhcp_mode", ro.dhcpMode, "discover_unknown", ro.discoverUnknown)
-	return nil
+	return loaded, nil
 }
 
 // registerDHCPMetrics exports the DHCP server's packet counters.

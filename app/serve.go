@@ -232,6 +232,7 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 		startClusterWatch(gctx, g, st, reg)
 	}
 	var startControlPlane func()
+	var loads []func() bool // the start-up loads (app/memrelease.go)
 	if r.controlPlane {
 		cfg := ui.Config{Store: st, Addr: o.listenAddr, TLSCert: o.tlsCert, TLSKey: o.tlsKey, Health: reg, Version: version, Logger: log, Metrics: metrics, Images: imgPolicy}
 		if tlsOn && o.tlsCert == "" && o.tlsKey == "" {
@@ -252,11 +253,14 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 			return err
 		}
 		startControlPlane = func() { g.Go(func() error { return srv.Start(gctx) }) }
+		loads = append(loads, srv.Loaded)
 	}
 	if r.regional {
-		if err := startRegional(gctx, g, st, reg, metrics, o, log); err != nil {
+		loaded, err := startRegional(gctx, g, st, reg, metrics, o, log)
+		if err != nil {
 			return err
 		}
+		loads = append(loads, loaded)
 	}
 	// The control plane listens once every service has put its state in
 	// the health registry: before, /api/v1/health answered "ok" in the
@@ -268,6 +272,8 @@ func runServe(ctx context.Context, o serveOptions, version string, logOut io.Wri
 	if o.onReady != nil {
 		o.onReady()
 	}
+	mr := newMemRelease(st, log, loads...)
+	g.Go(func() error { mr.run(gctx); return nil })
 	log.Info("lpmos serving", "roles", o.role, "data_dir", o.dataDir, "region", o.regionID, "startup", time.Since(start).Round(time.Millisecond))
 	err = g.Wait()
 	log.Info("lpmos stopped")

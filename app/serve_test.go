@@ -257,7 +257,22 @@ func TestServeStartsAnswersAndStopsCleanly(t *testing.T) {
 			t.Errorf("health: %s is %q, want running (all: %v)", want, names[want], names)
 		}
 	}
+	// Once the start-up loads are done, serve returns the memory they
+	// needed to the OS, once (app/memrelease.go).
+	const released = "the start-up loads are done"
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.logText(), released); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log within 30s", released)
+		}
+	}
 	p.stop(t)
+	log := p.logText()
+	if n := strings.Count(log, released); n != 1 {
+		t.Errorf("%q %d times in the log, want once", released, n)
+	}
+	if i := strings.Index(log, "live updates: snapshot loaded"); i < 0 || i > strings.Index(log, released) {
+		t.Errorf("memory released before the live view's snapshot was loaded (or it never was)")
+	}
 }
 
 func TestCLIAgainstServeAndRestartKeepsTasks(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
@@ -83,10 +84,11 @@ type Config struct {
 
 // Manager is one region's power manager. Build it with New, run it with Run.
 type Manager struct {
-	cfg Config
-	st  *store.Store
-	log *slog.Logger
-	sem chan struct{} // polls in flight
+	cfg    Config
+	st     *store.Store
+	log    *slog.Logger
+	sem    chan struct{} // polls in flight
+	loaded atomic.Bool   // Run loaded its first snapshot
 
 	mu      sync.Mutex
 	queues  map[string][]job // per task, performed in order by one goroutine
@@ -182,10 +184,14 @@ func (m *Manager) Run(ctx context.Context) error {
 			continue
 		}
 		m.setHealth("running", nil)
+		m.loaded.Store(true)
 		m.follow(ctx, rev, own)
 	}
 	return nil
 }
+
+// Loaded reports whether Run has loaded its first snapshot of the tasks.
+func (m *Manager) Loaded() bool { return m.loaded.Load() }
 
 func (m *Manager) snapshot(ctx context.Context, own map[string]*tracked) (int64, error) {
 	tasks, rev, err := m.st.TaskSummaries(ctx) // the store's task index: spec, status, BMC, power (not every key of every task)

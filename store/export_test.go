@@ -65,3 +65,7 @@ func (s *Store) BreakSharedWatch() {
 		r.wstop()
 	}
 }
+
+// DefragMember defragments the embedded member at once (tests only: the
+// maintenance loop waits for its thresholds).
+func (s *Store) DefragMember() error { return s.etcd.Server.Defragment() }

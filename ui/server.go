@@ -99,6 +99,19 @@ func New(cfg Config) (*Server, error) {
 // serving Handler itself runs Hub().Run.
 func (s *Server) Handler() http.Handler { return s.router }
 
+// Loaded reports whether the start-up loads of Serve are done: the
+// live-updates hub's first snapshot and the task metrics' (both from the
+// store's task index). app/memrelease.go returns the memory they needed
+// to the OS after them.
+func (s *Server) Loaded() bool {
+	s.hub.mu.Lock()
+	hub := s.hub.isReady
+	s.hub.mu.Unlock()
+	s.tasksm.mu.Lock()
+	defer s.tasksm.mu.Unlock()
+	return hub && s.tasksm.loaded
+}
+
 // Hub returns the live-updates hub behind /ws.
 func (s *Server) Hub() *Hub { return s.hub }
 

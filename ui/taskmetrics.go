@@ -21,8 +21,9 @@ type taskMetrics struct {
 	st  *store.Store
 	log *slog.Logger
 
-	mu    sync.Mutex
-	tasks map[string]*taskSeen
+	mu     sync.Mutex
+	tasks  map[string]*taskSeen
+	loaded bool // the first load is done
 
 	install  *prometheus.HistogramVec
 	inStatus *prometheus.HistogramVec
@@ -107,6 +108,7 @@ func (m *taskMetrics) load(tasks []store.Task) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.tasks = make(map[string]*taskSeen, len(tasks))
+	m.loaded = true
 	for _, t := range tasks {
 		ts := &taskSeen{status: t.Status.Status, since: t.Status.UpdatedAt, os: t.Spec.OSType, region: t.Spec.RegionID}
 		if ts.status == wire.StatusInstalling {

@@ -1,0 +1,111 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/lpmos/lpmos/store"
+)
+
+// Memory lpmos needed once and no longer does goes back to the OS (issue
+// 14: RSS with 10,000 tasks < 150 MiB; BENCHMARKS.md, "Issue 14: RSS with
+// 10,000 tasks (rss)"):
+//
+//   - The start-up loads (etcd's restore of its key index, the task index,
+//     the live view's and the task metrics' snapshots, the region's caches)
+//     grow the Go heap to a peak the runtime then keeps (it returns only
+//     what exceeds ~1.1x the next GC goal): ~130 MiB anonymous for a ~70 MB
+//     live heap with 10,000 tasks. Once every load is done, the heap's free
+//     pages are returned (debug.FreeOSMemory: one GC, then all free pages).
+//   - etcd reads every page of its mapped db file at start (and a
+//     compaction reads every old revision again): the file's pages stay
+//     resident in lpmos, ~80 MiB with 10,000 tasks, though an idle member
+//     touches few of them. They are dropped from the mapping
+//     (store.TrimDBMapping); the kernel's page cache keeps them.
+//
+// Both again after each compaction or defrag of the embedded member
+// (etcd's periodic compaction runs every CompactionRetention, 5 minutes
+// by default): each is a peak of its own. Nothing else changes: no memory
+// limit, GOGC as it is.
+
+// memReleaseEvery is how often memRelease checks the loads and the
+// compactions.
+const memReleaseEvery = 2 * time.Second
+
+// memStore is what memRelease needs of the store.
+type memStore interface {
+	TrimDBMapping() (store.TrimmedDB, error)
+	FinishedCompaction() int64
+	Space() store.SpaceStatus
+}
+
+type memRelease struct {
+	st     memStore
+	loaded []func() bool // the start-up loads: all true once each is done
+	free   func()        // debug.FreeOSMemory (tests replace it)
+	every  time.Duration
+	log    *slog.Logger
+}
+
+func newMemRelease(st memStore, log *slog.Logger, loaded ...func() bool) *memRelease {
+	return &memRelease{st: st, loaded: loaded, free: debug.FreeOSMemory, every: memReleaseEvery, log: log}
+}
+
+// run waits for the start-up loads, releases, then releases after each
+// compaction or defrag, until ctx ends.
+func (m *memRelease) run(ctx context.Context) {
+	t := time.NewTicker(m.every)
+	defer t.Stop()
+	for !m.allLoaded() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	m.release("the start-up loads are done")
+	compacted, defrags := m.st.FinishedCompaction(), m.st.Space().Defrags
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c, d := m.st.FinishedCompaction(), m.st.Space().Defrags
+		switch {
+		case d != defrags:
+			m.release("etcd defragmented")
+		case c != compacted:
+			m.release("etcd compacted")
+		default:
+			continue
+		}
+		compacted, defrags = c, d
+	}
+}
+
+func (m *memRelease) allLoaded() bool {
+	for _, l := range m.loaded {
+		if !l() {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *memRelease) release(why string) {
+	start := time.Now()
+	tr, err := m.st.TrimDBMapping()
+	if err != nil {
+		m.log.Warn("memory: could not drop the db file's pages", "error", err)
+	}
+	m.free()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.log.Info("memory: returned what lpmos no longer needs to the OS", "why", why,
+		"db_pages_dropped_bytes", tr.ResidentBefore-tr.ResidentAfter,
+		"heap_in_use_bytes", ms.HeapInuse, "heap_returned_bytes", ms.HeapReleased, "took", time.Since(start).Round(time.Millisecond))
+}
