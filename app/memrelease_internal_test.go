@@ -17,12 +17,6 @@ import (
 type fakeMemStore struct {
 	compacted, defrags atomic.Int64
 	checks             chan struct{} // a FinishedCompaction since the last receive
-	trims              atomic.Int64
-}
-
-func (f *fakeMemStore) TrimDBMapping() (store.TrimmedDB, error) {
-	f.trims.Add(1)
-	return store.TrimmedDB{ResidentBefore: 10 << 20}, nil
 }
 
 func (f *fakeMemStore) FinishedCompaction() int64 {
@@ -36,8 +30,8 @@ func (f *fakeMemStore) FinishedCompaction() int64 {
 func (f *fakeMemStore) Space() store.SpaceStatus { return store.SpaceStatus{Defrags: f.defrags.Load()} }
 
 // TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags: nothing
-// is released while a start-up load is not done; once all are, the db
-// mapping is trimmed and the heap freed exactly once (whatever the checks
+// is released while a start-up load is not done; once all are, the heap
+// is freed exactly once (whatever the checks
 // after); then once more after each compaction and each defrag.
 func TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags(t *testing.T) {
 	fs := &fakeMemStore{checks: make(chan struct{}, 1)}
@@ -70,8 +64,8 @@ func TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags(t *testing.T)
 	for range 5 {
 		<-polled
 	}
-	if len(frees) != 0 || fs.trims.Load() != 0 {
-		t.Fatalf("released before every load was done: %d frees, %d trims", len(frees), fs.trims.Load())
+	if len(frees) != 0 {
+		t.Fatalf("released before every load was done: %d frees", len(frees))
 	}
 	regionLoaded.Store(true)
 	if all := <-frees; !all {
@@ -81,8 +75,8 @@ func TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags(t *testing.T)
 	for range 20 {
 		<-fs.checks
 	}
-	if len(frees) != 0 || fs.trims.Load() != 1 {
-		t.Fatalf("after the loads: %d more frees, %d trims; want exactly one release", len(frees), fs.trims.Load())
+	if len(frees) != 0 {
+		t.Fatalf("after the loads: %d more frees; want exactly one release", len(frees))
 	}
 	// A compaction: one more release; a defrag: one more.
 	fs.compacted.Store(100)
@@ -92,7 +86,7 @@ func TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags(t *testing.T)
 	for range 20 {
 		<-fs.checks
 	}
-	if len(frees) != 0 || fs.trims.Load() != 3 {
-		t.Fatalf("after a compaction and a defrag: %d more frees, %d trims; want 3 releases in all", len(frees), fs.trims.Load())
+	if len(frees) != 0 {
+		t.Fatalf("after a compaction and a defrag: %d more frees; want 3 releases in all", len(frees))
 	}
 }
