@@ -133,6 +133,10 @@ type cachedTask struct {
 	wroteAt     time.Time      // when this path last wrote the task's progress
 	pending     *wire.Progress // coalesced, not yet written
 	accepted    *progMark      // the newest report answered 200 by this path
+	// moving is the statusRev from which a report answered on acceptance
+	// moves the task to installing (0: none): while the status is still
+	// that one, the task is installing for the reports that follow.
+	moving int64
 }
 
 // progMark is what ordering needs of a report.
@@ -188,6 +192,8 @@ type ProgressPath struct {
 	earlyMoved time.Time                // when one was last written (or the first queued)
 	earlyWait  map[string]chan struct{} // WaitWritten's: closed when the task's are written
 	failing    bool                     // the writer's last transaction returned an error
+
+	hold chan struct{} // tests (HoldWriter): the writer waits for it before a round
 }
 
 // maxInflightTxns bounds the batch transactions in flight at once.
@@ -236,7 +242,7 @@ func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPa
 // SetEarlyLimit bounds the stage and status changes answered on
 // acceptance and not yet written (limit <= 0: every change waits for its
 // commit), and how long the writer may land none of them before changes
-// wait again (stall <= 0: DefaultEarlyStall); call it before Run.
+// wait again (stall <= 0: DefaultEarlyStall).
 func (pp *ProgressPath) SetEarlyLimit(limit int, stall time.Duration) {
 	if stall <= 0 {
 		stall = DefaultEarlyStall
@@ -517,7 +523,8 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 	}
 	task := Task{ID: id, Status: StatusRecord{Status: wire.StatusInstalling, Attempt: t.attempt, UpdatedAt: now}}
 	t.accepted = markOf(&p)
-	if from == wire.StatusInstalling && latest != nil && latest.attempt == p.Attempt && latest.run == p.Run &&
+	installing := from == wire.StatusInstalling || t.moving == t.statusRev // an accepted change moves it
+	if installing && latest != nil && latest.attempt == p.Attempt && latest.run == p.Run &&
 		latest.stage == p.Stage && p.Stage != wire.StageCompleted {
 		// Within a stage: the latest report wins, written within a window.
 		if t.pending == nil {
@@ -542,6 +549,9 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 		final: p.Stage == wire.StageCompleted && p.Percentage == 100, superseded: superseded}
 	early := !req.final && pp.earlyOKLocked(now)
 	if req.early = early; early {
+		if from != wire.StatusInstalling {
+			t.moving = t.statusRev
+		}
 		if pp.early == 0 {
 			pp.earlyMoved = now
 		}
@@ -659,6 +669,14 @@ func (pp *ProgressPath) landed(reqs []*progressReq) {
 // reports land in the order they were accepted.
 func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sync.WaitGroup, txns, slowSem chan struct{}) {
 	pp.mu.Lock()
+	for hold := pp.hold; hold != nil && ctx.Err() == nil; hold = pp.hold {
+		pp.mu.Unlock()
+		select {
+		case <-hold:
+		case <-ctx.Done():
+		}
+		pp.mu.Lock()
+	}
 	queued := pp.queue
 	pp.queue = nil
 	var batch, slow, later []*progressReq
