@@ -701,6 +701,7 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 		}
 	}
 	ready := batch[:0]
+	writeAt := time.Now().UTC()
 	for _, r := range batch {
 		t := pp.tasks[r.id]
 		if t == nil || !t.hasStatus || t.sessRev != r.sessRev || t.attempt != r.p.Attempt {
@@ -723,6 +724,14 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 		if r.coalesced() && r.stageEvent {
 			slow = append(slow, r) // a coalesced report never changes the stage
 			continue
+		}
+		if !r.coalesced() {
+			// A change is stamped when written, as the authoritative path
+			// stamps it: the task's previous write has landed (one in
+			// flight), so its events keep their order in etcd's keys even
+			// when that one went the authoritative way after this one was
+			// accepted.
+			r.p.UpdatedAt = writeAt
 		}
 		ready = append(ready, r)
 	}
