@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestProgressAgentSequenceOverHTTP sends, for several tasks at once, the
@@ -150,5 +151,24 @@ func TestProgressCancelRacingStageChangeOverHTTP(t *testing.T) {
 	}
 	if u := r.fast.pp.Unwritten(); u != 0 {
 		t.Errorf("unwritten %d, want 0", u)
+	}
+	// The gauge of /metrics reads the same count.
+	reg := prometheus.NewRegistry()
+	for _, c := range r.Collectors() {
+		reg.MustRegister(c)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "lpmos_agent_progress_unwritten" {
+			m := mf.GetMetric()
+			found = len(m) == 1 && m[0].GetGauge().GetValue() == 0 && m[0].GetLabel()[0].GetValue() == "dc1"
+		}
+	}
+	if !found {
+		t.Errorf("no lpmos_agent_progress_unwritten{region=\"dc1\"} 0 among %d metric families", len(mfs))
 	}
 }
