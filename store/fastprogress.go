@@ -100,7 +100,7 @@ const DefaultPersistInterval = 10 * time.Second
 // DefaultEarlyLimit bounds the stage and status changes answered on
 // acceptance and not yet written (about 0.5 KB each): beyond it a change
 // waits for its commit.
-const DefaultEarlyLimit = 4096
+const DefaultEarlyLimit = 8192
 
 // DefaultEarlyStall: while answered reports are unwritten and none has
 // been written for this long, changes wait for their commit.
