@@ -589,13 +589,17 @@ func (pp *ProgressPath) Ready() bool {
 	return pp.ready
 }
 
-// InstallingTasks counts the region's installing tasks in the cache.
+// InstallingTasks counts the region's installing tasks in the cache
+// (with those an accepted, unwritten report moves to installing).
 func (pp *ProgressPath) InstallingTasks() int {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
 	n := 0
 	for _, t := range pp.tasks {
-		if t.region == pp.region && t.hasStatus && t.status == wire.StatusInstalling {
+		// A move to installing answered on acceptance counts before it is
+		// written: the agents' report interval (agentapi's nextReportMS)
+		// must not fall back to 1s while the writer is behind.
+		if t.region == pp.region && t.hasStatus && (t.status == wire.StatusInstalling || t.moving == t.statusRev) {
 			n++
 		}
 	}

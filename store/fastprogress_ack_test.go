@@ -321,3 +321,38 @@ func waitQueued(t *testing.T, pp *store.ProgressPath, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestProgressPathInstallingCountsAcceptedMove: a first report answered on
+// acceptance counts its task as installing before it is written (the
+// region's report interval reads the count: a writer that is behind must
+// not make every agent report at full rate).
+func TestProgressPathInstallingCountsAcceptedMove(t *testing.T) {
+	t.Parallel()
+	s := storetest.New(t)
+	ctx := context.Background()
+	task, tok := agentSession(t, ctx, s, "02:00:00:00:0f:c1")
+	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
+	pp.SetEarlyLimit(store.DefaultEarlyLimit, time.Hour)
+	if n := pp.InstallingTasks(); n != 0 {
+		t.Fatalf("installing %d before any report, want 0", n)
+	}
+	release := pp.HoldWriter()
+	defer release()
+	res := reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 0})
+	if res.Task.Revision != 0 || res.Task.Status.Status != wire.StatusInstalling {
+		t.Fatalf("first report answered %s (revision %d), want installing on acceptance", res.Task.Status.Status, res.Task.Revision)
+	}
+	if got, err := s.GetTask(ctx, task.ID); err != nil || got.Status.Status != wire.StatusApproved {
+		t.Fatalf("stored %v %s, want still approved while the writer is held", err, got.Status.Status)
+	}
+	if n := pp.InstallingTasks(); n != 1 {
+		t.Errorf("installing %d with the move accepted and unwritten, want 1", n)
+	}
+	release()
+	if err := pp.WaitWritten(ctx, task.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := pp.InstallingTasks(); n != 1 {
+		t.Errorf("installing %d once written, want 1", n)
+	}
+}
