@@ -187,6 +187,7 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 			r.progressDone(w, req, id, p, res)
 			return
 		}
+		r.fast.settle(ctx, req)
 	}
 	var (
 		t    store.Task
@@ -267,6 +268,9 @@ func (r *Region) failure(w http.ResponseWriter, req *http.Request) {
 	}
 	if e == nil && strings.TrimSpace(f.Reason) == "" {
 		e = httpapi.Errorf(http.StatusBadRequest, "reason is required")
+	}
+	if e == nil {
+		r.fast.settle(ctx, req) // the stage changes it was told were accepted come first
 	}
 	var (
 		t    store.Task

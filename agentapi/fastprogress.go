@@ -62,6 +62,16 @@ func (f *fastProgress) report(ctx context.Context, req *http.Request, p wire.Pro
 	return id, res, true
 }
 
+// settle waits until the reports of the request's task that were answered
+// on acceptance are written (or refused), so that what takes the
+// authoritative way next is judged against a state holding them.
+func (f *fastProgress) settle(ctx context.Context, req *http.Request) {
+	if kind, id, ok := store.ParseAgentToken(httpapi.Bearer(req)); ok && kind == store.TokenSession {
+		// A ctx that ends first fails the authoritative path too.
+		_ = f.pp.WaitWritten(ctx, id)
+	}
+}
+
 // nextReportMS is the report interval the region asks its agents for: 0
 // (the agent's own, 1s) until the installing tasks outnumber ReportRate.
 func (f *fastProgress) nextReportMS() int64 {

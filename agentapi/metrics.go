@@ -12,6 +12,7 @@ import (
 type regionMetrics struct {
 	http    *httpmetrics.Metrics
 	refusal *prometheus.CounterVec
+	region  string
 }
 
 func newRegionMetrics(region string) *regionMetrics {
@@ -22,13 +23,19 @@ func newRegionMetrics(region string) *regionMetrics {
 			Help:        "Agent API requests refused, by reason (bad_request, unauthorized, forbidden, not_found, conflict, too_large, rate_limited, unavailable, internal) and route.",
 			ConstLabels: prometheus.Labels{"region": region},
 		}, []string{"reason", "route"}),
+		region: region,
 	}
 }
 
 // Collectors returns the agent API's metrics for /metrics (lpmos serve
 // registers them).
 func (r *Region) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{r.metrics.http.Collector(), r.metrics.refusal}
+	unwritten := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "lpmos_agent_progress_unwritten",
+		Help:        "Agent stage and status changes answered on acceptance and not yet written to etcd (store/fastprogress.go).",
+		ConstLabels: prometheus.Labels{"region": r.metrics.region},
+	}, func() float64 { return float64(r.fast.pp.Unwritten()) })
+	return []prometheus.Collector{r.metrics.http.Collector(), r.metrics.refusal, unwritten}
 }
 
 // refusalReasons names the status codes the agent API refuses with.

@@ -794,7 +794,11 @@ func TestStallAndRecover(t *testing.T) {
 	if code := call(t, "POST", r.srv.URL+wire.PathProgress, tok, wire.Progress{TaskID: task.ID, Seq: 10, Stage: "installing", Percentage: 70}, &pr); code != 200 || pr.Status != wire.StatusInstalling {
 		t.Fatalf("report after stall: %d %+v", code, pr)
 	}
-	// Approval of a stalled task still hands out the install spec.
+	// Approval of a stalled task still hands out the install spec. (The
+	// stage change was answered on acceptance: written right after.)
+	if err := r.fast.pp.WaitWritten(ctx, task.ID); err != nil {
+		t.Fatal(err)
+	}
 	if got, _ := st.GetTask(ctx, task.ID); got.Status.Status != wire.StatusInstalling {
 		t.Errorf("status after report: %s", got.Status.Status)
 	}

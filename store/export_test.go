@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -66,6 +67,26 @@ func (s *Store) BreakSharedWatch() {
 	}
 }
 
-// DefragMember defragments the embedded member at once (tests only: the
-// maintenance loop waits for its thresholds).
-func (s *Store) DefragMember() error { return s.etcd.Server.Defragment() }
+// HoldWriter stops the progress path's writer before its next round until
+// release is called (tests only: a writer that is behind, or an etcd that
+// does not answer).
+func (pp *ProgressPath) HoldWriter() (release func()) {
+	ch := make(chan struct{})
+	pp.mu.Lock()
+	pp.hold = ch
+	pp.mu.Unlock()
+	return sync.OnceFunc(func() {
+		pp.mu.Lock()
+		pp.hold = nil
+		pp.mu.Unlock()
+		close(ch)
+	})
+}
+
+// QueuedReports counts the reports waiting for the progress path's
+// writer (tests only).
+func (pp *ProgressPath) QueuedReports() int {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return len(pp.queue)
+}

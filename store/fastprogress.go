@@ -23,16 +23,22 @@ import (
 // goroutine that groups reports into few transactions:
 //
 //   - a report that changes the stage, the run or the status (the first
-//     report moves an approved task to installing), and the final one, is
-//     written at once; the agent's answer waits for the commit; the final
-//     report (completed at 100) moves the task to completed in the same
-//     transaction (what Transition would do after it, without its reads);
+//     report moves an approved or stalled task to installing) is queued
+//     for the writer at once (never coalesced, never held for the persist
+//     interval), published to this process's watchers at once
+//     (store/live.go) and answered at once with the status it will have
+//     ("answered on acceptance", below); past the backpressure bound its
+//     answer waits for the commit, as before;
+//   - the final report (completed at 100) is always written before its
+//     answer, and moves the task to completed in the same transaction
+//     (what Transition would do after it, without its reads): the agent
+//     stops reporting after it, so nothing would restore it;
 //   - a report that only moves the percentage within a stage is coalesced:
-//     answered at once, published to this process's watchers at once
-//     (store/live.go), kept as the task's latest pending report (a newer
-//     one replaces it) and written with the others at the first window
-//     after the task's persist interval (DefaultPersistInterval) since its
-//     last write; the task's next change supersedes it (it is not written).
+//     answered at once, published to this process's watchers at once, kept
+//     as the task's latest pending report (a newer one replaces it) and
+//     written with the others at the first window after the task's persist
+//     interval (DefaultPersistInterval) since its last write; the task's
+//     next change supersedes it (it is not written).
 //
 // Every write is guarded by the mod revisions the check used (status,
 // progress, session): if anything changed meanwhile (an operator cancel,
@@ -41,8 +47,41 @@ import (
 // reads etcd), so a stale cache never lets a report through that etcd
 // would refuse. One writer and the progress guard keep reports in order:
 // a task's reports are written in the order they were accepted, at most
-// one per transaction round, and one that lost a race is refused by the
-// guard, never written late.
+// one write of a task in flight, and one that lost a race is refused by
+// the guard, never written late. A later report of a task is judged
+// against the newest one accepted (written or not: cachedTask.accepted).
+//
+// Answered on acceptance (what a 200 means for a stage change). When
+// 5,000 agents change stage in the same second, writing each change before
+// its answer queued every answer behind thousands of transactions (the
+// fleet's report p99 was the stage-change waves). The agent needs no
+// durable write before its 200: every report carries its whole state
+// (attempt, run, seq, stage, percentage). A stage or status change
+// answered 200 has passed every check the write will make, is in the
+// writer's queue in order, and is written within milliseconds (the
+// writer takes it at once); if a guard then fails (a cancel, a new
+// session landed first) the authoritative path decides, and a refusal
+// drops the report (logged at debug): the agent learns it at its next
+// report (e.g. "task is cancelled"), the same window as a cancel that
+// arrives just after a synchronous commit. A transient etcd error is
+// retried (with backoff, in order: the task's later reports wait) until
+// the write succeeds or is refused. Lost are only the answered reports
+// not yet written when the process stops or crashes: the task then holds
+// the previous stage, and the agent's next report restores the change
+// when it is still in that stage (it is a stage change from what is
+// stored, written with its stage event). An agent that is a stage further
+// by then (the lost stage was shorter than the restart) is refused with
+// the stage to resend from (ProgressBehindError, wire.Error.ResendFrom):
+// it sends its last report of each missing stage again, then goes on.
+// Backpressure: at most SetEarlyLimit's count of answered reports are
+// unwritten at once (DefaultEarlyLimit), and none are answered early while
+// the writer is failing (its last transaction returned an error) or has
+// landed none for DefaultEarlyStall: a region whose etcd is slow or down
+// answers stage changes after their commit, as before, so it never piles
+// up answers it cannot keep. Reports the cache cannot decide wait for
+// the task's unwritten ones (WaitWritten) before taking the
+// authoritative path, so etcd is never asked to judge a report against a
+// state older than what the agent was told.
 
 // DefaultCoalesceWindow is how often the writer looks for within-stage
 // reports to write.
@@ -58,6 +97,15 @@ const DefaultCoalesceWindow = 100 * time.Millisecond
 // also how often their progress bars move: 10 s keeps them moving at a
 // quarter of the bytes of writing every report.
 const DefaultPersistInterval = 10 * time.Second
+
+// DefaultEarlyLimit bounds the stage and status changes answered on
+// acceptance and not yet written (about 0.5 KB each): beyond it a change
+// waits for its commit.
+const DefaultEarlyLimit = 8192
+
+// DefaultEarlyStall: while answered reports are unwritten and none has
+// been written for this long, changes wait for their commit.
+const DefaultEarlyStall = 2 * time.Second
 
 // CompletedReason is the reason of the move to completed that the
 // agent's final report (completed at 100) makes.
@@ -86,6 +134,10 @@ type cachedTask struct {
 	wroteAt     time.Time      // when this path last wrote the task's progress
 	pending     *wire.Progress // coalesced, not yet written
 	accepted    *progMark      // the newest report answered 200 by this path
+	// moving is the statusRev from which a report answered on acceptance
+	// moves the task to installing (0: none): while the status is still
+	// that one, the task is installing for the reports that follow.
+	moving int64
 }
 
 // progMark is what ordering needs of a report.
@@ -132,6 +184,17 @@ type ProgressPath struct {
 	kick     chan struct{}
 	pending  int             // tasks with a pending report
 	inflight map[string]bool // tasks with a write in flight: their next waits
+
+	// Answered on acceptance: reports answered and not yet written.
+	earlyLimit int
+	earlyStall time.Duration
+	early      int                      // in all
+	earlyOf    map[string]int           // per task (kept across cache reloads)
+	earlyMoved time.Time                // when one was last written (or the first queued)
+	earlyWait  map[string]chan struct{} // WaitWritten's: closed when the task's are written
+	failing    bool                     // the writer's last transaction returned an error
+
+	hold chan struct{} // tests (HoldWriter): the writer waits for it before a round
 }
 
 // maxInflightTxns bounds the batch transactions in flight at once.
@@ -141,8 +204,9 @@ type progressReq struct {
 	id      string
 	p       wire.Progress
 	sessRev int64             // the session the report was checked against
-	done    chan progressDone // nil: coalesced, nobody waits
+	done    chan progressDone // nil: coalesced or early, nobody waits
 	final   bool              // completed at 100: the task completes with it
+	early   bool              // a change answered on acceptance: written as if waited for
 	// superseded is the coalesced report this one replaced unwritten. The
 	// batch needs none (its guards are the cache's, which accepted it), but
 	// the authoritative path judges order against what etcd holds: it
@@ -157,6 +221,9 @@ type progressReq struct {
 	complete                   bool // final, from installing: written with the move to completed
 }
 
+// coalesced: a within-stage report the writer took from the pending ones.
+func (r *progressReq) coalesced() bool { return r.done == nil && !r.early }
+
 type progressDone struct {
 	res ProgressResult
 	err error
@@ -169,7 +236,89 @@ func (s *Store) NewProgressPath(region string, window time.Duration) *ProgressPa
 		window = DefaultCoalesceWindow
 	}
 	return &ProgressPath{s: s, region: region, window: window, persist: DefaultPersistInterval, tasks: map[string]*cachedTask{}, regions: map[string]string{},
-		kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+		kick: make(chan struct{}, 1), inflight: map[string]bool{},
+		earlyLimit: DefaultEarlyLimit, earlyStall: DefaultEarlyStall, earlyOf: map[string]int{}, earlyWait: map[string]chan struct{}{}}
+}
+
+// SetEarlyLimit bounds the stage and status changes answered on
+// acceptance and not yet written (limit <= 0: every change waits for its
+// commit), and how long the writer may land none of them before changes
+// wait again (stall <= 0: DefaultEarlyStall).
+func (pp *ProgressPath) SetEarlyLimit(limit int, stall time.Duration) {
+	if stall <= 0 {
+		stall = DefaultEarlyStall
+	}
+	pp.mu.Lock()
+	pp.earlyLimit, pp.earlyStall = max(limit, 0), stall
+	pp.mu.Unlock()
+}
+
+// Unwritten counts the reports answered on acceptance and not yet written
+// (the lpmos_agent_progress_unwritten gauge).
+func (pp *ProgressPath) Unwritten() int {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.early
+}
+
+// WaitWritten waits until no report of task id answered on acceptance is
+// unwritten (written, or refused by the authoritative path): what takes
+// the authoritative way then reads a state that holds every change the
+// agent was told was accepted.
+func (pp *ProgressPath) WaitWritten(ctx context.Context, id string) error {
+	pp.mu.Lock()
+	if pp.earlyOf[id] == 0 {
+		pp.mu.Unlock()
+		return nil
+	}
+	ch := pp.earlyWait[id]
+	if ch == nil {
+		ch = make(chan struct{})
+		pp.earlyWait[id] = ch
+	}
+	pp.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("progress of task %s: waiting for its accepted reports: %w", id, ctx.Err())
+	}
+}
+
+// earlyOKLocked says whether a change may be answered on acceptance now:
+// under the bound, the writer not failing, and landing them.
+func (pp *ProgressPath) earlyOKLocked(now time.Time) bool {
+	if pp.early >= pp.earlyLimit || pp.failing {
+		return false
+	}
+	return pp.early == 0 || now.Sub(pp.earlyMoved) < pp.earlyStall
+}
+
+// earlyLandedLocked accounts for reqs' early reports, written or refused
+// (each request lands once).
+func (pp *ProgressPath) earlyLandedLocked(reqs []*progressReq) {
+	for _, r := range reqs {
+		if !r.early {
+			continue
+		}
+		pp.early--
+		pp.earlyMoved = time.Now()
+		if n := pp.earlyOf[r.id] - 1; n > 0 {
+			pp.earlyOf[r.id] = n
+			continue
+		}
+		delete(pp.earlyOf, r.id)
+		if ch := pp.earlyWait[r.id]; ch != nil {
+			close(ch)
+			delete(pp.earlyWait, r.id)
+		}
+	}
+}
+
+func (pp *ProgressPath) setFailing(failing bool) {
+	pp.mu.Lock()
+	pp.failing = failing
+	pp.mu.Unlock()
 }
 
 // SetPersistInterval sets how often at most a task's within-stage report
@@ -330,7 +479,9 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 
 // Report checks an agent's progress report p (seq, stage and percentage
 // already validated by the caller) against the cache and writes it: at
-// once when it changes the stage, run or status, else coalesced. token is
+// once when it changes the stage, run or status (answered on acceptance,
+// under the backpressure bound; the final report after its commit), else
+// coalesced. token is
 // the agent's session token of task id, mac the MAC it names ("" for
 // none). ErrNotCached (or any error) means the caller must take the
 // authoritative path, which also words the refusal.
@@ -373,7 +524,8 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 	}
 	task := Task{ID: id, Status: StatusRecord{Status: wire.StatusInstalling, Attempt: t.attempt, UpdatedAt: now}}
 	t.accepted = markOf(&p)
-	if from == wire.StatusInstalling && latest != nil && latest.attempt == p.Attempt && latest.run == p.Run &&
+	installing := from == wire.StatusInstalling || t.moving == t.statusRev // an accepted change moves it
+	if installing && latest != nil && latest.attempt == p.Attempt && latest.run == p.Run &&
 		latest.stage == p.Stage && p.Stage != wire.StageCompleted {
 		// Within a stage: the latest report wins, written within a window.
 		if t.pending == nil {
@@ -394,13 +546,33 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 		t.pending = nil
 		pp.pending--
 	}
-	req := &progressReq{id: id, p: p, sessRev: t.sessRev, done: make(chan progressDone, 1),
+	req := &progressReq{id: id, p: p, sessRev: t.sessRev,
 		final: p.Stage == wire.StageCompleted && p.Percentage == 100, superseded: superseded}
+	early := !req.final && pp.earlyOKLocked(now)
+	if req.early = early; early {
+		if from != wire.StatusInstalling {
+			t.moving = t.statusRev
+		}
+		if pp.early == 0 {
+			pp.earlyMoved = now
+		}
+		pp.early++
+		pp.earlyOf[id]++
+	} else {
+		req.done = make(chan progressDone, 1)
+	}
 	pp.queue = append(pp.queue, req)
 	pp.mu.Unlock()
 	select {
 	case pp.kick <- struct{}{}:
 	default:
+	}
+	if early { // req is the writer's now
+		// Answered now with the status it will have; written in order
+		// right after (see "Answered on acceptance" above).
+		pp.s.live.publish(id, p)
+		task.Progress = &p
+		return ProgressResult{Task: task}, nil
 	}
 	select {
 	case d := <-req.done:
@@ -418,13 +590,17 @@ func (pp *ProgressPath) Ready() bool {
 	return pp.ready
 }
 
-// InstallingTasks counts the region's installing tasks in the cache.
+// InstallingTasks counts the region's installing tasks in the cache
+// (with those an accepted, unwritten report moves to installing).
 func (pp *ProgressPath) InstallingTasks() int {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
 	n := 0
 	for _, t := range pp.tasks {
-		if t.region == pp.region && t.hasStatus && t.status == wire.StatusInstalling {
+		// A move to installing answered on acceptance counts before it is
+		// written: the agents' report interval (agentapi's nextReportMS)
+		// must not fall back to 1s while the writer is behind.
+		if t.region == pp.region && t.hasStatus && (t.status == wire.StatusInstalling || t.moving == t.statusRev) {
 			n++
 		}
 	}
@@ -462,8 +638,13 @@ func (pp *ProgressPath) failQueued(err error) {
 	pp.queue = nil
 	pp.mu.Unlock()
 	for _, r := range q {
-		r.done <- progressDone{err: err}
+		if r.done != nil {
+			r.done <- progressDone{err: err}
+		} // an early one is lost, as in a crash (see above)
 	}
+	pp.mu.Lock()
+	pp.earlyLandedLocked(q)
+	pp.mu.Unlock()
 }
 
 // landed ends the writes in flight of reqs' tasks; the writer takes the
@@ -473,6 +654,7 @@ func (pp *ProgressPath) landed(reqs []*progressReq) {
 	for _, r := range reqs {
 		delete(pp.inflight, r.id)
 	}
+	pp.earlyLandedLocked(reqs)
 	more := len(pp.queue) > 0
 	pp.mu.Unlock()
 	if more {
@@ -492,6 +674,14 @@ func (pp *ProgressPath) landed(reqs []*progressReq) {
 // reports land in the order they were accepted.
 func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sync.WaitGroup, txns, slowSem chan struct{}) {
 	pp.mu.Lock()
+	for hold := pp.hold; hold != nil && ctx.Err() == nil; hold = pp.hold {
+		pp.mu.Unlock()
+		select {
+		case <-hold:
+		case <-ctx.Done():
+		}
+		pp.mu.Lock()
+	}
 	queued := pp.queue
 	pp.queue = nil
 	var batch, slow, later []*progressReq
@@ -516,6 +706,7 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 		}
 	}
 	ready := batch[:0]
+	writeAt := time.Now().UTC()
 	for _, r := range batch {
 		t := pp.tasks[r.id]
 		if t == nil || !t.hasStatus || t.sessRev != r.sessRev || t.attempt != r.p.Attempt {
@@ -528,16 +719,24 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 			slow = append(slow, r)
 			continue
 		}
-		if r.done == nil && t.status != wire.StatusInstalling {
+		if r.coalesced() && t.status != wire.StatusInstalling {
 			slow = append(slow, r) // a coalesced report never changes the status
 			continue
 		}
 		r.from, r.statusRev, r.progRev, r.events = t.status, t.statusRev, t.progRev, int64(t.events)
 		r.stageEvent = t.prog == nil || t.prog.stage != r.p.Stage || t.prog.attempt != r.p.Attempt
 		r.complete = r.final && t.status == wire.StatusInstalling
-		if r.done == nil && r.stageEvent {
+		if r.coalesced() && r.stageEvent {
 			slow = append(slow, r) // a coalesced report never changes the stage
 			continue
+		}
+		if !r.coalesced() {
+			// A change is stamped when written, as the authoritative path
+			// stamps it: the task's previous write has landed (one in
+			// flight), so its events keep their order in etcd's keys even
+			// when that one went the authoritative way after this one was
+			// accepted.
+			r.p.UpdatedAt = writeAt
 		}
 		ready = append(ready, r)
 	}
@@ -597,6 +796,7 @@ func (pp *ProgressPath) writeOnce(ctx context.Context, flushPending bool, wg *sy
 				pp.landed(c.reqs)
 				return
 			}
+			pp.setFailing(err != nil) // failing: no more answers on acceptance until a write succeeds
 			if err != nil {
 				pp.s.log.Warn("progress: batch write failed, writing one by one", "reports", len(c.reqs), "error", err)
 			}
@@ -664,6 +864,7 @@ func modRevIs(key string, rev int64) *etcdserverpb.Compare {
 // committed records a committed chunk in the cache and answers its waiters.
 func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 	pp.mu.Lock()
+	pp.failing = false
 	for _, r := range chunk {
 		t := pp.tasks[r.id]
 		if t == nil {
@@ -694,8 +895,11 @@ func (pp *ProgressPath) committed(chunk []*progressReq, rev int64) {
 }
 
 // authoritative writes r through ReportAgentProgress (which reads etcd);
-// a coalesced report it refuses (a newer one is stored, the task was
-// cancelled) is dropped: its agent's next report is told.
+// a coalesced or early report it refuses (a newer one is stored, the task
+// was cancelled) is dropped: its agent's next report is told. An early
+// report (answered 200) that fails for another reason (etcd unavailable,
+// a timeout) is retried until it is written or refused, or ctx ends; the
+// task's later reports wait for it.
 func (pp *ProgressPath) authoritative(ctx context.Context, r *progressReq) {
 	// The cache learns the outcome from the watch.
 	if prev := r.superseded; prev != nil {
@@ -703,10 +907,44 @@ func (pp *ProgressPath) authoritative(ctx context.Context, r *progressReq) {
 			pp.s.log.Debug("progress: superseded report not written", "task", r.id, "seq", prev.Seq, "error", strings.TrimSpace(err.Error()))
 		}
 	}
-	res, err := pp.s.ReportAgentProgress(ctx, r.id, r.p)
-	if r.done != nil {
-		r.done <- progressDone{res: res, err: err}
-	} else if err != nil && !errors.Is(err, context.Canceled) {
-		pp.s.log.Debug("progress: coalesced report not written", "task", r.id, "seq", r.p.Seq, "error", strings.TrimSpace(err.Error()))
+	backoff := 50 * time.Millisecond
+	for {
+		res, err := pp.s.ReportAgentProgress(ctx, r.id, r.p)
+		if r.done != nil {
+			r.done <- progressDone{res: res, err: err}
+			return
+		}
+		if err == nil {
+			if r.early {
+				pp.setFailing(false)
+			}
+			return
+		}
+		if r.early && !refusal(err) && ctx.Err() == nil {
+			pp.setFailing(true)
+			pp.s.log.Warn("progress: accepted report not written yet, retrying", "task", r.id, "seq", r.p.Seq, "in", backoff, "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 2*time.Second)
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			kind := "coalesced"
+			if r.early {
+				kind = "accepted"
+			}
+			pp.s.log.Debug("progress: "+kind+" report not written", "task", r.id, "seq", r.p.Seq, "error", strings.TrimSpace(err.Error()))
+		}
+		return
 	}
+}
+
+// refusal reports whether err is ReportAgentProgress deciding against the
+// report (which retrying cannot change), not failing to reach etcd.
+func refusal(err error) bool {
+	var te *TransitionError
+	return errors.As(err, &te) || errors.Is(err, ErrConflict) || errors.Is(err, ErrRegression) ||
+		errors.Is(err, ErrInvalid) || errors.Is(err, ErrNotFound)
 }

@@ -107,7 +107,11 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 	for i, r := range plan {
 		if i == stalledAt {
 			// The stall detector fires between two reports of a stage; the
-			// next report must move the task back to installing.
+			// next report must move the task back to installing. (It
+			// reads what is stored: the accepted changes are written.)
+			if err := pp.WaitWritten(ctx, task.ID); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := s.Transition(ctx, task.ID, wire.StatusStalled, "test: stalled"); err != nil {
 				t.Fatal(err)
 			}
@@ -243,24 +247,32 @@ func TestProgressPathGuards(t *testing.T) {
 	if _, err := pp.Report(ctx, task.ID, tok+"x", "", wire.Progress{Seq: 3, Stage: wire.StagePartitioning, Percentage: 15}); !errors.Is(err, store.ErrNotCached) {
 		t.Errorf("wrong token: err %v, want ErrNotCached", err)
 	}
+	if err := pp.WaitWritten(ctx, task.ID); err != nil { // seq 1 (answered on acceptance) is stored
+		t.Fatal(err)
+	}
 	if _, err := s.Transition(ctx, task.ID, wire.StatusCancelled, "test: cancelled"); err != nil {
 		t.Fatal(err)
 	}
 	// The pending report (seq 2) goes out with the next change, which the
-	// cancel refuses: neither is written.
+	// cancel refuses: neither is written. The change is answered on
+	// acceptance (nil) until the cache sees the cancel, or after its
+	// refused commit (a TransitionError).
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := pp.Report(ctx, task.ID, tok, "", wire.Progress{Seq: 4, Stage: wire.StageDownloading, Percentage: 20})
+	for seq := int64(4); ; seq++ {
+		_, err := pp.Report(ctx, task.ID, tok, "", wire.Progress{Seq: seq, Stage: wire.StageDownloading, Percentage: 20 + int(seq)})
 		if errors.Is(err, store.ErrNotCached) {
 			break // the cache knows the task is cancelled
 		}
 		var te *store.TransitionError
-		if !errors.As(err, &te) {
+		if err != nil && !errors.As(err, &te) {
 			t.Fatalf("report after cancel: %v", err)
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the cache never saw the cancel")
 		}
+	}
+	if err := pp.WaitWritten(ctx, task.ID); err != nil {
+		t.Fatal(err)
 	}
 	got, err := s.GetTask(ctx, task.ID)
 	if err != nil {
@@ -415,17 +427,13 @@ func TestProgressPathPersistInterval(t *testing.T) {
 		{Stage: wire.StageConfiguring, Percentage: 90}, {Stage: wire.StageConfiguring, Percentage: 100},
 		{Stage: wire.StageCompleted, Percentage: 100},
 	}
-	for i := range plan {
-		plan[i].Seq = int64(i + 1)
-		reportCached(t, ctx, pp, task.ID, tok, plan[i])
-	}
 	var stored, live, seen []int64
 	timeout := time.After(10 * time.Second)
-	for len(stored) == 0 || stored[len(stored)-1] != int64(len(plan)) {
+	next := func() {
 		select {
 		case c := <-changes:
 			if c.TaskID != task.ID || c.Kind != store.KindProgress {
-				continue
+				return
 			}
 			if c.Live {
 				live = append(live, c.Progress.Seq)
@@ -436,6 +444,20 @@ func TestProgressPathPersistInterval(t *testing.T) {
 		case <-timeout:
 			t.Fatalf("final report never written: stored %v, live %v", stored, live)
 		}
+	}
+	for i := range plan {
+		plan[i].Seq = int64(i + 1)
+		reportCached(t, ctx, pp, task.ID, tok, plan[i])
+		// The first report reaches the watch (live, or stored) before the
+		// others are sent: the watch is then subscribed to the live ones
+		// (answers come in microseconds, before the watch's goroutine
+		// would have started).
+		for i == 0 && len(seen) == 0 {
+			next()
+		}
+	}
+	for len(stored) == 0 || stored[len(stored)-1] != int64(len(plan)) {
+		next()
 	}
 	for i := 1; i < len(seen); i++ {
 		if seen[i] <= seen[i-1] {
