@@ -66,7 +66,8 @@ import (
 // arrives just after a synchronous commit. A transient etcd error is
 // retried (with backoff, in order: the task's later reports wait) until
 // the write succeeds or is refused. Lost are only the answered reports
-// not yet written when the process stops or crashes: the task then holds
+// not yet written when the process crashes (a stop writes them first,
+// for up to DrainTimeout): the task then holds
 // the previous stage, and the agent's next report restores the change
 // when it is still in that stage (it is a stage change from what is
 // stored, written with its stage event). An agent that is a stage further
@@ -611,9 +612,16 @@ func (pp *ProgressPath) InstallingTasks() int {
 // Rounds overlap (group commit): a report waits for no other task's
 // write, only for its own task's write in flight, so a stage change is
 // not held behind a round of other tasks' transactions.
+//
+// Writes run on wctx, which outlives ctx by up to DrainTimeout: when the
+// region stops, the changes already answered on acceptance (and any
+// queued report) are written before the writer returns, so a stop loses
+// none of them; only a crash does (see "Answered on acceptance").
 func (pp *ProgressPath) writer(ctx context.Context) {
 	tick := time.NewTicker(pp.window)
 	defer tick.Stop()
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
 	var wg sync.WaitGroup
 	txns := make(chan struct{}, maxInflightTxns)
 	slow := make(chan struct{}, 32) // authoritative writes read etcd: a bounded few at a time
@@ -621,14 +629,35 @@ func (pp *ProgressPath) writer(ctx context.Context) {
 		flushPending := false
 		select {
 		case <-ctx.Done():
-			wg.Wait()
+			pp.drain(wctx, wcancel, &wg, txns, slow)
 			pp.failQueued(ctx.Err())
 			return
 		case <-pp.kick:
 		case <-tick.C:
 			flushPending = true
 		}
-		pp.writeOnce(ctx, flushPending, &wg, txns, slow)
+		pp.writeOnce(wctx, flushPending, &wg, txns, slow)
+	}
+}
+
+// DrainTimeout bounds how long a stopping region's writer goes on writing
+// the reports it answered and queued.
+const DrainTimeout = 5 * time.Second
+
+// drain writes what is queued, round after round (a task's next report
+// waits for its write in flight), until nothing is or DrainTimeout ends.
+func (pp *ProgressPath) drain(wctx context.Context, wcancel context.CancelFunc, wg *sync.WaitGroup, txns, slow chan struct{}) {
+	stop := time.AfterFunc(DrainTimeout, wcancel)
+	defer stop.Stop()
+	for {
+		wg.Wait()
+		pp.mu.Lock()
+		more := len(pp.queue) > 0
+		pp.mu.Unlock()
+		if !more || wctx.Err() != nil {
+			return
+		}
+		pp.writeOnce(wctx, false, wg, txns, slow)
 	}
 }
 

@@ -356,3 +356,60 @@ func TestProgressPathInstallingCountsAcceptedMove(t *testing.T) {
 		t.Errorf("installing %d once written, want 1", n)
 	}
 }
+
+// TestProgressPathStopWritesAnsweredChanges: the region stops while stage
+// changes it answered on acceptance are unwritten (the writer behind):
+// the writer writes them before Run returns, so a stop loses none.
+func TestProgressPathStopWritesAnsweredChanges(t *testing.T) {
+	t.Parallel()
+	s := storetest.New(t)
+	ctx := context.Background()
+	const n = 5
+	ids, toks := make([]string, n), make([]string, n)
+	for i := range n {
+		task, tok := agentSession(t, ctx, s, fmt.Sprintf("02:00:00:00:0f:%02x", 0xd0+i))
+		ids[i], toks[i] = task.ID, tok
+	}
+	pp := s.NewProgressPath("dc1", 5*time.Millisecond)
+	pp.SetPersistInterval(0)
+	pp.SetEarlyLimit(store.DefaultEarlyLimit, time.Hour)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); pp.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+	for !pp.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := range n {
+		reportCached(t, ctx, pp, ids[i], toks[i], wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 20})
+		if err := pp.WaitWritten(ctx, ids[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := pp.HoldWriter()
+	for i := range n {
+		res, err := pp.Report(ctx, ids[i], toks[i], "", wire.Progress{Seq: 2, Stage: wire.StageDownloading, Percentage: 25})
+		if err != nil || res.Task.Revision != 0 {
+			t.Fatalf("change %d: %v, revision %d; want answered on acceptance", i, err, res.Task.Revision)
+		}
+	}
+	if u := pp.Unwritten(); u != n {
+		t.Fatalf("unwritten %d before the stop, want %d", u, n)
+	}
+	stop()
+	release() // the writer was behind; the stop's drain takes what it queued
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	for i := range n {
+		got, err := s.GetTask(ctx, ids[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Progress == nil || got.Progress.Seq != 2 || got.Progress.Stage != wire.StageDownloading {
+			t.Errorf("task %d after the stop: progress %+v; want the answered change (seq 2, downloading) stored", i, got.Progress)
+		}
+	}
+}
