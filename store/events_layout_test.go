@@ -18,7 +18,6 @@ import (
 // writers bound from their own read of the task; the watch decodes every
 // new event as Events does (the /ws `event` messages and the API agree).
 func TestEventsAcrossLayouts(t *testing.T) {
-	t.Parallel()
 	const limit = 6
 	s := openStore(t, func(c *store.Config) { c.MaxTaskEvents = limit })
 	ctx := context.Background()
@@ -124,7 +123,6 @@ func TestEventsAcrossLayouts(t *testing.T) {
 // transaction wrote them (as when each had its own key), and the history
 // bound counts events, dropping a shared key whole.
 func TestEventsOfOneTransaction(t *testing.T) {
-	t.Parallel()
 	const limit = 4
 	s := openStore(t, func(c *store.Config) { c.MaxTaskEvents = limit })
 	ctx := context.Background()

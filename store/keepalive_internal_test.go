@@ -41,7 +41,6 @@ func waitRegion(t *testing.T, s *Store, id string, present bool) clientv3.LeaseI
 // its lease runs out and nothing registers it again; resuming (the removal
 // failed) registers the region again under a lease that is kept alive.
 func TestHaltKeepAlivesStopsRegionLease(t *testing.T) {
-	t.Parallel()
 	s := openCAKeyMember(t, t.TempDir())
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())

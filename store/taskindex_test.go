@@ -245,7 +245,6 @@ func BenchmarkListInstalled10k(b *testing.B) {
 // (it waits for the index to reach etcd's revision), and a watch from the
 // returned revision+1 sees that creation.
 func TestTaskSummariesMatchFullRead(t *testing.T) {
-	t.Parallel()
 	s := storetest.New(t)
 	ctx := context.Background()
 	seedInstalled(t, s, 300)
