@@ -672,6 +672,9 @@ func run(ctx context.Context, o options) error {
 	}()
 	end := wall0.Add(o.duration)
 	var wg sync.WaitGroup
+	// Per second of the run: reports sent, those slower than 100 ms, and
+	// those that changed the stage (where the tail comes from).
+	slowBySec := make([]struct{ n, slow, changes atomic.Int64 }, total+2)
 	for _, a := range agents {
 		wg.Go(func() {
 			next := wall0.Add(time.Duration(a.i) * time.Second / time.Duration(o.n)) // spread over the first second
@@ -695,6 +698,7 @@ func run(ctx context.Context, o options) error {
 				if stageIdx(stage) == last {
 					percent = max(percent, lastPct)
 				}
+				last0 := last
 				t0 := time.Now()
 				seq = max(seq+1, t0.UnixMicro()) // the send time: the dashboard's lag reads it
 				nextMS, err := a.report(p.agentURL+wire.PathProgress, seq, stage, percent)
@@ -712,6 +716,15 @@ func run(ctx context.Context, o options) error {
 					if counted {
 						achieved.Add(1)
 						mine = append(mine, el)
+						if sec := int(t0.Sub(wall0) / time.Second); sec >= 0 && sec < len(slowBySec) {
+							slowBySec[sec].n.Add(1)
+							if el > 100*time.Millisecond {
+								slowBySec[sec].slow.Add(1)
+							}
+							if stageIdx(stage) != last0 {
+								slowBySec[sec].changes.Add(1)
+							}
+						}
 					}
 				}
 				if nextMS > 0 {
@@ -784,6 +797,11 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("\nfleet: N=%d, %v of progress at 1/s\n", o.n, o.duration)
 	fmt.Printf("load average: start %s; end %s\n", strings.TrimSpace(string(load0)), strings.TrimSpace(string(load1)))
 	fmt.Printf("report latency: p50 %s  p99 %s  max %s (%d reports)\n", ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), len(lat))
+	for sec := range slowBySec {
+		if b := &slowBySec[sec]; b.slow.Load() > 0 {
+			fmt.Printf("  second %2d: %d reports sent, %d stage changes, %d answered after more than 100 ms\n", sec, b.n.Load(), b.changes.Load(), b.slow.Load())
+		}
+	}
 	fmt.Printf("achieved/offered: %d/%d = %.2f  errors %d (%v)  agents slowed down: %d\n", achieved.Load(), offered.Load(),
 		float64(achieved.Load())/float64(max(1, offered.Load())), errs.Load(), errSample.Load(), slowed.Load())
 	lpmosCPU := time.Duration(cpu1-cpu0) * 10 * time.Millisecond // clock ticks of 10 ms
