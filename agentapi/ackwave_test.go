@@ -34,10 +34,7 @@ func TestProgressAgentSequenceOverHTTP(t *testing.T) {
 	}
 	agents := make([]agent, n)
 	for i := range agents {
-		task := createTask(t, st, "dc1")
-		advance(t, r, task.ID, wire.StatusPendingApproval)
-		sess := sessionFor(t, st, task.ID)
-		advance(t, r, task.ID, wire.StatusApproved)
+		task, sess := approvedWithSession(t, st, r)
 		agents[i] = agent{task.ID, sess}
 	}
 	waitFor(t, 5*time.Second, "progress cache", r.fast.pp.Ready)
@@ -108,10 +105,7 @@ func TestProgressCancelRacingStageChangeOverHTTP(t *testing.T) {
 	r := newRegion(t, st, "dc1", func(c *Config) { c.ProgressWindow = 5 * time.Millisecond })
 	r.start(t)
 	addImage(t, st, "ubuntu", "22.04", []byte("image"))
-	task := createTask(t, st, "dc1")
-	advance(t, r, task.ID, wire.StatusPendingApproval)
-	sess := sessionFor(t, st, task.ID)
-	advance(t, r, task.ID, wire.StatusApproved)
+	task, sess := approvedWithSession(t, st, r)
 	waitFor(t, 5*time.Second, "progress cache", r.fast.pp.Ready)
 	seq := int64(0)
 	send := func(stage string, pct int) (int, wire.Error) {

@@ -84,12 +84,18 @@ func TestRealAgentAgainstRegion(t *testing.T) {
 // mac against r until the test ends; its result arrives on the channel.
 func liveAgent(t *testing.T, r *testRegion, mac, taskID, boot string) <-chan error {
 	t.Helper()
+	return liveAgentAt(t, r.srv.URL, mac, taskID, boot)
+}
+
+// liveAgentAt is liveAgent for a region reached at base.
+func liveAgentAt(t *testing.T, base, mac, taskID, boot string) <-chan error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
 	fast := retry.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}
 	run := &runner.Runner{
-		API:              client.New(client.Options{BaseURL: r.srv.URL, Logger: log, Backoff: fast}),
+		API:              client.New(client.Options{BaseURL: base, Logger: log, Backoff: fast}),
 		BootToken:        boot,
 		StayAfterFailure: true,
 		Log:              log,

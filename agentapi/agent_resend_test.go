@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,12 +12,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/lpmos/lpmos/agent/client"
-	"github.com/lpmos/lpmos/agent/install"
-	"github.com/lpmos/lpmos/agent/retry"
-	"github.com/lpmos/lpmos/agent/runner"
 	"github.com/lpmos/lpmos/agent/wire"
 )
 
@@ -141,21 +135,7 @@ func TestRealAgentResendsReportsTheRegionLost(t *testing.T) {
 			if m == nil {
 				t.Fatalf("no agent parameters in script:\n%s", script)
 			}
-			log := slog.New(slog.NewTextHandler(testLog{t}, nil))
-			fast := retry.Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}
-			run := &runner.Runner{
-				API:          client.New(client.Options{BaseURL: front.URL, Logger: log, Backoff: fast}),
-				BootToken:    m[2],
-				Log:          log,
-				Hardware:     func() (wire.Hardware, error) { return wire.Hardware{BootMode: "bios", CPU: wire.CPU{Threads: 2}}, nil },
-				MAC:          task.Spec.TargetMAC,
-				TaskID:       m[1],
-				ApprovalWait: 2 * time.Second,
-				Backoff:      fast,
-				Install:      install.Options{ProgressInterval: time.Millisecond, Backoff: fast, MaxFailures: 1},
-			}
-			done := make(chan error, 1)
-			go func() { done <- run.Run(t.Context()) }()
+			done := liveAgentAt(t, front.URL, task.Spec.TargetMAC, m[1], m[2])
 			waitStatus(t, st, task.ID, wire.StatusPendingApproval)
 			if _, err := st.Transition(t.Context(), task.ID, wire.StatusApproved, "operator"); err != nil {
 				t.Fatal(err)

@@ -19,10 +19,7 @@ func TestProgressFastPathOverHTTP(t *testing.T) {
 	r := newRegion(t, st, "dc1", func(c *Config) { c.ReportRate = 0.5; c.ProgressWindow = 50 * time.Millisecond })
 	r.start(t)
 	addImage(t, st, "ubuntu", "22.04", []byte("image"))
-	task := createTask(t, st, "dc1")
-	advance(t, r, task.ID, wire.StatusPendingApproval)
-	sess := sessionFor(t, st, task.ID)
-	advance(t, r, task.ID, wire.StatusApproved)
+	task, sess := approvedWithSession(t, st, r)
 	waitFor(t, 5*time.Second, "progress cache", r.fast.pp.Ready)
 
 	seq := int64(0)

@@ -343,3 +343,15 @@ func getAuth(t *testing.T, url, token string, hdr ...string) (int, string) {
 	data, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(data)
 }
+
+// approvedWithSession creates a task of region dc1 served by r, walks it
+// to approved through the region (claimed, hardware reported with the
+// agent's session) and returns it with that session token.
+func approvedWithSession(t *testing.T, st *store.Store, r *testRegion) (store.Task, string) {
+	t.Helper()
+	task := createTask(t, st, "dc1")
+	advance(t, r, task.ID, wire.StatusPendingApproval)
+	sess := sessionFor(t, st, task.ID)
+	advance(t, r, task.ID, wire.StatusApproved)
+	return task, sess
+}
