@@ -68,13 +68,19 @@ func (r *Region) recoverer(next http.Handler) http.Handler {
 }
 
 func (r *Region) fail(w http.ResponseWriter, req *http.Request, e *httpapi.Error) {
+	r.failWith(w, req, e, wire.Error{Error: e.Msg})
+}
+
+// failWith is fail with body as the answer (an error that says more than
+// its text: wire.Error.ResendFrom).
+func (r *Region) failWith(w http.ResponseWriter, req *http.Request, e *httpapi.Error, body wire.Error) {
 	r.metrics.refused(req, e.Code)
 	if e.Code >= 500 {
 		r.log.Error("agent API error", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e.Msg)
 	} else {
 		r.log.Info("agent API refused", "method", req.Method, "path", req.URL.Path, "code", e.Code, "err", e.Msg, "remote", req.RemoteAddr)
 	}
-	httpapi.WriteError(w, e.Code, e.Msg)
+	httpapi.WriteJSON(w, e.Code, body)
 }
 
 func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
@@ -219,10 +225,7 @@ func (r *Region) progress(w http.ResponseWriter, req *http.Request) {
 		if be := (*store.ProgressBehindError)(nil); errors.As(err, &be) {
 			// Reports this region answered were lost before they were
 			// stored: the agent sends them again (wire.Error.ResendFrom).
-			r.metrics.refused(req, e.Code)
-			r.log.Info("agent API refused: progress behind the report, asking the agent to resend", "task", t.ID,
-				"stage", p.Stage, "resend_from", be.Expected, "err", e.Msg)
-			httpapi.WriteJSON(w, e.Code, wire.Error{Error: e.Msg, ResendFrom: be.Expected})
+			r.failWith(w, req, e, wire.Error{Error: e.Msg, ResendFrom: be.Expected})
 			return
 		}
 		r.fail(w, req, e)
