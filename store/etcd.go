@@ -95,7 +95,7 @@ type Store struct {
 	lost     chan struct{} // closed when the member stops on its own
 	lostErr  error
 	remoteMu sync.Mutex
-	remote   *clientv3.Client // TLS client to the member's client URL
+	remote   map[string]*clientv3.Client // TLS clients to the other members' client URLs (memberStatus)
 
 	// clusterKey seals the CA key in etcd (store/cakey.go); nil on a
 	// member that joined before sealing existed.
@@ -499,12 +499,7 @@ func (s *Store) Close() error {
 	}
 	s.index.mu.Unlock()
 	s.stopMemberCerts()
-	s.remoteMu.Lock()
-	if s.remote != nil {
-		_ = s.remote.Close()
-		s.remote = nil
-	}
-	s.remoteMu.Unlock()
+	s.closeMemberClients(nil)
 	s.haltKeepAlives()
 	err := s.cli.Close()
 	if s.etcd != nil {
