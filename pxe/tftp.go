@@ -35,6 +35,10 @@ type TFTPConfig struct {
 	MaxTransfers int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// NoIOUring sends each datagram with its own sendto even where
+	// io_uring is available (by default the datagrams of one loop
+	// wake-up go out in one io_uring_enter); for tests and benchmarks.
+	NoIOUring bool
 }
 
 // TFTP is a read-only TFTP server for the iPXE binaries (RFC 1350 with the
@@ -65,6 +69,11 @@ type TFTP struct {
 
 	mu   sync.Mutex
 	mtus map[int]tftpMTU
+
+	// ringSetup replaces newTFTPRing (tests: a failing setup).
+	ringSetup func() (*tftpRing, error)
+	// ringUp: the running loop sends through io_uring.
+	ringUp atomic.Bool
 }
 
 type tftpMTU struct {

@@ -27,6 +27,7 @@ type tftpLoop struct {
 	epfd int
 	efd  int // eventfd: ctx is done
 	sys  tftpSys
+	out  *tftpOut
 	// epOwned: epfd is closed by the os.File run wraps it in.
 	epOwned bool
 	lfd     int // the listening socket (owned by the net.PacketConn)
@@ -75,6 +76,26 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 			return fmt.Errorf("tftp: epoll_ctl: %w", err)
 		}
 	}
+	// Sends go through io_uring, batched per wake-up, where it can be set
+	// up; otherwise one sendto per datagram.
+	var ring *tftpRing
+	if !t.cfg.NoIOUring {
+		setup := t.ringSetup
+		if setup == nil {
+			setup = newTFTPRing
+		}
+		if ring, err = setup(); err != nil {
+			t.log.InfoContext(ctx, "tftp: io_uring unavailable, one sendto per datagram", "err", err)
+			ring = nil
+		}
+	}
+	l.out = newTFTPOut(l.sys, ring)
+	t.ringUp.Store(ring != nil)
+	defer func() {
+		if l.out.ring != nil {
+			l.out.ring.close()
+		}
+	}()
 	// The wake-up writes to efd only while serve still holds it open.
 	var mu sync.Mutex
 	open := true
@@ -153,6 +174,8 @@ func (l *tftpLoop) run() error {
 			l.endAll("server error")
 			return fmt.Errorf("tftp: epoll_wait: %w", werr)
 		}
+		// Everything this wake-up reads is answered first, then sent at
+		// once (flush).
 		now := time.Now()
 		for _, ev := range events[:n] {
 			switch fd := int(ev.Fd); fd {
@@ -173,6 +196,30 @@ func (l *tftpLoop) run() error {
 		for _, x := range l.xfers {
 			if !now.Before(x.waitUntil) {
 				l.step(x, x.timedOut(now))
+			}
+		}
+		l.flush()
+	}
+}
+
+// flush sends what the wake-up queued and ends the transfers whose sends
+// the kernel refused (e.g. ECONNREFUSED: the client is gone).
+func (l *tftpLoop) flush() {
+	for {
+		l.out.flush()
+		if err := l.out.ringErr; err != nil {
+			l.out.ringErr = nil
+			l.t.ringUp.Store(false)
+			l.t.log.ErrorContext(l.ctx, "tftp: io_uring failed, one sendto per datagram from now on", "err", err)
+		}
+		if len(l.out.failed) == 0 {
+			return
+		}
+		failed := l.out.failed
+		l.out.failed = nil
+		for _, f := range failed {
+			if l.xfers[f.x.fd] == f.x {
+				l.step(f.x, f.err)
 			}
 		}
 	}
@@ -256,7 +303,7 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 		t.log.ErrorContext(l.ctx, "tftp: transfer socket", "file", req.file, "peer", peer.String(), "err", err)
 		return
 	}
-	x := &tftpXfer{sys: l.sys, fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
+	x := &tftpXfer{out: l.out, fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
 	l.xfers[fd] = x
 	l.peers[peer] = true
 	if err := l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
@@ -267,7 +314,7 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	if err != nil {
 		t.stats.refused.Add(1)
 		t.log.ErrorContext(l.ctx, "tftp: open", "file", req.file, "err", err)
-		_, _ = l.sys.write(fd, appendTFTPError(nil, tftpErrNotFound, "file not found"))
+		_ = x.write(appendTFTPError(nil, tftpErrNotFound, "file not found"))
 		x.counted = true
 		l.end(x, nil, "")
 		return
@@ -299,7 +346,6 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 		x.needOACK = true
 	}
 	x.nblocks = uint64(x.size/int64(x.blksize)) + 1 // the last one is short, maybe empty
-	x.buf = make([]byte, 4+x.blksize)
 	x.wait = x.timeout
 	x.waitUntil = now.Add(x.wait)
 	l.step(x, x.send())
@@ -355,10 +401,10 @@ func (l *tftpLoop) step(x *tftpXfer, err error) {
 func (l *tftpLoop) end(x *tftpXfer, err error, msg string) {
 	t := l.t
 	if msg != "" {
-		_, _ = x.sys.write(x.fd, appendTFTPError(nil, tftpErrUndefined, msg))
+		_ = x.write(appendTFTPError(nil, tftpErrUndefined, msg))
 	}
 	_ = l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
-	_ = l.sys.close(x.fd)
+	l.out.close(x.fd)
 	if x.f != nil {
 		_ = x.f.Close()
 	}
@@ -378,11 +424,12 @@ func (l *tftpLoop) end(x *tftpXfer, err error, msg string) {
 		"datagrams", x.datagrams, "blksize", x.blksize, "windowsize", x.window)
 }
 
-// endAll ends every transfer with msg.
+// endAll ends every transfer with msg and sends what is queued.
 func (l *tftpLoop) endAll(msg string) {
 	for _, x := range l.xfers {
 		l.end(x, errors.New(msg), msg)
 	}
+	l.flush()
 }
 
 // dialTFTP returns a transfer's UDP socket: non-blocking, bound to the
@@ -444,7 +491,7 @@ var (
 // uint64 (the wire carries the low 16 bits, so files past 65535 blocks roll
 // over to 0 as most clients expect); the OACK is acknowledged as block 0.
 type tftpXfer struct {
-	sys       tftpSys
+	out       *tftpOut
 	fd        int
 	peer      netip.AddrPort
 	file      string
@@ -458,7 +505,6 @@ type tftpXfer struct {
 	window    int
 	oack      []byte // nil: no options accepted, data starts at once
 	needOACK  bool
-	buf       []byte
 	nblocks   uint64
 	acked     uint64
 	sent      uint64
@@ -469,18 +515,12 @@ type tftpXfer struct {
 	counted   bool
 }
 
-func (x *tftpXfer) write(b []byte) error {
+// write sends a copy of p.
+func (x *tftpXfer) write(p []byte) error {
 	x.datagrams++
-	for {
-		_, err := x.sys.write(x.fd, b)
-		switch err {
-		case nil, unix.EAGAIN: // a full send buffer: a lost datagram, the timeout resends
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return fmt.Errorf("send: %w", err)
-	}
+	b := x.out.buf(len(p))
+	copy(b, p)
+	return x.out.send(x, x.fd, b)
 }
 
 // send sends the OACK, or the blocks of the window not sent yet.
@@ -492,12 +532,14 @@ func (x *tftpXfer) send() error {
 		x.sent++
 		off := int64(x.sent-1) * int64(x.blksize)
 		n := int(min(int64(x.blksize), x.size-off))
-		binary.BigEndian.PutUint16(x.buf[0:], tftpDATA)
-		binary.BigEndian.PutUint16(x.buf[2:], uint16(x.sent))
-		if got, err := x.ra.ReadAt(x.buf[4:4+n], off); got != n {
+		b := x.out.buf(4 + n)
+		binary.BigEndian.PutUint16(b[0:], tftpDATA)
+		binary.BigEndian.PutUint16(b[2:], uint16(x.sent))
+		if got, err := x.ra.ReadAt(b[4:], off); got != n {
 			return fmt.Errorf("read block %d: %d of %d bytes: %w", x.sent, got, n, err)
 		}
-		if err := x.write(x.buf[:4+n]); err != nil {
+		x.datagrams++
+		if err := x.out.send(x, x.fd, b); err != nil {
 			return err
 		}
 	}
