@@ -36,6 +36,12 @@ type tftpLoop struct {
 	rbuf    []byte
 	oob     []byte
 	abuf    [516]byte // a transfer's incoming packet (ACK or ERROR)
+	// ready: the transfers with a datagram waiting, this wake-up; with a
+	// ring, read into rbufs (one 516-byte slot each) by one submit.
+	ready []*tftpXfer
+	rq    []tftpSend
+	rres  []int32
+	rbufs []byte
 }
 
 // serve runs the loop on conn until ctx is done, ends the transfers in
@@ -136,6 +142,12 @@ func (l *tftpLoop) run() error {
 		return fmt.Errorf("tftp: epoll: %w", err)
 	}
 	events := make([]unix.EpollEvent, 64)
+	l.ready = make([]*tftpXfer, 0, len(events))
+	if l.out.ring != nil {
+		l.rq = make([]tftpSend, 0, len(events))
+		l.rres = make([]int32, len(events))
+		l.rbufs = make([]byte, len(events)*len(l.abuf))
+	}
 	var (
 		n     int
 		werr  error
@@ -177,20 +189,29 @@ func (l *tftpLoop) run() error {
 		// Everything this wake-up reads is answered first, then sent at
 		// once (flush).
 		now := time.Now()
+		reqs := false
 		for _, ev := range events[:n] {
 			switch fd := int(ev.Fd); fd {
 			case l.efd:
 				l.endAll("server shutting down")
 				return nil
 			case l.lfd:
-				if err := l.requests(now); err != nil {
-					l.endAll("server error")
-					return err
-				}
+				reqs = true
 			default:
 				if x := l.xfers[fd]; x != nil {
-					l.packets(x, now)
+					l.ready = append(l.ready, x)
 				}
+			}
+		}
+		// The transfers' datagrams first: a client that sends its last
+		// ACK and at once a new request from the same port (as iPXE may)
+		// has its old transfer ended before the request is looked at, or
+		// the request would be taken for a retransmission of the old one.
+		l.receive(now)
+		if reqs {
+			if err := l.requests(now); err != nil {
+				l.endAll("server error")
+				return err
 			}
 		}
 		for _, x := range l.xfers {
@@ -351,29 +372,62 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	l.step(x, x.send())
 }
 
-// packets feeds x every datagram waiting on its socket.
-func (l *tftpLoop) packets(x *tftpXfer, now time.Time) {
-	buf := l.abuf[:]
-	for {
-		n, err := l.sys.read(x.fd, buf)
-		if err == unix.EAGAIN {
-			return
+// receive reads one datagram from each ready transfer and handles it:
+// with a ring, all in one submit. A transfer with more waiting is ready
+// again at the next epoll_wait (level-triggered), so no read is spent on
+// the EAGAIN that ends a drain.
+func (l *tftpLoop) receive(now time.Time) {
+	defer func() {
+		clear(l.ready)
+		l.ready = l.ready[:0]
+	}()
+	if len(l.ready) == 0 {
+		return
+	}
+	if ring := l.out.ring; ring != nil {
+		q := l.rq[:0]
+		slot := len(l.abuf)
+		for i, x := range l.ready {
+			q = append(q, tftpSend{fd: x.fd, b: l.rbufs[i*slot : (i+1)*slot : (i+1)*slot], x: x})
 		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			l.step(x, fmt.Errorf("receive: %w", err)) // e.g. ECONNREFUSED: the client is gone
-			return
-		}
-		done, err := x.packet(buf[:n], now)
-		if done || err != nil {
-			if err == nil {
-				err = errTFTPDone
+		res := l.rres[:len(q)]
+		err := ring.submit(ioringOpRecv, q, res)
+		if err == nil {
+			for i, s := range q {
+				n, rerr := int(res[i]), error(nil)
+				if n < 0 {
+					n, rerr = 0, unix.Errno(-res[i])
+				}
+				l.packet(s.x, s.b[:n], rerr, now)
 			}
-			l.step(x, err)
+			clear(q)
 			return
 		}
+		clear(q)
+		l.out.dropRing(err) // read them one by one below
+	}
+	for _, x := range l.ready {
+		n, err := l.sys.read(x.fd, l.abuf[:])
+		l.packet(x, l.abuf[:max(n, 0)], err, now)
+	}
+}
+
+// packet hands x the datagram p its socket gave, or the socket's error.
+func (l *tftpLoop) packet(x *tftpXfer, p []byte, err error, now time.Time) {
+	switch err {
+	case nil:
+	case unix.EAGAIN, unix.EINTR: // nothing after all; epoll says so again if wrong
+		return
+	default:
+		l.step(x, fmt.Errorf("receive: %w", err)) // e.g. ECONNREFUSED: the client is gone
+		return
+	}
+	done, err := x.packet(p, now)
+	if done || err != nil {
+		if err == nil {
+			err = errTFTPDone
+		}
+		l.step(x, err)
 	}
 }
 

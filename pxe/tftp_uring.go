@@ -9,7 +9,8 @@ import (
 )
 
 // A minimal io_uring, only to send the datagrams one loop wake-up produced
-// with one system call, each on its own transfer's connected socket.
+// with one system call, each on its own transfer's connected socket (and
+// to read the ACKs that woke it with one more).
 //
 // Why: with one sendto per DATA, each send wakes the client that waits
 // for it, and on a box where clients and server share the CPUs that client
@@ -21,15 +22,17 @@ import (
 // sockets in one io_uring_enter, so the clients run after the loop has
 // answered them all.
 //
-// Only what that needs is here: IORING_OP_SEND SQEs, submitted with
-// io_uring_enter without waiting; UDP sends with MSG_DONTWAIT complete
-// inline (a full send buffer is -EAGAIN, as sendto's EAGAIN), so their
-// CQEs are there when io_uring_enter returns. The structures and constants
+// Only what that needs is here: IORING_OP_SEND and IORING_OP_RECV SQEs,
+// submitted with io_uring_enter without waiting; UDP sends and receives
+// with MSG_DONTWAIT complete inline (a full send buffer or an empty
+// receive queue is -EAGAIN, as with sendto and read), so their CQEs are
+// there when io_uring_enter returns. The structures and constants
 // are the kernel's (include/uapi/linux/io_uring.h); x/sys/unix has the
 // system call numbers only.
 
 const (
 	ioringOpSend = 26 // IORING_OP_SEND
+	ioringOpRecv = 27 // IORING_OP_RECV
 
 	ioringSetupClamp       = 1 << 4 // IORING_SETUP_CLAMP
 	ioringSetupSubmitAll   = 1 << 7 // IORING_SETUP_SUBMIT_ALL: one bad SQE does not stop the rest
@@ -175,28 +178,32 @@ func (r *tftpRing) close() {
 		}
 	}
 	r.sqeMem, r.cqMem, r.sqMem = nil, nil, nil
-	_ = unix.Close(r.fd)
+	if r.fd >= 0 {
+		_ = unix.Close(r.fd)
+		r.fd = -1
+	}
 }
 
 // tftpSend is one queued datagram: b (in the sender's arena) on socket fd
-// for transfer x.
+// for transfer x; or, for a receive, the buffer to read into.
 type tftpSend struct {
 	fd int
 	b  []byte
 	x  *tftpXfer
 }
 
-// send submits q (at most sqEntries) as IORING_OP_SEND with MSG_DONTWAIT
-// and waits for every completion; res[i] is then q[i]'s result (bytes sent
-// or -errno). The buffers must stay untouched until send returns.
-func (r *tftpRing) send(q []tftpSend, res []int32) error {
+// submit submits q (at most sqEntries) as op (IORING_OP_SEND or
+// IORING_OP_RECV) with MSG_DONTWAIT and waits for every completion; res[i]
+// is then q[i]'s result (bytes sent or received, or -errno). The buffers
+// must stay untouched until submit returns.
+func (r *tftpRing) submit(op uint8, q []tftpSend, res []int32) error {
 	if len(q) == 0 {
 		return nil
 	}
 	tail := *r.sqTail // only we write it
 	for i, s := range q {
 		sqe := &r.sqes[(tail+uint32(i))&r.sqMask]
-		*sqe = ioURingSQE{opcode: ioringOpSend, fd: int32(s.fd), addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(s.b)))),
+		*sqe = ioURingSQE{opcode: op, fd: int32(s.fd), addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(s.b)))),
 			len: uint32(len(s.b)), msgFlags: unix.MSG_DONTWAIT, userData: uint64(i)}
 	}
 	atomic.StoreUint32(r.sqTail, tail+uint32(len(q))) // release: the SQEs before the tail
@@ -325,11 +332,8 @@ func (o *tftpOut) close(fd int) {
 func (o *tftpOut) flush() {
 	if len(o.q) > 0 {
 		res := o.res[:len(o.q)]
-		if err := o.ring.send(o.q, res); err != nil {
-			o.ringErr = err
-			o.ring.close()
-			o.ring = nil
-			o.arena = nil // the kernel may still read it
+		if err := o.ring.submit(ioringOpSend, o.q, res); err != nil {
+			o.dropRing(err) // sends the queue with sendto
 		} else {
 			for i, r := range res {
 				if r < 0 && unix.Errno(-r) != unix.EAGAIN {
@@ -345,4 +349,22 @@ func (o *tftpOut) flush() {
 		_ = o.sys.close(fd)
 	}
 	o.closing = o.closing[:0]
+}
+
+// dropRing gives the ring up after err: sendto and read from now on. The
+// datagrams queued are sent with sendto (some maybe twice, if the ring
+// took them before failing: a duplicate DATA or ERROR is harmless).
+func (o *tftpOut) dropRing(err error) {
+	o.ringErr = err
+	o.ring.close()
+	o.ring = nil
+	for _, s := range o.q {
+		if err := o.send(s.x, s.fd, s.b); err != nil {
+			o.failed = append(o.failed, tftpFailed{x: s.x, err: err})
+		}
+	}
+	clear(o.q)
+	o.q = o.q[:0]
+	o.used = 0
+	o.arena = nil // the kernel may still read it: the next datagram gets a new buffer
 }

@@ -228,3 +228,87 @@ func TestTFTPRingRefusedSend(t *testing.T) {
 		t.Fatalf("failed %+v, want ECONNREFUSED for the transfer", o.failed)
 	}
 }
+
+// TestTFTPRingFailureFallsBack: a ring whose io_uring_enter fails is given
+// up (ringErr), the datagrams queued go out with sendto, and so do later
+// ones.
+func TestTFTPRingFailureFallsBack(t *testing.T) {
+	ring := requireRing(t)
+	c, fd := udpPair(t)
+	// io_uring_enter on a pipe: EOPNOTSUPP, as a broken ring.
+	var pipe [2]int
+	if err := unix.Pipe2(pipe[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(pipe[1]) })
+	realFd := ring.fd
+	t.Cleanup(func() { unix.Close(realFd) })
+	ring.fd = pipe[0] // closed by the ring's close
+	o := newTFTPOut(tftpSys{}, ring)
+	x := &tftpXfer{fd: fd}
+	for _, m := range []string{"one", "two"} {
+		p := o.buf(len(m))
+		copy(p, m)
+		_ = o.send(x, fd, p)
+	}
+	o.flush()
+	if o.ring != nil || o.ringErr == nil {
+		t.Fatalf("ring %v, err %v: want the ring given up with its error", o.ring, o.ringErr)
+	}
+	p := o.buf(5)
+	copy(p, "three")
+	if err := o.send(x, fd, p); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	for _, want := range []string{"one", "two", "three"} {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("got %q (%v), want %q", buf[:n], err, want)
+		}
+	}
+}
+
+// TestTFTPRequestRightAfterLastACK: a client that sends its last ACK and
+// at once a new request from the same port gets the new transfer (the
+// request is not taken for a retransmission of the transfer the ACK
+// ends, whichever the loop reads first), ten times in a row.
+func TestTFTPRequestRightAfterLastACK(t *testing.T) {
+	want, err := fs.ReadFile(IPXEFiles(), FileBIOS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, srv, _ := startTFTPConfig(t, TFTPConfig{Timeout: 10 * time.Second})
+	c := newRawClient(t, addr)
+	c.sendServer(rrq(FileBIOS, "octet", "blksize", "1468"))
+	for i := range 10 {
+		c.peer = nil
+		if p := c.mustRecv(); binary.BigEndian.Uint16(p) != tftpOACK {
+			t.Fatalf("file %d: got %q, want an OACK", i, p)
+		}
+		c.sendPeer(ack(0))
+		var got []byte
+		for n := uint16(1); ; n++ {
+			d := wantData(t, c.mustRecv(), n)
+			got = append(got, d...)
+			c.sendPeer(ack(n))
+			if len(d) < 1468 {
+				break
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("file %d: %d bytes, differ from the %d served", i, len(got), len(want))
+		}
+		if i < 9 {
+			c.sendServer(rrq(FileBIOS, "octet", "blksize", "1468"))
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats().Sent != 10 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := srv.Stats(); s.Sent != 10 || s.Failed != 0 {
+		t.Fatalf("stats %+v, want 10 sent", s)
+	}
+}
