@@ -219,9 +219,11 @@ func TestTFTPRingRefusedSend(t *testing.T) {
 	o := newTFTPOut(tftpSys{}, ring)
 	x := &tftpXfer{fd: fd}
 	for range 3 { // the first send draws the ICMP error, a later one gets it
-		p := o.buf(4)
-		copy(p, "data")
-		_ = o.send(x, fd, p)
+		for range 2 { // two a batch: through the ring (one alone goes by sendto)
+			p := o.buf(4)
+			copy(p, "data")
+			_ = o.send(x, fd, p)
+		}
 		o.flush()
 	}
 	if len(o.failed) == 0 || o.failed[0].x != x || !errors.Is(o.failed[0].err, unix.ECONNREFUSED) {
