@@ -373,9 +373,9 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 }
 
 // receive reads one datagram from each ready transfer and handles it:
-// with a ring, all in one submit when there are several. A transfer with more waiting is ready
-// again at the next epoll_wait (level-triggered), so no read is spent on
-// the EAGAIN that ends a drain.
+// with a ring, all in one submit when there are several. A transfer with
+// more waiting is ready again at the next epoll_wait (level-triggered), so
+// no read is spent on the EAGAIN that ends a drain.
 func (l *tftpLoop) receive(now time.Time) {
 	defer func() {
 		clear(l.ready)
