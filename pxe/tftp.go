@@ -35,9 +35,10 @@ type TFTPConfig struct {
 	MaxTransfers int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
-	// NoIOUring sends each datagram with its own sendto even where
-	// io_uring is available (by default the datagrams of one loop
-	// wake-up go out in one io_uring_enter); for tests and benchmarks.
+	// NoIOUring reads and sends each datagram with its own read and
+	// sendto even where io_uring is available (by default a loop wake-up
+	// with several transfers' ACKs reads them with one io_uring_enter and
+	// sends every answer with one more); for tests and benchmarks.
 	NoIOUring bool
 }
 
