@@ -35,6 +35,11 @@ type TFTPConfig struct {
 	MaxTransfers int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// NoIOUring reads and sends each datagram with its own read and
+	// sendto even where io_uring is available (by default a loop wake-up
+	// with several transfers' ACKs reads them with one io_uring_enter and
+	// sends every answer with one more); for tests and benchmarks.
+	NoIOUring bool
 }
 
 // TFTP is a read-only TFTP server for the iPXE binaries (RFC 1350 with the
@@ -52,11 +57,20 @@ type TFTPConfig struct {
 // block costs one wake-up for its ACK (fewer when ACKs of several
 // transfers arrive together), a recv and a send: no goroutine switch, Go
 // timer or allocation per block; one thread wake-up per block in all, as
-// dnsmasq. What a hostile client can get:
+// dnsmasq. When a wake-up finds several transfers' ACKs, they are read
+// with one io_uring_enter and every answer goes out with one more
+// (tftp_uring.go), each on its transfer's own socket: a send per datagram
+// woke a client per send, which preempted the loop before its next
+// answer. The per-transfer socket stays: its ephemeral port is what an
+// off-path attacker must guess to inject DATA or an ERROR into a
+// download. Where io_uring cannot be set up (disabled by sysctl, seccomp,
+// an old kernel) each datagram has its own read and sendto, as before.
+// What a hostile client can get:
 // one DATA (or OACK) packet per request, a blksize no larger than the
 // interface MTU allows, at most MaxTransfers transfers (one per client
-// address and port), each holding one block buffer, and no transfer longer
-// than 10 minutes.
+// address and port), each holding a socket and its state (blocks are
+// built in the loop's one send buffer, up to 128 KiB), and no transfer
+// longer than 10 minutes.
 type TFTP struct {
 	cfg   TFTPConfig
 	log   *slog.Logger
@@ -65,6 +79,11 @@ type TFTP struct {
 
 	mu   sync.Mutex
 	mtus map[int]tftpMTU
+
+	// ringSetup replaces newTFTPRing (tests: a failing setup).
+	ringSetup func() (*tftpRing, error)
+	// ringUp: the running loop sends through io_uring.
+	ringUp atomic.Bool
 }
 
 type tftpMTU struct {

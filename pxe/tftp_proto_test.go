@@ -25,10 +25,19 @@ func startTFTPConfig(t testing.TB, cfg TFTPConfig) (string, *TFTP, func() error)
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
+	if os.Getenv("LPMOS_TEST_TFTP_SENDTO") == "1" {
+		cfg.NoIOUring = true // the whole suite on the sendto path
+	}
 	srv, err := NewTFTP(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startTFTPServer(t, srv)
+}
+
+// startTFTPServer is startTFTPConfig for a server made by the caller.
+func startTFTPServer(t testing.TB, srv *TFTP) (string, *TFTP, func() error) {
+	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

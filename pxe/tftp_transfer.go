@@ -27,6 +27,7 @@ type tftpLoop struct {
 	epfd int
 	efd  int // eventfd: ctx is done
 	sys  tftpSys
+	out  *tftpOut
 	// epOwned: epfd is closed by the os.File run wraps it in.
 	epOwned bool
 	lfd     int // the listening socket (owned by the net.PacketConn)
@@ -35,6 +36,12 @@ type tftpLoop struct {
 	rbuf    []byte
 	oob     []byte
 	abuf    [516]byte // a transfer's incoming packet (ACK or ERROR)
+	// ready: the transfers with a datagram waiting, this wake-up; with a
+	// ring, read into rbufs (one 516-byte slot each) by one submit.
+	ready []*tftpXfer
+	rq    []tftpSend
+	rres  []int32
+	rbufs []byte
 }
 
 // serve runs the loop on conn until ctx is done, ends the transfers in
@@ -75,6 +82,26 @@ func (t *TFTP) serve(ctx context.Context, conn net.PacketConn) error {
 			return fmt.Errorf("tftp: epoll_ctl: %w", err)
 		}
 	}
+	// Sends go through io_uring, batched per wake-up, where it can be set
+	// up; otherwise one sendto per datagram.
+	var ring *tftpRing
+	if !t.cfg.NoIOUring {
+		setup := t.ringSetup
+		if setup == nil {
+			setup = newTFTPRing
+		}
+		if ring, err = setup(); err != nil {
+			t.log.InfoContext(ctx, "tftp: io_uring unavailable, one sendto per datagram", "err", err)
+			ring = nil
+		}
+	}
+	l.out = newTFTPOut(l.sys, ring)
+	t.ringUp.Store(ring != nil)
+	defer func() {
+		if l.out.ring != nil {
+			l.out.ring.close()
+		}
+	}()
 	// The wake-up writes to efd only while serve still holds it open.
 	var mu sync.Mutex
 	open := true
@@ -115,6 +142,12 @@ func (l *tftpLoop) run() error {
 		return fmt.Errorf("tftp: epoll: %w", err)
 	}
 	events := make([]unix.EpollEvent, 64)
+	l.ready = make([]*tftpXfer, 0, len(events))
+	if l.out.ring != nil {
+		l.rq = make([]tftpSend, 0, len(events))
+		l.rres = make([]int32, len(events))
+		l.rbufs = make([]byte, len(events)*len(l.abuf))
+	}
 	var (
 		n     int
 		werr  error
@@ -153,26 +186,61 @@ func (l *tftpLoop) run() error {
 			l.endAll("server error")
 			return fmt.Errorf("tftp: epoll_wait: %w", werr)
 		}
+		// Everything this wake-up reads is answered first, then sent at
+		// once (flush).
 		now := time.Now()
+		reqs := false
 		for _, ev := range events[:n] {
 			switch fd := int(ev.Fd); fd {
 			case l.efd:
 				l.endAll("server shutting down")
 				return nil
 			case l.lfd:
-				if err := l.requests(now); err != nil {
-					l.endAll("server error")
-					return err
-				}
+				reqs = true
 			default:
 				if x := l.xfers[fd]; x != nil {
-					l.packets(x, now)
+					l.ready = append(l.ready, x)
 				}
+			}
+		}
+		// The transfers' datagrams first: a client that sends its last
+		// ACK and at once a new request from the same port (as iPXE may)
+		// has its old transfer ended before the request is looked at, or
+		// the request would be taken for a retransmission of the old one.
+		l.receive(now)
+		if reqs {
+			if err := l.requests(now); err != nil {
+				l.endAll("server error")
+				return err
 			}
 		}
 		for _, x := range l.xfers {
 			if !now.Before(x.waitUntil) {
 				l.step(x, x.timedOut(now))
+			}
+		}
+		l.flush()
+	}
+}
+
+// flush sends what the wake-up queued and ends the transfers whose sends
+// the kernel refused (e.g. ECONNREFUSED: the client is gone).
+func (l *tftpLoop) flush() {
+	for {
+		l.out.flush()
+		if err := l.out.ringErr; err != nil {
+			l.out.ringErr = nil
+			l.t.ringUp.Store(false)
+			l.t.log.ErrorContext(l.ctx, "tftp: io_uring failed, one sendto per datagram from now on", "err", err)
+		}
+		if len(l.out.failed) == 0 {
+			return
+		}
+		failed := l.out.failed
+		l.out.failed = nil
+		for _, f := range failed {
+			if l.xfers[f.x.fd] == f.x {
+				l.step(f.x, f.err)
 			}
 		}
 	}
@@ -256,7 +324,7 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 		t.log.ErrorContext(l.ctx, "tftp: transfer socket", "file", req.file, "peer", peer.String(), "err", err)
 		return
 	}
-	x := &tftpXfer{sys: l.sys, fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
+	x := &tftpXfer{out: l.out, fd: fd, peer: peer, file: req.file, start: now, retries: t.cfg.Retries, timeout: t.cfg.Timeout, blksize: 512, window: 1}
 	l.xfers[fd] = x
 	l.peers[peer] = true
 	if err := l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
@@ -267,7 +335,7 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 	if err != nil {
 		t.stats.refused.Add(1)
 		t.log.ErrorContext(l.ctx, "tftp: open", "file", req.file, "err", err)
-		_, _ = l.sys.write(fd, appendTFTPError(nil, tftpErrNotFound, "file not found"))
+		_ = x.write(appendTFTPError(nil, tftpErrNotFound, "file not found"))
 		x.counted = true
 		l.end(x, nil, "")
 		return
@@ -299,35 +367,68 @@ func (l *tftpLoop) start(req tftpRequest, peer netip.AddrPort, local netip.Addr,
 		x.needOACK = true
 	}
 	x.nblocks = uint64(x.size/int64(x.blksize)) + 1 // the last one is short, maybe empty
-	x.buf = make([]byte, 4+x.blksize)
 	x.wait = x.timeout
 	x.waitUntil = now.Add(x.wait)
 	l.step(x, x.send())
 }
 
-// packets feeds x every datagram waiting on its socket.
-func (l *tftpLoop) packets(x *tftpXfer, now time.Time) {
-	buf := l.abuf[:]
-	for {
-		n, err := l.sys.read(x.fd, buf)
-		if err == unix.EAGAIN {
-			return
+// receive reads one datagram from each ready transfer and handles it:
+// with a ring, all in one submit when there are several. A transfer with
+// more waiting is ready again at the next epoll_wait (level-triggered), so
+// no read is spent on the EAGAIN that ends a drain.
+func (l *tftpLoop) receive(now time.Time) {
+	defer func() {
+		clear(l.ready)
+		l.ready = l.ready[:0]
+	}()
+	if len(l.ready) == 0 {
+		return
+	}
+	// One alone is read with read(2): cheaper than io_uring_enter.
+	if ring := l.out.ring; ring != nil && len(l.ready) > 1 {
+		q := l.rq[:0]
+		slot := len(l.abuf)
+		for i, x := range l.ready {
+			q = append(q, tftpSend{fd: x.fd, b: l.rbufs[i*slot : (i+1)*slot : (i+1)*slot], x: x})
 		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			l.step(x, fmt.Errorf("receive: %w", err)) // e.g. ECONNREFUSED: the client is gone
-			return
-		}
-		done, err := x.packet(buf[:n], now)
-		if done || err != nil {
-			if err == nil {
-				err = errTFTPDone
+		res := l.rres[:len(q)]
+		err := ring.submit(ioringOpRecv, q, res)
+		if err == nil {
+			for i, s := range q {
+				n, rerr := int(res[i]), error(nil)
+				if n < 0 {
+					n, rerr = 0, unix.Errno(-res[i])
+				}
+				l.packet(s.x, s.b[:n], rerr, now)
 			}
-			l.step(x, err)
+			clear(q)
 			return
 		}
+		clear(q)
+		l.out.dropRing(err) // read them one by one below
+	}
+	for _, x := range l.ready {
+		n, err := l.sys.read(x.fd, l.abuf[:])
+		l.packet(x, l.abuf[:max(n, 0)], err, now)
+	}
+}
+
+// packet hands x the datagram p its socket gave, or the socket's error.
+func (l *tftpLoop) packet(x *tftpXfer, p []byte, err error, now time.Time) {
+	switch err {
+	case nil:
+	case unix.EAGAIN, unix.EINTR: // nothing after all; epoll says so again if wrong
+		return
+	default:
+		l.step(x, fmt.Errorf("receive: %w", err)) // e.g. ECONNREFUSED: the client is gone
+		return
+	}
+	done, err := x.packet(p, now)
+	if done || err != nil {
+		if err == nil {
+			err = errTFTPDone
+		}
+		l.step(x, err)
 	}
 }
 
@@ -355,10 +456,10 @@ func (l *tftpLoop) step(x *tftpXfer, err error) {
 func (l *tftpLoop) end(x *tftpXfer, err error, msg string) {
 	t := l.t
 	if msg != "" {
-		_, _ = x.sys.write(x.fd, appendTFTPError(nil, tftpErrUndefined, msg))
+		_ = x.write(appendTFTPError(nil, tftpErrUndefined, msg))
 	}
 	_ = l.sys.epollCtl(l.epfd, unix.EPOLL_CTL_DEL, x.fd, nil)
-	_ = l.sys.close(x.fd)
+	l.out.close(x.fd)
 	if x.f != nil {
 		_ = x.f.Close()
 	}
@@ -378,11 +479,12 @@ func (l *tftpLoop) end(x *tftpXfer, err error, msg string) {
 		"datagrams", x.datagrams, "blksize", x.blksize, "windowsize", x.window)
 }
 
-// endAll ends every transfer with msg.
+// endAll ends every transfer with msg and sends what is queued.
 func (l *tftpLoop) endAll(msg string) {
 	for _, x := range l.xfers {
 		l.end(x, errors.New(msg), msg)
 	}
+	l.flush()
 }
 
 // dialTFTP returns a transfer's UDP socket: non-blocking, bound to the
@@ -444,7 +546,7 @@ var (
 // uint64 (the wire carries the low 16 bits, so files past 65535 blocks roll
 // over to 0 as most clients expect); the OACK is acknowledged as block 0.
 type tftpXfer struct {
-	sys       tftpSys
+	out       *tftpOut
 	fd        int
 	peer      netip.AddrPort
 	file      string
@@ -458,7 +560,6 @@ type tftpXfer struct {
 	window    int
 	oack      []byte // nil: no options accepted, data starts at once
 	needOACK  bool
-	buf       []byte
 	nblocks   uint64
 	acked     uint64
 	sent      uint64
@@ -469,18 +570,12 @@ type tftpXfer struct {
 	counted   bool
 }
 
-func (x *tftpXfer) write(b []byte) error {
+// write sends a copy of p.
+func (x *tftpXfer) write(p []byte) error {
 	x.datagrams++
-	for {
-		_, err := x.sys.write(x.fd, b)
-		switch err {
-		case nil, unix.EAGAIN: // a full send buffer: a lost datagram, the timeout resends
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return fmt.Errorf("send: %w", err)
-	}
+	b := x.out.buf(len(p))
+	copy(b, p)
+	return x.out.send(x, x.fd, b)
 }
 
 // send sends the OACK, or the blocks of the window not sent yet.
@@ -492,12 +587,14 @@ func (x *tftpXfer) send() error {
 		x.sent++
 		off := int64(x.sent-1) * int64(x.blksize)
 		n := int(min(int64(x.blksize), x.size-off))
-		binary.BigEndian.PutUint16(x.buf[0:], tftpDATA)
-		binary.BigEndian.PutUint16(x.buf[2:], uint16(x.sent))
-		if got, err := x.ra.ReadAt(x.buf[4:4+n], off); got != n {
+		b := x.out.buf(4 + n)
+		binary.BigEndian.PutUint16(b[0:], tftpDATA)
+		binary.BigEndian.PutUint16(b[2:], uint16(x.sent))
+		if got, err := x.ra.ReadAt(b[4:], off); got != n {
 			return fmt.Errorf("read block %d: %d of %d bytes: %w", x.sent, got, n, err)
 		}
-		if err := x.write(x.buf[:4+n]); err != nil {
+		x.datagrams++
+		if err := x.out.send(x, x.fd, b); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@
 #   ALT=GOMAXPROCS=1 bash pxe/bench/tftp-vs-dnsmasq.sh  # also this build with that environment
 #   RT=20 C=0 bash pxe/bench/tftp-vs-dnsmasq.sh    # servers and curl at SCHED_FIFO priority 20
 #   SEQ=0 C=50 R=3 bash pxe/bench/tftp-vs-dnsmasq.sh  # the concurrent case only
+#   ALT=TFTPD_SENDTO=1 bash pxe/bench/tftp-vs-dnsmasq.sh  # also lpmos sending with sendto, not io_uring
 #
 # RT: on a shared machine, runs the servers and the clients as real-time
 # tasks (chrt -f RT), so other work does not preempt the transfers: the
@@ -91,21 +92,23 @@ ip netns exec "$ns" $rt dnsmasq --no-daemon --conf-file=/dev/null --port=0 --use
 pid_dnsmasq=$!
 pids="$pids $!"
 
-# cpu SERVER: "ns-on-CPU voluntary-context-switches" summed over the
-# server's threads (/proc/PID/task/*/schedstat and status): the
-# load-robust cost, unlike wall time on a shared machine.
+# cpu SERVER: "ns-on-CPU voluntary-context-switches involuntary-context-switches"
+# summed over the server's threads (/proc/PID/task/*/schedstat and status):
+# the load-robust cost, unlike wall time on a shared machine. Involuntary
+# switches count how often the server was preempted (e.g. by a client its
+# send woke).
 cpu() {
 	eval "p=\$pid_$1"
 	cat /proc/"$p"/task/*/schedstat | awk '{ ns += $1 } END { printf "%.0f ", ns }'
-	cat /proc/"$p"/task/*/status | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n }'
+	cat /proc/"$p"/task/*/status | awk '/^voluntary_ctxt_switches/ { n += $2 } /^nonvoluntary_ctxt_switches/ { m += $2 } END { print n, m }'
 }
 
 # cpustats CASE FILES: server CPU and wake-ups per downloaded file over CASE.
 cpustats() {
 	for s in $servers; do
 		set -- $(cat "$tmp/$s.cpu0") $(cpu "$s")
-		awk -v name="$s $CASE" -v n="$FILES" -v a="$1" -v b="$2" -v c="$3" -v d="$4" \
-			'BEGIN { printf "%-30s server CPU %7.1f us/file  %6.1f wake-ups/file\n", name, (c - a) / n / 1000, (d - b) / n }'
+		awk -v name="$s $CASE" -v n="$FILES" -v a="$1" -v b="$2" -v i="$3" -v c="$4" -v d="$5" -v j="$6" \
+			'BEGIN { printf "%-30s server CPU %7.1f us/file  %6.1f wake-ups/file  %6.1f preempted/file\n", name, (c - a) / n / 1000, (d - b) / n, (j - i) / n }'
 	done
 }
 cpu0() { for s in $servers; do cpu "$s" >"$tmp/$s.cpu0"; done; }

@@ -1,6 +1,8 @@
 // Command tftpd runs lpmos's TFTP server (package pxe) alone, for
 // tftp-vs-dnsmasq.sh: tftpd [listen address, default 127.0.0.1:6969].
 // It serves the embedded iPXE binaries until SIGINT/SIGTERM.
+// TFTPD_SENDTO=1 sends one datagram per sendto (TFTPConfig.NoIOUring), to
+// compare with the io_uring batches in one run: ALT=TFTPD_SENDTO=1.
 package main
 
 import (
@@ -22,7 +24,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: addr, Logger: log})
+	srv, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: addr, Logger: log, NoIOUring: os.Getenv("TFTPD_SENDTO") == "1"})
 	if err == nil {
 		err = srv.Start(ctx)
 	}
