@@ -106,6 +106,9 @@ type Store struct {
 	spaceMu   sync.Mutex
 	spaceNow  SpaceStatus // last measurement of the maintenance loop
 	defragRev int64       // revision at the last defrag (maintenance loop only)
+	// The maintenance loop's estimate of what a defrag would give back
+	// (store/dbpacked.go), and when it defragmented last.
+	frag frag
 
 	live      liveFeed           // accepted progress not stored yet, for this process's watchers (store/live.go)
 	watches   watchHub           // the one etcd watch every watcher of this process follows (store/sharedwatch.go)
