@@ -9,6 +9,7 @@
 //	go run ./bench/fleet -n 10000 -duration 5s -keep   # prints the data dir
 //	go run ./bench/rss -data /tmp/lpmos-fleet-NNN/data
 //	go run ./bench/rss -data DIR -serve-args=--memory-limit=128MiB -at 30s,90s,720s
+//	go run ./bench/rss -data DIR -at 60s,90s,330s,400s -log lpmos.log   # past the first compaction (5 min)
 package main
 
 import (
@@ -34,18 +35,19 @@ func main() {
 	profile := flag.String("profile", "", "save a heap profile (after a GC) here at the end")
 	role := flag.String("role", "control-plane", "lpmos serve --role (all: the region too, every listener on loopback)")
 	extra := flag.String("serve-args", "", "extra `lpmos serve` flags, space separated (e.g. --memory-limit=160MiB)")
+	keepLog := flag.String("log", "", "copy lpmos's log here at the end (e.g. to read its defrags)")
 	flag.Parse()
 	if *data == "" {
 		log.Fatal("-data is required")
 	}
-	if err := run(*data, *bin, *samples, *profile, *role, strings.Fields(*extra)); err != nil {
+	if err := run(*data, *bin, *samples, *profile, *role, *keepLog, strings.Fields(*extra)); err != nil {
 		log.Fatal(err)
 	}
 }
 
 func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
 
-func run(src, bin, samples, profile, role string, extra []string) error {
+func run(src, bin, samples, profile, role, keepLog string, extra []string) error {
 	dir, err := os.MkdirTemp("", "lpmos-rss-")
 	if err != nil {
 		return err
@@ -98,6 +100,11 @@ func run(src, bin, samples, profile, role string, extra []string) error {
 		case <-time.After(20 * time.Second):
 			_ = cmd.Process.Kill()
 			<-done
+		}
+		if keepLog != "" {
+			if out, err := exec.Command("cp", logf.Name(), keepLog).CombinedOutput(); err != nil {
+				log.Printf("copy the log: %v: %s", err, out)
+			}
 		}
 	}()
 	pid := cmd.Process.Pid
