@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -134,6 +135,9 @@ func run(src, bin, samples, profile, role, keepLog string, extra []string) error
 		fmt.Printf("+%-4s VmRSS %s (anonymous %s, file %s), peak %s; CPU %.2f s, %.0f GCs; load %s", s, mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]), cpu1, gc1, load)
 	}
 	fmt.Printf("from the first sample to the last: %.2f s of CPU, %.0f GCs\n", cpu1-cpu0, gc1-gc0)
+	if files, err := fileRSS(pid); err == nil {
+		fmt.Printf("file-backed RSS by file (/proc/%d/smaps): %s\n", pid, files)
+	}
 	fmt.Printf("Go heap: %.1f MiB allocated, %.1f MiB from the OS (go_memstats_heap_alloc_bytes, _heap_sys_bytes)\n",
 		procstat.Metric(url, "go_memstats_heap_alloc_bytes")/(1<<20), procstat.Metric(url, "go_memstats_heap_sys_bytes")/(1<<20))
 	if profile != "" {
@@ -157,4 +161,41 @@ func run(src, bin, samples, profile, role, keepLog string, extra []string) error
 	}
 	fmt.Printf("| %s | %s | %s | %s |\n", mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]))
 	return nil
+}
+
+// fileRSS sums the resident pages of pid's file mappings per file (the
+// lpmos binary, etcd's db file, libc), largest first.
+func fileRSS(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return "", err
+	}
+	sums := map[string]int64{}
+	var name string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			name = ""
+			if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				name = f[5]
+			}
+		case len(f) == 3 && f[0] == "Rss:" && name != "":
+			var kib int64
+			fmt.Sscan(f[1], &kib)
+			sums[name] += kib
+		}
+	}
+	names := make([]string, 0, len(sums))
+	for n := range sums {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return sums[names[i]] > sums[names[j]] })
+	var out []string
+	for _, n := range names {
+		if sums[n] >= 1024 {
+			out = append(out, fmt.Sprintf("%s %s", filepath.Base(n), mib(sums[n])))
+		}
+	}
+	return strings.Join(out, ", "), nil
 }
