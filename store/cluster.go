@@ -231,7 +231,7 @@ func (s *Store) tlsClient(endpoints []string) (*clientv3.Client, error) {
 		Endpoints:   endpoints,
 		DialTimeout: 3 * time.Second,
 		TLS:         tc,
-		Logger:      newZap(s.log.With("component", "etcd-client")),
+		Logger:      s.clientZap,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to %v: %w", endpoints, err)

@@ -96,6 +96,8 @@ type Store struct {
 	lostErr  error
 	remoteMu sync.Mutex
 	remote   map[string]*clientv3.Client // TLS clients to the other members' client URLs (memberStatus)
+	// The embedded member's logger and its clients' (store/etcd.go).
+	etcdZap, clientZap *zap.Logger
 
 	// clusterKey seals the CA key in etcd (store/cakey.go); nil on a
 	// member that joined before sealing existed.
@@ -106,6 +108,9 @@ type Store struct {
 	spaceMu   sync.Mutex
 	spaceNow  SpaceStatus // last measurement of the maintenance loop
 	defragRev int64       // revision at the last defrag (maintenance loop only)
+	// The maintenance loop's estimate of what a defrag would give back
+	// (store/dbpacked.go), and when it defragmented last.
+	frag frag
 
 	live      liveFeed           // accepted progress not stored yet, for this process's watchers (store/live.go)
 	watches   watchHub           // the one etcd watch every watcher of this process follows (store/sharedwatch.go)
@@ -220,6 +225,10 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		CRLFile:        pdir.Path(CRLFile),
 	}
 	s := &Store{log: cfg.Logger, cfg: cfg, pkiDir: pdir, tls: tlsInfo, lost: make(chan struct{})}
+	// One zap logger per component: each carries a sampler of 448 KiB
+	// (zap's counters), which the purge loops and every TLS client share.
+	s.etcdZap = zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), s.markRemoved))
+	s.clientZap = newZap(cfg.Logger.With("component", "etcd-client"))
 	s.ca.Store(ca)
 	s.applySpaceDefaults(cfg)
 	if err := s.ensureClusterKey(); err != nil {
@@ -267,7 +276,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	ec.GRPCAdditionalServerOptions = append(ec.GRPCAdditionalServerOptions,
 		grpc.ChainUnaryInterceptor(recoverRemovedMember(cfg.Logger.With("component", "etcd"), s.markRemoved)))
 	ec.ListenMetricsUrls = nil
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(cfg.Logger.With("component", "etcd"), s.markRemoved)))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(s.etcdZap)
 
 	start := time.Now()
 	var e *embed.Etcd

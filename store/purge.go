@@ -33,7 +33,7 @@ func (s *Store) startPurge(dir string, stop <-chan struct{}) {
 }
 
 func (s *Store) purgeFiles(dir, suffix string, keep uint, flock bool, stop <-chan struct{}) {
-	lg := newZap(s.log.With("component", "etcd"))
+	lg := s.etcdZap
 	for {
 		var done <-chan struct{}
 		var errc <-chan error

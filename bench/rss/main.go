@@ -9,6 +9,7 @@
 //	go run ./bench/fleet -n 10000 -duration 5s -keep   # prints the data dir
 //	go run ./bench/rss -data /tmp/lpmos-fleet-NNN/data
 //	go run ./bench/rss -data DIR -serve-args=--memory-limit=128MiB -at 30s,90s,720s
+//	go run ./bench/rss -data DIR -at 60s,90s,330s,400s -log lpmos.log   # past the first compaction (5 min)
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -34,18 +36,19 @@ func main() {
 	profile := flag.String("profile", "", "save a heap profile (after a GC) here at the end")
 	role := flag.String("role", "control-plane", "lpmos serve --role (all: the region too, every listener on loopback)")
 	extra := flag.String("serve-args", "", "extra `lpmos serve` flags, space separated (e.g. --memory-limit=160MiB)")
+	keepLog := flag.String("log", "", "copy lpmos's log here at the end (e.g. to read its defrags)")
 	flag.Parse()
 	if *data == "" {
 		log.Fatal("-data is required")
 	}
-	if err := run(*data, *bin, *samples, *profile, *role, strings.Fields(*extra)); err != nil {
+	if err := run(*data, *bin, *samples, *profile, *role, *keepLog, strings.Fields(*extra)); err != nil {
 		log.Fatal(err)
 	}
 }
 
 func mib(kib int64) string { return fmt.Sprintf("%.0f MiB", float64(kib)/1024) }
 
-func run(src, bin, samples, profile, role string, extra []string) error {
+func run(src, bin, samples, profile, role, keepLog string, extra []string) error {
 	dir, err := os.MkdirTemp("", "lpmos-rss-")
 	if err != nil {
 		return err
@@ -99,6 +102,11 @@ func run(src, bin, samples, profile, role string, extra []string) error {
 			_ = cmd.Process.Kill()
 			<-done
 		}
+		if keepLog != "" {
+			if out, err := exec.Command("cp", logf.Name(), keepLog).CombinedOutput(); err != nil {
+				log.Printf("copy the log: %v: %s", err, out)
+			}
+		}
 	}()
 	pid := cmd.Process.Pid
 	fmt.Printf("rss: %s served by %s, load average before: %s", src, bin, load)
@@ -127,6 +135,9 @@ func run(src, bin, samples, profile, role string, extra []string) error {
 		fmt.Printf("+%-4s VmRSS %s (anonymous %s, file %s), peak %s; CPU %.2f s, %.0f GCs; load %s", s, mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]), cpu1, gc1, load)
 	}
 	fmt.Printf("from the first sample to the last: %.2f s of CPU, %.0f GCs\n", cpu1-cpu0, gc1-gc0)
+	if files, err := fileRSS(pid); err == nil {
+		fmt.Printf("file-backed RSS by file (/proc/%d/smaps): %s\n", pid, files)
+	}
 	fmt.Printf("Go heap: %.1f MiB allocated, %.1f MiB from the OS (go_memstats_heap_alloc_bytes, _heap_sys_bytes)\n",
 		procstat.Metric(url, "go_memstats_heap_alloc_bytes")/(1<<20), procstat.Metric(url, "go_memstats_heap_sys_bytes")/(1<<20))
 	if profile != "" {
@@ -150,4 +161,41 @@ func run(src, bin, samples, profile, role string, extra []string) error {
 	}
 	fmt.Printf("| %s | %s | %s | %s |\n", mib(last["VmRSS"]), mib(last["RssAnon"]), mib(last["RssFile"]), mib(last["VmHWM"]))
 	return nil
+}
+
+// fileRSS sums the resident pages of pid's file mappings per file (the
+// lpmos binary, etcd's db file, libc), largest first.
+func fileRSS(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return "", err
+	}
+	sums := map[string]int64{}
+	var name string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			name = ""
+			if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				name = f[5]
+			}
+		case len(f) == 3 && f[0] == "Rss:" && name != "":
+			var kib int64
+			fmt.Sscan(f[1], &kib)
+			sums[name] += kib
+		}
+	}
+	names := make([]string, 0, len(sums))
+	for n := range sums {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return sums[names[i]] > sums[names[j]] })
+	var out []string
+	for _, n := range names {
+		if sums[n] >= 1024 {
+			out = append(out, fmt.Sprintf("%s %s", filepath.Base(n), mib(sums[n])))
+		}
+	}
+	return strings.Join(out, ", "), nil
 }
