@@ -52,24 +52,9 @@ func (r *Region) imageURL(osType, version string) string {
 // served; err is set only for store failures, which are worth a retry.
 func (r *Region) installSpec(ctx context.Context, t store.Task) (*wire.InstallSpec, string, error) {
 	sp := t.Spec
-	img, err := r.st.GetImage(ctx, sp.OSType, sp.OSVersion)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Sprintf("no image for %s %s: lpmos image add %s %s <file-or-url>", sp.OSType, sp.OSVersion, sp.OSType, sp.OSVersion), nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	if img.Derived != "" || !isURL(img.Source) {
-		if _, err := r.servedFile(img); err != nil {
-			if !imagesrc.IsRule(err) {
-				r.log.Error("image: check source", "os", sp.OSType, "version", sp.OSVersion, "err", err)
-			}
-			return nil, fmt.Sprintf("image file %s of %s %s is not readable on region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
-				img.Source, sp.OSType, sp.OSVersion, r.cfg.RegionID, err, sp.OSType, sp.OSVersion), nil
-		}
-	} else if _, err := r.cfg.Images.CheckURL(ctx, img.Source); err != nil {
-		return nil, fmt.Sprintf("image URL of %s %s is refused by region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
-			sp.OSType, sp.OSVersion, r.cfg.RegionID, err, sp.OSType, sp.OSVersion), nil
+	img, reason, err := r.checkImage(ctx, sp.OSType, sp.OSVersion)
+	if err != nil || reason != "" {
+		return nil, reason, err
 	}
 	return &wire.InstallSpec{
 		OSType:            sp.OSType,
@@ -83,6 +68,33 @@ func (r *Region) installSpec(ctx context.Context, t store.Task) (*wire.InstallSp
 		UserData:          sp.UserData,
 		PowerManaged:      t.BMC != nil, // the region reboots it through its BMC (issue 13)
 	}, "", nil
+}
+
+// checkImage reads the catalog entry of osType/version and checks that
+// this region can serve it (its file readable under the images directory,
+// or its URL allowed). A reason a person can act on is returned when it
+// cannot; err is set only for store failures, which are worth a retry.
+func (r *Region) checkImage(ctx context.Context, osType, version string) (store.Image, string, error) {
+	img, err := r.st.GetImage(ctx, osType, version)
+	if errors.Is(err, store.ErrNotFound) {
+		return img, fmt.Sprintf("no image for %s %s: lpmos image add %s %s <file-or-url>", osType, version, osType, version), nil
+	}
+	if err != nil {
+		return img, "", err
+	}
+	if img.Derived != "" || !isURL(img.Source) {
+		if _, err := r.servedFile(img); err != nil {
+			if !imagesrc.IsRule(err) {
+				r.log.Error("image: check source", "os", osType, "version", version, "err", err)
+			}
+			return img, fmt.Sprintf("image file %s of %s %s is not readable on region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
+				img.Source, osType, version, r.cfg.RegionID, err, osType, version), nil
+		}
+	} else if _, err := r.cfg.Images.CheckURL(ctx, img.Source); err != nil {
+		return img, fmt.Sprintf("image URL of %s %s is refused by region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
+			osType, version, r.cfg.RegionID, err, osType, version), nil
+	}
+	return img, "", nil
 }
 
 // serveImage serves GET/HEAD /images/{os}/{version} in the format the
