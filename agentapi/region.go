@@ -207,6 +207,10 @@ type Region struct {
 
 	fast   *fastProgress // agentapi/fastprogress.go
 	synced atomic.Bool   // the task sync loaded its first snapshot
+	// following: the task sync follows the watch now (every change of an
+	// own task's status wakes its long-polls), so a held long-poll need
+	// not re-read its task every PollInterval.
+	following atomic.Bool
 }
 
 // New checks cfg and builds a Region. It does not touch the network.

@@ -244,10 +244,17 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
+// pollWhileFollowing is how often a held long-poll re-reads its task
+// while the task sync follows the watch (its wake-ups carry every change;
+// this is a safety net): at 5,000 agents waiting for their approval,
+// re-reading every PollInterval was 20,000 task reads a second.
+const pollWhileFollowing = 5 * time.Second
+
 // waitFor re-evaluates done on every change of task id (every task change
-// of the region when id is empty) and every PollInterval until it is true
-// or d elapses. It returns done's last answer; gone is true when the
-// request's context ended.
+// of the region when id is empty) until it is true or d elapses, and
+// every PollInterval when the task sync is not following the watch
+// (pollWhileFollowing when it is). It returns done's last answer; gone is
+// true when the request's context ended.
 func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done func() (bool, error)) (gone, ok bool, err error) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
@@ -255,8 +262,14 @@ func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done f
 	defer poll.Stop()
 	wakeCh, release := r.holdWake(id)
 	defer release()
+	// A change between the caller's read and the registration above woke
+	// nobody: evaluate once now that a change wakes this poll.
+	wake := wakeCh()
+	if ok, err := done(); err != nil || ok {
+		return false, ok, err
+	}
+	last := time.Now()
 	for {
-		wake := wakeCh()
 		select {
 		case <-ctx.Done():
 			return true, false, nil
@@ -266,7 +279,12 @@ func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done f
 			return false, false, nil
 		case <-wake:
 		case <-poll.C:
+			if r.following.Load() && time.Since(last) < pollWhileFollowing {
+				continue
+			}
 		}
+		wake = wakeCh()
+		last = time.Now()
 		ok, err := done()
 		if err != nil || ok {
 			return false, ok, err

@@ -72,8 +72,10 @@ func (r *Region) syncLoop(ctx context.Context) {
 		}
 		r.setState(ServiceTaskSync, StateRunning, nil)
 		r.synced.Store(true)
+		r.following.Store(true)
 		r.notify("")
 		s.follow(ctx, rev)
+		r.following.Store(false)
 	}
 }
 
