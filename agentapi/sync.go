@@ -16,6 +16,10 @@ type tracked struct {
 	attempt int
 	last    time.Time // last sign of life while installing
 	image   imageRef  // the spec's image (a task's spec never changes)
+	// claimTried: the claim of this pending attempt was answered (claimed,
+	// or already claimed or cancelled: the watch brings the change); the
+	// sweep retries only a claim that failed.
+	claimTried bool
 }
 
 // imageRef names a catalog entry.
@@ -207,7 +211,7 @@ func (s *syncer) change(ctx context.Context, c store.Change) {
 func (s *syncer) react(ctx context.Context, id string, tr *tracked) {
 	switch tr.status {
 	case wire.StatusPending:
-		s.r.claim(ctx, id, tr.attempt)
+		tr.claimTried = s.r.claim(ctx, id, tr.attempt)
 	case wire.StatusApproved:
 		s.checkApproved(ctx, id, tr)
 	}
@@ -291,9 +295,9 @@ func (s *syncer) sweep(ctx context.Context) {
 	for id, tr := range s.own {
 		switch tr.status {
 		case wire.StatusPending:
-			if now.Sub(tr.last) > time.Second { // the watch already tried once
+			if !tr.claimTried && now.Sub(tr.last) > time.Second { // the watch already tried once
 				tr.last = now
-				s.r.claim(ctx, id, tr.attempt)
+				tr.claimTried = s.r.claim(ctx, id, tr.attempt)
 			}
 		case wire.StatusInstalling:
 			if now.Sub(tr.last) <= s.r.cfg.StallAfter {
@@ -329,17 +333,25 @@ func (s *syncer) sweep(ctx context.Context) {
 	}
 }
 
-// claim moves a pending task of this region to ready. Losing the race (already claimed, cancelled) is not an error.
-func (r *Region) claim(ctx context.Context, id string, attempt int) {
+// claim moves a pending task of this region to ready. Losing the race
+// (already claimed, cancelled) is not an error. It reports whether the
+// claim was decided (false: it failed and is worth a retry).
+func (r *Region) claim(ctx context.Context, id string, attempt int) bool {
 	_, err := r.st.ClaimTask(ctx, id, "")
+	var moved *store.TransitionError
 	switch {
 	case err == nil:
 		r.log.Info("task claimed", "task", id, "attempt", attempt)
-	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+	case errors.As(err, &moved), errors.Is(err, store.ErrNotFound): // no longer pending, or gone
 		r.log.Debug("claim skipped", "task", id, "err", err)
+	case errors.Is(err, store.ErrConflict): // contention: the task may still be pending
+		r.log.Debug("claim lost a race, will retry", "task", id, "err", err)
+		return false
 	default:
 		r.log.Warn("claim failed, will retry", "task", id, "err", err)
+		return false
 	}
+	return true
 }
 
 // failTask fails a task with a reason; a task that already left its active
