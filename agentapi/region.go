@@ -335,7 +335,6 @@ func (r *Region) setState(service, state string, err error) {
 	r.services[service] = ServiceState{State: state, Error: msg, Since: time.Now().UTC()}
 }
 
-// notify wakes every long-poll waiting for a task change.
 // taskWaiters is the wake channel of one task's held long-polls.
 type taskWaiters struct {
 	ch chan struct{}

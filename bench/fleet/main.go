@@ -393,7 +393,8 @@ func hardware(mac string) wire.Hardware {
 }
 
 // setup creates, claims, reports and approves every agent's task.
-func setup(o options, p *proc, agents []*agent) error {
+// It returns lpmos's CPU ticks when the approvals began.
+func setup(o options, p *proc, agents []*agent) (int64, error) {
 	ctl := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.setupPar}}
 	t0 := time.Now()
 	err := parallel(len(agents), o.setupPar, func(i int) error {
@@ -406,7 +407,7 @@ func setup(o options, p *proc, agents []*agent) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("create tasks: %w", err)
+		return 0, fmt.Errorf("create tasks: %w", err)
 	}
 	log.Printf("created %d tasks in %v", len(agents), time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
@@ -437,7 +438,7 @@ func setup(o options, p *proc, agents []*agent) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("claim and report hardware: %w", err)
+		return 0, fmt.Errorf("claim and report hardware: %w", err)
 	}
 	log.Printf("claimed (boot script, session, hardware) in %v", time.Since(t0).Round(time.Millisecond))
 	var polls *approvalPolls
@@ -456,19 +457,19 @@ func setup(o options, p *proc, agents []*agent) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("approve: %w", err)
+		return 0, fmt.Errorf("approve: %w", err)
 	}
 	log.Printf("approved in %v", time.Since(t0).Round(time.Millisecond))
 	if polls != nil {
 		if err := polls.wait(3 * time.Minute); err != nil {
-			return err
+			return 0, err
 		}
 		cpu := float64(p.cpuTicks()-c0) / 100
 		lat := polls.latencies()
 		log.Printf("approval answered to every agent %v after the first approval: answer after its approval p50 %s p99 %s max %s; %d poll answers; lpmos CPU %.2f s from the first approval to the last answer (%.0f µs per approval)",
 			time.Since(t0).Round(time.Millisecond), ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), polls.requests.Load(), cpu, cpu*1e6/float64(len(agents)))
 	}
-	return nil
+	return c0, nil
 }
 
 // approvalPolls are the agents' held approval long-polls.
@@ -716,7 +717,8 @@ func run(ctx context.Context, o options) error {
 	for i := range agents {
 		agents[i] = &agent{i: i, mac: fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)), c: clients[i%len(clients)]}
 	}
-	if err := setup(o, p, agents); err != nil {
+	approveCPU0, err := setup(o, p, agents)
+	if err != nil {
 		return err
 	}
 
@@ -745,6 +747,11 @@ func run(ctx context.Context, o options) error {
 		wwg.Wait()
 		log.Printf("each agent holds a connection (%d failed) in %v", werrs.Load(), time.Since(t0).Round(time.Millisecond))
 	}
+	// The approval burst and its aftermath (the region's reaction, the
+	// dashboard's snapshot, the connections above): lpmos's CPU until the
+	// progress starts.
+	cpuA := float64(p.cpuTicks()-approveCPU0) / 100
+	log.Printf("lpmos CPU from the first approval to the start of the progress: %.2f s (%.0f µs per task)", cpuA, cpuA*1e6/float64(o.n))
 
 	var (
 		offered, achieved, errs, slowed atomic.Int64
