@@ -242,3 +242,35 @@ func TestApprovalCheckAfterCatalogChange(t *testing.T) {
 		t.Errorf("approved and checked before the change: %s (%s)", got.Status.Status, got.Status.Reason)
 	}
 }
+
+// The approval answer's file check is remembered for imageCheckFresh
+// only, and only when the file was servable.
+func TestFileChecksRemembersSuccessOnly(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	r := newRegion(t, st, "dc1", nil)
+	img := addImage(t, st, "rocky", "9", []byte("rocky"))
+	var f fileChecks
+	if err := f.check(r.Region, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(img.Source); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.check(r.Region, img); err != nil {
+		t.Fatalf("within imageCheckFresh of a success: %v", err)
+	}
+	f.mu.Lock()
+	for k := range f.ok {
+		f.ok[k] = time.Now().Add(-imageCheckFresh)
+	}
+	f.mu.Unlock()
+	for range 2 { // checked again, and the failure not remembered as a success
+		if err := f.check(r.Region, img); err == nil {
+			t.Fatal("a removed file found servable once the check is no longer fresh")
+		}
+	}
+	if _, reason, err := r.checkImage(context.Background(), "rocky", "9", nil); err != nil || !strings.Contains(reason, "not readable") {
+		t.Errorf("the sync's check (no memory): %q %v", reason, err)
+	}
+}

@@ -205,6 +205,7 @@ type Region struct {
 	started  bool
 	done     chan struct{} // closed when Start's ctx ends: releases long-polls
 
+	files  fileChecks    // agentapi/images.go
 	fast   *fastProgress // agentapi/fastprogress.go
 	synced atomic.Bool   // the task sync loaded its first snapshot
 	// following: the task sync follows the watch now (every change of an

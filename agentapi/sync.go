@@ -253,7 +253,7 @@ func (s *syncer) checkApproved(ctx context.Context, id string, tr *tracked) {
 // a store error the previous verdict (no longer fresh) is kept, with its
 // tasks, for the next try, and nil returned.
 func (s *syncer) checkImage(ctx context.Context, ref imageRef) *imageVerdict {
-	_, reason, err := s.r.checkImage(ctx, ref.os, ref.version)
+	_, reason, err := s.r.checkImage(ctx, ref.os, ref.version, nil) // the file itself, not a recent answer's check of it
 	if err != nil {
 		s.r.log.Warn("image check: read the catalog", "os", ref.os, "version", ref.version, "err", err)
 		if v := s.images[ref]; v != nil {
