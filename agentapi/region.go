@@ -208,9 +208,10 @@ type Region struct {
 	files  fileChecks    // agentapi/images.go
 	fast   *fastProgress // agentapi/fastprogress.go
 	synced atomic.Bool   // the task sync loaded its first snapshot
-	// following: the task sync follows the watch now (every change of an
-	// own task's status wakes its long-polls), so a held long-poll need
-	// not re-read its task every PollInterval.
+	// following: the task sync follows the watch now and is not behind
+	// it (every change of an own task's status wakes its long-polls at
+	// once), so a held long-poll need not re-read its task every
+	// PollInterval.
 	following atomic.Bool
 }
 

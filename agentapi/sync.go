@@ -138,6 +138,10 @@ func (s *syncer) follow(ctx context.Context, rev int64) {
 				return
 			}
 			s.change(ctx, c)
+			// Behind a burst (claims are written one by one here), the
+			// wake-ups come late: the held long-polls then re-read their
+			// task every PollInterval again.
+			s.r.following.Store(len(ch) < cap(ch)/4)
 		case <-tick.C:
 			s.sweep(ctx)
 			s.recheckImages(ctx)
