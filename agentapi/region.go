@@ -128,7 +128,8 @@ type Config struct {
 	// written into /regions/{id}).
 	Member string
 	// PollInterval is how often a long-poll re-reads its task when no watch
-	// notification arrives; default 250ms.
+	// notification arrives while the task sync is not following the watch
+	// (starting, or behind a burst); while it is, every 5 s. Default 250ms.
 	PollInterval time.Duration
 	// MaxWait bounds ?wait= of the approval long-poll; default 60s.
 	MaxWait time.Duration
