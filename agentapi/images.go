@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -42,6 +43,44 @@ func (r *Region) servedFile(img store.Image) (string, error) {
 	return path, nil
 }
 
+// fileChecks remembers the image files found servable in the last
+// imageCheckFresh: a burst of approval answers (5,000 agents answered in
+// a few seconds) checks each file once a second instead of resolving,
+// opening and sniffing it for every agent. A failed check is not
+// remembered; serving the image (serveImage) checks the file every time.
+type fileChecks struct {
+	mu sync.Mutex
+	ok map[[2]string]time.Time // source or derived file, format -> when found servable
+}
+
+func (f *fileChecks) check(r *Region, img store.Image) error {
+	if f == nil {
+		_, err := r.servedFile(img)
+		return err
+	}
+	key := [2]string{img.Source, img.Format}
+	if img.Derived != "" {
+		key = [2]string{img.Derived, img.Served()}
+	}
+	now := time.Now()
+	f.mu.Lock()
+	at, ok := f.ok[key]
+	f.mu.Unlock()
+	if ok && now.Sub(at) < imageCheckFresh {
+		return nil
+	}
+	if _, err := r.servedFile(img); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ok == nil || len(f.ok) > 1024 {
+		f.ok = map[[2]string]time.Time{}
+	}
+	f.ok[key] = now
+	return nil
+}
+
 // imageURL is where this region serves an image to its agents.
 func (r *Region) imageURL(osType, version string) string {
 	return r.cfg.PublicURL + wire.PathImages + url.PathEscape(osType) + "/" + url.PathEscape(version)
@@ -52,24 +91,9 @@ func (r *Region) imageURL(osType, version string) string {
 // served; err is set only for store failures, which are worth a retry.
 func (r *Region) installSpec(ctx context.Context, t store.Task) (*wire.InstallSpec, string, error) {
 	sp := t.Spec
-	img, err := r.st.GetImage(ctx, sp.OSType, sp.OSVersion)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Sprintf("no image for %s %s: lpmos image add %s %s <file-or-url>", sp.OSType, sp.OSVersion, sp.OSType, sp.OSVersion), nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	if img.Derived != "" || !isURL(img.Source) {
-		if _, err := r.servedFile(img); err != nil {
-			if !imagesrc.IsRule(err) {
-				r.log.Error("image: check source", "os", sp.OSType, "version", sp.OSVersion, "err", err)
-			}
-			return nil, fmt.Sprintf("image file %s of %s %s is not readable on region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
-				img.Source, sp.OSType, sp.OSVersion, r.cfg.RegionID, err, sp.OSType, sp.OSVersion), nil
-		}
-	} else if _, err := r.cfg.Images.CheckURL(ctx, img.Source); err != nil {
-		return nil, fmt.Sprintf("image URL of %s %s is refused by region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
-			sp.OSType, sp.OSVersion, r.cfg.RegionID, err, sp.OSType, sp.OSVersion), nil
+	img, reason, err := r.checkImage(ctx, sp.OSType, sp.OSVersion, &r.files)
+	if err != nil || reason != "" {
+		return nil, reason, err
 	}
 	return &wire.InstallSpec{
 		OSType:            sp.OSType,
@@ -83,6 +107,35 @@ func (r *Region) installSpec(ctx context.Context, t store.Task) (*wire.InstallSp
 		UserData:          sp.UserData,
 		PowerManaged:      t.BMC != nil, // the region reboots it through its BMC (issue 13)
 	}, "", nil
+}
+
+// checkImage reads the catalog entry of osType/version and checks that
+// this region can serve it (its file readable under the images directory,
+// or its URL allowed). A reason a person can act on is returned when it
+// cannot; err is set only for store failures, which are worth a retry.
+// files, when set, may answer for a file found servable in the last
+// imageCheckFresh.
+func (r *Region) checkImage(ctx context.Context, osType, version string, files *fileChecks) (store.Image, string, error) {
+	img, err := r.st.GetImage(ctx, osType, version)
+	if errors.Is(err, store.ErrNotFound) {
+		return img, fmt.Sprintf("no image for %s %s: lpmos image add %s %s <file-or-url>", osType, version, osType, version), nil
+	}
+	if err != nil {
+		return img, "", err
+	}
+	if img.Derived != "" || !isURL(img.Source) {
+		if err := files.check(r, img); err != nil {
+			if !imagesrc.IsRule(err) {
+				r.log.Error("image: check source", "os", osType, "version", version, "err", err)
+			}
+			return img, fmt.Sprintf("image file %s of %s %s is not readable on region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
+				img.Source, osType, version, r.cfg.RegionID, err, osType, version), nil
+		}
+	} else if _, err := r.cfg.Images.CheckURL(ctx, img.Source); err != nil {
+		return img, fmt.Sprintf("image URL of %s %s is refused by region %s (%v): add it again with lpmos image add %s %s <file-or-url>",
+			osType, version, r.cfg.RegionID, err, osType, version), nil
+	}
+	return img, "", nil
 }
 
 // serveImage serves GET/HEAD /images/{os}/{version} in the format the

@@ -128,7 +128,8 @@ type Config struct {
 	// written into /regions/{id}).
 	Member string
 	// PollInterval is how often a long-poll re-reads its task when no watch
-	// notification arrives; default 250ms.
+	// notification arrives while the task sync is not following the watch
+	// (starting, or behind a burst); while it is, every 5 s. Default 250ms.
 	PollInterval time.Duration
 	// MaxWait bounds ?wait= of the approval long-poll; default 60s.
 	MaxWait time.Duration
@@ -197,11 +198,22 @@ type Region struct {
 	mu       sync.Mutex
 	services map[string]ServiceState
 	wake     chan struct{} // closed and replaced when an own task changes
+	// taskWake: per task with a long-poll held, closed and replaced when
+	// that task changes (the long-poll of an active task waits on its
+	// own task's only: a burst of N approvals wakes each of N waiting
+	// agents once, not N times each).
+	taskWake map[string]*taskWaiters
 	started  bool
 	done     chan struct{} // closed when Start's ctx ends: releases long-polls
 
+	files  fileChecks    // agentapi/images.go
 	fast   *fastProgress // agentapi/fastprogress.go
 	synced atomic.Bool   // the task sync loaded its first snapshot
+	// following: the task sync follows the watch now and is not behind
+	// it (every change of an own task's status wakes its long-polls at
+	// once), so a held long-poll need not re-read its task every
+	// PollInterval.
+	following atomic.Bool
 }
 
 // New checks cfg and builds a Region. It does not touch the network.
@@ -250,6 +262,7 @@ func New(cfg Config) (*Region, error) {
 		log:      cfg.Logger.With("component", "agentapi", "region", cfg.RegionID),
 		services: make(map[string]ServiceState),
 		wake:     make(chan struct{}),
+		taskWake: map[string]*taskWaiters{},
 		done:     make(chan struct{}),
 	}
 	r.guard = newGuard(cfg)
@@ -325,18 +338,62 @@ func (r *Region) setState(service, state string, err error) {
 	r.services[service] = ServiceState{State: state, Error: msg, Since: time.Now().UTC()}
 }
 
-// notify wakes every long-poll waiting for a task change.
-func (r *Region) notify() {
-	r.mu.Lock()
-	close(r.wake)
-	r.wake = make(chan struct{})
-	r.mu.Unlock()
+// taskWaiters is the wake channel of one task's held long-polls.
+type taskWaiters struct {
+	ch chan struct{}
+	n  int // long-polls holding it
 }
 
-func (r *Region) wakeCh() <-chan struct{} {
+// notify wakes the long-polls of task id (all of them when id is empty)
+// and those that wait for any task of the region.
+func (r *Region) notify(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.wake
+	close(r.wake)
+	r.wake = make(chan struct{})
+	if id != "" {
+		if w := r.taskWake[id]; w != nil {
+			close(w.ch)
+			w.ch = make(chan struct{})
+		}
+		return
+	}
+	for _, w := range r.taskWake {
+		close(w.ch)
+		w.ch = make(chan struct{})
+	}
+}
+
+// holdWake registers a long-poll of task id (empty: of any task) and
+// returns the function that gives the wake channel to wait on next, and
+// the one that releases it.
+func (r *Region) holdWake(id string) (wake func() <-chan struct{}, release func()) {
+	if id == "" {
+		return func() <-chan struct{} {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.wake
+		}, func() {}
+	}
+	r.mu.Lock()
+	w := r.taskWake[id]
+	if w == nil {
+		w = &taskWaiters{ch: make(chan struct{})}
+		r.taskWake[id] = w
+	}
+	w.n++
+	r.mu.Unlock()
+	return func() <-chan struct{} {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return w.ch
+		}, func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if w.n--; w.n == 0 && r.taskWake[id] == w {
+				delete(r.taskWake, id)
+			}
+		}
 }
 
 // Start runs the region until ctx is done: it registers /regions/{id} under

@@ -194,7 +194,11 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 	}
 	if next == nil && holds(t, sess) && wait > 0 {
 		from, attempt := t.Status.Status, t.Status.Attempt
-		gone, _, err := r.waitFor(ctx, wait, func() (bool, error) {
+		var only string // an active task's poll waits for a change of it; an ended one's for a new task of its MAC
+		if t.Status.Status.Active() {
+			only = t.ID
+		}
+		gone, _, err := r.waitFor(ctx, wait, only, func() (bool, error) {
 			nt, err := r.st.GetTask(ctx, t.ID)
 			if err != nil {
 				return false, err
@@ -240,16 +244,32 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, resp)
 }
 
-// waitFor re-evaluates done on every task change of the region (and every
-// PollInterval) until it is true or d elapses. It returns done's last
-// answer; gone is true when the request's context ended.
-func (r *Region) waitFor(ctx context.Context, d time.Duration, done func() (bool, error)) (gone, ok bool, err error) {
+// pollWhileFollowing is how often a held long-poll re-reads its task
+// while the task sync follows the watch (its wake-ups carry every change;
+// this is a safety net): at 5,000 agents waiting for their approval,
+// re-reading every PollInterval was 20,000 task reads a second.
+const pollWhileFollowing = 5 * time.Second
+
+// waitFor re-evaluates done on every change of task id (every task change
+// of the region when id is empty) until it is true or d elapses, and
+// every PollInterval when the task sync is not following the watch
+// (pollWhileFollowing when it is). It returns done's last answer; gone is
+// true when the request's context ended.
+func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done func() (bool, error)) (gone, ok bool, err error) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
+	wakeCh, release := r.holdWake(id)
+	defer release()
+	// A change between the caller's read and the registration above woke
+	// nobody: evaluate once now that a change wakes this poll.
+	wake := wakeCh()
+	if ok, err := done(); err != nil || ok {
+		return false, ok, err
+	}
+	last := time.Now()
 	for {
-		wake := r.wakeCh()
 		select {
 		case <-ctx.Done():
 			return true, false, nil
@@ -259,7 +279,12 @@ func (r *Region) waitFor(ctx context.Context, d time.Duration, done func() (bool
 			return false, false, nil
 		case <-wake:
 		case <-poll.C:
+			if r.following.Load() && time.Since(last) < pollWhileFollowing {
+				continue
+			}
 		}
+		wake = wakeCh()
+		last = time.Now()
 		ok, err := done()
 		if err != nil || ok {
 			return false, ok, err
@@ -309,7 +334,7 @@ func (r *Region) discoveryPoll(w http.ResponseWriter, req *http.Request, mac, to
 	ok, err := lookup()
 	if !ok && err == nil && wait > 0 {
 		var gone bool
-		gone, ok, err = r.waitFor(ctx, wait, lookup)
+		gone, ok, err = r.waitFor(ctx, wait, "", lookup)
 		if gone {
 			return
 		}

@@ -3,8 +3,10 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/store"
@@ -80,5 +82,61 @@ func TestDeleteImage(t *testing.T) {
 	}
 	if _, err := st.GetImage(ctx, "ubuntu", "24.04"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("still there: %v", err)
+	}
+}
+
+// A WatchStored that names KindImage is sent the catalog's puts and
+// deletes, in order with the task changes; a watch that does not name it
+// (and an unfiltered Watch) is not.
+func TestWatchStoredImageKind(t *testing.T) {
+	t.Parallel()
+	st := storetest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, rev, err := st.ListTasks(ctx, store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := store.Image{OSType: "alma", OSVersion: "9", Source: "/srv/a.img", Format: "raw", SHA256: strings.Repeat("ab", 32), Size: 1}
+	if err := st.PutImage(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	img.Size = 2
+	if err := st.PutImage(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.DeleteImage(ctx, "alma", "9"); err != nil {
+		t.Fatal(err)
+	}
+	task, err := st.CreateTask(ctx, store.Spec{RegionID: "r1", TargetMAC: "02:00:00:00:0a:01", OSType: "alma", OSVersion: "9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Collect the kinds up to the task's creation, the last change made.
+	collect := func(ch <-chan store.Change) []string {
+		var got []string
+		for {
+			select {
+			case c := <-ch:
+				if c.Kind == store.KindImage {
+					got = append(got, string(c.Kind)+" "+c.Key)
+				}
+				if c.Kind == store.KindTaskCreated && c.TaskID == task.ID {
+					return append(got, string(c.Kind))
+				}
+			case <-ctx.Done():
+				t.Fatalf("watch: saw %v, not the task", got)
+			}
+		}
+	}
+	want := "[image /images/alma/9 image /images/alma/9 image /images/alma/9 task]"
+	if got := collect(st.WatchStored(ctx, rev+1, store.KindTaskCreated, store.KindImage)); fmt.Sprint(got) != want {
+		t.Errorf("WatchStored(task, image) sent %v, want %v", got, want)
+	}
+	if got := collect(st.WatchStored(ctx, rev+1, store.KindTaskCreated)); fmt.Sprint(got) != "[task]" {
+		t.Errorf("WatchStored(task) sent %v", got)
+	}
+	if got := collect(st.Watch(ctx, rev+1)); fmt.Sprint(got) != "[task]" {
+		t.Errorf("Watch sent %v", got)
 	}
 }

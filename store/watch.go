@@ -65,6 +65,11 @@ const (
 	KindBMC          ChangeKind = "bmc"           // a task's BMC set or removed
 	KindPower        ChangeKind = "power"         // a task's polled power state
 	KindPowerRequest ChangeKind = "power_request" // a power action queued for a region
+	// KindImage: an image catalog entry was added, replaced or removed
+	// (Key names it; nothing is decoded). Sent only to a WatchStored that
+	// names it: the region's image check drops what it remembers of the
+	// entry.
+	KindImage ChangeKind = "image"
 )
 
 // Watch streams typed changes after revision fromRev (0: from now) until ctx
@@ -155,7 +160,7 @@ func (s *Store) watch(ctx context.Context, fromRev int64, withLive bool, want ma
 					continue // a progress notification
 				}
 				lastRev = max(lastRev, e.rev)
-				if want != nil && (!e.kindOK || !want[e.kind]) {
+				if want != nil && (!e.kindOK || !want[e.kind]) || want == nil && e.kind == KindImage {
 					continue
 				}
 				c, ok := e.change(s)
@@ -223,6 +228,8 @@ func changeKindOf(key string, del bool) (ChangeKind, bool) {
 		return "", false
 	case strings.HasPrefix(key, prefixPowerRequests):
 		return KindPowerRequest, !del
+	case strings.HasPrefix(key, prefixImages):
+		return KindImage, true
 	case strings.HasPrefix(key, prefixMachines):
 		if del {
 			return KindMachineGone, true
@@ -305,6 +312,8 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 		c.Kind, c.PowerRequest = KindPowerRequest, new(PowerRequest)
 		err = json.Unmarshal(ev.Kv.Value, c.PowerRequest)
 		c.PowerRequest.Key = key
+	case strings.HasPrefix(key, prefixImages):
+		c.Kind = KindImage
 	case strings.HasPrefix(key, prefixMachines):
 		if del {
 			c.Kind = KindMachineGone

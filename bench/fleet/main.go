@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,6 +50,7 @@ type options struct {
 	listPage int
 	startMax time.Duration
 	cold     bool
+	poll     time.Duration // hold approval long-polls this long before approving (0: none)
 }
 
 func main() {
@@ -62,6 +64,7 @@ func main() {
 	flag.StringVar(&o.extra, "serve-args", "", "extra `lpmos serve` flags, space separated")
 	flag.IntVar(&o.listPage, "list-page", 50, "page size of the timed first-page list (0: skip)")
 	flag.BoolVar(&o.cold, "cold", false, "agents open their connection with their first progress report (default: each holds one open before the progress starts, as a real agent holds the one its approval long-poll used)")
+	flag.DurationVar(&o.poll, "approval-poll", 0, "each agent holds its approval long-poll (GET /api/v1/agent/approval/{mac}?wait=30s, as agent/runner's waitApproval) from its hardware report until it is answered with its install spec; the operator approves after this long (0: no long-poll, the agents start reporting after the approval)")
 	flag.DurationVar(&o.startMax, "start-timeout", 3*time.Minute, "how long lpmos may take to answer health (a kept 10,000-task data dir on a loaded box takes over a minute)")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
@@ -282,6 +285,8 @@ type agent struct {
 	session string
 	c       *http.Client
 
+	approvedAt atomic.Int64 // unix ns of the approve request (-approval-poll)
+
 	auth       string // "Bearer "+session
 	body, resp bytes.Buffer
 }
@@ -388,7 +393,8 @@ func hardware(mac string) wire.Hardware {
 }
 
 // setup creates, claims, reports and approves every agent's task.
-func setup(o options, p *proc, agents []*agent) error {
+// It returns lpmos's CPU ticks when the approvals began.
+func setup(o options, p *proc, agents []*agent) (int64, error) {
 	ctl := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.setupPar}}
 	t0 := time.Now()
 	err := parallel(len(agents), o.setupPar, func(i int) error {
@@ -401,7 +407,7 @@ func setup(o options, p *proc, agents []*agent) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("create tasks: %w", err)
+		return 0, fmt.Errorf("create tasks: %w", err)
 	}
 	log.Printf("created %d tasks in %v", len(agents), time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
@@ -432,19 +438,97 @@ func setup(o options, p *proc, agents []*agent) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("claim and report hardware: %w", err)
+		return 0, fmt.Errorf("claim and report hardware: %w", err)
 	}
 	log.Printf("claimed (boot script, session, hardware) in %v", time.Since(t0).Round(time.Millisecond))
+	var polls *approvalPolls
+	if o.poll > 0 {
+		polls = holdApprovalPolls(p, agents)
+		c0, w0 := p.cpuTicks(), time.Now()
+		time.Sleep(o.poll)
+		log.Printf("approval long-polls held: lpmos CPU %.0f%% of one core while %d agents wait for the operator (%d poll answers before any approval)",
+			100*float64(p.cpuTicks()-c0)/100/time.Since(w0).Seconds(), len(agents), polls.requests.Load())
+	}
 	t0 = time.Now()
+	c0 := p.cpuTicks()
 	err = parallel(len(agents), o.setupPar, func(i int) error {
+		agents[i].approvedAt.Store(time.Now().UnixNano())
 		_, err := call(ctl, "PUT", p.url+"/api/v1/tasks/"+agents[i].task+"/approve", p.token, nil, nil)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("approve: %w", err)
+		return 0, fmt.Errorf("approve: %w", err)
 	}
 	log.Printf("approved in %v", time.Since(t0).Round(time.Millisecond))
-	return nil
+	if polls != nil {
+		if err := polls.wait(3 * time.Minute); err != nil {
+			return 0, err
+		}
+		cpu := float64(p.cpuTicks()-c0) / 100
+		lat := polls.latencies()
+		log.Printf("approval answered to every agent %v after the first approval: answer after its approval p50 %s p99 %s max %s; %d poll answers; lpmos CPU %.2f s from the first approval to the last answer (%.0f µs per approval)",
+			time.Since(t0).Round(time.Millisecond), ms(pct(lat, 0.5)), ms(pct(lat, 0.99)), ms(pct(lat, 1)), polls.requests.Load(), cpu, cpu*1e6/float64(len(agents)))
+	}
+	return c0, nil
+}
+
+// approvalPolls are the agents' held approval long-polls.
+type approvalPolls struct {
+	wg       sync.WaitGroup
+	requests atomic.Int64
+	mu       sync.Mutex
+	lat      []time.Duration
+	err      error
+}
+
+// holdApprovalPolls starts every agent's approval long-poll, as
+// agent/runner's waitApproval: GET approval?wait=30s again until the
+// answer is approved with an install spec.
+func holdApprovalPolls(p *proc, agents []*agent) *approvalPolls {
+	ap := &approvalPolls{}
+	for _, a := range agents {
+		ap.wg.Go(func() {
+			for {
+				var ar wire.ApprovalResponse
+				_, err := call(a.c, "GET", p.agentURL+wire.PathApproval+a.mac+"?wait=30s", a.session, nil, &ar)
+				ap.requests.Add(1)
+				ap.mu.Lock()
+				switch {
+				case err != nil:
+					ap.err = fmt.Errorf("approval poll of %s: %w", a.mac, err)
+				case ar.Approved && ar.Install != nil:
+					ap.lat = append(ap.lat, time.Since(time.Unix(0, a.approvedAt.Load())))
+				case ar.Status == wire.StatusFailed || ar.Status == wire.StatusCancelled:
+					ap.err = fmt.Errorf("approval poll of %s: task %s (%s)", a.mac, ar.Status, ar.Reason)
+				default:
+					ap.mu.Unlock()
+					continue
+				}
+				ap.mu.Unlock()
+				return
+			}
+		})
+	}
+	return ap
+}
+
+func (ap *approvalPolls) wait(d time.Duration) error {
+	done := make(chan struct{})
+	go func() { ap.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		return fmt.Errorf("approval long-polls: not all answered within %v", d)
+	}
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	return ap.err
+}
+
+func (ap *approvalPolls) latencies() []time.Duration {
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	return slices.Clone(ap.lat)
 }
 
 var stages = []struct {
@@ -633,7 +717,8 @@ func run(ctx context.Context, o options) error {
 	for i := range agents {
 		agents[i] = &agent{i: i, mac: fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i)), c: clients[i%len(clients)]}
 	}
-	if err := setup(o, p, agents); err != nil {
+	approveCPU0, err := setup(o, p, agents)
+	if err != nil {
 		return err
 	}
 
@@ -662,6 +747,11 @@ func run(ctx context.Context, o options) error {
 		wwg.Wait()
 		log.Printf("each agent holds a connection (%d failed) in %v", werrs.Load(), time.Since(t0).Round(time.Millisecond))
 	}
+	// The approval burst and its aftermath (the region's reaction, the
+	// dashboard's snapshot, the connections above): lpmos's CPU until the
+	// progress starts.
+	cpuA := float64(p.cpuTicks()-approveCPU0) / 100
+	log.Printf("lpmos CPU from the first approval to the start of the progress: %.2f s (%.0f µs per task)", cpuA, cpuA*1e6/float64(o.n))
 
 	var (
 		offered, achieved, errs, slowed atomic.Int64
