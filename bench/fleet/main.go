@@ -51,6 +51,7 @@ type options struct {
 	startMax time.Duration
 	cold     bool
 	poll     time.Duration // hold approval long-polls this long before approving (0: none)
+	raw      bool          // progress reports on each agent's own connection, without net/http
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.IntVar(&o.listPage, "list-page", 50, "page size of the timed first-page list (0: skip)")
 	flag.BoolVar(&o.cold, "cold", false, "agents open their connection with their first progress report (default: each holds one open before the progress starts, as a real agent holds the one its approval long-poll used)")
 	flag.DurationVar(&o.poll, "approval-poll", 0, "each agent holds its approval long-poll (GET /api/v1/agent/approval/{mac}?wait=30s, as agent/runner's waitApproval) from its hardware report until it is answered with its install spec; the operator approves after this long (0: no long-poll, the agents start reporting after the approval)")
+	flag.BoolVar(&o.raw, "raw-client", false, "each agent reports progress on its own connection with a minimal HTTP/1.1 client on its own goroutine (bench/fleet/rawclient.go) instead of net/http's transport: less of the two cores for the generator")
 	flag.DurationVar(&o.startMax, "start-timeout", 3*time.Minute, "how long lpmos may take to answer health (a kept 10,000-task data dir on a loaded box takes over a minute)")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
@@ -289,6 +291,9 @@ type agent struct {
 
 	auth       string // "Bearer "+session
 	body, resp bytes.Buffer
+
+	raw *rawConn // -raw-client
+	req []byte   // -raw-client: the request, reused
 }
 
 // report posts one progress report the lean way (the generator shares the
@@ -312,27 +317,15 @@ func (a *agent) report(url string, seq int64, stage string, percent int) (int64,
 	b = append(b, `"}`...)
 	a.body.Reset()
 	a.body.Write(b) // keeps the grown buffer for the next report
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(a.body.Bytes()))
-	if err != nil {
-		return 0, err
-	}
 	if a.auth == "" {
 		a.auth = "Bearer " + a.session
 	}
-	req.Header["Authorization"] = []string{a.auth}
-	req.Header["Content-Type"] = []string{"application/json"}
-	resp, err := a.c.Do(req)
+	code, err := a.post(url)
 	if err != nil {
 		return 0, err
 	}
-	a.resp.Reset()
-	_, err = a.resp.ReadFrom(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return 0, err
-	}
-	if resp.StatusCode/100 != 2 {
-		return 0, fmt.Errorf("POST %s: %d %s", url, resp.StatusCode, bytes.TrimSpace(a.resp.Bytes()))
+	if code/100 != 2 {
+		return 0, fmt.Errorf("POST %s: %d %s", url, code, bytes.TrimSpace(a.resp.Bytes()))
 	}
 	const key = `"next_report_ms":`
 	data := a.resp.Bytes()
@@ -348,6 +341,28 @@ func (a *agent) report(url string, seq int64, stage string, percent int) (int64,
 		ms = ms*10 + int64(c-'0')
 	}
 	return ms, nil
+}
+
+// post sends a.body to url and reads the answer into a.resp.
+func (a *agent) post(url string) (int, error) {
+	if a.raw != nil {
+		a.req = appendRequest(a.req[:0], http.MethodPost, a.raw.addr, strings.TrimPrefix(url, "http://"+a.raw.addr), a.auth, a.body.Bytes())
+		return a.raw.do(a.req, &a.resp)
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(a.body.Bytes()))
+	if err != nil {
+		return 0, err
+	}
+	req.Header["Authorization"] = []string{a.auth}
+	req.Header["Content-Type"] = []string{"application/json"}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	a.resp.Reset()
+	_, err = a.resp.ReadFrom(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, err
 }
 
 func parallel(n, par int, f func(i int) error) error {
@@ -721,6 +736,11 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	if o.raw {
+		for _, a := range agents { // the same source address as its net/http client's
+			a.raw = &rawConn{src: fmt.Sprintf("127.0.1.%d", 1+a.i%len(clients)%250), addr: strings.TrimPrefix(p.agentURL, "http://")}
+		}
+	}
 
 	d := &dashboard{counts: map[string]int{}}
 	dctx, dcancel := context.WithCancel(ctx)
@@ -739,6 +759,13 @@ func run(ctx context.Context, o options) error {
 		var werrs atomic.Int64
 		for _, a := range agents {
 			wwg.Go(func() {
+				if a.raw != nil {
+					a.req = appendRequest(a.req[:0], http.MethodGet, a.raw.addr, "/healthz", "", nil)
+					if code, err := a.raw.do(a.req, &a.resp); err != nil || code != http.StatusOK {
+						werrs.Add(1)
+					}
+					return
+				}
 				if _, err := get(a.c, p.agentURL+"/healthz", ""); err != nil {
 					werrs.Add(1)
 				}
