@@ -594,6 +594,10 @@ type dashboard struct {
 	counts map[string]int
 	drops  int
 	snaps  int
+	// By second of the progress phase a report was sent in (from start):
+	// its progress messages and those that came after more than 100 ms.
+	start          time.Time
+	bySec, slowSec map[int]int
 }
 
 // msgHead reads the type and, for progress, the seq of one hub message
@@ -633,7 +637,16 @@ func (d *dashboard) note(typ []byte, seq int64, now time.Time) {
 	case "snapshot":
 		d.snaps++
 	case "progress":
-		d.lags = append(d.lags, now.Sub(time.UnixMicro(seq)))
+		sent := time.UnixMicro(seq)
+		lag := now.Sub(sent)
+		d.lags = append(d.lags, lag)
+		if !d.start.IsZero() && !sent.Before(d.start) {
+			sec := int(sent.Sub(d.start) / time.Second)
+			d.bySec[sec]++
+			if lag > 100*time.Millisecond {
+				d.slowSec[sec]++
+			}
+		}
 	}
 	d.mu.Unlock()
 }
@@ -742,7 +755,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	d := &dashboard{counts: map[string]int{}}
+	d := &dashboard{counts: map[string]int{}, bySec: map[int]int{}, slowSec: map[int]int{}}
 	dctx, dcancel := context.WithCancel(ctx)
 	var dwg sync.WaitGroup
 	dwg.Go(func() { d.run(dctx, p, "") })
@@ -793,6 +806,9 @@ func run(ctx context.Context, o options) error {
 	}
 	load0, _ := os.ReadFile("/proc/loadavg")
 	cpu0, self0, wall0 := p.cpuTicks(), selfCPU(), time.Now()
+	d.mu.Lock()
+	d.start = wall0
+	d.mu.Unlock()
 	var peak atomic.Int64
 	sctx, scancel := context.WithCancel(ctx)
 	go func() {
@@ -952,6 +968,13 @@ func run(ctx context.Context, o options) error {
 		float64(db0)/(1<<20), float64(db1)/(1<<20), float64(db1-db0)/1024/float64(o.n), float64(rev1-rev0)/float64(o.n), completed, o.n)
 	fmt.Printf("dashboard: %d progress messages for %d reports (%.2f); lag p50 %s p99 %s; drops %d; snapshots %d; by type %v\n",
 		d.counts["progress"], len(lat), float64(d.counts["progress"])/float64(max(1, len(lat))), ms(pct(lags, 0.5)), ms(pct(lags, 0.99)), d.drops, d.snaps, d.counts)
+	d.mu.Lock()
+	for sec := range total + 2 {
+		if n := d.slowSec[sec]; n > 0 {
+			fmt.Printf("  second %2d: %d progress messages for reports sent then, %d after more than 100 ms\n", sec, d.bySec[sec], n)
+		}
+	}
+	d.mu.Unlock()
 	fmt.Printf("GET /api/v1/tasks: all %d tasks %s to the last byte (%d KiB), %s decoded; first page (limit=%d) %s\n",
 		len(list.Tasks), ms(listAll), len(body)>>10, ms(listDecoded), o.listPage, ms(listFirst))
 	fmt.Printf("| %d | %s | %s | %s | %.0f%% | %.0f µs | %.0f µs | %d MiB | %.2f | %.1f KiB | %.2f | %s | %d (%d) |\n", o.n, strings.Fields(string(load0))[0], ms(pct(lat, 0.5)), ms(pct(lat, 0.99)),
