@@ -922,3 +922,48 @@ func TestLeases(t *testing.T) {
 		t.Error("IPv6 lease accepted")
 	}
 }
+
+// An install whose within-stage reports are answered and not yet written
+// (coalesced up to the persist interval, or etcd's writes lag) is not
+// stalled: the stall check counts the reports this region answered.
+func TestNoStallWhileAnsweredReportsAreUnwritten(t *testing.T) {
+	t.Parallel()
+	st := newStore(t)
+	addImage(t, st, "ubuntu", "22.04", []byte("img"))
+	r := newRegion(t, st, "dc1", func(c *Config) { c.StallAfter = 400 * time.Millisecond })
+	r.start(t)
+	task := createTask(t, st, "dc1")
+	waitStatus(t, st, task.ID, wire.StatusReady)
+	advance(t, r, task.ID, wire.StatusApproved)
+	tok := sessionFor(t, st, task.ID)
+	for i, stage := range []string{"partitioning", "downloading"} { // stage changes: written
+		if code := call(t, "POST", r.srv.URL+wire.PathProgress, tok, wire.Progress{TaskID: task.ID, Seq: int64(i + 1), Stage: stage, Percentage: 5 + 15*i}, nil); code != 200 {
+			t.Fatalf("progress %s: %d", stage, code)
+		}
+	}
+	if err := r.fast.pp.WaitWritten(context.Background(), task.ID); err != nil {
+		t.Fatal(err)
+	}
+	// From here on the within-stage reports stay unwritten (as when etcd's
+	// writes lag): only their answers say the agent is alive.
+	r.fast.pp.SetPersistInterval(time.Hour)
+	for i := range 10 { // 1.5 s: well past the stall delay since the stored report
+		time.Sleep(150 * time.Millisecond)
+		var pr wire.ProgressResponse
+		if code := call(t, "POST", r.srv.URL+wire.PathProgress, tok, wire.Progress{TaskID: task.ID, Seq: int64(i + 3), Stage: "downloading", Percentage: 21 + i}, &pr); code != 200 || pr.Status != wire.StatusInstalling {
+			t.Fatalf("report %d: %d %+v", i, code, pr)
+		}
+	}
+	got, err := st.GetTask(context.Background(), task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Status != wire.StatusInstalling || got.Progress == nil || got.Progress.Stage != "downloading" || got.Progress.Percentage != 20 {
+		t.Fatalf("want installing with the first downloading report stored only (a stall and its recovery write the latest): %s %+v", got.Status.Status, got.Progress)
+	}
+	// Silence: now it stalls.
+	stalled := waitStatus(t, st, task.ID, wire.StatusStalled)
+	if !strings.Contains(stalled.Status.Reason, "no progress report") {
+		t.Errorf("stall reason %q", stalled.Status.Reason)
+	}
+}

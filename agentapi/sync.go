@@ -311,11 +311,17 @@ func (s *syncer) sweep(ctx context.Context) {
 			if err != nil {
 				continue
 			}
-			if last := lastActivity(t); t.Status.Status != wire.StatusInstalling || now.Sub(last) <= s.r.cfg.StallAfter {
+			// The stored report, or one this region answered and has not
+			// written yet (coalesced, or etcd's writes lag).
+			last := lastActivity(t)
+			if a := s.r.fast.pp.LastAccepted(id); a.After(last) {
+				last = a
+			}
+			if t.Status.Status != wire.StatusInstalling || now.Sub(last) <= s.r.cfg.StallAfter {
 				tr.status, tr.last = t.Status.Status, last
 				continue
 			}
-			silent := now.Sub(lastActivity(t)).Round(time.Second)
+			silent := now.Sub(last).Round(time.Second)
 			reason := fmt.Sprintf("no progress report from the agent for %s", silent)
 			if _, err := s.r.st.Transition(ctx, id, wire.StatusStalled, reason); err != nil {
 				if !errors.Is(err, store.ErrConflict) {

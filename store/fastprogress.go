@@ -135,6 +135,7 @@ type cachedTask struct {
 	wroteAt     time.Time      // when this path last wrote the task's progress
 	pending     *wire.Progress // coalesced, not yet written
 	accepted    *progMark      // the newest report answered 200 by this path
+	acceptedAt  time.Time      // when it was answered
 	// moving is the statusRev from which a report answered on acceptance
 	// moves the task to installing (0: none): while the status is still
 	// that one, the task is installing for the reports that follow.
@@ -524,7 +525,7 @@ func (pp *ProgressPath) Report(ctx context.Context, id, token, mac string, p wir
 		return ProgressResult{}, ErrNotCached
 	}
 	task := Task{ID: id, Status: StatusRecord{Status: wire.StatusInstalling, Attempt: t.attempt, UpdatedAt: now}}
-	t.accepted = markOf(&p)
+	t.accepted, t.acceptedAt = markOf(&p), now
 	installing := from == wire.StatusInstalling || t.moving == t.statusRev // an accepted change moves it
 	if installing && latest != nil && latest.attempt == p.Attempt && latest.run == p.Run &&
 		latest.stage == p.Stage && p.Stage != wire.StageCompleted {
@@ -589,6 +590,21 @@ func (pp *ProgressPath) Ready() bool {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
 	return pp.ready
+}
+
+// LastAccepted is when this path last answered a report of task id in
+// the task's current attempt (zero: none since the cache was loaded). The
+// stall check counts it as a sign of life: a within-stage report is
+// answered at once and written up to the persist interval later, later
+// still while etcd's writes lag.
+func (pp *ProgressPath) LastAccepted(id string) time.Time {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	t := pp.tasks[id]
+	if t == nil || t.accepted == nil || t.accepted.attempt != t.attempt {
+		return time.Time{}
+	}
+	return t.acceptedAt
 }
 
 // InstallingTasks counts the region's installing tasks in the cache
