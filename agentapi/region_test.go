@@ -765,10 +765,7 @@ func TestStallAndRecover(t *testing.T) {
 	addImage(t, st, "ubuntu", "22.04", []byte("img"))
 	r := newRegion(t, st, "dc1", func(c *Config) { c.StallAfter = 400 * time.Millisecond })
 	r.start(t)
-	task := createTask(t, st, "dc1")
-	waitStatus(t, st, task.ID, wire.StatusReady)
-	advance(t, r, task.ID, wire.StatusApproved)
-	tok := sessionFor(t, st, task.ID)
+	task, tok := approvedWithSession(t, st, r)
 	if code := call(t, "POST", r.srv.URL+wire.PathProgress, tok, wire.Progress{TaskID: task.ID, Seq: 1, Stage: "partitioning", Percentage: 5}, nil); code != 200 {
 		t.Fatalf("progress: %d", code)
 	}
@@ -932,10 +929,7 @@ func TestNoStallWhileAnsweredReportsAreUnwritten(t *testing.T) {
 	addImage(t, st, "ubuntu", "22.04", []byte("img"))
 	r := newRegion(t, st, "dc1", func(c *Config) { c.StallAfter = 400 * time.Millisecond })
 	r.start(t)
-	task := createTask(t, st, "dc1")
-	waitStatus(t, st, task.ID, wire.StatusReady)
-	advance(t, r, task.ID, wire.StatusApproved)
-	tok := sessionFor(t, st, task.ID)
+	task, tok := approvedWithSession(t, st, r)
 	for i, stage := range []string{"partitioning", "downloading"} { // stage changes: written
 		if code := call(t, "POST", r.srv.URL+wire.PathProgress, tok, wire.Progress{TaskID: task.ID, Seq: int64(i + 1), Stage: stage, Percentage: 5 + 15*i}, nil); code != 200 {
 			t.Fatalf("progress %s: %d", stage, code)
