@@ -129,9 +129,31 @@ func eventsValue(evs []Event) string {
 	if len(evs) == 1 {
 		return eventValue(evs[0])
 	}
-	base := firstAt(evs)
+	return eventsList("[", evs, firstAt(evs))
+}
+
+// foldedMark opens a folded value: a list whose first member is 0.
+const foldedMark = "[0"
+
+// foldedValue is the stored form of a task's events evs (at least one)
+// folded from several keys into one (store/fold.go) under
+// eventKey(id, firstAt(evs)): eventsValue's list after a first member 0,
+// which says the events are not new (the watch sends nothing for it) and
+// are in the order Events returns them (it does not sort them again).
+func foldedValue(evs []Event) string {
+	return eventsList(foldedMark+",", evs, firstAt(evs))
+}
+
+// isFolded says whether an event value is foldedValue's.
+func isFolded(val []byte) bool {
+	return len(val) > 2 && string(val[:2]) == foldedMark && (val[2] == ',' || val[2] == ']')
+}
+
+// eventsList writes evs as a list opened by open, each member's time as
+// "o", nanoseconds after base (left out when 0).
+func eventsList(open string, evs []Event, base time.Time) string {
 	var b strings.Builder
-	b.WriteByte('[')
+	b.WriteString(open)
 	for i, ev := range evs {
 		if i > 0 {
 			b.WriteByte(',')
@@ -161,7 +183,7 @@ func firstAt(evs []Event) time.Time {
 }
 
 // decodeEvents reads the events stored under key: one, or a list
-// (eventsValue) in the order it was written.
+// (eventsValue, foldedValue) in the order it was written.
 func decodeEvents(key string, val []byte) ([]Event, error) {
 	if len(val) == 0 || val[0] != '[' {
 		ev, err := decodeEvent(key, val)
@@ -173,6 +195,9 @@ func decodeEvents(key string, val []byte) ([]Event, error) {
 	var list []json.RawMessage
 	if err := json.Unmarshal(val, &list); err != nil {
 		return nil, err
+	}
+	if isFolded(val) {
+		list = list[1:]
 	}
 	out := make([]Event, 0, len(list))
 	for _, raw := range list {
@@ -200,6 +225,9 @@ func eventCount(val []byte) int {
 	var list []json.RawMessage
 	if json.Unmarshal(val, &list) != nil || len(list) == 0 {
 		return 1
+	}
+	if isFolded(val) {
+		return max(1, len(list)-1)
 	}
 	return len(list)
 }

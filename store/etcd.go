@@ -112,8 +112,11 @@ type Store struct {
 	// (store/dbpacked.go), and when it defragmented last.
 	frag frag
 
-	live      liveFeed           // accepted progress not stored yet, for this process's watchers (store/live.go)
-	watches   watchHub           // the one etcd watch every watcher of this process follows (store/sharedwatch.go)
+	live    liveFeed // accepted progress not stored yet, for this process's watchers (store/live.go)
+	watches watchHub // the one etcd watch every watcher of this process follows (store/sharedwatch.go)
+	// foldRead runs between a fold's read and its write (tests: a
+	// concurrent writer); nil in production.
+	foldRead  func()
 	index     taskIndex          // task summaries for lists (store/taskindex.go), started by the first list
 	indexStop context.CancelFunc // set with index.started, under index.mu
 

@@ -55,7 +55,7 @@ func (s *Store) boundEventsIn(id string, ops []clientv3.Op, kvs []*mvccpb.KeyVal
 	}
 	prefix, dk := eventsPrefix(id), droppedKey(id)
 	var (
-		keys      []string
+		keys      []*mvccpb.KeyValue
 		counts    []int
 		hasRecord bool
 		prev      int64
@@ -69,7 +69,7 @@ func (s *Store) boundEventsIn(id string, ops []clientv3.Op, kvs []*mvccpb.KeyVal
 				prev = ev.Dropped
 			}
 		case strings.HasPrefix(k, prefix):
-			keys = append(keys, k)
+			keys = append(keys, kv)
 			counts = append(counts, eventCount(kv.Value))
 		}
 	}
@@ -77,9 +77,25 @@ func (s *Store) boundEventsIn(id string, ops []clientv3.Op, kvs []*mvccpb.KeyVal
 	if drop == 0 {
 		return ops
 	}
+	// A folded key (store/fold.go) holds the task's whole history of
+	// before: of the last key to go, only the events over the limit go.
+	var keep *clientv3.Op
+	if last := keys[drop-1]; isFolded(last.Value) {
+		spare := dropped - s.excessEvents(counts, adding, hasRecord) // its newest, within the limit
+		if evs, err := decodeEvents(string(last.Key), last.Value); err == nil && spare > 0 && spare < len(evs) {
+			tail := evs[len(evs)-spare:]
+			op := clientv3.OpPut(eventKey(id, firstAt(tail)), foldedValue(tail))
+			keep, dropped = &op, dropped-spare
+		}
+	}
 	total := prev + int64(dropped)
-	for _, k := range keys[:drop] {
-		ops = append(ops, clientv3.OpDelete(k))
+	for _, kv := range keys[:drop] {
+		if keep == nil || string(kv.Key) != string(keep.KeyBytes()) {
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		}
+	}
+	if keep != nil { // after the deletes: the progress cache counts none of them then
+		ops = append(ops, *keep)
 	}
 	return append(ops, clientv3.OpPut(dk, mustJSON(Event{
 		At: time.Now().UTC(), Kind: EventKindDropped, Dropped: total,
@@ -99,10 +115,10 @@ func newEvents(id string, ops []clientv3.Op) int {
 	return n
 }
 
-// eventsToDrop says how many of a task's oldest event keys (counts: the
-// events each holds, oldest first) go, and how many events they hold,
-// when adding more events are written.
-func (s *Store) eventsToDrop(counts []int, adding int, hasRecord bool) (keys, events int) {
+// excessEvents is how many of a task's oldest events (counts: the events
+// each of its keys holds, oldest first) must go when adding more events
+// are written.
+func (s *Store) excessEvents(counts []int, adding int, hasRecord bool) int {
 	n := 0
 	for _, c := range counts {
 		n += c
@@ -113,11 +129,19 @@ func (s *Store) eventsToDrop(counts []int, adding int, hasRecord bool) (keys, ev
 		budget--
 	}
 	excess := n + adding - budget
+	if excess > 0 && !hasRecord {
+		excess++ // room for the record
+	}
+	return excess
+}
+
+// eventsToDrop says how many of a task's oldest event keys (counts: the
+// events each holds, oldest first) go, and how many events they hold,
+// when adding more events are written.
+func (s *Store) eventsToDrop(counts []int, adding int, hasRecord bool) (keys, events int) {
+	excess := s.excessEvents(counts, adding, hasRecord)
 	if excess <= 0 {
 		return 0, 0
-	}
-	if !hasRecord {
-		excess++ // room for the record
 	}
 	for keys < len(counts) && events < excess {
 		events += counts[keys]

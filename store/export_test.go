@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -89,4 +90,13 @@ func (pp *ProgressPath) QueuedReports() int {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
 	return len(pp.queue)
+}
+
+// FoldEndedEvents runs one fold round (store/fold.go) over the tasks that
+// ended before endedBefore, at most maxTasks of them; between its reads
+// and its writes it calls between (nil: nothing).
+func (s *Store) FoldEndedEvents(ctx context.Context, endedBefore time.Time, maxTasks int, between func()) (FoldStats, error) {
+	s.foldRead = between
+	defer func() { s.foldRead = nil }()
+	return s.foldEndedEvents(ctx, endedBefore, maxTasks, time.Minute)
 }

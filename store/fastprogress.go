@@ -132,6 +132,7 @@ type cachedTask struct {
 	sessRun     int
 	sessRev     int64
 	events      int            // events of the task, never fewer (for the history bound)
+	foldRev     int64          // the revision of the task's last fold (store/fold.go): its deletes take none
 	wroteAt     time.Time      // when this path last wrote the task's progress
 	pending     *wire.Progress // coalesced, not yet written
 	accepted    *progMark      // the newest report answered 200 by this path
@@ -472,7 +473,15 @@ func (pp *ProgressPath) applyLocked(key string, val []byte, rev int64, del, crea
 	case "events":
 		switch {
 		case del:
-			t.events = max(0, t.events-1)
+			if rev != t.foldRev { // a fold's deletes take none: the events are under the folded key
+				t.events = max(0, t.events-1)
+			}
+		case isFolded(val) && t.hasStatus:
+			// A fold (store/fold.go) seen on the watch (the load reads a
+			// task's events before its status): the events were counted
+			// under their keys, the folded key adds none. It is put before
+			// the keys it replaces are deleted.
+			t.foldRev = rev
 		case created:
 			t.events += eventCount(val) // a delete takes one: over, never under
 		}

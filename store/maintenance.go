@@ -238,6 +238,7 @@ func (s *Store) maintainOnce(ctx context.Context) {
 		}
 		s.defrag(ctx, st, why)
 	}
+	s.foldRound(ctx) // store/fold.go
 }
 
 // recoverNoSpace compacts the history to the current revision, defrags this

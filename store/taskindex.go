@@ -52,6 +52,9 @@ type indexed struct {
 	has int    // 1: spec, 2: status
 	ver uint64 // changes applied
 	js  []byte // t's JSON at ver; nil: not made yet
+	// eventKeys counts the task's event keys (the dropped-events record
+	// aside): more than one, and the fold has work (store/fold.go).
+	eventKeys int32
 }
 
 // summaryHardware is what a list shows of a hardware report.
@@ -139,7 +142,7 @@ func (s *Store) followIndex(ctx context.Context) error {
 	tasks := make(map[string]*indexed)
 	rev, err := s.rangeChunked(ctx, prefixTasks, indexChunk, func(kvs []*mvccpb.KeyValue) {
 		for _, kv := range kvs {
-			applyKV(tasks, kv, false)
+			applyKV(tasks, kv, false, true)
 		}
 	})
 	if err != nil {
@@ -168,7 +171,7 @@ func (s *Store) followIndex(ctx context.Context) error {
 		ix.mu.Lock()
 		for _, e := range es {
 			if e.ev != nil && strings.HasPrefix(string(e.ev.Kv.Key), prefixTasks) {
-				applyKV(ix.tasks, e.ev.Kv, e.ev.Type == clientv3.EventTypeDelete)
+				applyKV(ix.tasks, e.ev.Kv, e.ev.Type == clientv3.EventTypeDelete, e.ev.IsCreate())
 			}
 			ix.rev = max(ix.rev, e.rev)
 		}
@@ -219,10 +222,11 @@ func (s *Store) TaskSummaries(ctx context.Context) ([]Task, int64, error) {
 	return out, rev, nil
 }
 
-// applyKV folds one key of a task (or its deletion) into tasks.
-func applyKV(tasks map[string]*indexed, kv *mvccpb.KeyValue, del bool) {
+// applyKV folds one key of a task (or its deletion; created: a key that
+// did not exist before) into tasks.
+func applyKV(tasks map[string]*indexed, kv *mvccpb.KeyValue, del, created bool) {
 	id, kind, ok := taskKeyKind(string(kv.Key))
-	if !ok || kind == "events" || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
+	if !ok || kind == "session" || kind == "bootstrap" || kind == "partitions" || kind == "power-lifecycle" {
 		return
 	}
 	e := tasks[id]
@@ -232,6 +236,16 @@ func applyKV(tasks map[string]*indexed, kv *mvccpb.KeyValue, del bool) {
 		}
 		e = &indexed{t: Task{ID: id}}
 		tasks[id] = e
+	}
+	if kind == "events" { // counted, not shown: the summary does not change
+		switch {
+		case string(kv.Key) == droppedKey(id):
+		case del:
+			e.eventKeys--
+		case created:
+			e.eventKeys++
+		}
+		return
 	}
 	if del {
 		e.ver++

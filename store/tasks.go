@@ -260,10 +260,18 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 			s.log.Warn("store: skip undecodable event", "key", string(kv.Key), "error", err)
 			continue
 		}
-		sort.SliceStable(evs, func(i, j int) bool { return evs[i].At.Before(evs[j].At) }) // one key's: in time order, as when each had its own
+		if !isFolded(kv.Value) { // a folded key's are in this order already (store/fold.go)
+			sortEvents(evs)
+		}
 		out = append(out, evs...)
 	}
 	return out, nil
+}
+
+// sortEvents puts one key's events in time order, as when each had its
+// own key.
+func sortEvents(evs []Event) {
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].At.Before(evs[j].At) })
 }
 
 // Transition moves a task to status `to` if the state machine allows it from

@@ -295,6 +295,8 @@ func (s *Store) decodeChange(ev *clientv3.Event) (Change, bool) {
 			var p wire.Progress
 			p, err = decodeProgress(id, ev.Kv.Value)
 			c.Kind, c.Progress = KindProgress, &p
+		case kind == "events" && isFolded(ev.Kv.Value):
+			return c, false // events already sent, now under one key (store/fold.go)
 		case kind == "events":
 			var evs []Event
 			if evs, err = decodeEvents(key, ev.Kv.Value); err == nil && len(evs) > 0 {
