@@ -268,3 +268,70 @@ func TestEventList(t *testing.T) {
 		t.Errorf("one event: ops changed")
 	}
 }
+
+// A folded value (store/fold.go) holds events in the order given, each at
+// its own nanosecond, decodes back to them, counts them (not its mark),
+// and is told from eventsValue's list.
+func TestFoldedValue(t *testing.T) {
+	t.Parallel()
+	id := "0a30e94b-aab0-45c0-849f-77fda0a3bf7d"
+	at := time.Date(2026, 12, 2, 13, 0, 0, 123456789, time.UTC)
+	evs := []Event{
+		{At: at, Kind: "status", To: wire.StatusPending, Message: "task created"},
+		{At: at.Add(2 * time.Second), Kind: "stage", Stage: wire.StagePartitioning},
+		{At: at.Add(time.Second), Kind: "status", From: wire.StatusInstalling, To: wire.StatusFailed}, // out of time order: kept
+		{At: at.Add(3 * time.Second), Kind: "custom"},
+	}
+	v := foldedValue(evs)
+	if !isFolded([]byte(v)) || isFolded([]byte(eventsValue(evs))) || isFolded([]byte(eventValue(evs[0]))) {
+		t.Fatalf("isFolded wrong for %s", v)
+	}
+	if n := eventCount([]byte(v)); n != len(evs) {
+		t.Errorf("eventCount %d, want %d", n, len(evs))
+	}
+	got, err := decodeEvents(eventKey(id, at), []byte(v))
+	if err != nil || !slices.Equal(got, evs) {
+		t.Fatalf("decoded %+v (%v), want %+v", got, err, evs)
+	}
+}
+
+// The progress path's count of a task's events (for the history bound)
+// never falls under the events the task has across a fold (put of the
+// folded key, then deletes of the keys it replaces, in one revision), as
+// the cache sees it on the watch or on a reload.
+func TestProgressCacheCountsAcrossAFold(t *testing.T) {
+	t.Parallel()
+	id := "0a30e94b-aab0-45c0-849f-77fda0a3bf7d"
+	at := time.Date(2026, 12, 2, 13, 0, 0, 0, time.UTC)
+	pp := &ProgressPath{tasks: map[string]*cachedTask{}, regions: map[string]string{}}
+	pp.applyLocked(statusKey(id), []byte(statusValue(StatusRecord{Status: wire.StatusCancelled, Attempt: 1})), 1, false, true)
+	var evs []Event
+	for i := range 5 {
+		ev := Event{At: at.Add(time.Duration(i) * time.Second), Kind: "status", To: wire.StatusPending}
+		evs = append(evs, ev)
+		pp.applyLocked(eventKey(id, ev.At), []byte(eventValue(ev)), int64(2+i), false, true)
+	}
+	if n := pp.tasks[id].events; n != 5 {
+		t.Fatalf("counted %d events, want 5", n)
+	}
+	// The fold at revision 10: the oldest key overwritten, four deleted.
+	pp.applyLocked(eventKey(id, at), []byte(foldedValue(evs)), 10, false, false)
+	for _, ev := range evs[1:] {
+		pp.applyLocked(eventKey(id, ev.At), nil, 10, true, false)
+	}
+	if n := pp.tasks[id].events; n != 5 {
+		t.Errorf("after the fold: %d events counted, want 5", n)
+	}
+	// A later delete of an event key (a bound) counts again.
+	pp.applyLocked(eventKey(id, at), nil, 11, true, false)
+	if n := pp.tasks[id].events; n != 4 {
+		t.Errorf("after a delete: %d events counted, want 4", n)
+	}
+	// A reload reads the folded key before the status: it counts its events.
+	re := &ProgressPath{tasks: map[string]*cachedTask{}, regions: map[string]string{}}
+	re.applyLocked(eventKey(id, at), []byte(foldedValue(evs)), 10, false, true)
+	re.applyLocked(statusKey(id), []byte(statusValue(StatusRecord{Status: wire.StatusCancelled, Attempt: 1})), 1, false, true)
+	if n := re.tasks[id].events; n != 5 {
+		t.Errorf("reloaded: %d events counted, want 5", n)
+	}
+}

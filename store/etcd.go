@@ -111,12 +111,12 @@ type Store struct {
 	// The maintenance loop's estimate of what a defrag would give back
 	// (store/dbpacked.go), and when it defragmented last.
 	frag frag
-
-	live    liveFeed // accepted progress not stored yet, for this process's watchers (store/live.go)
-	watches watchHub // the one etcd watch every watcher of this process follows (store/sharedwatch.go)
 	// foldRead runs between a fold's read and its write (tests: a
 	// concurrent writer); nil in production.
-	foldRead  func()
+	foldRead func()
+
+	live      liveFeed           // accepted progress not stored yet, for this process's watchers (store/live.go)
+	watches   watchHub           // the one etcd watch every watcher of this process follows (store/sharedwatch.go)
 	index     taskIndex          // task summaries for lists (store/taskindex.go), started by the first list
 	indexStop context.CancelFunc // set with index.started, under index.mu
 
