@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/store/storetest"
@@ -145,4 +147,57 @@ func heapMiB() float64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return float64(m.HeapAlloc) / (1 << 20)
+}
+
+// BenchmarkFoldEndedEvents folds rounds of 2,000 ended tasks with 10
+// event keys each (the first layout's stamps; the fold's work is the
+// same: decode 10 values, write one, delete the rest by range), as the
+// maintenance loop does: µs of wall time and of this process's CPU (the
+// embedded member's apply included) per task.
+func BenchmarkFoldEndedEvents(b *testing.B) {
+	s := storetest.New(b)
+	ctx := context.Background()
+	const n, keys = 2000, 10
+	var wall time.Duration
+	var cpu int64
+	for round := 0; round < b.N; round++ {
+		b.StopTimer()
+		at := time.Now().Add(-time.Hour)
+		var kvs [][2]string
+		for i := range n {
+			id := fmt.Sprintf("%08x-0000-4000-8000-%012x", round, i)
+			p := "/tasks/" + id + "/"
+			kvs = append(kvs,
+				[2]string{p + "spec", fmt.Sprintf(`{"region_id":"dc1","target_mac":"%s","os_type":"ubuntu","os_version":"22.04","created_at":%q}`, benchMAC(round<<16+i), at.Format(time.RFC3339Nano))},
+				[2]string{p + "status", fmt.Sprintf(`{"s":"completed","r":"installation completed","u":%d,"a":1}`, at.UnixMilli())})
+			for k := range keys {
+				kvs = append(kvs, [2]string{fmt.Sprintf("%sevents/%020d", p, at.Add(time.Duration(k)*time.Second).UnixNano()),
+					`{"f":"approved","t":"installing","m":"agent reported progress"}`})
+			}
+		}
+		if err := s.PutRaw(ctx, kvs); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := s.TaskSummaries(ctx); err != nil {
+			b.Fatal(err)
+		}
+		cpu0 := processCPU()
+		b.StartTimer()
+		start := time.Now()
+		st, err := s.FoldEndedEvents(ctx, time.Now(), n, nil)
+		wall += time.Since(start)
+		cpu += processCPU() - cpu0
+		if err != nil || st.Tasks != n {
+			b.Fatalf("fold: %+v, %v", st, err)
+		}
+	}
+	b.ReportMetric(float64(wall.Microseconds())/float64(b.N*n), "µs/task")
+	b.ReportMetric(float64(cpu)/1e3/float64(b.N*n), "cpu-µs/task")
+}
+
+// processCPU is this process's user and system CPU time in nanoseconds.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
