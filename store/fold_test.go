@@ -262,3 +262,32 @@ func TestFoldedHistoryBound(t *testing.T) {
 		t.Fatalf("after the second fold: %+v in %d keys, want %+v in 2 (the record and the folded key)", got, eventKeyCount(t, s, task.ID), want)
 	}
 }
+
+// The maintenance loop folds a task once it ended longer ago than the
+// compaction retention, not before, and the task reads the same.
+func TestMaintenanceFoldsEndedTasks(t *testing.T) {
+	const retention = 2 * time.Second
+	s := openStore(t, func(c *store.Config) {
+		c.Space = store.SpaceConfig{Interval: 100 * time.Millisecond, CompactionRetention: retention}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	s.StartTaskIndex()
+	before := time.Now() // the task ends after it
+	task := walk(t, ctx, s, "02:00:00:00:f3:01", wire.StatusCompleted)
+	want := mustEvents(t, s, task.ID)
+	go func() { defer close(done); s.RunMaintenance(ctx) }()
+	for eventKeyCount(t, s, task.ID) > 1 {
+		if time.Since(before) > time.Minute {
+			t.Fatal("not folded within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if since := time.Since(before); since < retention {
+		t.Fatalf("folded %s after the task ended, before the retention (%s)", since, retention)
+	}
+	if got := mustEvents(t, s, task.ID); !slices.Equal(got, want) {
+		t.Fatalf("events after the maintenance loop's fold %+v, want %+v", got, want)
+	}
+}
