@@ -40,6 +40,10 @@ type TFTPConfig struct {
 	// with several transfers' ACKs reads them with one io_uring_enter and
 	// sends every answer with one more); for tests and benchmarks.
 	NoIOUring bool
+	// NetpollWait waits for datagrams in Go's netpoller even while
+	// transfers are in flight (by default the loop then blocks in
+	// epoll_pwait itself); for tests and benchmarks.
+	NetpollWait bool
 }
 
 // TFTP is a read-only TFTP server for the iPXE binaries (RFC 1350 with the
