@@ -88,6 +88,8 @@ type TFTP struct {
 	ringSetup func() (*tftpRing, error)
 	// ringUp: the running loop sends through io_uring.
 	ringUp atomic.Bool
+	// waits counts the loop's waits by where it waited (tests).
+	waits struct{ direct, netpoll atomic.Uint64 }
 }
 
 type tftpMTU struct {

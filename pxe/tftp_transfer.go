@@ -223,6 +223,7 @@ func (l *tftpLoop) run() error {
 				return err
 			}
 			until := min(time.Until(next), tftpDirectSlice)
+			l.t.waits.direct.Add(1)
 			n, werr = l.sys.epollBlockRaw(l.epfd, events, until)
 			if werr == unix.EINTR {
 				n, werr = 0, nil
@@ -243,6 +244,7 @@ func (l *tftpLoop) run() error {
 				_ = np.SetReadDeadline(next)
 				armed = next
 			}
+			l.t.waits.netpoll.Add(1)
 			if err := rc.Read(wait); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 				l.endAll("server error")
 				return fmt.Errorf("tftp: epoll: %w", err)
