@@ -54,10 +54,13 @@ type TFTPConfig struct {
 //
 // Like dnsmasq, one event loop serves every transfer: a goroutine waits on
 // an epoll set holding the listening socket and each transfer's UDP socket
-// (connected to its client, from an ephemeral port); the epoll fd itself
-// waits in Go's netpoller, with the nearest retransmission deadline as its
-// read deadline. The loop's system calls cannot block and are raw (see
-// tftp_raw.go: through Syscall they woke sysmon into 20 µs polling). A
+// (connected to its client, from an ephemeral port). While 1-4 transfers
+// are in flight the loop blocks in epoll_pwait on that set itself (a
+// sequential download: 3 system calls per block); otherwise the set waits
+// in Go's netpoller, with the nearest retransmission deadline as its read
+// deadline (see tftpLoop.run). The loop's other system calls cannot block
+// and are raw (see tftp_raw.go: through Syscall they woke sysmon into
+// 20 µs polling). A
 // block costs one wake-up for its ACK (fewer when ACKs of several
 // transfers arrive together), a recv and a send: no goroutine switch, Go
 // timer or allocation per block; one thread wake-up per block in all, as

@@ -142,17 +142,20 @@ const (
 //
 // While 1..tftpDirectMax transfers are in flight (a sequential download:
 // one ACK per wake-up, nothing to batch), the loop instead blocks in
-// epoll_pwait on the set itself, raw (directWait): 3 system calls per block
-// (epoll_pwait, read, sendto) and no scheduler work between them. The set
-// is then taken out of np, so the netpoller's thread is not woken by the
-// same ACK. A raw call keeps the goroutine's P while it waits, so this is
-// bounded: only with GOMAXPROCS >= 2 (the other goroutines keep a P),
-// each wait at most tftpDirectSlice (the loop then reaches a preemption
-// point; a stop-the-world's SIGURG interrupts it sooner), and after a
-// slice with nothing to do the loop parks in the netpoller until the next
-// event. Through Syscall instead of raw, every wait woke sysmon from its
-// deep sleep into 20 µs polling (0.4 nanosleeps per block) and cost 1.4x
-// the CPU per block of the netpoller path.
+// epoll_pwait on the set itself, raw (tftpSys.epollBlockRaw): 3 system
+// calls per block (epoll_pwait, read, sendto) and no scheduler work
+// between them. The set is then taken out of np, so a thread parked in the
+// netpoller is not woken by the same ACK. A raw call keeps the goroutine's
+// P while it waits: to the scheduler the loop is a running goroutine, and
+// sysmon preempts it after 10 ms as any other (its SIGURG ends the wait
+// with EINTR; so does a stop-the-world's), so the P's other goroutines and
+// timers wait at most that long, as behind a CPU-bound goroutine. Bounds:
+// only with GOMAXPROCS >= 2 (the other goroutines keep a P), each wait at
+// most tftpDirectSlice, and after a slice with nothing to do the loop
+// parks in the netpoller until the next event (a stalled client holds no
+// P). Through Syscall instead of raw, each transfer woke sysmon from its
+// deep sleep into 20 µs polling (57 nanosleeps per 145-block file) and
+// cost 1.4x the CPU per block of the netpoller path.
 func (l *tftpLoop) run() error {
 	npfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
