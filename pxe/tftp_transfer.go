@@ -211,7 +211,9 @@ func (l *tftpLoop) run() error {
 		}
 		return n > 0 || werr != nil
 	}
-	direct := !l.t.cfg.NetpollWait && runtime.GOMAXPROCS(0) >= 2
+	// multiP: GOMAXPROCS >= 2, looked up when the loop leaves the
+	// netpoller (the runtime may change it while running).
+	multiP := false
 	for {
 		var next time.Time
 		for _, x := range l.xfers {
@@ -220,7 +222,11 @@ func (l *tftpLoop) run() error {
 			}
 		}
 		n, werr = 0, nil
-		if direct && !quiet && !next.IsZero() && len(l.xfers) <= tftpDirectMax {
+		direct := !l.t.cfg.NetpollWait && !quiet && !next.IsZero() && len(l.xfers) <= tftpDirectMax
+		if direct && inNP {
+			multiP = runtime.GOMAXPROCS(0) >= 2
+		}
+		if direct && multiP {
 			if err := watch(false); err != nil {
 				l.endAll("server error")
 				return err
@@ -228,10 +234,12 @@ func (l *tftpLoop) run() error {
 			until := min(time.Until(next), tftpDirectSlice)
 			l.t.waits.direct.Add(1)
 			n, werr = l.sys.epollBlockRaw(l.epfd, events, until)
-			if werr == unix.EINTR {
+			switch {
+			case werr == unix.EINTR: // a signal (the runtime's preemption): wait again
 				n, werr = 0, nil
+			case n == 0 && werr == nil && until == tftpDirectSlice:
+				quiet = true // a whole slice without an event: park
 			}
-			quiet = n == 0 && werr == nil && until == tftpDirectSlice
 		} else {
 			if err := watch(true); err != nil {
 				l.endAll("server error")
