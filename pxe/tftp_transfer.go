@@ -146,16 +146,18 @@ const (
 // calls per block (epoll_pwait, read, sendto) and no scheduler work
 // between them. The set is then taken out of np, so a thread parked in the
 // netpoller is not woken by the same ACK. A raw call keeps the goroutine's
-// P while it waits: to the scheduler the loop is a running goroutine, and
-// sysmon preempts it after 10 ms as any other (its SIGURG ends the wait
-// with EINTR; so does a stop-the-world's), so the P's other goroutines and
-// timers wait at most that long, as behind a CPU-bound goroutine. Bounds:
-// only with GOMAXPROCS >= 2 (the other goroutines keep a P), each wait at
-// most tftpDirectSlice, and after a slice with nothing to do the loop
-// parks in the netpoller until the next event (a stalled client holds no
-// P). Through Syscall instead of raw, each transfer woke sysmon from its
-// deep sleep into 20 µs polling (57 nanosleeps per 145-block file) and
-// cost 1.4x the CPU per block of the netpoller path.
+// P while it waits: to the scheduler the loop is a running goroutine. So
+// the loop yields (runtime.Gosched) after every 10 ms of direct waiting
+// (tftpDirectSlice), and the P's other goroutines wait at most that long,
+// as behind a CPU-bound goroutine (an idle P steals them and runs the
+// held P's timers sooner; sysmon, when awake, preempts the loop after
+// 10 ms too: its SIGURG ends the wait with EINTR, as a stop-the-world's
+// does). Bounds: only with GOMAXPROCS >= 2 (the other goroutines keep a
+// P), each wait at most tftpDirectSlice, and after a slice with nothing
+// to do the loop parks in the netpoller until the next event (a stalled
+// client holds no P). Through Syscall instead of raw, each transfer woke
+// sysmon from its deep sleep into 20 µs polling (57 nanosleeps per
+// 145-block file) and cost 1.4x the CPU per block of the netpoller path.
 func (l *tftpLoop) run() error {
 	npfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -203,6 +205,9 @@ func (l *tftpLoop) run() error {
 		// quiet: the last direct wait ran its whole slice without an
 		// event; wait in the netpoller until one comes.
 		quiet bool
+		// yielded: when the loop, waiting directly, last let the P's
+		// other goroutines run (zero: it was in the netpoller since).
+		yielded time.Time
 	)
 	wait := func(fd uintptr) bool {
 		n, werr = l.sys.epollWait(l.epfd, events)
@@ -231,7 +236,16 @@ func (l *tftpLoop) run() error {
 				l.endAll("server error")
 				return err
 			}
-			until := min(time.Until(next), tftpDirectSlice)
+			now := time.Now()
+			if now.Sub(yielded) >= tftpDirectSlice {
+				// The P's other goroutines run at least this often,
+				// whether or not sysmon is awake to preempt the loop.
+				if !yielded.IsZero() {
+					runtime.Gosched()
+				}
+				yielded = now
+			}
+			until := min(next.Sub(now), tftpDirectSlice)
 			l.t.waits.direct.Add(1)
 			n, werr = l.sys.epollBlockRaw(l.epfd, events, until)
 			switch {
@@ -256,6 +270,7 @@ func (l *tftpLoop) run() error {
 				armed = next
 			}
 			l.t.waits.netpoll.Add(1)
+			yielded = time.Time{}
 			if err := rc.Read(wait); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 				l.endAll("server error")
 				return fmt.Errorf("tftp: epoll: %w", err)
