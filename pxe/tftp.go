@@ -40,6 +40,10 @@ type TFTPConfig struct {
 	// with several transfers' ACKs reads them with one io_uring_enter and
 	// sends every answer with one more); for tests and benchmarks.
 	NoIOUring bool
+	// NetpollWait waits for datagrams in Go's netpoller even while
+	// transfers are in flight (by default the loop then blocks in
+	// epoll_pwait itself); for tests and benchmarks.
+	NetpollWait bool
 }
 
 // TFTP is a read-only TFTP server for the iPXE binaries (RFC 1350 with the
@@ -50,10 +54,13 @@ type TFTPConfig struct {
 //
 // Like dnsmasq, one event loop serves every transfer: a goroutine waits on
 // an epoll set holding the listening socket and each transfer's UDP socket
-// (connected to its client, from an ephemeral port); the epoll fd itself
-// waits in Go's netpoller, with the nearest retransmission deadline as its
-// read deadline. The loop's system calls cannot block and are raw (see
-// tftp_raw.go: through Syscall they woke sysmon into 20 µs polling). A
+// (connected to its client, from an ephemeral port). While 1-4 transfers
+// are in flight the loop blocks in epoll_pwait on that set itself (a
+// sequential download: 3 system calls per block); otherwise the set waits
+// in Go's netpoller, with the nearest retransmission deadline as its read
+// deadline (see tftpLoop.run). The loop's other system calls cannot block
+// and are raw (see tftp_raw.go: through Syscall they woke sysmon into
+// 20 µs polling). A
 // block costs one wake-up for its ACK (fewer when ACKs of several
 // transfers arrive together), a recv and a send: no goroutine switch, Go
 // timer or allocation per block; one thread wake-up per block in all, as
@@ -84,6 +91,8 @@ type TFTP struct {
 	ringSetup func() (*tftpRing, error)
 	// ringUp: the running loop sends through io_uring.
 	ringUp atomic.Bool
+	// waits counts the loop's waits by where it waited (tests).
+	waits struct{ direct, netpoll atomic.Uint64 }
 }
 
 type tftpMTU struct {

@@ -28,6 +28,9 @@ func startTFTPConfig(t testing.TB, cfg TFTPConfig) (string, *TFTP, func() error)
 	if os.Getenv("LPMOS_TEST_TFTP_SENDTO") == "1" {
 		cfg.NoIOUring = true // the whole suite on the sendto path
 	}
+	if os.Getenv("LPMOS_TEST_TFTP_NETPOLL") == "1" {
+		cfg.NetpollWait = true // the whole suite waiting in the netpoller only
+	}
 	srv, err := NewTFTP(cfg)
 	if err != nil {
 		t.Fatal(err)

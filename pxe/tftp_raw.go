@@ -2,6 +2,7 @@ package pxe
 
 import (
 	"net/netip"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,16 @@ func (tftpSys) close(fd int) error {
 // epollWait polls epfd without waiting (timeout 0).
 func (tftpSys) epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	return int(r), errno(e)
+}
+
+// epollBlockRaw waits in epoll_pwait for at most d (rounded up to the
+// millisecond), raw: the goroutine keeps its P meanwhile (see
+// tftpLoop.run for the bounds that makes acceptable). A signal (the
+// runtime's preemption SIGURG) ends it early with EINTR.
+func (tftpSys) epollBlockRaw(epfd int, events []unix.EpollEvent, d time.Duration) (int, error) {
+	ms := max(0, (d+time.Millisecond-1)/time.Millisecond)
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), uintptr(ms), 0, 0)
 	return int(r), errno(e)
 }
 

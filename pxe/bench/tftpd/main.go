@@ -24,7 +24,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: addr, Logger: log, NoIOUring: os.Getenv("TFTPD_SENDTO") == "1"})
+	srv, err := pxe.NewTFTP(pxe.TFTPConfig{Addr: addr, Logger: log, NoIOUring: os.Getenv("TFTPD_SENDTO") == "1",
+		NetpollWait: os.Getenv("TFTPD_NETPOLL") == "1"})
 	if err == nil {
 		err = srv.Start(ctx)
 	}
