@@ -274,3 +274,38 @@ func TestFileChecksRemembersSuccessOnly(t *testing.T) {
 		t.Errorf("the sync's check (no memory): %q %v", reason, err)
 	}
 }
+
+// A long-poll held while the task sync follows the watch re-reads its
+// task only every pollWhileFollowing; when the sync falls behind, the poll
+// goes back to re-reading every PollInterval at once (it is told, it does
+// not wake every PollInterval to look): here it is answered long before
+// its wait, which is shorter than pollWhileFollowing, would end.
+func TestWaitForRereadsOnceSyncFallsBehind(t *testing.T) {
+	t.Parallel()
+	r := newRegion(t, newStore(t), "dc1", nil)
+	r.cfg.PollInterval = 20 * time.Millisecond
+	r.following.Store(true)
+	reads := make(chan int, 8)
+	type result struct {
+		gone, ok bool
+		err      error
+	}
+	res := make(chan result, 1)
+	go func() {
+		n := 0
+		gone, ok, err := r.waitFor(t.Context(), pollWhileFollowing-time.Second, "a", func() (bool, error) {
+			n++
+			reads <- n
+			return n >= 3, nil
+		})
+		res <- result{gone, ok, err}
+	}()
+	<-reads // the evaluation right after registering
+	r.following.Store(false)
+	got := <-res
+	if got.err != nil || got.gone || !got.ok {
+		t.Fatalf("waitFor: gone %v ok %v err %v, want answered by the re-reads after the sync fell behind", got.gone, got.ok, got.err)
+	}
+	r.following.Store(true) // following again: a fresh state, and a second stop closes its own channel
+	r.following.Store(false)
+}

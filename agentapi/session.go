@@ -258,8 +258,6 @@ const pollWhileFollowing = 5 * time.Second
 func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done func() (bool, error)) (gone, ok bool, err error) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
-	poll := time.NewTicker(r.cfg.PollInterval)
-	defer poll.Stop()
 	wakeCh, release := r.holdWake(id)
 	defer release()
 	// A change between the caller's read and the registration above woke
@@ -269,7 +267,18 @@ func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done f
 		return false, ok, err
 	}
 	last := time.Now()
+	// One timer, set to the next re-read: PollInterval after the last one,
+	// or pollWhileFollowing while the sync follows (and at once back to
+	// PollInterval when it falls behind: behind closes).
+	poll := time.NewTimer(r.cfg.PollInterval)
+	defer poll.Stop()
 	for {
+		following, behind := r.following.state()
+		every := r.cfg.PollInterval
+		if following {
+			every = pollWhileFollowing
+		}
+		poll.Reset(max(0, every-time.Since(last)))
 		select {
 		case <-ctx.Done():
 			return true, false, nil
@@ -277,11 +286,10 @@ func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done f
 			return false, false, nil
 		case <-deadline.C:
 			return false, false, nil
+		case <-behind: // the sync fell behind: re-read every PollInterval again
+			continue
 		case <-wake:
 		case <-poll.C:
-			if r.following.Load() && time.Since(last) < pollWhileFollowing {
-				continue
-			}
 		}
 		wake = wakeCh()
 		last = time.Now()
