@@ -309,3 +309,47 @@ func TestWaitForRereadsOnceSyncFallsBehind(t *testing.T) {
 	r.following.Store(true) // following again: a fresh state, and a second stop closes its own channel
 	r.following.Store(false)
 }
+
+// Behind a burst, the held polls together re-read at most
+// behindReadsPerPoll tasks per PollInterval: each poll's interval grows
+// with the polls held, up to pollWhileFollowing; a few polls keep
+// PollInterval.
+func TestBehindIntervalBoundsRereads(t *testing.T) {
+	every := 250 * time.Millisecond
+	for _, c := range []struct {
+		held int64
+		want time.Duration
+	}{
+		{0, every}, {1, every}, {behindReadsPerPoll, every},
+		{2 * behindReadsPerPoll, 2 * every},
+		{5000, pollWhileFollowing},
+		{1_000_000, pollWhileFollowing},
+	} {
+		if got := behindInterval(every, c.held); got != c.want {
+			t.Errorf("behindInterval(%v, %d) = %v, want %v", every, c.held, got, c.want)
+		}
+		if c.held > 0 {
+			if perEvery := float64(c.held) * float64(every) / float64(behindInterval(every, c.held)); perEvery > behindReadsPerPoll+0.5 && behindInterval(every, c.held) < pollWhileFollowing {
+				t.Errorf("%d held: %.0f re-reads per %v, want at most %d", c.held, perEvery, every, behindReadsPerPoll)
+			}
+		}
+	}
+}
+
+// holdWake counts the polls held and release uncounts them.
+func TestHoldWakeCountsHeldPolls(t *testing.T) {
+	t.Parallel()
+	r := newRegion(t, newStore(t), "dc1", nil)
+	_, ra := r.holdWake("a")
+	_, ra2 := r.holdWake("a")
+	_, rb := r.holdWake("b")
+	if n := r.held.Load(); n != 3 {
+		t.Fatalf("%d held, want 3", n)
+	}
+	ra()
+	ra2()
+	rb()
+	if n := r.held.Load(); n != 0 {
+		t.Fatalf("%d held after release, want 0", n)
+	}
+}

@@ -214,6 +214,8 @@ type Region struct {
 	// once), so a held long-poll need not re-read its task every
 	// PollInterval.
 	following followState
+	// held: long-polls of a task held now (holdWake with an id).
+	held atomic.Int64
 }
 
 // followState is whether the task sync follows the watch, and a channel
@@ -427,11 +429,13 @@ func (r *Region) holdWake(id string) (wake func() <-chan struct{}, release func(
 	}
 	w.n++
 	r.mu.Unlock()
+	r.held.Add(1)
 	return func() <-chan struct{} {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			return w.ch
 		}, func() {
+			r.held.Add(-1)
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			if w.n--; w.n == 0 && r.taskWake[id] == w {
