@@ -274,3 +274,82 @@ func TestFileChecksRemembersSuccessOnly(t *testing.T) {
 		t.Errorf("the sync's check (no memory): %q %v", reason, err)
 	}
 }
+
+// A long-poll held while the task sync follows the watch re-reads its
+// task only every pollWhileFollowing; when the sync falls behind, the poll
+// goes back to re-reading every PollInterval at once (it is told, it does
+// not wake every PollInterval to look): here it is answered long before
+// its wait, which is shorter than pollWhileFollowing, would end.
+func TestWaitForRereadsOnceSyncFallsBehind(t *testing.T) {
+	t.Parallel()
+	r := newRegion(t, newStore(t), "dc1", nil)
+	r.cfg.PollInterval = 20 * time.Millisecond
+	r.following.Store(true)
+	reads := make(chan int, 8)
+	type result struct {
+		gone, ok bool
+		err      error
+	}
+	res := make(chan result, 1)
+	go func() {
+		n := 0
+		gone, ok, err := r.waitFor(t.Context(), pollWhileFollowing-time.Second, "a", func() (bool, error) {
+			n++
+			reads <- n
+			return n >= 3, nil
+		})
+		res <- result{gone, ok, err}
+	}()
+	<-reads // the evaluation right after registering
+	r.following.Store(false)
+	got := <-res
+	if got.err != nil || got.gone || !got.ok {
+		t.Fatalf("waitFor: gone %v ok %v err %v, want answered by the re-reads after the sync fell behind", got.gone, got.ok, got.err)
+	}
+	r.following.Store(true) // following again: a fresh state, and a second stop closes its own channel
+	r.following.Store(false)
+}
+
+// Behind a burst, the held polls together re-read at most
+// behindReadsPerPoll tasks per PollInterval: each poll's interval grows
+// with the polls held, up to pollWhileFollowing; a few polls keep
+// PollInterval.
+func TestBehindIntervalBoundsRereads(t *testing.T) {
+	every := 250 * time.Millisecond
+	for _, c := range []struct {
+		held int64
+		want time.Duration
+	}{
+		{0, every}, {1, every}, {behindReadsPerPoll, every},
+		{2 * behindReadsPerPoll, 2 * every},
+		{5000, pollWhileFollowing},
+		{1_000_000, pollWhileFollowing},
+	} {
+		if got := behindInterval(every, c.held); got != c.want {
+			t.Errorf("behindInterval(%v, %d) = %v, want %v", every, c.held, got, c.want)
+		}
+		if c.held > 0 {
+			if perEvery := float64(c.held) * float64(every) / float64(behindInterval(every, c.held)); perEvery > behindReadsPerPoll+0.5 && behindInterval(every, c.held) < pollWhileFollowing {
+				t.Errorf("%d held: %.0f re-reads per %v, want at most %d", c.held, perEvery, every, behindReadsPerPoll)
+			}
+		}
+	}
+}
+
+// holdWake counts the polls held and release uncounts them.
+func TestHoldWakeCountsHeldPolls(t *testing.T) {
+	t.Parallel()
+	r := newRegion(t, newStore(t), "dc1", nil)
+	_, ra := r.holdWake("a")
+	_, ra2 := r.holdWake("a")
+	_, rb := r.holdWake("b")
+	if n := r.held.Load(); n != 3 {
+		t.Fatalf("%d held, want 3", n)
+	}
+	ra()
+	ra2()
+	rb()
+	if n := r.held.Load(); n != 0 {
+		t.Fatalf("%d held after release, want 0", n)
+	}
+}

@@ -250,6 +250,25 @@ func (r *Region) approval(w http.ResponseWriter, req *http.Request) {
 // re-reading every PollInterval was 20,000 task reads a second.
 const pollWhileFollowing = 5 * time.Second
 
+// behindReadsPerPoll bounds the re-reads of the held long-polls while the
+// sync is behind: every poll re-reads every PollInterval while fewer than
+// this many are held, and all of them together re-read at most this many
+// tasks per PollInterval when more are (each poll's interval grows with
+// the count, up to pollWhileFollowing). At 5,000 held polls behind an
+// approval burst, a re-read every 250 ms each was 20,000 full task reads a
+// second: they kept the sync behind, the burst took 4 minutes and the
+// polls ran into their wait (issue 14, wave9 in BENCHMARKS.md).
+const behindReadsPerPoll = 250
+
+// behindInterval is a held poll's re-read interval while the sync is
+// behind, with held polls held.
+func behindInterval(every time.Duration, held int64) time.Duration {
+	if held <= behindReadsPerPoll {
+		return every
+	}
+	return min(pollWhileFollowing, time.Duration(int64(every)*held/behindReadsPerPoll))
+}
+
 // waitFor re-evaluates done on every change of task id (every task change
 // of the region when id is empty) until it is true or d elapses, and
 // every PollInterval when the task sync is not following the watch
@@ -258,8 +277,6 @@ const pollWhileFollowing = 5 * time.Second
 func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done func() (bool, error)) (gone, ok bool, err error) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
-	poll := time.NewTicker(r.cfg.PollInterval)
-	defer poll.Stop()
 	wakeCh, release := r.holdWake(id)
 	defer release()
 	// A change between the caller's read and the registration above woke
@@ -269,7 +286,19 @@ func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done f
 		return false, ok, err
 	}
 	last := time.Now()
+	// One timer, set to the next re-read: PollInterval after the last one
+	// (longer with many polls held: behindInterval), or pollWhileFollowing
+	// while the sync follows (and at once back to the shorter one when it
+	// falls behind: behind closes).
+	poll := time.NewTimer(r.cfg.PollInterval)
+	defer poll.Stop()
 	for {
+		following, behind := r.following.state()
+		every := behindInterval(r.cfg.PollInterval, r.held.Load())
+		if following {
+			every = pollWhileFollowing
+		}
+		poll.Reset(max(0, every-time.Since(last)))
 		select {
 		case <-ctx.Done():
 			return true, false, nil
@@ -277,11 +306,10 @@ func (r *Region) waitFor(ctx context.Context, d time.Duration, id string, done f
 			return false, false, nil
 		case <-deadline.C:
 			return false, false, nil
+		case <-behind: // the sync fell behind: re-read every PollInterval again
+			continue
 		case <-wake:
 		case <-poll.C:
-			if r.following.Load() && time.Since(last) < pollWhileFollowing {
-				continue
-			}
 		}
 		wake = wakeCh()
 		last = time.Now()

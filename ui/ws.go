@@ -63,9 +63,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	stuck := time.AfterFunc(time.Hour, func() { cancel(); _ = conn.CloseNow() })
 	stuck.Stop()
 	defer stuck.Stop()
-	write := func(frame []byte) error {
+	write := func(frames [][]byte) error {
 		stuck.Reset(wsWriteTimeout)
-		err := hj.conn.writeFrame(frame)
+		err := hj.conn.writeFrames(frames)
 		stuck.Stop()
 		return err
 	}

@@ -37,7 +37,8 @@ type wsConn struct {
 	rawIov    []syscall.Iovec
 	rawN      int
 	rawErr    error
-	tries     int // non-blocking write system calls made (guarded by mu)
+	tries     int      // non-blocking write system calls made (guarded by mu)
+	bufs      [][]byte // writeFrames' scratch (guarded by mu)
 }
 
 func newWSConn(c net.Conn) *wsConn {
@@ -102,21 +103,31 @@ func (w *wsConn) flushLocked() error {
 	return nil
 }
 
-// writeFrame writes a prepared frame (nil: only the pending rest),
-// blocking until the kernel has it all.
-func (w *wsConn) writeFrame(frame []byte) error {
+// writeFrames writes prepared frames (none: only the pending rest), in
+// order, blocking until the kernel has them all: one writev system call
+// for all of them where the connection allows it (net.Buffers).
+func (w *wsConn) writeFrames(frames [][]byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.flushLocked(); err != nil {
 		return err
 	}
-	if len(frame) == 0 {
+	switch {
+	case len(frames) == 0:
+		return nil
+	case w.closeSent:
+		return fmt.Errorf("websocket close frame sent: %w", net.ErrClosed)
+	case len(frames) == 1:
+		if _, err := w.Conn.Write(frames[0]); err != nil {
+			return fmt.Errorf("websocket write: %w", err)
+		}
 		return nil
 	}
-	if w.closeSent {
-		return fmt.Errorf("websocket close frame sent: %w", net.ErrClosed)
-	}
-	if _, err := w.Conn.Write(frame); err != nil {
+	w.bufs = append(w.bufs[:0], frames...)
+	bufs := net.Buffers(w.bufs) // WriteTo consumes its copy of the slice header
+	_, err := bufs.WriteTo(w.Conn)
+	clear(w.bufs)
+	if err != nil {
 		return fmt.Errorf("websocket write: %w", err)
 	}
 	return nil

@@ -141,17 +141,36 @@ func (o *wsOut) deliver(w *wsWorker) {
 // writeOwned is the connection's goroutine's part once takeHandoff gave it
 // the queue: it writes carry (or only the pending rest), then the queue,
 // blocking (write bounds each write with a timeout), until the queue is
-// empty and the connection idle again.
-func (o *wsOut) writeOwned(carry []byte, write func(frame []byte) error) error {
-	if err := write(carry); err != nil {
+// empty and the connection idle again. What is queued meanwhile goes in
+// batches, as the pool's workers send it (deliver): up to wsBatchFrames
+// messages or wsBatchBytes per write, in order. A client that fell behind
+// once keeps its queue on this goroutine while messages keep coming (a
+// dashboard during a stage-change wave), and one system call per message
+// was most of the hub's CPU there (issue 14, wave9 in BENCHMARKS.md).
+func (o *wsOut) writeOwned(carry []byte, write func(frames [][]byte) error) error {
+	var first [1][]byte
+	frames := first[:0]
+	if carry != nil {
+		frames = append(frames, carry)
+	}
+	if err := write(frames); err != nil {
 		return err
 	}
+	var items []queued
+	var batch [][]byte
 	for {
-		it, ok := o.q.next()
-		if !ok {
-			return nil
+		items = o.q.nextBatch(items[:0], wsBatchFrames, wsBatchBytes)
+		if len(items) == 0 {
+			return nil // the queue is empty and o is idle again
 		}
-		if err := write(wsFrameNow(it.b, it.frame)); err != nil {
+		for _, it := range items {
+			batch = append(batch, wsFrameNow(it.b, it.frame))
+		}
+		clear(items)
+		err := write(batch)
+		clear(batch)
+		batch = batch[:0]
+		if err != nil {
 			return err
 		}
 	}

@@ -90,7 +90,7 @@ func TestWSWritersSlowClientOrderAndFrames(t *testing.T) {
 			}
 			if carry, ok := q.takeHandoff(); ok {
 				handoffs++
-				if err := q.out.writeOwned(carry, conn.writeFrame); err != nil {
+				if err := q.out.writeOwned(carry, conn.writeFrames); err != nil {
 					ended <- err
 					return
 				}
@@ -271,13 +271,66 @@ func TestWSWritersBatchBounded(t *testing.T) {
 	q.out.deliver(&w)
 	carry, handedOff := q.takeHandoff()
 	if handedOff { // the socket was full: the connection's goroutine writes the rest
-		if err := q.out.writeOwned(carry, conn.writeFrame); err != nil {
+		if err := q.out.writeOwned(carry, conn.writeFrames); err != nil {
 			t.Fatal(err)
 		}
 	}
 	<-done
 	if !handedOff && conn.tries != 2 {
 		t.Fatalf("%d write system calls for %d messages, want 2 (at most %d frames each)", conn.tries, n, wsBatchFrames)
+	}
+}
+
+// The connection's goroutine, once it owns the queue (a client that fell
+// behind), writes what is queued in batches too, not one system call per
+// message: the carry first, then every message in order, at most
+// wsBatchFrames per write; then the queue is idle again.
+func TestWSWriteOwnedBatches(t *testing.T) {
+	client, conn, q := loopbackQueue(t)
+	q.busy = true // owned: the pushes queue up
+	const n = 3*wsBatchFrames + 5
+	for i := range n {
+		b := []byte(fmt.Sprintf("event %03d", i))
+		q.pushFrame("t", b, wsTextFrame(b), coalesceNone, 1<<20, 1<<30)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r := bufio.NewReader(client)
+		for i := -1; i < n; i++ {
+			_, p, err := readFrame(r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			want := fmt.Sprintf("event %03d", i)
+			if i < 0 {
+				want = "carry"
+			}
+			if string(p) != want {
+				t.Errorf("message %d: %q, want %q", i, p, want)
+				return
+			}
+		}
+	}()
+	var writes, frames int
+	write := func(fs [][]byte) error {
+		if len(fs) > wsBatchFrames {
+			t.Errorf("a write of %d frames, want at most %d", len(fs), wsBatchFrames)
+		}
+		writes++
+		frames += len(fs)
+		return conn.writeFrames(fs)
+	}
+	if err := q.out.writeOwned(wsTextFrame([]byte("carry")), write); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if want := 1 + (n+wsBatchFrames-1)/wsBatchFrames; writes != want || frames != n+1 {
+		t.Fatalf("%d writes of %d frames, want %d writes of %d", writes, frames, want, n+1)
+	}
+	if q.busy || len(q.items) != 0 {
+		t.Fatalf("after writeOwned: busy %v, %d queued; want idle, empty", q.busy, len(q.items))
 	}
 }
 
