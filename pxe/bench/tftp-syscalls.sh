@@ -23,33 +23,10 @@ BLKS=${BLKS:-512 1468}
 BEFORE=${BEFORE:-}
 HIST=${HIST:-}
 cd "$(dirname "$0")/../.."
-for cmd in ip curl dnsmasq go perf; do
-	command -v "$cmd" >/dev/null || { echo "missing $cmd" >&2; exit 1; }
-done
-tmp=$(mktemp -d)
-ns="lpmos-sc-$$"
-pids=""
-cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-go build -o "$tmp/tftpd" ./pxe/bench/tftpd
+. pxe/bench/tftp-bench-setup.sh
+tftp_bench_setup lpmos-sc ip curl dnsmasq go perf
 servers="lpmos lpmos-netpoll dnsmasq"
-if [ -n "$BEFORE" ]; then
-	mkdir "$tmp/before-src"
-	git archive "$BEFORE" | tar -x -C "$tmp/before-src"
-	(cd "$tmp/before-src" && go build -o "$tmp/before-tftpd" ./pxe/bench/tftpd)
-	servers="before $servers"
-fi
-mkdir "$tmp/root"
-cp pxe/ipxe/undionly.kpxe "$tmp/root/"
-chmod -R a+rX "$tmp"
-size=$(wc -c <"$tmp/root/undionly.kpxe")
-ip netns add "$ns"
-ip -n "$ns" link set lo up
+[ -z "$BEFORE" ] || servers="before $servers"
 
 for s in $servers; do
 	case $s in

@@ -37,40 +37,14 @@ SEQ=${SEQ:-1}
 rt=""
 [ -z "$RT" ] || rt="chrt -f $RT"
 cd "$(dirname "$0")/../.."
-for cmd in ip curl dnsmasq go bc; do
-	command -v "$cmd" >/dev/null || { echo "missing $cmd" >&2; exit 1; }
-done
-
-tmp=$(mktemp -d)
-ns="lpmos-bench-$$"
-pids=""
-cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-go build -o "$tmp/lpmos-tftpd" ./pxe/bench/tftpd
+. pxe/bench/tftp-bench-setup.sh
+tftp_bench_setup lpmos-bench ip curl dnsmasq go bc
 servers="lpmos dnsmasq"
-if [ -n "$BEFORE" ]; then
-	mkdir "$tmp/before-src"
-	git archive "$BEFORE" | tar -x -C "$tmp/before-src"
-	(cd "$tmp/before-src" && go build -o "$tmp/before-tftpd" ./pxe/bench/tftpd)
-	servers="before lpmos dnsmasq"
-fi
+[ -z "$BEFORE" ] || servers="before lpmos dnsmasq"
 [ -z "$ALT" ] || servers="alt $servers"
-mkdir "$tmp/root"
-cp pxe/ipxe/undionly.kpxe "$tmp/root/"
-chmod 755 "$tmp" "$tmp/root"
-chmod 644 "$tmp/root/undionly.kpxe"
-size=$(wc -c <"$tmp/root/undionly.kpxe")
-
-ip netns add "$ns"
-ip -n "$ns" link set lo up
 
 # shellcheck disable=SC2086
-ip netns exec "$ns" $rt "$tmp/lpmos-tftpd" 127.0.0.1:6969 &
+ip netns exec "$ns" $rt "$tmp/tftpd" 127.0.0.1:6969 &
 pid_lpmos=$!
 pids="$pids $!"
 if [ -n "$BEFORE" ]; then
@@ -81,7 +55,7 @@ if [ -n "$BEFORE" ]; then
 fi
 if [ -n "$ALT" ]; then
 	# shellcheck disable=SC2086
-	ip netns exec "$ns" $rt env $ALT "$tmp/lpmos-tftpd" 127.0.0.1:6971 &
+	ip netns exec "$ns" $rt env $ALT "$tmp/tftpd" 127.0.0.1:6971 &
 	pid_alt=$!
 	pids="$pids $!"
 fi
