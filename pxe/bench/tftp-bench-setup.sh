@@ -8,6 +8,11 @@
 # builds this tree's pxe/bench/tftpd as $tmp/tftpd and, with BEFORE set,
 # that git revision's as $tmp/before-tftpd; puts undionly.kpxe in
 # $tmp/root ($size: its bytes).
+#
+#   tftp_bench_wait_all
+#
+# waits until every server in $servers answers a download of the URL the
+# script's own url function gives for it (5 s each), or exits.
 
 tftp_bench_cleanup() {
 	for p in $pids; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
@@ -38,4 +43,15 @@ tftp_bench_setup() {
 	size=$(wc -c <"$tmp/root/undionly.kpxe")
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
+}
+
+tftp_bench_wait_all() {
+	for s in $servers; do
+		i=0
+		until ip netns exec "$ns" curl -fsS --max-time 2 -o /dev/null "$(url "$s")" 2>/dev/null; do
+			i=$((i + 1))
+			[ "$i" -lt 50 ] || { echo "no answer from $s" >&2; exit 1; }
+			sleep 0.1
+		done
+	done
 }

@@ -49,14 +49,7 @@ url() {
 	dnsmasq) echo tftp://127.0.0.1:69/undionly.kpxe ;;
 	esac
 }
-for s in $servers; do
-	i=0
-	until ip netns exec "$ns" curl -fsS --max-time 2 -o /dev/null "$(url "$s")" 2>/dev/null; do
-		i=$((i + 1))
-		[ "$i" -lt 50 ] || { echo "no answer from $s" >&2; exit 1; }
-		sleep 0.1
-	done
-done
+tftp_bench_wait_all
 
 echo "undionly.kpxe: $size bytes; N=$N; servers: $servers${BEFORE:+ (before = $BEFORE)}"
 for blk in $BLKS; do

@@ -96,15 +96,7 @@ url() {
 	esac
 }
 
-# Wait until all answer.
-for s in $servers; do
-	i=0
-	until ip netns exec "$ns" curl -fsS --max-time 2 -o /dev/null "$(url "$s")" 2>/dev/null; do
-		i=$((i + 1))
-		[ "$i" -lt 50 ] || { echo "no answer from $s" >&2; exit 1; }
-		sleep 0.1
-	done
-done
+tftp_bench_wait_all
 
 # fetch SERVER OUT [curl args]: one download, "time_total size" appended to OUT.
 fetch() {
