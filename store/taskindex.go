@@ -369,7 +369,7 @@ func (s *Store) EachSummaryJSON(ctx context.Context, f Filter, limit int, after 
 	}
 	if sel == nil { // the full read answered
 		for i := range all {
-			if err := fn(summaryJSON(all[i])); err != nil {
+			if err := fn(mustMarshal(all[i])); err != nil {
 				return 0, 0, nil, err
 			}
 		}
@@ -430,7 +430,7 @@ func (s *Store) EachSummaryJSON(ctx context.Context, f Filter, limit int, after 
 					return
 				}
 				for _, m := range work[w] {
-					out[m.i] = summaryJSON(m.t)
+					out[m.i] = mustMarshal(m.t)
 				}
 				close(done[work[w][0].i/summaryChunk])
 			}
