@@ -6,18 +6,36 @@
 #
 #   go run ./bench/fleet -n 10000 -duration 5s -keep     # a data dir of 10,000 installed tasks
 #   bash bench/list-full.sh BIN DATA_DIR                 # SETTLE=20: seconds idle before the lists
+#
+# Until session 10 the readiness wait polled /healthz on the control-plane
+# port, which answers 404 there: every run waited the loop's full 150 s
+# before SETTLE, so earlier "first list after a start" figures are after
+# ~170 s idle (SETTLE=170 reproduces them).
 set -euo pipefail
 BIN=$1; SRC=$2; W=$(mktemp -d /tmp/lpmos-list-XXXX)
 trap 'rm -rf "$W"' EXIT
 cp -a "$SRC" "$W/data"; rm -f "$W/data/lpmos.lock"
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-CP=$(port)
-"$BIN" serve --data-dir "$W/data" --listen-addr "127.0.0.1:$CP" --api-port "$(port)" \
-	--etcd-client-url "https://127.0.0.1:$(port)" --etcd-peer-url "https://127.0.0.1:$(port)" \
-	--advertise-ip 127.0.0.1 --dhcp-addr "127.0.0.1:$(port)" --pxe-addr "127.0.0.1:$(port)" \
-	--tftp-addr "127.0.0.1:$(port)" --agent-tls off --tls=off >"$W/lpmos.log" 2>&1 &
+# Eight distinct free ports, all bound at once so no two are the same.
+read -r CP AP EC EP DP PP TP _ < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(8)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+"$BIN" serve --data-dir "$W/data" --listen-addr "127.0.0.1:$CP" --api-port "$AP" \
+	--etcd-client-url "https://127.0.0.1:$EC" --etcd-peer-url "https://127.0.0.1:$EP" \
+	--advertise-ip 127.0.0.1 --dhcp-addr "127.0.0.1:$DP" --pxe-addr "127.0.0.1:$PP" \
+	--tftp-addr "127.0.0.1:$TP" --agent-tls off --tls=off >"$W/lpmos.log" 2>&1 &
 PID=$!
-for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$CP/healthz" >/dev/null && break; sleep 0.5; done
+# Ready when this lpmos answers; a port another process took first (a 404
+# from someone else, or lpmos exiting on "address in use") fails at once.
+for i in $(seq 1 300); do
+	if ! kill -0 "$PID" 2>/dev/null; then echo "lpmos exited:" >&2; tail -5 "$W/lpmos.log" >&2; exit 1; fi
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CP/api/v1/health" || true)
+	[ "$code" = 200 ] && break
+	if [ "$code" != 000 ] && [ "$code" != 503 ]; then echo "/api/v1/health on port $CP answered $code: not this lpmos" >&2; kill -INT "$PID"; exit 1; fi
+	[ "$i" = 300 ] && { echo "lpmos not ready after 150 s" >&2; kill -INT "$PID"; exit 1; }
+	sleep 0.5
+done
 TOK=$(cat "$W/data/admin.token")
 sleep "${SETTLE:-20}"
 echo "load average: $(cat /proc/loadavg)"
