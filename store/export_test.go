@@ -109,3 +109,6 @@ func (s *Store) NoteFold(ctx context.Context, st FoldStats) { s.noteFold(ctx, st
 // snapshot; AppliedIndex its applied index.
 func (s *Store) DiskSnapshotIndex() (uint64, error) { return s.diskSnapshotIndex() }
 func (s *Store) AppliedIndex() uint64               { return s.etcd.Server.AppliedIndex() }
+
+// SnapshotCatchUpEntries is the embedded member's setting (store/etcd.go).
+const SnapshotCatchUpEntries = snapshotCatchUpEntries

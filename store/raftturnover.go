@@ -32,7 +32,11 @@ import (
 // and no revision (an empty failure branch). The fold's entries are then
 // before the snapshot and a restart does not read them. Every member
 // applies the same entries, so the followers reach a snapshot within those
-// entries too unless theirs was taken far from the leader's.
+// entries too unless theirs was taken far from the leader's. The entries
+// go on past SnapshotCatchUpEntries, so the member that folded drops the
+// fold from its in-memory raft log as well (~1,100 entries, ~1 s, once per
+// MiB folded while the member is otherwise idle; a member that writes
+// reaches its snapshots on its own and proposes none).
 
 const (
 	// foldTurnoverBytes is how much folded data since the newest disk
@@ -44,6 +48,10 @@ const (
 	// turnoverParallel is how many no-op transactions are in flight at
 	// once (raft batches them into fewer WAL writes).
 	turnoverParallel = 32
+	// etcdMemorySnapshotEvery is how often etcd's apply loop snapshots
+	// in memory and compacts its in-memory raft log (etcdserver's
+	// memorySnapshotCount, unexported).
+	etcdMemorySnapshotEvery = 100
 )
 
 // foldLog is what the folds wrote since the member's newest disk snapshot
@@ -118,28 +126,34 @@ func (s *Store) noteFold(ctx context.Context, st FoldStats) {
 }
 
 // turnRaftLog proposes no-op entries until the member has a disk snapshot
-// at or after index past (at most 3 snapshotCounts of them); it returns
-// how many it proposed.
+// at or after index past (a restart replays nothing up to past) and has
+// applied enough after it to drop the entries up to past from its memory
+// too (etcd compacts its in-memory log to SnapshotCatchUpEntries before
+// each snapshot, taken in memory every etcdMemorySnapshotEvery entries);
+// at most 4 snapshotCounts of them. It returns how many it proposed.
 func (s *Store) turnRaftLog(ctx context.Context, past uint64) (int, error) {
 	total := 0
-	for total <= 3*snapshotCount {
+	for total <= 4*snapshotCount {
 		snapi, err := s.diskSnapshotIndex()
 		if err != nil {
 			return total, err
 		}
-		if snapi >= past {
+		applied := s.etcd.Server.AppliedIndex()
+		n := 0
+		if snapi < past {
+			// etcd snapshots once applied - snapshot index > snapshotCount.
+			n = int(snapshotCount) + 1 - int(min(applied-min(snapi, applied), snapshotCount))
+		}
+		if dropped := past + snapshotCatchUpEntries + etcdMemorySnapshotEvery + 1; applied < dropped {
+			n = max(n, int(dropped-applied))
+		}
+		if n == 0 {
 			return total, nil
 		}
-		// etcd snapshots once applied - snapshot index > snapshotCount.
-		applied := s.etcd.Server.AppliedIndex()
-		n := int(snapshotCount) + 1
-		if applied > snapi {
-			n -= int(min(applied-snapi, snapshotCount))
-		}
-		if err := s.noopEntries(ctx, max(n, 1)); err != nil {
+		if err := s.noopEntries(ctx, n); err != nil {
 			return total, err
 		}
-		total += max(n, 1)
+		total += n
 		// The apply loop writes the snapshot after it answers the entry
 		// that calls for it.
 		for i := 0; i < 100 && ctx.Err() == nil; i++ {

@@ -51,7 +51,8 @@ func walBytesAfterSnapshot(t *testing.T, dir string) (bytes, entries int) {
 
 // After a fold that wrote more than 1 MiB, the leader moves its raft log
 // past it: the newest disk snapshot is at or after the fold's last entry,
-// so a restart replays none of the fold's transactions; the no-op entries
+// so a restart replays none of the fold's transactions, and the applied
+// index is past the catch-up entries kept in memory; the no-op entries
 // change no key and no revision; after a restart every task reads the
 // same events; a round with nothing folded proposes nothing.
 func TestFoldMovesRaftLogPastItself(t *testing.T) {
@@ -118,6 +119,12 @@ func TestFoldMovesRaftLogPastItself(t *testing.T) {
 	}
 	if snapi < foldEnd {
 		t.Fatalf("newest disk snapshot at %d, before the fold's last entry %d", snapi, foldEnd)
+	}
+	// And past the catch-up entries etcd keeps in memory: the member
+	// that folded drops them too.
+	if applied := s.AppliedIndex(); applied <= foldEnd+store.SnapshotCatchUpEntries {
+		t.Fatalf("applied index %d: the fold's last entry %d is still within the %d catch-up entries kept in memory",
+			applied, foldEnd, store.SnapshotCatchUpEntries)
 	}
 	if got := rev(); got != revBefore {
 		t.Fatalf("revision %d after the no-op entries, was %d", got, revBefore)
