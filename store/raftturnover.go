@@ -123,7 +123,14 @@ func (s *Store) noteFold(ctx context.Context, st FoldStats) {
 	s.log.Info("store: moved the raft log past the fold (a restart does not replay it)",
 		"folded_bytes", s.foldLog.bytes, "noop_entries", n)
 	s.foldLog.bytes = 0
+	s.turns.Add(1)
 }
+
+// FoldTurns counts the times this member moved its raft log past a fold
+// of 1 MiB or more: a fold of that size read every folded task's events
+// and dropped its raft entries from memory, a heap peak lpmos returns to
+// the OS after it (app/memrelease.go).
+func (s *Store) FoldTurns() int64 { return s.turns.Load() }
 
 // turnRaftLog proposes no-op entries until the member has a disk snapshot
 // at or after index past (a restart replays nothing up to past) and has

@@ -132,11 +132,17 @@ func TestFoldMovesRaftLogPastItself(t *testing.T) {
 	if resp, err := s.Client().Get(ctx, "/lpmos/raft-turnover"); err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("the no-op entries' key: %v, %v", resp, err)
 	}
+	if got := s.FoldTurns(); got != 1 {
+		t.Fatalf("FoldTurns %d after the turn, want 1", got)
+	}
 	// Nothing more folded: nothing proposed.
 	applied := s.AppliedIndex()
 	s.NoteFold(ctx, store.FoldStats{})
 	if got := s.AppliedIndex(); got != applied {
 		t.Fatalf("a round with nothing folded moved the applied index %d -> %d", applied, got)
+	}
+	if got := s.FoldTurns(); got != 1 {
+		t.Fatalf("FoldTurns %d after a round with nothing folded, want still 1", got)
 	}
 	err = s.Close()
 	s = nil
