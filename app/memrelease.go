@@ -29,8 +29,10 @@ import (
 //
 // Again after each compaction or defrag of the embedded member
 // (etcd's periodic compaction runs every CompactionRetention, 5 minutes
-// by default): each is a peak of its own. Nothing else changes: no memory
-// limit, GOGC as it is.
+// by default) and after each fold of 1 MiB or more of ended tasks' events
+// (store/fold.go, store/raftturnover.go: a whole fleet's the first time;
+// it reads every folded task's events): each is a peak of its own.
+// Nothing else changes: no memory limit, GOGC as it is.
 
 // memReleaseEvery is how often memRelease checks the loads and the
 // compactions.
@@ -40,6 +42,7 @@ const memReleaseEvery = 2 * time.Second
 type memStore interface {
 	FinishedCompaction() int64
 	Space() store.SpaceStatus
+	FoldTurns() int64
 }
 
 type memRelease struct {
@@ -55,7 +58,7 @@ func newMemRelease(st memStore, log *slog.Logger, loaded ...func() bool) *memRel
 }
 
 // run waits for the start-up loads, releases, then releases after each
-// compaction or defrag, until ctx ends.
+// compaction, defrag or large fold, until ctx ends.
 func (m *memRelease) run(ctx context.Context) {
 	t := time.NewTicker(m.every)
 	defer t.Stop()
@@ -67,23 +70,25 @@ func (m *memRelease) run(ctx context.Context) {
 		}
 	}
 	m.release("the start-up loads are done")
-	compacted, defrags := m.st.FinishedCompaction(), m.st.Space().Defrags
+	compacted, defrags, folds := m.st.FinishedCompaction(), m.st.Space().Defrags, m.st.FoldTurns()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		c, d := m.st.FinishedCompaction(), m.st.Space().Defrags
+		c, d, f := m.st.FinishedCompaction(), m.st.Space().Defrags, m.st.FoldTurns()
 		switch {
 		case d != defrags:
 			m.release("etcd defragmented")
 		case c != compacted:
 			m.release("etcd compacted")
+		case f != folds:
+			m.release("ended tasks' events folded")
 		default:
 			continue
 		}
-		compacted, defrags = c, d
+		compacted, defrags, folds = c, d, f
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 // of its checks.
 type fakeMemStore struct {
 	compacted, defrags atomic.Int64
+	folds              atomic.Int64
 	checks             chan struct{} // a FinishedCompaction since the last receive
 }
 
@@ -29,10 +30,13 @@ func (f *fakeMemStore) FinishedCompaction() int64 {
 
 func (f *fakeMemStore) Space() store.SpaceStatus { return store.SpaceStatus{Defrags: f.defrags.Load()} }
 
+func (f *fakeMemStore) FoldTurns() int64 { return f.folds.Load() }
+
 // TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags: nothing
 // is released while a start-up load is not done; once all are, the heap
 // is freed exactly once (whatever the checks
-// after); then once more after each compaction and each defrag.
+// after); then once more after each compaction, each defrag and each
+// large fold.
 func TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags(t *testing.T) {
 	fs := &fakeMemStore{checks: make(chan struct{}, 1)}
 	var (
@@ -78,15 +82,18 @@ func TestMemReleaseOnceAfterTheLoadsThenAfterCompactionsAndDefrags(t *testing.T)
 	if len(frees) != 0 {
 		t.Fatalf("after the loads: %d more frees; want exactly one release", len(frees))
 	}
-	// A compaction: one more release; a defrag: one more.
+	// A compaction: one more release; a defrag: one more; a large fold:
+	// one more.
 	fs.compacted.Store(100)
 	<-frees
 	fs.defrags.Store(1)
+	<-frees
+	fs.folds.Store(1)
 	<-frees
 	for range 20 {
 		<-fs.checks
 	}
 	if len(frees) != 0 {
-		t.Fatalf("after a compaction and a defrag: %d more frees; want 3 releases in all", len(frees))
+		t.Fatalf("after a compaction, a defrag and a fold: %d more frees; want 4 releases in all", len(frees))
 	}
 }

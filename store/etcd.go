@@ -114,6 +114,8 @@ type Store struct {
 	// foldRead runs between a fold's read and its write (tests: a
 	// concurrent writer); nil in production.
 	foldRead func()
+	foldLog  foldLog      // the folds since the newest disk snapshot (store/raftturnover.go)
+	turns    atomic.Int64 // raft log turned past a fold (FoldTurns)
 
 	live      liveFeed           // accepted progress not stored yet, for this process's watchers (store/live.go)
 	watches   watchHub           // the one etcd watch every watcher of this process follows (store/sharedwatch.go)

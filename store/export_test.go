@@ -100,3 +100,15 @@ func (s *Store) FoldEndedEvents(ctx context.Context, endedBefore time.Time, maxT
 	defer func() { s.foldRead = nil }()
 	return s.foldEndedEvents(ctx, endedBefore, maxTasks, time.Minute)
 }
+
+// NoteFold is the maintenance loop's step after a fold round
+// (store/raftturnover.go).
+func (s *Store) NoteFold(ctx context.Context, st FoldStats) { s.noteFold(ctx, st) }
+
+// DiskSnapshotIndex is the raft index of the member's newest disk
+// snapshot; AppliedIndex its applied index.
+func (s *Store) DiskSnapshotIndex() (uint64, error) { return s.diskSnapshotIndex() }
+func (s *Store) AppliedIndex() uint64               { return s.etcd.Server.AppliedIndex() }
+
+// SnapshotCatchUpEntries is the embedded member's setting (store/etcd.go).
+const SnapshotCatchUpEntries = snapshotCatchUpEntries

@@ -57,6 +57,7 @@ type FoldStats struct {
 	Skipped   int // tasks read with nothing to fold or undecodable events
 	Txns      int // write transactions
 	Left      int // candidates left for the next round (bounds)
+	Bytes     int // folded values written (store/raftturnover.go)
 }
 
 // foldEndedEvents folds the event keys of up to maxTasks tasks that ended
@@ -103,9 +104,10 @@ func (s *Store) foldCandidates(endedBefore time.Time) []string {
 
 // foldPlan is one task's fold.
 type foldPlan struct {
-	cmps []clientv3.Cmp
-	ops  []clientv3.Op
-	keys int // event keys it removes
+	cmps  []clientv3.Cmp
+	ops   []clientv3.Op
+	keys  int // event keys it removes
+	bytes int // the folded value's length
 }
 
 // foldBatch reads ids' statuses and events at one revision and folds
@@ -174,6 +176,7 @@ func (s *Store) commitFolds(ctx context.Context, plans []foldPlan, st *FoldStats
 		for _, p := range plans {
 			st.Tasks++
 			st.Keys += p.keys
+			st.Bytes += p.bytes
 		}
 	}
 	return resp.Succeeded, nil
@@ -228,6 +231,7 @@ func (s *Store) planFold(id string, status, events []*mvccpb.KeyValue, rev int64
 		return foldPlan{}, false
 	}
 	first, last := string(keys[0].Key), string(keys[len(keys)-1].Key)+"\x00"
+	folded := foldedValue(evs)
 	p := foldPlan{
 		cmps: []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(statusKey(id)), "=", status[0].ModRevision),
@@ -235,8 +239,9 @@ func (s *Store) planFold(id string, status, events []*mvccpb.KeyValue, rev int64
 		},
 		// The folded key first: the progress cache takes the deletes
 		// of its revision as the fold's (store/fastprogress.go).
-		ops:  []clientv3.Op{clientv3.OpPut(key, foldedValue(evs))},
-		keys: len(keys),
+		ops:   []clientv3.Op{clientv3.OpPut(key, folded)},
+		keys:  len(keys),
+		bytes: len(folded),
 	}
 	if slices.ContainsFunc(keys, func(kv *mvccpb.KeyValue) bool { return string(kv.Key) == key }) {
 		p.keys-- // overwritten (the oldest key, as a rule), not removed
@@ -271,4 +276,5 @@ func (s *Store) foldRound(ctx context.Context) {
 		s.log.Info("store: folded ended tasks' events", "tasks", st.Tasks, "keys_removed", st.Keys,
 			"transactions", st.Txns, "conflicts", st.Conflicts, "left", st.Left, "took", time.Since(start).Round(time.Millisecond))
 	}
+	s.noteFold(ctx, st) // store/raftturnover.go
 }
