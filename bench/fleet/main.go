@@ -585,6 +585,32 @@ func schedule(elapsed, total time.Duration) (string, int) {
 	return span(3, 0.9, 1)
 }
 
+// printSpread prints how evenly the reports were sent: per second, and the
+// most in one 100 ms over the mean from second 3 on (the region asks for
+// its interval from the first answers on; the first seconds hold the
+// agents' switch to it).
+func printSpread(per100ms []atomic.Int64) {
+	var b strings.Builder
+	for sec := 0; sec+10 <= len(per100ms); sec += 10 {
+		n := int64(0)
+		for i := sec; i < sec+10; i++ {
+			n += per100ms[i].Load()
+		}
+		fmt.Fprintf(&b, " %d", n)
+	}
+	fmt.Printf("reports sent per second:%s\n", b.String())
+	var most, sum int64
+	from := min(30, len(per100ms))
+	for i := from; i < len(per100ms); i++ {
+		n := per100ms[i].Load()
+		most, sum = max(most, n), sum+n
+	}
+	if k := len(per100ms) - from; k > 0 && sum > 0 {
+		mean := float64(sum) / float64(k)
+		fmt.Printf("reports sent per 100 ms from second 3 on: mean %.0f, most %d (%.2fx the mean)\n", mean, most, float64(most)/mean)
+	}
+}
+
 // dashboard is one /ws client counting messages and the lag of progress.
 // A report's seq is the unix microsecond it was sent at, so the lag of a
 // progress message is read from the message alone (no table of sends).
@@ -830,10 +856,12 @@ func run(ctx context.Context, o options) error {
 	// Per second of the run: reports sent, those slower than 100 ms, and
 	// those that changed the stage (where the tail comes from).
 	slowBySec := make([]struct{ n, slow, changes atomic.Int64 }, total+2)
+	// Reports sent per 100 ms of the run: how evenly they are spread.
+	per100ms := make([]atomic.Int64, 10*total)
 	for _, a := range agents {
 		wg.Go(func() {
 			next := wall0.Add(time.Duration(a.i) * time.Second / time.Duration(o.n)) // spread over the first second
-			interval := time.Second
+			interval, longer := time.Second, 0
 			seq := time.Now().UnixMicro()
 			mine := make([]time.Duration, 0, total+2)
 			last, lastPct := -1, 0
@@ -861,6 +889,9 @@ func run(ctx context.Context, o options) error {
 				counted := t0.Before(end)
 				if counted {
 					offered.Add(1)
+					if b := int(t0.Sub(wall0) / (100 * time.Millisecond)); b >= 0 && b < len(per100ms) {
+						per100ms[b].Add(1)
+					}
 				}
 				if err != nil {
 					errs.Add(1)
@@ -882,13 +913,21 @@ func run(ctx context.Context, o options) error {
 						}
 					}
 				}
-				if nextMS > 0 {
-					if iv := time.Duration(nextMS) * time.Millisecond; iv != interval {
-						interval = iv
+				// As the agent (agent/install's tick): the next report the
+				// asked interval (at least its own 1 s) after this one's
+				// send. The region shifts each answer onto the task's
+				// phase; an agent counts as slowed down once two answers
+				// in a row ask for more than 1 s (one answer doing so is a
+				// phase adjustment).
+				interval = max(time.Second, time.Duration(nextMS)*time.Millisecond)
+				if interval > time.Second {
+					if longer++; longer == 2 {
 						slowed.Add(1)
 					}
+				} else if longer < 2 {
+					longer = 0
 				}
-				next = next.Add(interval)
+				next = t0.Add(interval)
 				// Ticks missed while a report was in flight count as offered
 				// and not achieved: the agent fell behind.
 				for time.Now().After(next.Add(interval)) && next.Before(end) {
@@ -957,6 +996,7 @@ func run(ctx context.Context, o options) error {
 			fmt.Printf("  second %2d: %d reports sent, %d stage changes, %d answered after more than 100 ms\n", sec, b.n.Load(), b.changes.Load(), b.slow.Load())
 		}
 	}
+	printSpread(per100ms)
 	fmt.Printf("achieved/offered: %d/%d = %.2f  errors %d (%v)  agents slowed down: %d\n", achieved.Load(), offered.Load(),
 		float64(achieved.Load())/float64(max(1, offered.Load())), errs.Load(), errSample.Load(), slowed.Load())
 	lpmosCPU := time.Duration(cpu1-cpu0) * 10 * time.Millisecond // clock ticks of 10 ms
