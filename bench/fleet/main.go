@@ -586,9 +586,9 @@ func schedule(elapsed, total time.Duration) (string, int) {
 }
 
 // printSpread prints how evenly the reports were sent: per second, and the
-// most in one 100 ms over the mean from second 3 on (the region asks for
-// its interval from the first answers on; the first seconds hold the
-// agents' switch to it).
+// most in one 100 ms over the mean from second 5 on (the first seconds
+// hold the approval's stage changes and the agents' switch to the
+// interval the region asks for).
 func printSpread(per100ms []atomic.Int64) {
 	var b strings.Builder
 	for sec := 0; sec+10 <= len(per100ms); sec += 10 {
@@ -600,14 +600,14 @@ func printSpread(per100ms []atomic.Int64) {
 	}
 	fmt.Printf("reports sent per second:%s\n", b.String())
 	var most, sum int64
-	from := min(30, len(per100ms))
+	from := min(50, len(per100ms))
 	for i := from; i < len(per100ms); i++ {
 		n := per100ms[i].Load()
 		most, sum = max(most, n), sum+n
 	}
 	if k := len(per100ms) - from; k > 0 && sum > 0 {
 		mean := float64(sum) / float64(k)
-		fmt.Printf("reports sent per 100 ms from second 3 on: mean %.0f, most %d (%.2fx the mean)\n", mean, most, float64(most)/mean)
+		fmt.Printf("reports sent per 100 ms from second 5 on: mean %.0f, most %d (%.2fx the mean)\n", mean, most, float64(most)/mean)
 	}
 }
 
