@@ -997,6 +997,16 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	printSpread(per100ms)
+	var early, earlyN, later, laterN int64
+	for sec := range slowBySec {
+		b := &slowBySec[sec]
+		if sec < 5 {
+			early, earlyN = early+b.slow.Load(), earlyN+b.n.Load()
+		} else {
+			later, laterN = later+b.slow.Load(), laterN+b.n.Load()
+		}
+	}
+	fmt.Printf("answered after more than 100 ms: %d of %d reports in seconds 0-4 (the approval's stage changes), %d of %d from second 5 on\n", early, earlyN, later, laterN)
 	fmt.Printf("achieved/offered: %d/%d = %.2f  errors %d (%v)  agents slowed down: %d\n", achieved.Load(), offered.Load(),
 		float64(achieved.Load())/float64(max(1, offered.Load())), errs.Load(), errSample.Load(), slowed.Load())
 	lpmosCPU := time.Duration(cpu1-cpu0) * 10 * time.Millisecond // clock ticks of 10 ms
