@@ -831,6 +831,7 @@ func run(ctx context.Context, o options) error {
 		db0 = 0
 	}
 	load0, _ := os.ReadFile("/proc/loadavg")
+	alloc0, gc0 := p.metric("go_memstats_alloc_bytes_total"), p.metric("go_gc_duration_seconds_count")
 	cpu0, self0, wall0 := p.cpuTicks(), selfCPU(), time.Now()
 	d.mu.Lock()
 	d.start = wall0
@@ -942,6 +943,7 @@ func run(ctx context.Context, o options) error {
 	}
 	wg.Wait()
 	cpu1, self1, wall1 := p.cpuTicks(), selfCPU(), time.Now()
+	alloc1, gc1 := p.metric("go_memstats_alloc_bytes_total"), p.metric("go_gc_duration_seconds_count")
 	load1, _ := os.ReadFile("/proc/loadavg")
 	scancel()
 	time.Sleep(2 * time.Second) // the dashboard catches up
@@ -1012,6 +1014,10 @@ func run(ctx context.Context, o options) error {
 	lpmosCPU := time.Duration(cpu1-cpu0) * 10 * time.Millisecond // clock ticks of 10 ms
 	fmt.Printf("lpmos CPU: %.0f%% of one core, %.0f µs per answered report (%d)  RSS: %d MiB before, %d MiB peak, %d MiB after\n",
 		float64(cpu1-cpu0)/secs, float64(lpmosCPU.Microseconds())/float64(max(1, answered.Load())), answered.Load(), rss0>>20, max(peak.Load(), rss1)>>20, rss1>>20)
+	// Load-robust (issue 14, wave10): what lpmos allocated per report and
+	// how many collections that cost (/metrics' Go collector).
+	fmt.Printf("lpmos allocated %.1f KiB per answered report; %d GC cycles in the progress\n",
+		float64(alloc1-alloc0)/1024/float64(max(1, answered.Load())), gc1-gc0)
 	fmt.Printf("load generator CPU: %.0f%% of one core, %.0f µs per answered report (agents and dashboard)\n",
 		100*(self1-self0).Seconds()/secs, float64((self1-self0).Microseconds())/float64(max(1, answered.Load())))
 	fmt.Printf("etcd in use: %.1f -> %.1f MiB, %.1f KiB and %.1f revisions per install (no compaction); completed %d/%d\n",
