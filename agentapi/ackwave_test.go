@@ -140,7 +140,10 @@ func TestProgressCancelRacingStageChangeOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status.Status != wire.StatusCancelled || got.Progress == nil || got.Progress.Seq > lastBeforeCancel {
+	// No progress stored is right too: under load the cancel can land
+	// before the writer wrote seq 1, whose guard then fails and the
+	// authoritative path refuses it (dropped, as fastprogress.go says).
+	if got.Status.Status != wire.StatusCancelled || got.Progress != nil && got.Progress.Seq > lastBeforeCancel {
 		t.Fatalf("in the end: %s with %+v; want cancelled, nothing stored after seq %d", got.Status.Status, got.Progress, lastBeforeCancel)
 	}
 	if u := r.fast.pp.Unwritten(); u != 0 {
