@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,10 +60,8 @@ type foldLog struct {
 	applied uint64 // the member's applied index after the last fold that wrote
 }
 
-// snapDir is the embedded member's snapshot directory.
-func (s *Store) snapDir() string {
-	return filepath.Join(s.cfg.DataDir, "etcd", "member", "snap")
-}
+// snapDir is the embedded member's snapshot directory, as etcd names it.
+func (s *Store) snapDir() string { return s.etcd.Server.Cfg.SnapDir() }
 
 // diskSnapshotIndex is the raft index of the member's newest disk
 // snapshot: the newest {term}-{index}.snap file's index (0: none).
