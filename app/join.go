@@ -95,7 +95,7 @@ func runJoin(ctx context.Context, server string, o serveOptions, j joinOptions, 
 	if _, err := os.Stat(filepath.Join(etcdDir, "removed")); err == nil {
 		return fmt.Errorf("%s belongs to a member that was removed from its cluster: join with a new --data-dir", o.dataDir)
 	}
-	if _, err := os.Stat(filepath.Join(etcdDir, "member", "wal")); err == nil {
+	if store.HoldsMember(etcdDir) {
 		return fmt.Errorf("%s already holds a cluster member: restart it with `lpmos serve --data-dir %s` (or use a new --data-dir to join as a new member)", o.dataDir, o.dataDir)
 	}
 	pin, tokenID, secret, err := store.ParseJoinToken(j.token)

@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -197,7 +198,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: %s belongs to a member that was removed from its cluster; delete the data dir or join again with a new one: %w", cfg.DataDir, ErrRemoved)
 	}
 	restart := false
-	if _, err := os.Stat(filepath.Join(dir, "member", "wal")); err == nil {
+	if HoldsMember(dir) {
 		restart = true
 	}
 	joining := cfg.ClusterState == embed.ClusterStateFlagExisting
@@ -596,3 +597,12 @@ func (c *slogCore) Sync() error { return nil }
 
 // newZap is a zap logger that writes to log through the quiet slog core.
 func newZap(log *slog.Logger) *zap.Logger { return zap.New(newSlogCore(log, nil)) }
+
+// HoldsMember reports whether dir, an etcd data directory, holds a member
+// (its WAL exists): such a directory restarts that member; joining or
+// starting a new cluster needs an empty one. The layout is etcd's own
+// (storage/datadir), not rebuilt here.
+func HoldsMember(dir string) bool {
+	_, err := os.Stat(datadir.ToWALDir(dir))
+	return err == nil
+}

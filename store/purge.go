@@ -1,11 +1,11 @@
 package store
 
 import (
-	"path/filepath"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/datadir"
 )
 
 // etcd purges its old WAL and snapshot files itself, but stops the whole
@@ -26,7 +26,7 @@ func disableEtcdPurge(ec *embed.Config) {
 // startPurge purges the member's old WAL and snapshot files in dir, keeping
 // etcd's defaults (5 of each), until the member stops.
 func (s *Store) startPurge(dir string, stop <-chan struct{}) {
-	wal, snap := filepath.Join(dir, "member", "wal"), filepath.Join(dir, "member", "snap")
+	wal, snap := datadir.ToWALDir(dir), datadir.ToSnapDir(dir)
 	go s.purgeFiles(wal, "wal", embed.DefaultMaxWALs, true, stop) // in-use WAL files are locked
 	go s.purgeFiles(snap, "snap.db", embed.DefaultMaxSnapshots, false, stop)
 	go s.purgeFiles(snap, "snap", embed.DefaultMaxSnapshots, false, stop)
