@@ -833,6 +833,7 @@ func run(ctx context.Context, o options) error {
 	load0, _ := os.ReadFile("/proc/loadavg")
 	alloc0, gc0 := p.metric("go_memstats_alloc_bytes_total"), p.metric("go_gc_duration_seconds_count")
 	cpu0, self0, wall0 := p.cpuTicks(), selfCPU(), time.Now()
+	log.Printf("progress starts at unix %.3f s", float64(wall0.UnixMicro())/1e6)
 	d.mu.Lock()
 	d.start = wall0
 	d.mu.Unlock()
@@ -853,12 +854,27 @@ func run(ctx context.Context, o options) error {
 		}
 	}()
 	end := wall0.Add(o.duration)
+	// lpmos's CPU per 100 ms over the first 3 s (clock ticks of 10 ms).
+	cpu100, cpu100done := make([]int64, 0, 30), make(chan struct{})
+	go func() {
+		defer close(cpu100done)
+		prev := p.cpuTicks()
+		for i := range cap(cpu100) {
+			time.Sleep(time.Until(wall0.Add(time.Duration(i+1) * 100 * time.Millisecond)))
+			c := p.cpuTicks()
+			cpu100 = append(cpu100, c-prev)
+			prev = c
+		}
+	}()
 	var wg sync.WaitGroup
 	// Per second of the run: reports sent, those slower than 100 ms, and
 	// those that changed the stage (where the tail comes from).
 	slowBySec := make([]struct{ n, slow, changes atomic.Int64 }, total+2)
 	// Reports sent per 100 ms of the run: how evenly they are spread.
 	per100ms := make([]atomic.Int64, 10*total)
+	// The first 2 s by 100 ms of send: answers over 100 ms and the
+	// slowest (where in the approval's wave the tail builds up).
+	first100 := make([]struct{ slow, maxUS atomic.Int64 }, 20)
 	for _, a := range agents {
 		wg.Go(func() {
 			next := wall0.Add(time.Duration(a.i) * time.Second / time.Duration(o.n)) // spread over the first second
@@ -907,6 +923,17 @@ func run(ctx context.Context, o options) error {
 							slowBySec[sec].n.Add(1)
 							if el > 100*time.Millisecond {
 								slowBySec[sec].slow.Add(1)
+							}
+							if b := int(t0.Sub(wall0) / (100 * time.Millisecond)); b >= 0 && b < len(first100) {
+								if el > 100*time.Millisecond {
+									first100[b].slow.Add(1)
+								}
+								for us := el.Microseconds(); ; {
+									m := first100[b].maxUS.Load()
+									if us <= m || first100[b].maxUS.CompareAndSwap(m, us) {
+										break
+									}
+								}
 							}
 							if stageIdx(stage) != last0 {
 								slowBySec[sec].changes.Add(1)
@@ -998,6 +1025,17 @@ func run(ctx context.Context, o options) error {
 			fmt.Printf("  second %2d: %d reports sent, %d stage changes, %d answered after more than 100 ms\n", sec, b.n.Load(), b.changes.Load(), b.slow.Load())
 		}
 	}
+	var b strings.Builder
+	for i := range first100 {
+		fmt.Fprintf(&b, " %d/%.0f", first100[i].slow.Load(), float64(first100[i].maxUS.Load())/1000)
+	}
+	fmt.Printf("first 2 s by 100 ms of send, answers over 100 ms / slowest ms:%s\n", b.String())
+	b.Reset()
+	<-cpu100done
+	for _, c := range cpu100 {
+		fmt.Fprintf(&b, " %d", c*10)
+	}
+	fmt.Printf("lpmos CPU per 100 ms over the first 3 s, ms:%s\n", b.String())
 	printSpread(per100ms)
 	var early, earlyN, later, laterN int64
 	for sec := range slowBySec {
