@@ -85,7 +85,7 @@ func (r *Region) failWith(w http.ResponseWriter, req *http.Request, e *httpapi.E
 
 func (r *Region) healthz(w http.ResponseWriter, req *http.Request) {
 	body := map[string]any{"region": r.cfg.RegionID, "services": r.State()}
-	if err := r.st.Health(req.Context()); err != nil {
+	if err := r.health.result(req.Context()); err != nil {
 		body["status"] = "unhealthy"
 		body["error"] = err.Error()
 		httpapi.WriteJSON(w, http.StatusServiceUnavailable, body)

@@ -194,6 +194,7 @@ type Region struct {
 	handler http.Handler
 	guard   *guard
 	metrics *regionMetrics // agentapi/metrics.go
+	health  *sharedProbe   // /healthz's etcd probe (agentapi/healthprobe.go)
 
 	mu       sync.Mutex
 	services map[string]ServiceState
@@ -312,6 +313,7 @@ func New(cfg Config) (*Region, error) {
 		done:     make(chan struct{}),
 	}
 	r.guard = newGuard(cfg)
+	r.health = newSharedProbe(r.st.Health, healthMaxAge)
 	r.fast = newFastProgress(r)
 	r.metrics = newRegionMetrics(cfg.RegionID)
 	now := time.Now().UTC()
