@@ -197,10 +197,7 @@ func openEmbedded(ctx context.Context, cfg Config) (*Store, error) {
 	if _, err := os.Stat(filepath.Join(dir, "removed")); err == nil {
 		return nil, fmt.Errorf("store: %s belongs to a member that was removed from its cluster; delete the data dir or join again with a new one: %w", cfg.DataDir, ErrRemoved)
 	}
-	restart := false
-	if HoldsMember(dir) {
-		restart = true
-	}
+	restart := HoldsMember(dir)
 	joining := cfg.ClusterState == embed.ClusterStateFlagExisting
 	if joining && !restart && cfg.InitialCluster == "" {
 		return nil, errors.New("store: joining an existing cluster needs its initial cluster")
