@@ -904,10 +904,11 @@ func run(ctx context.Context, o options) error {
 				nextMS, err := a.report(p.agentURL+wire.PathProgress, seq, stage, percent)
 				el := time.Since(t0)
 				counted := t0.Before(end)
+				tick := int(t0.Sub(wall0) / (100 * time.Millisecond)) // the send's 100 ms of the run
 				if counted {
 					offered.Add(1)
-					if b := int(t0.Sub(wall0) / (100 * time.Millisecond)); b >= 0 && b < len(per100ms) {
-						per100ms[b].Add(1)
+					if tick >= 0 && tick < len(per100ms) {
+						per100ms[tick].Add(1)
 					}
 				}
 				if err != nil {
@@ -921,16 +922,17 @@ func run(ctx context.Context, o options) error {
 						mine = append(mine, el)
 						if sec := int(t0.Sub(wall0) / time.Second); sec >= 0 && sec < len(slowBySec) {
 							slowBySec[sec].n.Add(1)
-							if el > 100*time.Millisecond {
+							slow := el > 100*time.Millisecond
+							if slow {
 								slowBySec[sec].slow.Add(1)
 							}
-							if b := int(t0.Sub(wall0) / (100 * time.Millisecond)); b >= 0 && b < len(first100) {
-								if el > 100*time.Millisecond {
-									first100[b].slow.Add(1)
+							if tick >= 0 && tick < len(first100) {
+								if slow {
+									first100[tick].slow.Add(1)
 								}
 								for us := el.Microseconds(); ; {
-									m := first100[b].maxUS.Load()
-									if us <= m || first100[b].maxUS.CompareAndSwap(m, us) {
+									m := first100[tick].maxUS.Load()
+									if us <= m || first100[tick].maxUS.CompareAndSwap(m, us) {
 										break
 									}
 								}
