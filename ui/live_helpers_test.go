@@ -197,6 +197,52 @@ func walkToApproved(t testing.TB, ctx context.Context, st *store.Store, mac stri
 	return task
 }
 
+// approvedWithSession is walkToApproved for a task whose agent holds a
+// session (it redeemed a boot token before the approval, as agent/runner
+// does): the task, and the session token its progress reports carry.
+func approvedWithSession(t testing.TB, ctx context.Context, st *store.Store, mac string) (store.Task, string) {
+	t.Helper()
+	task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: mac, OSType: "ubuntu", OSVersion: "22.04"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ClaimTask(ctx, task.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetHardware(ctx, task.ID, sampleHardware("node")); err != nil {
+		t.Fatal(err)
+	}
+	boot, err := st.IssueBootToken(ctx, task.ID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := st.RedeemBootToken(ctx, task.ID, boot, "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task, err = st.Transition(ctx, task.ID, wire.StatusApproved, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return task, sess
+}
+
+// runProgressPath runs region dc1's progress path (as the agent API runs
+// it) until the test ends, once its cache is loaded.
+func runProgressPath(t testing.TB, st *store.Store) *store.ProgressPath {
+	t.Helper()
+	pp := st.NewProgressPath("dc1", 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); pp.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); !pp.Ready(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("progress cache not ready within 10s")
+		}
+	}
+	return pp
+}
+
 func sampleHardware(hostname string) wire.Hardware {
 	return wire.Hardware{
 		CPU:      wire.CPU{Model: "AMD EPYC 7543P 32-Core Processor", Sockets: 1, Cores: 32, Threads: 64},
