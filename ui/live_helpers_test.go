@@ -181,17 +181,25 @@ func (e *liveEnv) request(t testing.TB, method, path, body string, hdr http.Head
 // as a region and an agent would.
 func walkToApproved(t testing.TB, ctx context.Context, st *store.Store, mac string) store.Task {
 	t.Helper()
+	task, err := st.Transition(ctx, walkToPending(t, ctx, st, mac, "agent-token").ID, wire.StatusApproved, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+// walkToPending creates a task for mac, claims it (with boot token boot,
+// "" for none) and reports its hardware: it waits for approval.
+func walkToPending(t testing.TB, ctx context.Context, st *store.Store, mac, boot string) store.Task {
+	t.Helper()
 	task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: mac, OSType: "ubuntu", OSVersion: "22.04"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.ClaimTask(ctx, task.ID, "agent-token"); err != nil {
+	if _, err := st.ClaimTask(ctx, task.ID, boot); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.SetHardware(ctx, task.ID, sampleHardware("node")); err != nil {
-		t.Fatal(err)
-	}
-	if task, err = st.Transition(ctx, task.ID, wire.StatusApproved, "test"); err != nil {
+	if task, err = st.SetHardware(ctx, task.ID, sampleHardware("node")); err != nil {
 		t.Fatal(err)
 	}
 	return task
@@ -202,16 +210,7 @@ func walkToApproved(t testing.TB, ctx context.Context, st *store.Store, mac stri
 // does): the task, and the session token its progress reports carry.
 func approvedWithSession(t testing.TB, ctx context.Context, st *store.Store, mac string) (store.Task, string) {
 	t.Helper()
-	task, err := st.CreateTask(ctx, store.Spec{RegionID: "dc1", TargetMAC: mac, OSType: "ubuntu", OSVersion: "22.04"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.ClaimTask(ctx, task.ID, ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.SetHardware(ctx, task.ID, sampleHardware("node")); err != nil {
-		t.Fatal(err)
-	}
+	task := walkToPending(t, ctx, st, mac, "")
 	boot, err := st.IssueBootToken(ctx, task.ID, time.Minute)
 	if err != nil {
 		t.Fatal(err)
