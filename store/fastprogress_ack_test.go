@@ -42,7 +42,7 @@ func TestProgressPathEarlyStageChangesWrittenInOrder(t *testing.T) {
 		task, tok := agentSession(t, ctx, s, fmt.Sprintf("02:00:00:00:0f:%02x", i))
 		agents[i] = agent{task.ID, tok}
 	}
-	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
+	pp := storetest.RunProgressPath(t, s, 5*time.Millisecond, 0)
 	pp.SetEarlyLimit(store.DefaultEarlyLimit, time.Hour) // a starved writer on a loaded box is not the point here
 
 	var plan []wire.Progress
@@ -145,7 +145,7 @@ func TestProgressPathCancelRacesEarlyStageChange(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0f:a1")
-	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
+	pp := storetest.RunProgressPath(t, s, 5*time.Millisecond, 0)
 	pp.SetEarlyLimit(store.DefaultEarlyLimit, time.Hour)
 	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 20})
 	if err := pp.WaitWritten(ctx, task.ID); err != nil {
@@ -233,7 +233,7 @@ func TestProgressPathEarlyBackpressure(t *testing.T) {
 		task, tok := agentSession(t, ctx, s, fmt.Sprintf("02:00:00:00:0f:%02x", 0xb0+i))
 		agents[i] = agent{task.ID, tok}
 	}
-	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
+	pp := storetest.RunProgressPath(t, s, 5*time.Millisecond, 0)
 	pp.SetEarlyLimit(3, time.Hour)
 	for _, a := range agents {
 		reportCached(t, ctx, pp, a.id, a.tok, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 20})
@@ -331,7 +331,7 @@ func TestProgressPathInstallingCountsAcceptedMove(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0f:c1")
-	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
+	pp := storetest.RunProgressPath(t, s, 5*time.Millisecond, 0)
 	pp.SetEarlyLimit(store.DefaultEarlyLimit, time.Hour)
 	if n := pp.InstallingTasks(); n != 0 {
 		t.Fatalf("installing %d before any report, want 0", n)

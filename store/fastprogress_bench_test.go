@@ -56,7 +56,7 @@ func BenchmarkProgressStageWaves(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	pp := runProgressPath(b, s, 0, time.Hour)
+	pp := storetest.RunProgressPath(b, s, 0, time.Hour)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watchers := 2 // LPMOS_WAVE_WATCHERS: how many store.Watch consumers drain the changes

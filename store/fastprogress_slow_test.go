@@ -7,6 +7,7 @@ import (
 
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/store"
+	"github.com/lpmos/lpmos/store/storetest"
 )
 
 // A stage change that supersedes a coalesced report and then has to go the
@@ -20,7 +21,7 @@ func TestProgressPathSlowStageChangeAfterCoalesced(t *testing.T) {
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:51")
 	// A long window: the coalesced report stays pending until the change.
-	pp := runProgressPath(t, s, time.Minute, time.Minute)
+	pp := storetest.RunProgressPath(t, s, time.Minute, time.Minute)
 	plan := []struct {
 		stage string
 		pct   int

@@ -30,24 +30,6 @@ func agentSession(t testing.TB, ctx context.Context, s *store.Store, mac string)
 	return task, sess
 }
 
-func runProgressPath(t testing.TB, s *store.Store, window, persist time.Duration) *store.ProgressPath {
-	t.Helper()
-	pp := s.NewProgressPath("dc1", window)
-	pp.SetPersistInterval(persist)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); pp.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for !pp.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("progress cache not ready within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return pp
-}
-
 // reportCached sends p through pp, waiting (briefly) for the cache to see
 // the task's latest state: ErrNotCached right after a change made
 // elsewhere only means the watch has not delivered it yet.
@@ -76,7 +58,7 @@ func TestProgressPathCoalescesInOrder(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:01")
-	pp := runProgressPath(t, s, 300*time.Millisecond, 0)
+	pp := storetest.RunProgressPath(t, s, 300*time.Millisecond, 0)
 	_, rev, err := s.GetTaskRev(ctx, task.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +210,7 @@ func TestProgressPathGuards(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0c:02")
-	pp := runProgressPath(t, s, time.Hour, 0) // pending reports wait for a change
+	pp := storetest.RunProgressPath(t, s, time.Hour, 0) // pending reports wait for a change
 	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 1, Stage: wire.StagePartitioning, Percentage: 0})
 	reportCached(t, ctx, pp, task.ID, tok, wire.Progress{Seq: 2, Stage: wire.StagePartitioning, Percentage: 10})
 	for _, p := range []wire.Progress{
@@ -300,7 +282,7 @@ func TestProgressPathConcurrentTasksInOrder(t *testing.T) {
 	for i := range agents {
 		agents[i].task, agents[i].tok = agentSession(t, ctx, s, fmt.Sprintf("02:00:00:00:0d:%02x", i))
 	}
-	pp := runProgressPath(t, s, 5*time.Millisecond, 0)
+	pp := storetest.RunProgressPath(t, s, 5*time.Millisecond, 0)
 	_, rev, err := s.GetTaskRev(ctx, agents[0].task.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -411,7 +393,7 @@ func TestProgressPathPersistInterval(t *testing.T) {
 	s := storetest.New(t)
 	ctx := context.Background()
 	task, tok := agentSession(t, ctx, s, "02:00:00:00:0e:01")
-	pp := runProgressPath(t, s, 5*time.Millisecond, time.Hour)
+	pp := storetest.RunProgressPath(t, s, 5*time.Millisecond, time.Hour)
 	_, rev, err := s.GetTaskRev(ctx, task.ID)
 	if err != nil {
 		t.Fatal(err)

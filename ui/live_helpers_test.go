@@ -225,23 +225,6 @@ func approvedWithSession(t testing.TB, ctx context.Context, st *store.Store, mac
 	return task, sess
 }
 
-// runProgressPath runs region dc1's progress path (as the agent API runs
-// it) until the test ends, once its cache is loaded.
-func runProgressPath(t testing.TB, st *store.Store) *store.ProgressPath {
-	t.Helper()
-	pp := st.NewProgressPath("dc1", 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); pp.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	for deadline := time.Now().Add(10 * time.Second); !pp.Ready(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("progress cache not ready within 10s")
-		}
-	}
-	return pp
-}
-
 func sampleHardware(hostname string) wire.Hardware {
 	return wire.Hardware{
 		CPU:      wire.CPU{Model: "AMD EPYC 7543P 32-Core Processor", Sockets: 1, Cores: 32, Threads: 64},

@@ -26,6 +26,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/lpmos/lpmos/agent/wire"
 	"github.com/lpmos/lpmos/internal/testenv"
+	"github.com/lpmos/lpmos/store"
 	"github.com/lpmos/lpmos/store/storetest"
 )
 
@@ -87,12 +88,13 @@ func benchWSLatency(b *testing.B, n int) {
 	// region's cache, published to the hub at once, written coalesced);
 	// LPMOS_WSBENCH_PATH=authoritative times the store's read-check-write
 	// path instead (the hub then hears of it from etcd's watch).
+	var seq int64 // the last report's seq
 	report := func(p wire.Progress) error {
 		_, err := e.store.ReportProgress(ctx, task.ID, p)
 		return err
 	}
 	if os.Getenv("LPMOS_WSBENCH_PATH") != "authoritative" {
-		pp := runProgressPath(b, e.store)
+		pp := storetest.RunProgressPath(b, e.store, 0, store.DefaultPersistInterval)
 		report = func(p wire.Progress) error {
 			if _, err := pp.Report(ctx, task.ID, sess, "", p); err != nil {
 				return fmt.Errorf("progress path: %w", err)
@@ -103,7 +105,8 @@ func benchWSLatency(b *testing.B, n int) {
 		// downloading (stage changes: written at once); the timed ones
 		// are within downloading.
 		for i, st := range []string{wire.StagePartitioning, wire.StageDownloading} {
-			if err := report(wire.Progress{Seq: int64(i + 1), Stage: st, Percentage: 20 * i}); err != nil {
+			seq++
+			if err := report(wire.Progress{Seq: seq, Stage: st, Percentage: 20 * i}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -201,7 +204,7 @@ func benchWSLatency(b *testing.B, n int) {
 	}()
 
 	cpu0 := cpuTime()
-	seq := int64(2) // after the set-up's reports
+	first := seq // the timed reports follow the set-up's
 	for b.Loop() {
 		seq++
 		msg := "t0=" + strconv.FormatInt(time.Now().UnixNano(), 10)
@@ -215,7 +218,7 @@ func benchWSLatency(b *testing.B, n int) {
 	}
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
-	events := seq - 2
+	events := seq - first
 	if _, err := io.WriteString(stdin, "done\n"); err != nil {
 		b.Fatal(err)
 	}

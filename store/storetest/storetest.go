@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lpmos/lpmos/store"
 )
@@ -117,4 +118,26 @@ func reservePort(t testing.TB, port int) bool {
 	}
 	t.Cleanup(func() { f.Close() }) // closing drops the flock
 	return true
+}
+
+// RunProgressPath runs region dc1's progress path (as the agent API runs
+// it: window <= 0 is the default coalescing window, persist the
+// within-stage write interval) until the test ends, and returns it once
+// its cache is loaded.
+func RunProgressPath(t testing.TB, s *store.Store, window, persist time.Duration) *store.ProgressPath {
+	t.Helper()
+	pp := s.NewProgressPath("dc1", window)
+	pp.SetPersistInterval(persist)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); pp.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for !pp.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("progress cache not ready within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return pp
 }
